@@ -1,0 +1,183 @@
+public import Foundation
+
+/// What `queue.declare` reports: the (possibly server-chosen) name and the queue's depth.
+public struct AMQPQueueInfo: Sendable, Equatable {
+    public let name: String
+    public let messageCount: UInt32
+    public let consumerCount: UInt32
+}
+
+/// An AMQP channel: the unit of ordering, prefetch and publisher confirms.
+///
+/// Use one channel per consumer and one for publishing, so that a channel error on one (which
+/// the broker signals by closing it) cannot end the other. A channel the broker closed reopens
+/// on its next use with its prefetch and confirm mode; its consumers end with the error.
+/// Declarations are recorded and declared again after the connection recovers.
+public final class AMQPChannel: Sendable {
+    let handle: ChannelHandle
+
+    init(handle: ChannelHandle) { self.handle = handle }
+
+    public var number: UInt16 { handle.number }
+
+    private var jobs: JobQueue { handle.jobs }
+
+    /// Limits unacknowledged deliveries on this channel's consumers, so a slow consumer is not
+    /// flooded and other instances get their share. Restored after recovery.
+    public func setPrefetch(_ count: UInt16) async throws {
+        let handle = handle
+        try await jobs.perform { loop throws(AMQPError) in try loop.setPrefetch(handle, count: count) }
+    }
+
+    /// Turns on publisher confirms: from then on `publish` returns only once the broker has taken
+    /// responsibility for the message, and throws if it nacked or returned it.
+    public func enableConfirms() async throws {
+        let handle = handle
+        try await jobs.perform { loop throws(AMQPError) in try loop.enableConfirms(handle) }
+    }
+
+    public func declareExchange(
+        _ name: String, type: String = "direct", durable: Bool = true, autoDelete: Bool = false,
+        internal: Bool = false, arguments: AMQPTable = [:]
+    ) async throws {
+        let entry = TopologyRecord.Entry.exchange(
+            .init(name: name, type: type, durable: durable, autoDelete: autoDelete, internal: `internal`, arguments: arguments))
+        try await declare(entry)
+    }
+
+    /// Checks that an exchange exists without creating it; throws `channelClosed` 404 if not.
+    public func checkExchange(_ name: String) async throws {
+        let handle = handle
+        try await jobs.perform { loop throws(AMQPError) in try loop.declareExchangePassive(handle, name: name) }
+    }
+
+    public func deleteExchange(_ name: String, ifUnused: Bool = false) async throws {
+        let handle = handle
+        try await jobs.perform { loop throws(AMQPError) in try loop.deleteExchange(handle, name: name, ifUnused: ifUnused) }
+    }
+
+    /// Declares a queue. Arguments carry RabbitMQ's extensions, e.g. `x-dead-letter-exchange`,
+    /// `x-message-ttl` or `x-queue-type: quorum`. An empty name lets the broker choose one.
+    @discardableResult
+    public func declareQueue(
+        _ name: String, durable: Bool = true, exclusive: Bool = false, autoDelete: Bool = false,
+        arguments: AMQPTable = [:]
+    ) async throws -> AMQPQueueInfo {
+        let handle = handle
+        let queue = TopologyRecord.Queue(name: name, durable: durable, exclusive: exclusive, autoDelete: autoDelete, arguments: arguments)
+        return try await jobs.perform { loop throws(AMQPError) in try loop.declareQueue(handle, queue, passive: false) }
+    }
+
+    /// Reads a queue's message and consumer counts without creating it; throws `channelClosed` 404 if missing.
+    public func inspectQueue(_ name: String) async throws -> AMQPQueueInfo {
+        let handle = handle
+        let queue = TopologyRecord.Queue(name: name, durable: false, exclusive: false, autoDelete: false, arguments: [:])
+        return try await jobs.perform { loop throws(AMQPError) in try loop.declareQueue(handle, queue, passive: true) }
+    }
+
+    public func bindQueue(_ queue: String, exchange: String, routingKey: String, arguments: AMQPTable = [:]) async throws {
+        try await declare(.binding(.init(queue: queue, exchange: exchange, routingKey: routingKey, arguments: arguments)))
+    }
+
+    public func unbindQueue(_ queue: String, exchange: String, routingKey: String, arguments: AMQPTable = [:]) async throws {
+        let handle = handle
+        let binding = TopologyRecord.Binding(queue: queue, exchange: exchange, routingKey: routingKey, arguments: arguments)
+        try await jobs.perform { loop throws(AMQPError) in try loop.unbindQueue(handle, binding) }
+    }
+
+    /// Deletes a queue and returns how many messages it held.
+    @discardableResult
+    public func deleteQueue(_ name: String, ifUnused: Bool = false, ifEmpty: Bool = false) async throws -> UInt32 {
+        let handle = handle
+        return try await jobs.perform { loop throws(AMQPError) in
+            try loop.deleteQueue(handle, name: name, ifUnused: ifUnused, ifEmpty: ifEmpty)
+        }
+    }
+
+    /// Removes every ready message and returns how many there were.
+    @discardableResult
+    public func purgeQueue(_ name: String) async throws -> UInt32 {
+        let handle = handle
+        return try await jobs.perform { loop throws(AMQPError) in try loop.purgeQueue(handle, name: name) }
+    }
+
+    private func declare(_ entry: TopologyRecord.Entry) async throws {
+        let handle = handle
+        try await jobs.perform { loop throws(AMQPError) in try loop.declare(handle, entry) }
+    }
+
+    /// Publishes a message. With confirms enabled it returns once the broker confirmed it and
+    /// throws `nacked`, or `returned` for a `mandatory` message no queue took; without, it returns
+    /// once the message is written to the socket. Many publishes may be in flight at once.
+    public func publish(
+        _ body: Data, exchange: String = "", routingKey: String, mandatory: Bool = false,
+        properties: AMQPProperties = AMQPProperties()
+    ) async throws {
+        let handle = handle
+        try await withUnsafeThrowingContinuation { (waiter: ConfirmWaiter) in
+            jobs.submit(
+                Job(
+                    run: { loop in
+                        loop.publish(
+                            handle, body: body, exchange: exchange, routingKey: routingKey, mandatory: mandatory,
+                            properties: properties, waiter: waiter)
+                    },
+                    fail: { waiter.resume(throwing: $0) }))
+        }
+    }
+
+    /// Starts a consumer. Deliveries arrive in order as an `AsyncSequence`; the consumer survives
+    /// reconnects. The sequence ends when the consumer is cancelled, and throws when the broker
+    /// cancels it (`consumerCancelled`, e.g. the queue was deleted) or closes the channel.
+    /// With `noAck` the broker forgets messages as it sends them (used for direct reply-to).
+    public func consume(
+        queue: String, noAck: Bool = false, exclusive: Bool = false, arguments: AMQPTable = [:]
+    ) async throws -> AMQPConsumer {
+        let handle = handle
+        let tag = "warren-\(handle.number)-\(UUID().uuidString.prefix(8).lowercased())"
+        let (stream, continuation) = AsyncThrowingStream<AMQPDelivery, any Error>.makeStream()
+        let consumer = ConsumerState(tag: tag, queue: queue, noAck: noAck, exclusive: exclusive, arguments: arguments, continuation: continuation)
+        continuation.onTermination = { termination in
+            // The iterating task went away: stop the broker from sending more.
+            if case .cancelled = termination {
+                handle.jobs.submit(Job(run: { loop in loop.cancelConsumer(handle, tag: tag) }, fail: { _ in }))
+            }
+        }
+        try await jobs.perform { loop throws(AMQPError) in try loop.consume(handle, consumer: consumer) }
+        return AMQPConsumer(stream: stream, tag: tag, channel: handle)
+    }
+
+    /// Fetches one message (`basic.get`), or nil if the queue is empty. For browsing and tools,
+    /// not for steady consumption.
+    public func get(queue: String, noAck: Bool = false) async throws -> AMQPDelivery? {
+        let handle = handle
+        return try await jobs.perform { loop throws(AMQPError) in try loop.get(handle, queue: queue, noAck: noAck) }
+    }
+
+    /// Closes the channel; its consumers end and unacked deliveries return to their queues.
+    public func close() async {
+        let handle = handle
+        _ = try? await jobs.perform { loop throws(AMQPError) in loop.closeChannel(handle) }
+    }
+}
+
+/// A consumer's deliveries. Iterate it from one task.
+public struct AMQPConsumer: AsyncSequence, Sendable {
+    public typealias Element = AMQPDelivery
+
+    let stream: AsyncThrowingStream<AMQPDelivery, any Error>
+    /// The consumer tag, kept across reconnects.
+    public let tag: String
+    let channel: ChannelHandle
+
+    public func makeAsyncIterator() -> AsyncThrowingStream<AMQPDelivery, any Error>.AsyncIterator {
+        stream.makeAsyncIterator()
+    }
+
+    /// Stops deliveries; the sequence then finishes. Deliveries already on the wire are requeued.
+    public func cancel() async {
+        let channel = channel
+        let tag = tag
+        _ = try? await channel.jobs.perform { loop throws(AMQPError) in loop.cancelConsumer(channel, tag: tag) }
+    }
+}

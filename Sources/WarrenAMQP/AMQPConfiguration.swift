@@ -1,0 +1,211 @@
+/// Everything needed to reach a broker, with defaults that work against a local RabbitMQ.
+public struct AMQPConfiguration: Sendable, Equatable {
+    /// TLS settings for `amqps://`. Paths point at PEM files.
+    public struct TLS: Sendable, Equatable {
+        public var caCertificatePath: String?
+        public var certificatePath: String?
+        public var keyPath: String?
+        public var verifyPeer: Bool
+        public var verifyHostname: Bool
+
+        public init(
+            caCertificatePath: String? = nil,
+            certificatePath: String? = nil,
+            keyPath: String? = nil,
+            verifyPeer: Bool = true,
+            verifyHostname: Bool = true
+        ) {
+            self.caCertificatePath = caCertificatePath
+            self.certificatePath = certificatePath
+            self.keyPath = keyPath
+            self.verifyPeer = verifyPeer
+            self.verifyHostname = verifyHostname
+        }
+    }
+
+    /// How a lost connection is re-established. Backoff doubles from `initialBackoff` to `maxBackoff`.
+    public struct Recovery: Sendable, Equatable {
+        public var isEnabled: Bool
+        public var initialBackoff: Duration
+        public var maxBackoff: Duration
+
+        public init(isEnabled: Bool = true, initialBackoff: Duration = .milliseconds(100), maxBackoff: Duration = .seconds(5)) {
+            self.isEnabled = isEnabled
+            self.initialBackoff = initialBackoff
+            self.maxBackoff = maxBackoff
+        }
+    }
+
+    public var host: String
+    public var port: Int
+    public var user: String
+    public var password: String
+    public var vhost: String
+    /// Set for `amqps://` URLs.
+    public var tls: TLS?
+    /// Heartbeat interval negotiated with the broker; 0 disables heartbeats.
+    public var heartbeat: Duration
+    public var frameMax: Int
+    public var channelMax: Int
+    /// Shown in the management UI and `rabbitmqctl list_connections`, so operators can tell processes apart.
+    public var connectionName: String
+    public var connectTimeout: Duration
+    /// The longest a synchronous broker call (declare, bind, …) may take before the connection is
+    /// treated as lost: librabbitmq closes the socket when such a timeout fires.
+    public var operationTimeout: Duration
+    public var recovery: Recovery
+
+    public init(
+        host: String = "localhost",
+        port: Int? = nil,
+        user: String = "guest",
+        password: String = "guest",
+        vhost: String = "/",
+        tls: TLS? = nil,
+        heartbeat: Duration = .seconds(10),
+        frameMax: Int = 131_072,
+        channelMax: Int = 2047,
+        connectionName: String = "warren",
+        connectTimeout: Duration = .seconds(5),
+        operationTimeout: Duration = .seconds(30),
+        recovery: Recovery = Recovery()
+    ) {
+        self.host = host
+        self.port = port ?? (tls == nil ? 5672 : 5671)
+        self.user = user
+        self.password = password
+        self.vhost = vhost
+        self.tls = tls
+        self.heartbeat = heartbeat
+        self.frameMax = frameMax
+        self.channelMax = channelMax
+        self.connectionName = connectionName
+        self.connectTimeout = connectTimeout
+        self.operationTimeout = operationTimeout
+        self.recovery = recovery
+    }
+
+    /// Reads an `amqp://user:password@host:port/vhost?heartbeat=10&frame_max=131072&connection_name=x`
+    /// URL (RabbitMQ's URI spec): parts are percent-decoded, an empty path means vhost `/`, and
+    /// `/%2F` also means `/`. `amqps://` turns on TLS with peer verification.
+    public init(url: String) throws(AMQPError) {
+        func fail(_ reason: String) -> AMQPError { .invalidURL(url, reason: reason) }
+
+        let isTLS: Bool
+        var rest: Substring
+        if url.hasPrefix("amqp://") {
+            isTLS = false
+            rest = url.dropFirst("amqp://".count)
+        } else if url.hasPrefix("amqps://") {
+            isTLS = true
+            rest = url.dropFirst("amqps://".count)
+        } else {
+            throw fail("the scheme must be amqp:// or amqps://")
+        }
+        self.init(tls: isTLS ? TLS() : nil)
+
+        var query: Substring = ""
+        if let mark = rest.firstIndex(of: "?") {
+            query = rest[rest.index(after: mark)...]
+            rest = rest[..<mark]
+        }
+        var path: Substring? = nil
+        if let slash = rest.firstIndex(of: "/") {
+            path = rest[rest.index(after: slash)...]
+            rest = rest[..<slash]
+        }
+        var authority = rest
+        if let at = authority.lastIndex(of: "@") {
+            let userInfo = authority[..<at]
+            authority = authority[authority.index(after: at)...]
+            let parts = userInfo.split(separator: ":", maxSplits: 1, omittingEmptySubsequences: false)
+            guard let user = Self.percentDecode(parts[0]) else { throw fail("the user name is not valid percent-encoding") }
+            self.user = user
+            if parts.count == 2 {
+                guard let password = Self.percentDecode(parts[1]) else { throw fail("the password is not valid percent-encoding") }
+                self.password = password
+            }
+        }
+        // Host, or [IPv6]:port.
+        var hostPart = authority
+        var portPart: Substring? = nil
+        if authority.hasPrefix("[") {
+            guard let close = authority.firstIndex(of: "]") else { throw fail("unterminated IPv6 address") }
+            hostPart = authority[authority.index(after: authority.startIndex)..<close]
+            let after = authority[authority.index(after: close)...]
+            if after.hasPrefix(":") { portPart = after.dropFirst() } else if !after.isEmpty { throw fail("unexpected text after the IPv6 address") }
+        } else if let colon = authority.lastIndex(of: ":") {
+            hostPart = authority[..<colon]
+            portPart = authority[authority.index(after: colon)...]
+        }
+        if !hostPart.isEmpty {
+            guard let host = Self.percentDecode(hostPart) else { throw fail("the host is not valid percent-encoding") }
+            self.host = host
+        }
+        if let portPart, !portPart.isEmpty {
+            guard let port = Int(portPart), (1...65535).contains(port) else { throw fail("the port '\(portPart)' is not a number from 1 to 65535") }
+            self.port = port
+        }
+        if let path, !path.isEmpty {
+            guard !path.contains("/") else { throw fail("the vhost must be one path segment; write '/' as %2F") }
+            guard let vhost = Self.percentDecode(path) else { throw fail("the vhost is not valid percent-encoding") }
+            self.vhost = vhost
+        }
+        for item in query.split(separator: "&") where !item.isEmpty {
+            let pair = item.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            let key = String(pair[0])
+            guard pair.count == 2, let value = Self.percentDecode(pair[1]) else { throw fail("query item '\(item)' needs a value") }
+            switch key {
+            case "heartbeat":
+                guard let seconds = Int(value), seconds >= 0 else { throw fail("heartbeat must be whole seconds") }
+                heartbeat = .seconds(seconds)
+            case "frame_max":
+                guard let frameMax = Int(value), frameMax >= 4096 else { throw fail("frame_max must be at least 4096") }
+                self.frameMax = frameMax
+            case "channel_max":
+                guard let channelMax = Int(value), (1...65535).contains(channelMax) else { throw fail("channel_max must be from 1 to 65535") }
+                self.channelMax = channelMax
+            case "connection_timeout":
+                guard let ms = Int(value), ms > 0 else { throw fail("connection_timeout must be milliseconds") }
+                connectTimeout = .milliseconds(ms)
+            case "connection_name":
+                connectionName = value
+            case "cacertfile":
+                tls?.caCertificatePath = value
+            case "certfile":
+                tls?.certificatePath = value
+            case "keyfile":
+                tls?.keyPath = value
+            case "verify":
+                tls?.verifyPeer = value != "verify_none"
+                tls?.verifyHostname = value != "verify_none"
+            default:
+                throw fail("unknown query parameter '\(key)'")
+            }
+        }
+    }
+
+    private static func percentDecode(_ text: Substring) -> String? {
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(text.utf8.count)
+        var iterator = text.utf8.makeIterator()
+        while let byte = iterator.next() {
+            guard byte == UInt8(ascii: "%") else {
+                bytes.append(byte)
+                continue
+            }
+            guard let high = iterator.next().flatMap(hexValue), let low = iterator.next().flatMap(hexValue) else { return nil }
+            bytes.append(high << 4 | low)
+        }
+        return String(validating: bytes, as: UTF8.self)
+    }
+
+    private static func hexValue(_ byte: UInt8) -> UInt8? {
+        switch byte {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): byte - UInt8(ascii: "0")
+        case UInt8(ascii: "a")...UInt8(ascii: "f"): byte - UInt8(ascii: "a") + 10
+        case UInt8(ascii: "A")...UInt8(ascii: "F"): byte - UInt8(ascii: "A") + 10
+        default: nil
+        }
+    }
+}

@@ -1,0 +1,99 @@
+public import Logging
+public import ServiceLifecycle
+import Foundation
+
+/// A connection to a RabbitMQ broker, served by its own I/O thread.
+///
+/// librabbitmq is blocking and not thread-safe, so one dedicated thread alone calls it for this
+/// connection; every method here hands that thread a job and awaits the result, never blocking
+/// a cooperative thread on a socket. When the connection drops, the thread reconnects with
+/// backoff and restores what was declared, the channels and the consumers; work that was on the
+/// wire fails with `connectionLost` instead of hanging.
+public final class AMQPConnection: Sendable {
+    public let configuration: AMQPConfiguration
+    let jobs: JobQueue
+    private let status: ConnectionStatus
+
+    private init(configuration: AMQPConfiguration, jobs: JobQueue, status: ConnectionStatus) {
+        self.configuration = configuration
+        self.jobs = jobs
+        self.status = status
+    }
+
+    deinit { jobs.requestClose() }
+
+    /// Connects and logs in, or throws what went wrong (`connectionRefused`,
+    /// `authenticationFailed`). Recovery applies only to connections that were once up.
+    public static func connect(
+        _ configuration: AMQPConfiguration,
+        logger: Logger = Logger(label: "warren.amqp")
+    ) async throws -> AMQPConnection {
+        let jobs = try JobQueue()
+        let status = ConnectionStatus()
+        var logger = logger
+        logger[metadataKey: "connection"] = "\(configuration.connectionName)"
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+            let thread = Thread { [logger] in
+                let loop = IOLoop(configuration: configuration, logger: logger, jobs: jobs, status: status)
+                loop.run { result in continuation.resume(with: result.mapError { $0 as any Error }) }
+            }
+            thread.name = "warren-amqp-io"
+            thread.start()
+        }
+        return AMQPConnection(configuration: configuration, jobs: jobs, status: status)
+    }
+
+    /// Connects using an `amqp://` or `amqps://` URL.
+    public static func connect(
+        url: String,
+        connectionName: String = "warren",
+        logger: Logger = Logger(label: "warren.amqp")
+    ) async throws -> AMQPConnection {
+        var configuration = try AMQPConfiguration(url: url)
+        configuration.connectionName = connectionName
+        return try await connect(configuration, logger: logger)
+    }
+
+    /// True while the socket is up and logged in; false during recovery. For health checks.
+    public var isConnected: Bool { status.isConnected }
+
+    /// Opens a channel. Channels isolate failures: a channel the broker closes (say, after a
+    /// publish to a missing exchange) reopens on next use, and other channels never notice.
+    public func openChannel() async throws -> AMQPChannel {
+        let handle = try await jobs.perform { loop throws(AMQPError) in try loop.openChannel() }
+        return AMQPChannel(handle: handle)
+    }
+
+    /// Closes the connection cleanly: queued work runs, confirms already on the wire get a few
+    /// seconds to arrive, consumers finish, then the I/O thread exits.
+    public func close() async {
+        jobs.requestClose()
+        await status.waitUntilFinished()
+    }
+}
+
+extension AMQPConnection: Service {
+    /// Keeps the connection until graceful shutdown (SIGTERM in a `ServiceGroup`), then closes it.
+    public func run() async throws {
+        try? await gracefulShutdown()
+        await close()
+    }
+}
+
+extension JobQueue {
+    /// Runs `body` on the I/O thread and returns its result to the awaiting task.
+    func perform<T: Sendable>(_ body: @escaping @Sendable (IOLoop) throws(AMQPError) -> T) async throws -> T {
+        try await withUnsafeThrowingContinuation { continuation in
+            submit(
+                Job(
+                    run: { loop in
+                        do throws(AMQPError) {
+                            continuation.resume(returning: try body(loop))
+                        } catch {
+                            continuation.resume(throwing: error)
+                        }
+                    },
+                    fail: { continuation.resume(throwing: $0) }))
+        }
+    }
+}

@@ -1,0 +1,839 @@
+import CRabbitMQ
+import Foundation
+import Glibc
+import Logging
+import Synchronization
+
+typealias ConfirmWaiter = UnsafeContinuation<Void, any Error>
+typealias DeliveryContinuation = AsyncThrowingStream<AMQPDelivery, any Error>.Continuation
+
+/// A consumer as the I/O thread knows it; kept across reconnects so it can be re-registered.
+final class ConsumerState: Sendable {
+    let tag: String
+    let queue: String
+    let noAck: Bool
+    let exclusive: Bool
+    let arguments: AMQPTable
+    let continuation: DeliveryContinuation
+
+    init(tag: String, queue: String, noAck: Bool, exclusive: Bool, arguments: AMQPTable, continuation: DeliveryContinuation) {
+        self.tag = tag
+        self.queue = queue
+        self.noAck = noAck
+        self.exclusive = exclusive
+        self.arguments = arguments
+        self.continuation = continuation
+    }
+}
+
+/// A channel as the I/O thread knows it: what must be restored when it reopens.
+final class ChannelState {
+    let handle: ChannelHandle
+    var isOpen = false
+    var prefetchCount: UInt16?
+    var confirmMode = false
+    var confirms = ConfirmTracker<ConfirmWaiter>()
+    var consumers: [String: ConsumerState] = [:]
+    /// Consumers cancelled by this process whose deliveries may still be on the wire, and whether
+    /// they were no-ack: late deliveries of ack-mode consumers are handed back to the broker.
+    var cancelledConsumers: [String: Bool] = [:]
+
+    init(handle: ChannelHandle) { self.handle = handle }
+}
+
+/// What both sides of the thread boundary may read about a connection.
+final class ConnectionStatus: Sendable {
+    private let connected = Atomic<Bool>(false)
+    private let finished = Mutex<(done: Bool, waiters: [CheckedContinuation<Void, Never>])>((false, []))
+
+    var isConnected: Bool { connected.load(ordering: .relaxed) }
+    func setConnected(_ value: Bool) { connected.store(value, ordering: .relaxed) }
+
+    func markFinished() {
+        let waiters = finished.withLock { state in
+            state.done = true
+            defer { state.waiters = [] }
+            return state.waiters
+        }
+        for waiter in waiters { waiter.resume() }
+    }
+
+    func waitUntilFinished() async {
+        await withCheckedContinuation { continuation in
+            let done = finished.withLock { state in
+                if !state.done { state.waiters.append(continuation) }
+                return state.done
+            }
+            if done { continuation.resume() }
+        }
+    }
+}
+
+/// The connection's I/O thread: the only code that calls librabbitmq for this connection.
+///
+/// It polls the socket and the job queue's eventfd together, bounded by the heartbeat, runs
+/// jobs, reads frames and dispatches them (deliveries, confirms, returns, closes), and on a
+/// lost connection reconnects with backoff and restores topology, channels and consumers.
+final class IOLoop {
+    private enum Exit {
+        case closeRequested
+        case lost(AMQPError)
+    }
+
+    private static let controlChannel: UInt16 = 1
+
+    let configuration: AMQPConfiguration
+    let logger: Logger
+    let jobs: JobQueue
+    let status: ConnectionStatus
+
+    private var connection: OpaquePointer?
+    private var channels: [UInt16: ChannelState] = [:]
+    private var topology = TopologyRecord()
+    private let scratch = ScratchPool()
+    private var lostError: AMQPError?
+    private var spareJobs: [Job] = []
+    private var heartbeatTick: Int32 = 1000
+    private var lastRead = ContinuousClock.now
+
+    init(configuration: AMQPConfiguration, logger: Logger, jobs: JobQueue, status: ConnectionStatus) {
+        self.configuration = configuration
+        self.logger = logger
+        self.jobs = jobs
+        self.status = status
+    }
+
+    /// The thread's body. `ready` learns whether the first connection succeeded; after that the
+    /// loop runs until close is requested or recovery is disabled and the connection is lost.
+    func run(ready: (Result<Void, AMQPError>) -> Void) {
+        do {
+            try connect()
+        } catch {
+            destroyConnection()
+            finish(with: error)
+            ready(.failure(error))
+            return
+        }
+        ready(.success(()))
+        var finalError = AMQPError.closed
+        loop: while true {
+            switch serve() {
+            case .closeRequested:
+                closeGracefully()
+                break loop
+            case .lost(let error):
+                connectionLost(error)
+                guard configuration.recovery.isEnabled, reconnect() else {
+                    finalError = configuration.recovery.isEnabled ? .closed : error
+                    break loop
+                }
+            }
+        }
+        destroyConnection()
+        finish(with: finalError)
+    }
+
+    // MARK: - Connecting
+
+    private func connect() throws(AMQPError) {
+        guard let connection = amqp_new_connection() else { throw .protocolError("amqp_new_connection failed") }
+        self.connection = connection
+        let socket: OpaquePointer?
+        if let tls = configuration.tls {
+            socket = amqp_ssl_socket_new(connection)
+            if let socket {
+                amqp_ssl_socket_set_verify_peer(socket, tls.verifyPeer ? 1 : 0)
+                amqp_ssl_socket_set_verify_hostname(socket, tls.verifyHostname ? 1 : 0)
+                if let ca = tls.caCertificatePath, amqp_ssl_socket_set_cacert(socket, ca) != AMQP_STATUS_OK.rawValue {
+                    throw refused("cannot read the CA certificate \(ca)")
+                }
+                if let cert = tls.certificatePath, let key = tls.keyPath,
+                    amqp_ssl_socket_set_key(socket, cert, key) != AMQP_STATUS_OK.rawValue
+                {
+                    throw refused("cannot read the client certificate \(cert) or key \(key)")
+                }
+            }
+        } else {
+            socket = amqp_tcp_socket_new(connection)
+        }
+        guard let socket else { throw refused("cannot create a socket") }
+        let opened = warren_amqp_socket_open(socket, configuration.host, Int32(configuration.port), microseconds(configuration.connectTimeout))
+        guard opened == AMQP_STATUS_OK.rawValue else { throw refused(Self.statusText(opened)) }
+
+        var handshake = timeval(configuration.connectTimeout)
+        amqp_set_handshake_timeout(connection, &handshake)
+        var rpcTimeout = timeval(configuration.operationTimeout)
+        amqp_set_rpc_timeout(connection, &rpcTimeout)
+
+        let reply = warren_amqp_login(
+            connection, configuration.vhost, Int32(configuration.channelMax), Int32(configuration.frameMax),
+            Int32(configuration.heartbeat.components.seconds), configuration.user, configuration.password,
+            configuration.connectionName)
+        switch reply.reply_type {
+        case AMQP_RESPONSE_NORMAL:
+            break
+        case AMQP_RESPONSE_SERVER_EXCEPTION:
+            let (code, text) = Self.closeReason(reply.reply)
+            throw code == 403 || code == 530
+                ? .authenticationFailed(user: configuration.user, vhost: configuration.vhost, reason: "\(code) \(text)")
+                : .connectionClosed(code: code, text: text)
+        case AMQP_RESPONSE_LIBRARY_EXCEPTION where reply.library_error == AMQP_STATUS_CONNECTION_CLOSED.rawValue:
+            throw .authenticationFailed(
+                user: configuration.user, vhost: configuration.vhost,
+                reason: "the broker closed the connection during login: check the user name, password and vhost")
+        default:
+            throw refused("login failed: \(Self.replyText(reply))")
+        }
+        let heartbeat = Int(amqp_get_heartbeat(connection))
+        heartbeatTick = heartbeat > 0 ? Int32(max(50, heartbeat * 1000 / 4)) : 1000
+        lastRead = .now
+        let control = ChannelState(handle: ChannelHandle(number: Self.controlChannel, jobs: jobs))
+        channels[Self.controlChannel] = control
+        try ensureOpen(control)
+        status.setConnected(true)
+        logger.debug("connected", metadata: ["host": "\(configuration.host):\(configuration.port)", "vhost": "\(configuration.vhost)", "heartbeat": "\(heartbeat)"])
+    }
+
+    private func refused(_ reason: String) -> AMQPError {
+        .connectionRefused(host: configuration.host, port: configuration.port, reason: reason)
+    }
+
+    private func destroyConnection() {
+        guard let connection else { return }
+        amqp_destroy_connection(connection)
+        self.connection = nil
+        status.setConnected(false)
+    }
+
+    // MARK: - Serving
+
+    private func serve() -> Exit {
+        guard let connection else { return .lost(.connectionLost(reason: "no connection")) }
+        var fds = [
+            pollfd(fd: amqp_get_sockfd(connection), events: Int16(POLLIN), revents: 0),
+            pollfd(fd: jobs.wakeFD, events: Int16(POLLIN), revents: 0),
+        ]
+        while true {
+            if jobs.isCloseRequested { return .closeRequested }
+            runJobs()
+            if let lostError { return .lost(lostError) }
+            if amqp_frames_enqueued(connection) != 0 || amqp_data_in_buffer(connection) != 0 {
+                readFrames()
+                if let lostError { return .lost(lostError) }
+                continue
+            }
+            fds[0].revents = 0
+            fds[1].revents = 0
+            let ready = poll(&fds, 2, heartbeatTick)
+            if fds[1].revents != 0 { jobs.clearWake() }
+            // Reading also sends and checks heartbeats, so do it at least once a tick.
+            if ready == 0 || fds[0].revents != 0 || lastRead.duration(to: .now) > .milliseconds(Int(heartbeatTick)) {
+                readFrames()
+                if let lostError { return .lost(lostError) }
+            }
+        }
+    }
+
+    private func runJobs() {
+        jobs.drain(into: &spareJobs)
+        guard !spareJobs.isEmpty else { return }
+        for job in spareJobs {
+            if lostError != nil {
+                // The connection died under an earlier job: the rest wait for the next one.
+                jobs.submit(job)
+                continue
+            }
+            job.run(self)
+            scratch.recycle()
+        }
+        spareJobs.removeAll(keepingCapacity: true)
+    }
+
+    private func readFrames() {
+        guard let connection else { return }
+        lastRead = .now
+        var frame = amqp_frame_t()
+        // Bounded, so that a flood of deliveries cannot starve the job queue (acks, publishes).
+        for _ in 0..<512 {
+            let status = warren_amqp_wait_frame(connection, &frame, 0)
+            if status == AMQP_STATUS_TIMEOUT.rawValue { break }
+            guard status == AMQP_STATUS_OK.rawValue else {
+                lose(.connectionLost(reason: Self.statusText(status)))
+                return
+            }
+            dispatch(frame)
+            if lostError != nil { return }
+        }
+        amqp_maybe_release_buffers(connection)
+    }
+
+    private func dispatch(_ frame: amqp_frame_t) {
+        guard frame.frame_type == UInt8(AMQP_FRAME_METHOD), let decoded = frame.payload.method.decoded else { return }
+        let channel = frame.channel
+        switch Int(frame.payload.method.id) {
+        case WARREN_METHOD_BASIC_DELIVER:
+            let deliver = decoded.assumingMemoryBound(to: amqp_basic_deliver_t.self).pointee
+            deliverMessage(deliver, channel: channel)
+        case WARREN_METHOD_BASIC_ACK:
+            let ack = decoded.assumingMemoryBound(to: amqp_basic_ack_t.self).pointee
+            confirm(channel: channel, deliveryTag: ack.delivery_tag, multiple: ack.multiple != 0, ack: true)
+        case WARREN_METHOD_BASIC_NACK:
+            let nack = decoded.assumingMemoryBound(to: amqp_basic_nack_t.self).pointee
+            confirm(channel: channel, deliveryTag: nack.delivery_tag, multiple: nack.multiple != 0, ack: false)
+        case WARREN_METHOD_BASIC_RETURN:
+            let returned = decoded.assumingMemoryBound(to: amqp_basic_return_t.self).pointee
+            returnMessage(returned, channel: channel)
+        case WARREN_METHOD_BASIC_CANCEL:
+            let cancel = decoded.assumingMemoryBound(to: amqp_basic_cancel_t.self).pointee
+            serverCancelled(tag: String(amqpBytes: cancel.consumer_tag), channel: channel)
+        case WARREN_METHOD_CHANNEL_CLOSE:
+            let close = decoded.assumingMemoryBound(to: amqp_channel_close_t.self).pointee
+            acknowledgeChannelClose(channel)
+            channelClosed(channel, error: .channelClosed(code: close.reply_code, text: String(amqpBytes: close.reply_text)))
+        case WARREN_METHOD_CONNECTION_CLOSE:
+            let close = decoded.assumingMemoryBound(to: amqp_connection_close_t.self).pointee
+            acknowledgeConnectionClose()
+            lose(.connectionClosed(code: close.reply_code, text: String(amqpBytes: close.reply_text)))
+        case WARREN_METHOD_CONNECTION_BLOCKED:
+            logger.warning("the broker blocked publishing on this connection (memory or disk alarm)")
+        case WARREN_METHOD_CONNECTION_UNBLOCKED:
+            logger.info("the broker unblocked publishing on this connection")
+        default:
+            break
+        }
+    }
+
+    private func deliverMessage(_ deliver: amqp_basic_deliver_t, channel number: UInt16) {
+        let tag = String(amqpBytes: deliver.consumer_tag)
+        let exchange = String(amqpBytes: deliver.exchange)
+        let routingKey = String(amqpBytes: deliver.routing_key)
+        guard let (properties, body) = readContent(channel: number) else { return }
+        guard let state = channels[number] else { return }
+        guard let consumer = state.consumers[tag] else {
+            if state.cancelledConsumers[tag] == false, let connection {
+                amqp_basic_reject(connection, number, deliver.delivery_tag, 1)
+            }
+            return
+        }
+        let delivery = AMQPDelivery(
+            body: body, properties: properties, exchange: exchange, routingKey: routingKey,
+            deliveryTag: deliver.delivery_tag, redelivered: deliver.redelivered != 0, consumerTag: tag,
+            acknowledger: consumer.noAck ? nil : AMQPDelivery.Acknowledger(channel: state.handle, epoch: state.handle.epoch))
+        consumer.continuation.yield(delivery)
+    }
+
+    /// Reads the header and body frames that follow a basic.deliver, basic.return or basic.get-ok.
+    private func readContent(channel: UInt16) -> (AMQPProperties, Data)? {
+        guard let connection else { return nil }
+        var message = amqp_message_t()
+        let reply = amqp_read_message(connection, channel, &message, 0)
+        guard reply.reply_type == AMQP_RESPONSE_NORMAL else {
+            lose(.connectionLost(reason: "reading message content: \(Self.replyText(reply))"))
+            return nil
+        }
+        defer { amqp_destroy_message(&message) }
+        return (decodeProperties(message.properties), Data(amqpBytes: message.body))
+    }
+
+    private func confirm(channel: UInt16, deliveryTag: UInt64, multiple: Bool, ack: Bool) {
+        guard let state = channels[channel] else { return }
+        for (waiter, result) in state.confirms.confirmed(deliveryTag: deliveryTag, multiple: multiple, ack: ack) {
+            waiter.resume(with: result.mapError { $0 as any Error })
+        }
+    }
+
+    private func returnMessage(_ returned: amqp_basic_return_t, channel: UInt16) {
+        let exchange = String(amqpBytes: returned.exchange)
+        let routingKey = String(amqpBytes: returned.routing_key)
+        let text = String(amqpBytes: returned.reply_text)
+        guard let (_, body) = readContent(channel: channel), let state = channels[channel] else { return }
+        if state.confirmMode {
+            state.confirms.returned(exchange: exchange, routingKey: routingKey, body: body, code: returned.reply_code, text: text)
+        } else {
+            logger.warning("message returned by the broker", metadata: ["exchange": "\(exchange)", "routing_key": "\(routingKey)", "reason": "\(returned.reply_code) \(text)"])
+        }
+    }
+
+    private func serverCancelled(tag: String, channel: UInt16) {
+        guard let consumer = channels[channel]?.consumers.removeValue(forKey: tag) else { return }
+        logger.info("the broker cancelled a consumer", metadata: ["queue": "\(consumer.queue)", "consumer_tag": "\(tag)"])
+        consumer.continuation.finish(throwing: AMQPError.consumerCancelled(queue: consumer.queue))
+    }
+
+    private func acknowledgeChannelClose(_ channel: UInt16) {
+        guard let connection else { return }
+        var closeOK = amqp_channel_close_ok_t(dummy: 0)
+        amqp_send_method(connection, channel, amqp_method_number_t(WARREN_METHOD_CHANNEL_CLOSE_OK), &closeOK)
+    }
+
+    private func acknowledgeConnectionClose() {
+        guard let connection else { return }
+        var closeOK = amqp_connection_close_ok_t(dummy: 0)
+        amqp_send_method(connection, 0, amqp_method_number_t(WARREN_METHOD_CONNECTION_CLOSE_OK), &closeOK)
+    }
+
+    /// The broker closed one channel: everything waiting on it fails with the broker's reason.
+    /// It reopens on next use; its consumers end, since their deliveries cannot be acked any more.
+    private func channelClosed(_ number: UInt16, error: AMQPError) {
+        guard let state = channels[number] else { return }
+        logger.debug("the broker closed a channel", metadata: ["channel": "\(number)", "error": "\(error)"])
+        state.isOpen = false
+        state.handle.advanceEpoch()
+        for waiter in state.confirms.failAll() { waiter.resume(throwing: error) }
+        for consumer in state.consumers.values { consumer.continuation.finish(throwing: error) }
+        state.consumers = [:]
+        state.cancelledConsumers = [:]
+    }
+
+    private func lose(_ error: AMQPError) {
+        if lostError == nil { lostError = error }
+    }
+
+    // MARK: - Recovery
+
+    private func connectionLost(_ error: AMQPError) {
+        logger.warning("connection to the broker lost", metadata: ["error": "\(error)"])
+        status.setConnected(false)
+        for state in channels.values {
+            state.isOpen = false
+            state.handle.advanceEpoch()
+            for waiter in state.confirms.failAll() { waiter.resume(throwing: error) }
+            state.cancelledConsumers = [:]
+            if !configuration.recovery.isEnabled {
+                for consumer in state.consumers.values { consumer.continuation.finish(throwing: error) }
+                state.consumers = [:]
+            }
+        }
+        destroyConnection()
+        lostError = nil
+    }
+
+    /// Reconnects with exponential backoff until it succeeds or close is requested.
+    private func reconnect() -> Bool {
+        var backoff = configuration.recovery.initialBackoff
+        var attempt = 0
+        while !jobs.isCloseRequested {
+            attempt += 1
+            do {
+                try connect()
+                try restore()
+                logger.info("connection to the broker recovered", metadata: ["attempt": "\(attempt)"])
+                return true
+            } catch {
+                logger.info("reconnect failed; retrying", metadata: ["attempt": "\(attempt)", "error": "\(error)", "backoff": "\(backoff)"])
+                for state in channels.values { state.isOpen = false }
+                destroyConnection()
+                lostError = nil
+                waitForWake(backoff)
+                backoff = min(backoff * 2, configuration.recovery.maxBackoff)
+            }
+        }
+        return false
+    }
+
+    private func waitForWake(_ duration: Duration) {
+        var fd = pollfd(fd: jobs.wakeFD, events: Int16(POLLIN), revents: 0)
+        let ms = Int32(duration.components.seconds * 1000 + duration.components.attoseconds / 1_000_000_000_000_000)
+        if poll(&fd, 1, max(1, ms)) > 0 { jobs.clearWake() }
+    }
+
+    /// Declares the recorded topology again, then reopens channels and re-registers consumers.
+    private func restore() throws(AMQPError) {
+        guard let control = channels[Self.controlChannel] else { return }
+        for entry in topology.entries {
+            do {
+                try ensureOpen(control)
+                try declare(entry, on: Self.controlChannel)
+            } catch {
+                if case .channelClosed = error {
+                    logger.error("could not restore topology", metadata: ["entry": "\(entry)", "error": "\(error)"])
+                    continue
+                }
+                throw error
+            }
+        }
+        for (number, state) in channels.sorted(by: { $0.key < $1.key }) where number != Self.controlChannel {
+            try ensureOpen(state)
+            for consumer in state.consumers.values.sorted(by: { $0.tag < $1.tag }) {
+                do {
+                    try startConsumer(consumer, on: state)
+                } catch {
+                    guard case .channelClosed = error else { throw error }
+                    logger.error("could not restore consumer", metadata: ["queue": "\(consumer.queue)", "error": "\(error)"])
+                    state.consumers.removeValue(forKey: consumer.tag)
+                    consumer.continuation.finish(throwing: error)
+                    try ensureOpen(state)
+                }
+            }
+        }
+    }
+
+    // MARK: - Closing
+
+    private func closeGracefully() {
+        runJobs()
+        // Give confirms already on their way a moment to arrive rather than failing them.
+        let deadline = ContinuousClock.now + .seconds(5)
+        while lostError == nil, channels.values.contains(where: { !$0.confirms.isEmpty }), .now < deadline {
+            var fd = pollfd(fd: amqp_get_sockfd(connection), events: Int16(POLLIN), revents: 0)
+            _ = poll(&fd, 1, 50)
+            readFrames()
+        }
+        if lostError == nil, let connection {
+            _ = amqp_connection_close(connection, AMQP_REPLY_SUCCESS)
+        }
+        logger.debug("connection closed")
+    }
+
+    private func finish(with error: AMQPError) {
+        status.setConnected(false)
+        for state in channels.values {
+            state.handle.advanceEpoch()
+            for waiter in state.confirms.failAll() { waiter.resume(throwing: error) }
+            for consumer in state.consumers.values {
+                if case .closed = error { consumer.continuation.finish() } else { consumer.continuation.finish(throwing: error) }
+            }
+        }
+        channels = [:]
+        for job in jobs.close() { job.fail(error) }
+        status.markFinished()
+    }
+
+    // MARK: - Operations, called by jobs on this thread
+
+    private func check(_ reply: amqp_rpc_reply_t, channel: UInt16, operation: @autoclosure () -> String) throws(AMQPError) {
+        switch reply.reply_type {
+        case AMQP_RESPONSE_NORMAL:
+            return
+        case AMQP_RESPONSE_SERVER_EXCEPTION:
+            let (code, text) = Self.closeReason(reply.reply)
+            if Int(reply.reply.id) == WARREN_METHOD_CHANNEL_CLOSE {
+                let error = AMQPError.channelClosed(code: code, text: text)
+                acknowledgeChannelClose(channel)
+                channelClosed(channel, error: error)
+                throw error
+            }
+            acknowledgeConnectionClose()
+            let error = AMQPError.connectionClosed(code: code, text: text)
+            lose(error)
+            throw error
+        case AMQP_RESPONSE_LIBRARY_EXCEPTION where reply.library_error == AMQP_STATUS_TIMEOUT.rawValue:
+            let error = AMQPError.timedOut(operation: operation())
+            lose(error)
+            throw error
+        default:
+            let error = AMQPError.connectionLost(reason: "\(operation()): \(Self.replyText(reply))")
+            lose(error)
+            throw error
+        }
+    }
+
+    private func liveConnection() throws(AMQPError) -> OpaquePointer {
+        guard let connection, lostError == nil else { throw lostError ?? .connectionLost(reason: "not connected") }
+        return connection
+    }
+
+    private func ensureOpen(_ state: ChannelState) throws(AMQPError) {
+        guard !state.isOpen else { return }
+        let connection = try liveConnection()
+        let number = state.handle.number
+        amqp_channel_open(connection, number)
+        try check(amqp_get_rpc_reply(connection), channel: number, operation: "opening channel \(number)")
+        state.isOpen = true
+        state.handle.advanceEpoch()
+        state.confirms.reset()
+        if let prefetch = state.prefetchCount {
+            amqp_basic_qos(connection, number, 0, prefetch, 0)
+            try check(amqp_get_rpc_reply(connection), channel: number, operation: "basic.qos")
+        }
+        if state.confirmMode {
+            amqp_confirm_select(connection, number)
+            try check(amqp_get_rpc_reply(connection), channel: number, operation: "confirm.select")
+        }
+    }
+
+    private func openState(_ handle: ChannelHandle) throws(AMQPError) -> ChannelState {
+        guard let state = channels[handle.number], state.handle === handle else { throw .closed }
+        try ensureOpen(state)
+        return state
+    }
+
+    func openChannel() throws(AMQPError) -> ChannelHandle {
+        let limit = UInt16(clamping: connection.map { Int(amqp_get_channel_max($0)) }.flatMap { $0 > 0 ? $0 : nil } ?? configuration.channelMax)
+        guard let number = (Self.controlChannel + 1...max(limit, Self.controlChannel + 1)).first(where: { channels[$0] == nil }) else {
+            throw .protocolError("all \(limit) channels are in use")
+        }
+        let state = ChannelState(handle: ChannelHandle(number: number, jobs: jobs))
+        channels[number] = state
+        do {
+            try ensureOpen(state)
+        } catch {
+            channels.removeValue(forKey: number)
+            throw error
+        }
+        return state.handle
+    }
+
+    func closeChannel(_ handle: ChannelHandle) {
+        guard let state = channels[handle.number], state.handle === handle else { return }
+        if state.isOpen, let connection, lostError == nil {
+            let reply = amqp_channel_close(connection, handle.number, AMQP_REPLY_SUCCESS)
+            if reply.reply_type != AMQP_RESPONSE_NORMAL, reply.reply_type != AMQP_RESPONSE_SERVER_EXCEPTION {
+                lose(.connectionLost(reason: "closing channel: \(Self.replyText(reply))"))
+            }
+        }
+        channels.removeValue(forKey: handle.number)
+        handle.advanceEpoch()
+        for waiter in state.confirms.failAll() { waiter.resume(throwing: AMQPError.closed) }
+        for consumer in state.consumers.values { consumer.continuation.finish() }
+    }
+
+    func setPrefetch(_ handle: ChannelHandle, count: UInt16) throws(AMQPError) {
+        let state = try openState(handle)
+        let connection = try liveConnection()
+        amqp_basic_qos(connection, handle.number, 0, count, 0)
+        try check(amqp_get_rpc_reply(connection), channel: handle.number, operation: "basic.qos")
+        state.prefetchCount = count
+    }
+
+    func enableConfirms(_ handle: ChannelHandle) throws(AMQPError) {
+        let state = try openState(handle)
+        guard !state.confirmMode else { return }
+        let connection = try liveConnection()
+        amqp_confirm_select(connection, handle.number)
+        try check(amqp_get_rpc_reply(connection), channel: handle.number, operation: "confirm.select")
+        state.confirmMode = true
+    }
+
+    private func declare(_ entry: TopologyRecord.Entry, on channel: UInt16) throws(AMQPError) {
+        let connection = try liveConnection()
+        switch entry {
+        case .exchange(let exchange):
+            amqp_exchange_declare(
+                connection, channel, scratch.bytes(exchange.name), scratch.bytes(exchange.type), 0,
+                exchange.durable ? 1 : 0, exchange.autoDelete ? 1 : 0, exchange.internal ? 1 : 0, scratch.table(exchange.arguments))
+            try check(amqp_get_rpc_reply(connection), channel: channel, operation: "declaring exchange '\(exchange.name)'")
+        case .queue(let queue):
+            _ = try declareQueue(queue, passive: false, on: channel)
+        case .binding(let binding):
+            amqp_queue_bind(
+                connection, channel, scratch.bytes(binding.queue), scratch.bytes(binding.exchange),
+                scratch.bytes(binding.routingKey), scratch.table(binding.arguments))
+            try check(amqp_get_rpc_reply(connection), channel: channel, operation: "binding queue '\(binding.queue)' to '\(binding.exchange)'")
+        }
+    }
+
+    func declare(_ handle: ChannelHandle, _ entry: TopologyRecord.Entry) throws(AMQPError) {
+        _ = try openState(handle)
+        try declare(entry, on: handle.number)
+        topology.record(entry)
+    }
+
+    private func declareQueue(_ queue: TopologyRecord.Queue, passive: Bool, on channel: UInt16) throws(AMQPError) -> AMQPQueueInfo {
+        let connection = try liveConnection()
+        let ok = amqp_queue_declare(
+            connection, channel, scratch.bytes(queue.name), passive ? 1 : 0, queue.durable ? 1 : 0,
+            queue.exclusive ? 1 : 0, queue.autoDelete ? 1 : 0, scratch.table(queue.arguments))
+        try check(amqp_get_rpc_reply(connection), channel: channel, operation: "declaring queue '\(queue.name)'")
+        guard let ok else { throw .protocolError("queue.declare-ok missing") }
+        return AMQPQueueInfo(name: String(amqpBytes: ok.pointee.queue), messageCount: ok.pointee.message_count, consumerCount: ok.pointee.consumer_count)
+    }
+
+    func declareQueue(_ handle: ChannelHandle, _ queue: TopologyRecord.Queue, passive: Bool) throws(AMQPError) -> AMQPQueueInfo {
+        _ = try openState(handle)
+        let info = try declareQueue(queue, passive: passive, on: handle.number)
+        if !passive {
+            var recorded = queue
+            recorded.name = info.name
+            topology.record(.queue(recorded))
+        }
+        return info
+    }
+
+    func declareExchangePassive(_ handle: ChannelHandle, name: String) throws(AMQPError) {
+        _ = try openState(handle)
+        let connection = try liveConnection()
+        amqp_exchange_declare(connection, handle.number, scratch.bytes(name), scratch.bytes("direct"), 1, 0, 0, 0, amqp_empty_table)
+        try check(amqp_get_rpc_reply(connection), channel: handle.number, operation: "checking exchange '\(name)'")
+    }
+
+    func unbindQueue(_ handle: ChannelHandle, _ binding: TopologyRecord.Binding) throws(AMQPError) {
+        _ = try openState(handle)
+        let connection = try liveConnection()
+        amqp_queue_unbind(
+            connection, handle.number, scratch.bytes(binding.queue), scratch.bytes(binding.exchange),
+            scratch.bytes(binding.routingKey), scratch.table(binding.arguments))
+        try check(amqp_get_rpc_reply(connection), channel: handle.number, operation: "unbinding queue '\(binding.queue)'")
+        topology.unbind(queue: binding.queue, exchange: binding.exchange, routingKey: binding.routingKey)
+    }
+
+    func deleteQueue(_ handle: ChannelHandle, name: String, ifUnused: Bool, ifEmpty: Bool) throws(AMQPError) -> UInt32 {
+        _ = try openState(handle)
+        let connection = try liveConnection()
+        let ok = amqp_queue_delete(connection, handle.number, scratch.bytes(name), ifUnused ? 1 : 0, ifEmpty ? 1 : 0)
+        try check(amqp_get_rpc_reply(connection), channel: handle.number, operation: "deleting queue '\(name)'")
+        topology.deleteQueue(name)
+        return ok?.pointee.message_count ?? 0
+    }
+
+    func deleteExchange(_ handle: ChannelHandle, name: String, ifUnused: Bool) throws(AMQPError) {
+        _ = try openState(handle)
+        let connection = try liveConnection()
+        amqp_exchange_delete(connection, handle.number, scratch.bytes(name), ifUnused ? 1 : 0)
+        try check(amqp_get_rpc_reply(connection), channel: handle.number, operation: "deleting exchange '\(name)'")
+        topology.deleteExchange(name)
+    }
+
+    func purgeQueue(_ handle: ChannelHandle, name: String) throws(AMQPError) -> UInt32 {
+        _ = try openState(handle)
+        let connection = try liveConnection()
+        let ok = amqp_queue_purge(connection, handle.number, scratch.bytes(name))
+        try check(amqp_get_rpc_reply(connection), channel: handle.number, operation: "purging queue '\(name)'")
+        return ok?.pointee.message_count ?? 0
+    }
+
+    func publish(
+        _ handle: ChannelHandle, body: Data, exchange: String, routingKey: String, mandatory: Bool,
+        properties: AMQPProperties, waiter: ConfirmWaiter
+    ) {
+        let state: ChannelState
+        let connection: OpaquePointer
+        do {
+            state = try openState(handle)
+            connection = try liveConnection()
+        } catch {
+            waiter.resume(throwing: error)
+            return
+        }
+        var rawProperties = scratch.properties(properties)
+        let status = body.withUnsafeBytes { buffer in
+            amqp_basic_publish(
+                connection, handle.number, scratch.bytes(exchange), scratch.bytes(routingKey), mandatory ? 1 : 0, 0,
+                &rawProperties, amqp_bytes_t(len: buffer.count, bytes: UnsafeMutableRawPointer(mutating: buffer.baseAddress)))
+        }
+        guard status == AMQP_STATUS_OK.rawValue else {
+            let error = AMQPError.connectionLost(reason: "publishing: \(Self.statusText(status))")
+            lose(error)
+            waiter.resume(throwing: error)
+            return
+        }
+        if state.confirmMode {
+            state.confirms.published(
+                waiter, exchange: exchange, routingKey: routingKey,
+                mandatory: mandatory ? .init(exchange: exchange, routingKey: routingKey, body: body) : nil)
+        } else {
+            waiter.resume()
+        }
+    }
+
+    private func startConsumer(_ consumer: ConsumerState, on state: ChannelState) throws(AMQPError) {
+        let connection = try liveConnection()
+        amqp_basic_consume(
+            connection, state.handle.number, scratch.bytes(consumer.queue), scratch.bytes(consumer.tag), 0,
+            consumer.noAck ? 1 : 0, consumer.exclusive ? 1 : 0, scratch.table(consumer.arguments))
+        try check(amqp_get_rpc_reply(connection), channel: state.handle.number, operation: "consuming from queue '\(consumer.queue)'")
+        state.consumers[consumer.tag] = consumer
+    }
+
+    func consume(_ handle: ChannelHandle, consumer: ConsumerState) throws(AMQPError) {
+        let state = try openState(handle)
+        try startConsumer(consumer, on: state)
+    }
+
+    func cancelConsumer(_ handle: ChannelHandle, tag: String) {
+        guard let state = channels[handle.number], state.handle === handle,
+            let consumer = state.consumers.removeValue(forKey: tag)
+        else { return }
+        consumer.continuation.finish()
+        guard state.isOpen, let connection, lostError == nil else { return }
+        state.cancelledConsumers[tag] = consumer.noAck
+        amqp_basic_cancel(connection, handle.number, scratch.bytes(tag))
+        try? check(amqp_get_rpc_reply(connection), channel: handle.number, operation: "cancelling consumer")
+    }
+
+    func get(_ handle: ChannelHandle, queue: String, noAck: Bool) throws(AMQPError) -> AMQPDelivery? {
+        let state = try openState(handle)
+        let connection = try liveConnection()
+        let reply = amqp_basic_get(connection, handle.number, scratch.bytes(queue), noAck ? 1 : 0)
+        try check(reply, channel: handle.number, operation: "basic.get from '\(queue)'")
+        guard Int(reply.reply.id) == WARREN_METHOD_BASIC_GET_OK, let decoded = reply.reply.decoded else { return nil }
+        let ok = decoded.assumingMemoryBound(to: amqp_basic_get_ok_t.self).pointee
+        let exchange = String(amqpBytes: ok.exchange)
+        let routingKey = String(amqpBytes: ok.routing_key)
+        guard let (properties, body) = readContent(channel: handle.number) else { throw lostError ?? .connectionLost(reason: "basic.get") }
+        return AMQPDelivery(
+            body: body, properties: properties, exchange: exchange, routingKey: routingKey, deliveryTag: ok.delivery_tag,
+            redelivered: ok.redelivered != 0, consumerTag: nil,
+            acknowledger: noAck ? nil : AMQPDelivery.Acknowledger(channel: handle, epoch: state.handle.epoch),
+            messageCount: ok.message_count)
+    }
+
+    enum Acknowledgement {
+        case ack(multiple: Bool)
+        case nack(multiple: Bool, requeue: Bool)
+        case reject(requeue: Bool)
+    }
+
+    /// Acks only on the channel epoch the delivery came from: after a reopen the same tag names
+    /// another message.
+    func acknowledge(_ handle: ChannelHandle, epoch: UInt64, deliveryTag: UInt64, _ acknowledgement: Acknowledgement) {
+        guard let state = channels[handle.number], state.handle === handle, state.isOpen, handle.epoch == epoch,
+            let connection, lostError == nil
+        else {
+            logger.debug("dropped an acknowledgement for a delivery from a closed channel", metadata: ["delivery_tag": "\(deliveryTag)"])
+            return
+        }
+        let status: Int32
+        switch acknowledgement {
+        case .ack(let multiple):
+            status = amqp_basic_ack(connection, handle.number, deliveryTag, multiple ? 1 : 0)
+        case .nack(let multiple, let requeue):
+            status = amqp_basic_nack(connection, handle.number, deliveryTag, multiple ? 1 : 0, requeue ? 1 : 0)
+        case .reject(let requeue):
+            status = amqp_basic_reject(connection, handle.number, deliveryTag, requeue ? 1 : 0)
+        }
+        if status != AMQP_STATUS_OK.rawValue {
+            lose(.connectionLost(reason: "acknowledging: \(Self.statusText(status))"))
+        }
+    }
+
+    // MARK: - Helpers
+
+    private static func statusText(_ status: Int32) -> String {
+        String(cString: amqp_error_string2(status))
+    }
+
+    private static func replyText(_ reply: amqp_rpc_reply_t) -> String {
+        switch reply.reply_type {
+        case AMQP_RESPONSE_LIBRARY_EXCEPTION: statusText(reply.library_error)
+        case AMQP_RESPONSE_SERVER_EXCEPTION: "\(closeReason(reply.reply))"
+        default: "no reply"
+        }
+    }
+
+    /// The code and text of a channel.close or connection.close (both have the same layout).
+    private static func closeReason(_ method: amqp_method_t) -> (UInt16, String) {
+        guard let decoded = method.decoded else { return (0, "") }
+        switch Int(method.id) {
+        case WARREN_METHOD_CHANNEL_CLOSE:
+            let close = decoded.assumingMemoryBound(to: amqp_channel_close_t.self).pointee
+            return (close.reply_code, String(amqpBytes: close.reply_text))
+        case WARREN_METHOD_CONNECTION_CLOSE:
+            let close = decoded.assumingMemoryBound(to: amqp_connection_close_t.self).pointee
+            return (close.reply_code, String(amqpBytes: close.reply_text))
+        default:
+            return (0, "unexpected method \(method.id)")
+        }
+    }
+}
+
+private func microseconds(_ duration: Duration) -> Int64 {
+    duration.components.seconds * 1_000_000 + duration.components.attoseconds / 1_000_000_000_000
+}
+
+extension timeval {
+    fileprivate init(_ duration: Duration) {
+        let us = microseconds(duration)
+        self.init(tv_sec: Int(us / 1_000_000), tv_usec: Int(us % 1_000_000))
+    }
+}

@@ -1,0 +1,99 @@
+import CRabbitMQ
+import Glibc
+import Synchronization
+
+/// Work handed to a connection's I/O thread. `run` executes there with exclusive access to the
+/// librabbitmq connection; `fail` is called instead when the connection closes before it ran.
+struct Job: Sendable {
+    let run: @Sendable (IOLoop) -> Void
+    let fail: @Sendable (AMQPError) -> Void
+}
+
+/// The hand-off between any task and the I/O thread: a locked list of jobs plus an eventfd
+/// that the I/O thread polls next to the socket, so a job wakes it without a busy loop.
+final class JobQueue: Sendable {
+    private struct State {
+        var jobs: [Job] = []
+        var isClosed = false
+        var closeRequested = false
+    }
+
+    private let state = Mutex(State())
+    let wakeFD: Int32
+
+    init() throws(AMQPError) {
+        let fd = eventfd(0, Int32(EFD_NONBLOCK) | Int32(EFD_CLOEXEC))
+        guard fd >= 0 else { throw .protocolError("eventfd failed: errno \(errno)") }
+        wakeFD = fd
+    }
+
+    deinit { Glibc.close(wakeFD) }
+
+    /// Queues a job; a queue that is already closed fails it at once with `.closed`.
+    func submit(_ job: Job) {
+        let accepted: Bool
+        let mustWake: Bool
+        (accepted, mustWake) = state.withLock { state in
+            guard !state.isClosed else { return (false, false) }
+            state.jobs.append(job)
+            // Only the first job after a drain needs to wake the thread; it takes them all.
+            return (true, state.jobs.count == 1)
+        }
+        if !accepted {
+            job.fail(.closed)
+        } else if mustWake {
+            wake()
+        }
+    }
+
+    /// Asks the I/O thread to close the connection once the jobs queued before this have run.
+    func requestClose() {
+        state.withLock { $0.closeRequested = true }
+        wake()
+    }
+
+    var isCloseRequested: Bool { state.withLock { $0.closeRequested } }
+
+    /// Takes every queued job, swapping in `spare` (an emptied array whose storage is reused).
+    func drain(into spare: inout [Job]) {
+        state.withLock { state in swap(&state.jobs, &spare) }
+    }
+
+    /// Refuses new jobs and returns those still queued so the caller can fail them.
+    func close() -> [Job] {
+        state.withLock { state in
+            state.isClosed = true
+            defer { state.jobs = [] }
+            return state.jobs
+        }
+    }
+
+    func wake() {
+        var one: UInt64 = 1
+        _ = write(wakeFD, &one, 8)
+    }
+
+    func clearWake() {
+        var value: UInt64 = 0
+        _ = read(wakeFD, &value, 8)
+    }
+}
+
+/// What a task outside the I/O thread may know about a channel: its number and the epoch that
+/// changes whenever the channel closes or reopens, so that deliveries from an earlier epoch are
+/// never acked on the new one.
+final class ChannelHandle: Sendable {
+    let number: UInt16
+    let jobs: JobQueue
+    private let epochValue = Atomic<UInt64>(0)
+
+    init(number: UInt16, jobs: JobQueue) {
+        self.number = number
+        self.jobs = jobs
+    }
+
+    var epoch: UInt64 { epochValue.load(ordering: .acquiring) }
+
+    /// Called on the I/O thread whenever the channel closes or opens.
+    func advanceEpoch() { epochValue.add(1, ordering: .releasing) }
+}
