@@ -1,0 +1,29 @@
+# Warren: `make run` starts the system, `make test` runs every test against a real broker.
+SWIFT ?= swift
+BENCH_C := .build/amqp-bench-c
+
+.PHONY: run test build broker bench clean
+
+run:
+	@scripts/run.sh
+
+test: broker
+	$(SWIFT) build --build-tests
+	$(SWIFT) test --skip-build
+
+build:
+	$(SWIFT) build
+
+broker:
+	@scripts/broker.sh
+
+bench:
+	@scripts/broker.sh --bench
+	$(SWIFT) build -c release --product warren-bench
+	@mkdir -p .build
+	cc -O2 -Wall -o $(BENCH_C) bench/amqp_bench.c -lrabbitmq -lpthread
+	.build/release/warren-bench amqp --json --c-program $(BENCH_C)
+
+clean:
+	$(SWIFT) package clean
+	rm -f $(BENCH_C)

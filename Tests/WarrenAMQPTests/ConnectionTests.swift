@@ -1,0 +1,227 @@
+import Foundation
+import Testing
+import WarrenAMQP
+
+@Suite("Connecting and recovering", .timeLimit(.minutes(2)))
+struct ConnectionTests {
+    @Test("a wrong password is reported as an authentication failure")
+    func wrongPassword() async throws {
+        var configuration = try Broker.configuration()
+        configuration.password = "not-the-password"
+        configuration.recovery.isEnabled = false
+        await #expect {
+            _ = try await AMQPConnection.connect(configuration)
+        } throws: { error in
+            guard case .authenticationFailed(let user, _, _) = error as? AMQPError else { return false }
+            return user == configuration.user
+        }
+    }
+
+    @Test("an unknown vhost is reported as an authentication failure naming the vhost")
+    func unknownVhost() async throws {
+        var configuration = try Broker.configuration()
+        configuration.vhost = Broker.unique("no-such-vhost")
+        await #expect {
+            _ = try await AMQPConnection.connect(configuration)
+        } throws: { error in
+            guard case .authenticationFailed(_, let vhost, _) = error as? AMQPError else { return false }
+            return vhost == configuration.vhost
+        }
+    }
+
+    @Test("nothing listening on the port is reported as connection refused, promptly")
+    func refused() async throws {
+        var configuration = try Broker.configuration()
+        configuration.port = 1
+        let started = ContinuousClock.now
+        await #expect {
+            _ = try await AMQPConnection.connect(configuration)
+        } throws: { error in
+            guard case .connectionRefused(_, let port, _) = error as? AMQPError else { return false }
+            return port == 1
+        }
+        #expect(started.duration(to: .now) < .seconds(3))
+    }
+
+    @Test("an idle connection with a 2 s heartbeat stays open for 10 s")
+    func heartbeatKeepsIdleConnection() async throws {
+        var configuration = try Broker.configuration()
+        configuration.heartbeat = .seconds(2)
+        configuration.recovery.isEnabled = false  // a dropped connection must show, not be hidden by recovery
+        let connection = try await AMQPConnection.connect(configuration)
+        let channel = try await connection.openChannel()
+        try await Task.sleep(for: .seconds(10))
+        #expect(connection.isConnected)
+        let queue = Broker.unique("heartbeat")
+        try await channel.declareQueue(queue, durable: false, autoDelete: true)
+        try await channel.deleteQueue(queue)
+        #expect(BrokerControl.connectionCount(named: configuration.connectionName) == 1)
+        await connection.close()
+    }
+
+    @Test("the broker closing the connection mid-consume: the consumer resumes and no confirmed message is lost")
+    func recoveryDuringConsume() async throws {
+        var configuration = try Broker.configuration()
+        configuration.recovery.initialBackoff = .milliseconds(50)
+        let connection = try await AMQPConnection.connect(configuration)
+        let queue = Broker.unique("recovery")
+        let publisher = try await connection.openChannel()
+        try await publisher.enableConfirms()
+        try await publisher.declareQueue(queue)
+        let consumerChannel = try await connection.openChannel()
+        try await consumerChannel.setPrefetch(50)
+        let consumer = try await consumerChannel.consume(queue: queue)
+
+        let total = 3000
+        let received = ReceivedLog()
+        let consuming = Task {
+            for try await delivery in consumer {
+                let index = Int(String(decoding: delivery.body, as: UTF8.self)) ?? -1
+                // An ack for a delivery from before the drop is refused (staleDelivery); the
+                // broker redelivers that message, so it is not lost.
+                let acked = (try? delivery.ack()) != nil
+                await received.record(index, acked: acked)
+            }
+        }
+        var confirmed = Set<Int>()
+        var closedOnBroker = false
+        for index in 0..<total {
+            if index == total / 2 {
+                try await BrokerControl.closeConnections(named: configuration.connectionName)
+                closedOnBroker = true
+            }
+            // A publish interrupted by the drop has an unknown fate: publish it again.
+            for _ in 0..<20 {
+                do {
+                    try await publisher.publish(Data("\(index)".utf8), routingKey: queue, properties: AMQPProperties(deliveryMode: .persistent))
+                    confirmed.insert(index)
+                    break
+                } catch AMQPError.connectionLost, AMQPError.connectionClosed {
+                    continue
+                }
+            }
+        }
+        #expect(closedOnBroker)
+        #expect(confirmed.count == total)
+        let deadline = ContinuousClock.now + .seconds(20)
+        while await !received.acked.isSuperset(of: confirmed), ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        let acked = await received.acked
+        #expect(acked.isSuperset(of: confirmed), "missing \(confirmed.subtracting(acked).count) confirmed messages")
+        #expect(connection.isConnected)
+        consuming.cancel()
+        try await publisher.deleteQueue(queue)
+        await connection.close()
+    }
+
+    @Test("an ack for a delivery from before a reconnect fails clearly and the message is redelivered")
+    func staleAckAfterRecovery() async throws {
+        var configuration = try Broker.configuration()
+        configuration.recovery.initialBackoff = .milliseconds(50)
+        let connection = try await AMQPConnection.connect(configuration)
+        let queue = Broker.unique("stale")
+        let channel = try await connection.openChannel()
+        try await channel.declareQueue(queue)
+        try await channel.enableConfirms()
+        try await channel.publish(Data("once".utf8), routingKey: queue)
+        let consumer = try await channel.consume(queue: queue)
+        var iterator = consumer.makeAsyncIterator()
+        let first = try #require(try await iterator.next())
+        try await BrokerControl.closeConnections(named: configuration.connectionName)
+        let redelivered = try #require(try await iterator.next())
+        #expect(throws: AMQPError.staleDelivery(deliveryTag: first.deliveryTag)) { try first.ack() }
+        #expect(redelivered.redelivered)
+        #expect(redelivered.body == Data("once".utf8))
+        try redelivered.ack()
+        try await channel.deleteQueue(queue)
+        await connection.close()
+    }
+
+    @Test("pending confirms fail with a clear error when the connection drops, and later publishes work")
+    func pendingConfirmsFailOnDrop() async throws {
+        var configuration = try Broker.configuration()
+        configuration.recovery.initialBackoff = .milliseconds(50)
+        let connection = try await AMQPConnection.connect(configuration)
+        let queue = Broker.unique("pending")
+        let channel = try await connection.openChannel()
+        try await channel.declareQueue(queue)
+        try await channel.enableConfirms()
+        let outcomes = try await withThrowingTaskGroup(of: Result<Void, AMQPError>.self) { group in
+            for index in 0..<5000 {
+                group.addTask {
+                    do {
+                        try await channel.publish(Data("\(index)".utf8), routingKey: queue, properties: AMQPProperties(deliveryMode: .persistent))
+                        return .success(())
+                    } catch let error as AMQPError {
+                        return .failure(error)
+                    }
+                }
+            }
+            try await Task.sleep(for: .milliseconds(30))
+            try await BrokerControl.closeConnections(named: configuration.connectionName)
+            var outcomes: [Result<Void, AMQPError>] = []
+            for try await outcome in group { outcomes.append(outcome) }
+            return outcomes
+        }
+        // Every publish finished one way or the other (none hung), and failures name the cause.
+        #expect(outcomes.count == 5000)
+        for case .failure(let error) in outcomes {
+            switch error {
+            case .connectionLost, .connectionClosed: break
+            default: Issue.record("unexpected error \(error)")
+            }
+        }
+        try await channel.publish(Data("after".utf8), routingKey: queue)
+        try await channel.deleteQueue(queue)
+        await connection.close()
+    }
+}
+
+actor ReceivedLog {
+    private(set) var acked = Set<Int>()
+    private(set) var count = 0
+
+    func record(_ index: Int, acked wasAcked: Bool) {
+        count += 1
+        if wasAcked { acked.insert(index) }
+    }
+}
+
+/// Acts on the broker the way an operator would, through `rabbitmqctl`.
+enum BrokerControl {
+    /// Server-side close of every connection carrying this connection name (as
+    /// `rabbitmqctl close_connection` does), then waits until the broker has dropped them.
+    static func closeConnections(named name: String) async throws {
+        let pids = try connectionPIDs(named: name)
+        #expect(!pids.isEmpty, "no broker connection named \(name)")
+        for pid in pids {
+            _ = try rabbitmqctl(["close_connection", pid, "closed by a Warren test"])
+        }
+    }
+
+    static func connectionCount(named name: String) -> Int {
+        (try? connectionPIDs(named: name).count) ?? -1
+    }
+
+    private static func connectionPIDs(named name: String) throws -> [String] {
+        let listing = try rabbitmqctl(["list_connections", "-s", "pid", "client_properties"])
+        return listing.split(separator: "\n").compactMap { line in
+            guard line.contains("\"\(name)\"") else { return nil }
+            return line.split(separator: "\t").first.map(String.init)
+        }
+    }
+
+    private static func rabbitmqctl(_ arguments: [String]) throws -> String {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/sbin/rabbitmqctl")
+        process.arguments = arguments
+        let output = Pipe()
+        process.standardOutput = output
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        let data = output.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return String(decoding: data, as: UTF8.self)
+    }
+}

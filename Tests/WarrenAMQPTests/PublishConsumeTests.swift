@@ -1,0 +1,251 @@
+import Foundation
+import Testing
+import WarrenAMQP
+
+@Suite("Publishing and consuming", .timeLimit(.minutes(2)))
+struct PublishConsumeTests {
+    @Test("a published message reaches a consumer with its properties and headers intact")
+    func roundTrip() async throws {
+        let queue = Broker.unique("roundtrip")
+        try await withChannel(queues: [queue]) { connection, channel in
+            try await channel.declareQueue(queue, durable: false)
+            try await channel.enableConfirms()
+            let headers: AMQPTable = [
+                "string": "text ünïcode", "int": 42, "negative": .int(-7), "big": .int(Int64.max), "bool": true,
+                "double": 2.5, "nested": .table(["inner": "value", "list": .array([1, "two", false])]),
+                "array": .array([.string("a"), .int(1), .table(["k": "v"])]),
+                "bytes": .bytes(Data([0, 1, 2, 255])), "void": .void,
+                "timestamp": .timestamp(Date(timeIntervalSince1970: 1_700_000_000)),
+            ]
+            let properties = AMQPProperties(
+                contentType: "application/json", contentEncoding: "identity", headers: headers,
+                deliveryMode: .persistent, priority: 5, correlationID: "corr-1", replyTo: "reply-queue",
+                expiration: "60000", messageID: "msg-1", timestamp: Date(timeIntervalSince1970: 1_700_000_123),
+                type: "users.get", userID: "guest", appID: "warren-tests")
+            let body = Data("{\"hello\":\"world\"}".utf8)
+            try await channel.publish(body, routingKey: queue, properties: properties)
+            let consumer = try await channel.consume(queue: queue)
+            let received = try await consumer.first(1)
+            let delivery = try #require(received.first)
+            #expect(delivery.body == body)
+            #expect(delivery.properties == properties)
+            #expect(delivery.routingKey == queue)
+            #expect(delivery.exchange == "")
+            #expect(!delivery.redelivered)
+            try delivery.ack()
+        }
+    }
+
+    @Test("100,000 persistent messages confirmed from 8 concurrent tasks are all consumed once")
+    func manyConfirmedMessages() async throws {
+        let queue = Broker.unique("bulk")
+        let total = 100_000
+        let tasks = 8
+        try await withChannel(queues: [queue]) { connection, channel in
+            try await channel.declareQueue(queue)
+            try await channel.enableConfirms()
+            let properties = AMQPProperties(deliveryMode: .persistent)
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for task in 0..<tasks {
+                    group.addTask {
+                        // Each task keeps a window of publishes in flight, like a busy service would.
+                        try await withThrowingTaskGroup(of: Void.self) { window in
+                            var inFlight = 0
+                            for index in stride(from: task, to: total, by: tasks) {
+                                if inFlight == 64 {
+                                    try await window.next()
+                                    inFlight -= 1
+                                }
+                                window.addTask {
+                                    try await channel.publish(Data("\(index)".utf8), routingKey: queue, properties: properties)
+                                }
+                                inFlight += 1
+                            }
+                            try await window.waitForAll()
+                        }
+                    }
+                }
+                try await group.waitForAll()
+            }
+            let info = try await channel.inspectQueue(queue)
+            #expect(info.messageCount == UInt32(total))
+
+            let consumerChannel = try await connection.openChannel()
+            try await consumerChannel.setPrefetch(500)
+            let consumer = try await consumerChannel.consume(queue: queue)
+            var seen = [Bool](repeating: false, count: total)
+            var duplicates = 0
+            var count = 0
+            for try await delivery in consumer {
+                let index = try #require(Int(String(decoding: delivery.body, as: UTF8.self)))
+                if seen[index] { duplicates += 1 }
+                seen[index] = true
+                try delivery.ack()
+                count += 1
+                if count == total { break }
+            }
+            #expect(duplicates == 0)
+            #expect(seen.allSatisfy { $0 })
+        }
+    }
+
+    @Test("a mandatory publish that no queue takes fails with the exchange and routing key")
+    func mandatoryReturned() async throws {
+        try await withChannel { _, channel in
+            try await channel.enableConfirms()
+            let routingKey = Broker.unique("nowhere")
+            await #expect(throws: AMQPError.returned(exchange: "amq.direct", routingKey: routingKey, code: 312, text: "NO_ROUTE")) {
+                try await channel.publish(Data("lost?".utf8), exchange: "amq.direct", routingKey: routingKey, mandatory: true)
+            }
+            // A routable mandatory publish on the same channel still succeeds.
+            let queue = Broker.unique("routable")
+            try await channel.declareQueue(queue, durable: false, autoDelete: true)
+            try await channel.publish(Data("kept".utf8), routingKey: queue, mandatory: true)
+            #expect(try await channel.inspectQueue(queue).messageCount == 1)
+            try await channel.deleteQueue(queue)
+        }
+    }
+
+    @Test("a publish to a missing exchange fails with 404 and the same channel and connection keep working")
+    func missingExchange() async throws {
+        let queue = Broker.unique("after404")
+        try await withChannel(queues: [queue]) { connection, channel in
+            try await channel.enableConfirms()
+            let exchange = Broker.unique("missing-exchange")
+            let error = await #expect(throws: AMQPError.self) {
+                try await channel.publish(Data("x".utf8), exchange: exchange, routingKey: "k")
+            }
+            guard case .channelClosed(let code, let text) = error else {
+                Issue.record("expected channelClosed, got \(String(describing: error))")
+                return
+            }
+            #expect(code == 404)
+            #expect(text.contains(exchange))
+            // The channel reopens (still in confirm mode) and the connection is fine.
+            try await channel.declareQueue(queue, durable: false)
+            try await channel.publish(Data("y".utf8), routingKey: queue)
+            #expect(try await channel.inspectQueue(queue).messageCount == 1)
+            #expect(connection.isConnected)
+        }
+    }
+
+    @Test("a nacked message with requeue comes back marked redelivered")
+    func nackRequeue() async throws {
+        let queue = Broker.unique("nack")
+        try await withChannel(queues: [queue]) { _, channel in
+            try await channel.declareQueue(queue, durable: false)
+            try await channel.publish(Data("again".utf8), routingKey: queue)
+            let consumer = try await channel.consume(queue: queue)
+            var iterator = consumer.makeAsyncIterator()
+            let first = try #require(try await iterator.next())
+            #expect(!first.redelivered)
+            try first.nack(requeue: true)
+            let second = try #require(try await iterator.next())
+            #expect(second.redelivered)
+            #expect(second.body == first.body)
+            try second.ack()
+        }
+    }
+
+    @Test("a rejected message without requeue goes to the dead-letter exchange")
+    func rejectDeadLetters() async throws {
+        let queue = Broker.unique("reject")
+        let dead = Broker.unique("reject-dlq")
+        try await withChannel(queues: [queue, dead]) { _, channel in
+            try await channel.declareQueue(dead, durable: false)
+            try await channel.declareQueue(queue, durable: false, arguments: [
+                "x-dead-letter-exchange": "", "x-dead-letter-routing-key": .string(dead),
+            ])
+            try await channel.publish(Data("poison".utf8), routingKey: queue)
+            let delivery = try #require(try await channel.get(queue: queue))
+            try delivery.reject()
+            let deadLettered = try #require(try await pollGet(channel, queue: dead))
+            #expect(deadLettered.body == Data("poison".utf8))
+            #expect(deadLettered.properties.headers?["x-death"] != nil)
+            try deadLettered.ack()
+        }
+    }
+
+    @Test("a consumer with prefetch N never holds more than N unacked messages")
+    func prefetchBound() async throws {
+        let queue = Broker.unique("prefetch")
+        let prefetch = 5
+        try await withChannel(queues: [queue]) { connection, channel in
+            try await channel.declareQueue(queue, durable: false)
+            for index in 0..<50 { try await channel.publish(Data("\(index)".utf8), routingKey: queue) }
+            let consumerChannel = try await connection.openChannel()
+            try await consumerChannel.setPrefetch(UInt16(prefetch))
+            let consumer = try await consumerChannel.consume(queue: queue)
+            var held: [AMQPDelivery] = []
+            var iterator = consumer.makeAsyncIterator()
+            var received = 0
+            while received < 50 {
+                // Take what has arrived; with prefetch N the broker stops at N unacked.
+                let delivery = try #require(try await iterator.next())
+                held.append(delivery)
+                received += 1
+                if held.count == prefetch {
+                    try await Task.sleep(for: .milliseconds(100))
+                    let unacked = try await channel.inspectQueue(queue).messageCount
+                    #expect(Int(unacked) == 50 - received)
+                    for message in held { try message.ack() }
+                    held.removeAll()
+                }
+            }
+            // Nothing beyond the prefetch window ever arrived early.
+            #expect(received == 50)
+        }
+    }
+
+    @Test("basic.get browses a queue; an empty queue gives nil")
+    func basicGet() async throws {
+        let queue = Broker.unique("get")
+        try await withChannel(queues: [queue]) { _, channel in
+            try await channel.declareQueue(queue, durable: false)
+            #expect(try await channel.get(queue: queue) == nil)
+            try await channel.publish(Data("one".utf8), routingKey: queue)
+            try await channel.publish(Data("two".utf8), routingKey: queue)
+            let first = try #require(try await channel.get(queue: queue))
+            #expect(first.body == Data("one".utf8))
+            #expect(first.messageCount == 1)
+            try first.nack(requeue: true)
+            // Requeued at the head of the queue: the next get returns it again, marked redelivered.
+            let again = try #require(try await pollGet(channel, queue: queue))
+            #expect(again.body == Data("one".utf8))
+            #expect(again.redelivered)
+        }
+    }
+
+    @Test("direct reply-to: a request carries amq.rabbitmq.reply-to and the reply comes back")
+    func directReplyTo() async throws {
+        let queue = Broker.unique("rpc")
+        try await withChannel(queues: [queue]) { connection, client in
+            let server = try await connection.openChannel()
+            try await server.declareQueue(queue, durable: false)
+            let replies = try await client.consume(queue: "amq.rabbitmq.reply-to", noAck: true)
+            let requests = try await server.consume(queue: queue)
+            try await client.publish(
+                Data("ping".utf8), routingKey: queue,
+                properties: AMQPProperties(correlationID: "c-1", replyTo: "amq.rabbitmq.reply-to"))
+            let request = try #require(try await requests.first(1).first)
+            let replyTo = try #require(request.properties.replyTo)
+            #expect(replyTo.hasPrefix("amq.rabbitmq.reply-to."))
+            try await server.publish(Data("pong".utf8), routingKey: replyTo, properties: AMQPProperties(correlationID: "c-1"))
+            try request.ack()
+            let reply = try #require(try await replies.first(1).first)
+            #expect(reply.body == Data("pong".utf8))
+            #expect(reply.properties.correlationID == "c-1")
+            #expect(throws: AMQPError.self) { try reply.ack() }
+        }
+    }
+}
+
+/// basic.get until a message shows up (dead-lettering is asynchronous).
+func pollGet(_ channel: AMQPChannel, queue: String, within timeout: Duration = .seconds(5)) async throws -> AMQPDelivery? {
+    let deadline = ContinuousClock.now + timeout
+    while ContinuousClock.now < deadline {
+        if let delivery = try await channel.get(queue: queue) { return delivery }
+        try await Task.sleep(for: .milliseconds(20))
+    }
+    return nil
+}

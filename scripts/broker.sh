@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Installs (when missing) and starts (when not answering) what Warren needs on one machine:
+# RabbitMQ and librabbitmq. Idempotent; safe to run before every build.
+set -euo pipefail
+
+AMQP_PORT="${AMQP_PORT:-5672}"
+packages=(rabbitmq-server librabbitmq-dev)
+[ "${1:-}" = "--bench" ] && packages+=(wrk)
+
+missing=()
+for package in "${packages[@]}"; do
+    dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+    echo "==> installing ${missing[*]}"
+    sudo_cmd=""
+    [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
+    $sudo_cmd apt-get update -qq
+    # Debian's package tries to start the broker through the init system; there may be none.
+    DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+answering() { (exec 3<>"/dev/tcp/127.0.0.1/$AMQP_PORT") 2>/dev/null; }
+
+if answering; then
+    exit 0
+fi
+echo "==> starting RabbitMQ"
+rabbitmq-server -detached >/dev/null 2>&1 || true
+for _ in $(seq 1 90); do
+    if rabbitmqctl -q await_startup --timeout 5 >/dev/null 2>&1 && answering; then
+        echo "==> RabbitMQ is up on port $AMQP_PORT"
+        exit 0
+    fi
+    sleep 1
+done
+echo "RabbitMQ did not start within 90 s; see /var/log/rabbitmq/" >&2
+exit 1
