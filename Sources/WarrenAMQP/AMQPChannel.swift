@@ -107,13 +107,26 @@ public final class AMQPChannel: Sendable {
     }
 
     /// Publishes a message. With confirms enabled it returns once the broker confirmed it and
-    /// throws `nacked`, or `returned` for a `mandatory` message no queue took; without, it returns
-    /// once the message is written to the socket. Many publishes may be in flight at once.
+    /// throws `nacked`, or `returned` for a `mandatory` message no queue took. Without confirms
+    /// AMQP promises nothing about delivery, so it returns as soon as the I/O thread has the
+    /// message (in order with this channel's other work) and a failure is only logged.
+    /// Many publishes may be in flight at once.
     public func publish(
         _ body: Data, exchange: String = "", routingKey: String, mandatory: Bool = false,
         properties: AMQPProperties = AMQPProperties()
     ) async throws {
         let handle = handle
+        guard handle.confirmMode else {
+            jobs.submit(
+                Job(
+                    run: { loop in
+                        loop.publish(
+                            handle, body: body, exchange: exchange, routingKey: routingKey, mandatory: mandatory,
+                            properties: properties, waiter: nil)
+                    },
+                    fail: { _ in }, onlyWrites: true))
+            return
+        }
         try await withUnsafeThrowingContinuation { (waiter: ConfirmWaiter) in
             jobs.submit(
                 Job(
@@ -122,7 +135,7 @@ public final class AMQPChannel: Sendable {
                             handle, body: body, exchange: exchange, routingKey: routingKey, mandatory: mandatory,
                             properties: properties, waiter: waiter)
                     },
-                    fail: { waiter.resume(throwing: $0) }))
+                    fail: { waiter.resume(throwing: $0) }, onlyWrites: true))
         }
     }
 
@@ -133,18 +146,43 @@ public final class AMQPChannel: Sendable {
     public func consume(
         queue: String, noAck: Bool = false, exclusive: Bool = false, arguments: AMQPTable = [:]
     ) async throws -> AMQPConsumer {
-        let handle = handle
-        let tag = "warren-\(handle.number)-\(UUID().uuidString.prefix(8).lowercased())"
         let (stream, continuation) = AsyncThrowingStream<AMQPDelivery, any Error>.makeStream()
-        let consumer = ConsumerState(tag: tag, queue: queue, noAck: noAck, exclusive: exclusive, arguments: arguments, continuation: continuation)
+        let tag = try await consume(queue: queue, noAck: noAck, exclusive: exclusive, arguments: arguments) { event in
+            switch event {
+            case .delivery(let delivery): continuation.yield(delivery)
+            case .ended(nil): continuation.finish()
+            case .ended(let error?): continuation.finish(throwing: error)
+            }
+        }
+        let handle = handle
         continuation.onTermination = { termination in
-            // The iterating task went away: stop the broker from sending more.
+            // The sequence was dropped or its task cancelled: stop the broker from sending more.
             if case .cancelled = termination {
                 handle.jobs.submit(Job(run: { loop in loop.cancelConsumer(handle, tag: tag) }, fail: { _ in }))
             }
         }
-        try await jobs.perform { loop throws(AMQPError) in try loop.consume(handle, consumer: consumer) }
         return AMQPConsumer(stream: stream, tag: tag, channel: handle)
+    }
+
+    /// Starts a consumer whose `handler` runs on the connection's I/O thread, one hop closer to
+    /// the socket than an `AsyncSequence`. For routing only (e.g. matching replies to waiting
+    /// callers): the handler must return at once and never block, or the whole connection stalls.
+    /// Returns the consumer tag, for `cancelConsumer`.
+    public func consume(
+        queue: String, noAck: Bool = false, exclusive: Bool = false, arguments: AMQPTable = [:],
+        onIOThread handler: @escaping @Sendable (AMQPConsumerEvent) -> Void
+    ) async throws -> String {
+        let handle = handle
+        let tag = "warren-\(handle.number)-\(UUID().uuidString.prefix(8).lowercased())"
+        let consumer = ConsumerState(tag: tag, queue: queue, noAck: noAck, exclusive: exclusive, arguments: arguments, handler: handler)
+        try await jobs.perform { loop throws(AMQPError) in try loop.consume(handle, consumer: consumer) }
+        return tag
+    }
+
+    /// Stops a consumer; its handler receives `.ended(nil)`.
+    public func cancelConsumer(tag: String) async {
+        let handle = handle
+        _ = try? await jobs.perform { loop throws(AMQPError) in loop.cancelConsumer(handle, tag: tag) }
     }
 
     /// Fetches one message (`basic.get`), or nil if the queue is empty. For browsing and tools,
@@ -159,6 +197,13 @@ public final class AMQPChannel: Sendable {
         let handle = handle
         _ = try? await jobs.perform { loop throws(AMQPError) in loop.closeChannel(handle) }
     }
+}
+
+/// What a consumer's handler is told: a message, or that the consumer ended (nil when this
+/// process cancelled it or closed the channel, the broker's reason otherwise).
+public enum AMQPConsumerEvent: Sendable {
+    case delivery(AMQPDelivery)
+    case ended(AMQPError?)
 }
 
 /// A consumer's deliveries. Iterate it from one task.
@@ -176,8 +221,6 @@ public struct AMQPConsumer: AsyncSequence, Sendable {
 
     /// Stops deliveries; the sequence then finishes. Deliveries already on the wire are requeued.
     public func cancel() async {
-        let channel = channel
-        let tag = tag
-        _ = try? await channel.jobs.perform { loop throws(AMQPError) in loop.cancelConsumer(channel, tag: tag) }
+        await AMQPChannel(handle: channel).cancelConsumer(tag: tag)
     }
 }

@@ -61,6 +61,6 @@ public struct AMQPDelivery: Sendable {
         let tag = deliveryTag
         guard channel.epoch == epoch else { throw AMQPError.staleDelivery(deliveryTag: tag) }
         channel.jobs.submit(
-            Job(run: { loop in loop.acknowledge(channel, epoch: epoch, deliveryTag: tag, acknowledgement) }, fail: { _ in }))
+            Job(run: { loop in loop.acknowledge(channel, epoch: epoch, deliveryTag: tag, acknowledgement) }, fail: { _ in }, onlyWrites: true))
     }
 }

@@ -5,7 +5,6 @@ import Logging
 import Synchronization
 
 typealias ConfirmWaiter = UnsafeContinuation<Void, any Error>
-typealias DeliveryContinuation = AsyncThrowingStream<AMQPDelivery, any Error>.Continuation
 
 /// A consumer as the I/O thread knows it; kept across reconnects so it can be re-registered.
 final class ConsumerState: Sendable {
@@ -14,15 +13,15 @@ final class ConsumerState: Sendable {
     let noAck: Bool
     let exclusive: Bool
     let arguments: AMQPTable
-    let continuation: DeliveryContinuation
+    let handler: @Sendable (AMQPConsumerEvent) -> Void
 
-    init(tag: String, queue: String, noAck: Bool, exclusive: Bool, arguments: AMQPTable, continuation: DeliveryContinuation) {
+    init(tag: String, queue: String, noAck: Bool, exclusive: Bool, arguments: AMQPTable, handler: @escaping @Sendable (AMQPConsumerEvent) -> Void) {
         self.tag = tag
         self.queue = queue
         self.noAck = noAck
         self.exclusive = exclusive
         self.arguments = arguments
-        self.continuation = continuation
+        self.handler = handler
     }
 }
 
@@ -95,6 +94,7 @@ final class IOLoop {
     private var spareJobs: [Job] = []
     private var heartbeatTick: Int32 = 1000
     private var lastRead = ContinuousClock.now
+    private var isCorked = false
 
     init(configuration: AMQPConfiguration, logger: Logger, jobs: JobQueue, status: ConnectionStatus) {
         self.configuration = configuration
@@ -200,6 +200,7 @@ final class IOLoop {
 
     private func destroyConnection() {
         guard let connection else { return }
+        isCorked = false
         amqp_destroy_connection(connection)
         self.connection = nil
         status.setConnected(false)
@@ -222,9 +223,11 @@ final class IOLoop {
                 if let lostError { return .lost(lostError) }
                 continue
             }
+            guard jobs.prepareToSleep() else { continue }
             fds[0].revents = 0
             fds[1].revents = 0
             let ready = poll(&fds, 2, heartbeatTick)
+            jobs.wokeUp()
             if fds[1].revents != 0 { jobs.clearWake() }
             // Reading also sends and checks heartbeats, so do it at least once a tick.
             if ready == 0 || fds[0].revents != 0 || lastRead.duration(to: .now) > .milliseconds(Int(heartbeatTick)) {
@@ -237,16 +240,29 @@ final class IOLoop {
     private func runJobs() {
         jobs.drain(into: &spareJobs)
         guard !spareJobs.isEmpty else { return }
+        // Consecutive writes (publishes, acks) leave in as few TCP segments as possible. A job
+        // that waits for a reply must find the socket uncorked, or its request would sit in the
+        // kernel until the cork times out.
+        let batched = spareJobs.count > 1
+        defer { setCorked(false) }
         for job in spareJobs {
             if lostError != nil {
                 // The connection died under an earlier job: the rest wait for the next one.
                 jobs.submit(job)
                 continue
             }
+            if batched { setCorked(job.onlyWrites) }
             job.run(self)
             scratch.recycle()
         }
         spareJobs.removeAll(keepingCapacity: true)
+    }
+
+    private func setCorked(_ on: Bool) {
+        guard isCorked != on, let connection else { return }
+        isCorked = on
+        var value: Int32 = on ? 1 : 0
+        setsockopt(amqp_get_sockfd(connection), Int32(IPPROTO_TCP), TCP_CORK, &value, socklen_t(MemoryLayout<Int32>.size))
     }
 
     private func readFrames() {
@@ -319,7 +335,7 @@ final class IOLoop {
             body: body, properties: properties, exchange: exchange, routingKey: routingKey,
             deliveryTag: deliver.delivery_tag, redelivered: deliver.redelivered != 0, consumerTag: tag,
             acknowledger: consumer.noAck ? nil : AMQPDelivery.Acknowledger(channel: state.handle, epoch: state.handle.epoch))
-        consumer.continuation.yield(delivery)
+        consumer.handler(.delivery(delivery))
     }
 
     /// Reads the header and body frames that follow a basic.deliver, basic.return or basic.get-ok.
@@ -357,7 +373,7 @@ final class IOLoop {
     private func serverCancelled(tag: String, channel: UInt16) {
         guard let consumer = channels[channel]?.consumers.removeValue(forKey: tag) else { return }
         logger.info("the broker cancelled a consumer", metadata: ["queue": "\(consumer.queue)", "consumer_tag": "\(tag)"])
-        consumer.continuation.finish(throwing: AMQPError.consumerCancelled(queue: consumer.queue))
+        consumer.handler(.ended(.consumerCancelled(queue: consumer.queue)))
     }
 
     private func acknowledgeChannelClose(_ channel: UInt16) {
@@ -380,7 +396,7 @@ final class IOLoop {
         state.isOpen = false
         state.handle.advanceEpoch()
         for waiter in state.confirms.failAll() { waiter.resume(throwing: error) }
-        for consumer in state.consumers.values { consumer.continuation.finish(throwing: error) }
+        for consumer in state.consumers.values { consumer.handler(.ended(error)) }
         state.consumers = [:]
         state.cancelledConsumers = [:]
     }
@@ -400,7 +416,7 @@ final class IOLoop {
             for waiter in state.confirms.failAll() { waiter.resume(throwing: error) }
             state.cancelledConsumers = [:]
             if !configuration.recovery.isEnabled {
-                for consumer in state.consumers.values { consumer.continuation.finish(throwing: error) }
+                for consumer in state.consumers.values { consumer.handler(.ended(error)) }
                 state.consumers = [:]
             }
         }
@@ -461,7 +477,7 @@ final class IOLoop {
                     guard case .channelClosed = error else { throw error }
                     logger.error("could not restore consumer", metadata: ["queue": "\(consumer.queue)", "error": "\(error)"])
                     state.consumers.removeValue(forKey: consumer.tag)
-                    consumer.continuation.finish(throwing: error)
+                    consumer.handler(.ended(error))
                     try ensureOpen(state)
                 }
             }
@@ -491,7 +507,7 @@ final class IOLoop {
             state.handle.advanceEpoch()
             for waiter in state.confirms.failAll() { waiter.resume(throwing: error) }
             for consumer in state.consumers.values {
-                if case .closed = error { consumer.continuation.finish() } else { consumer.continuation.finish(throwing: error) }
+                consumer.handler(.ended(error == .closed ? nil : error))
             }
         }
         channels = [:]
@@ -535,6 +551,7 @@ final class IOLoop {
 
     private func ensureOpen(_ state: ChannelState) throws(AMQPError) {
         guard !state.isOpen else { return }
+        setCorked(false)  // the open must reach the broker now: we wait for its reply
         let connection = try liveConnection()
         let number = state.handle.number
         amqp_channel_open(connection, number)
@@ -585,7 +602,7 @@ final class IOLoop {
         channels.removeValue(forKey: handle.number)
         handle.advanceEpoch()
         for waiter in state.confirms.failAll() { waiter.resume(throwing: AMQPError.closed) }
-        for consumer in state.consumers.values { consumer.continuation.finish() }
+        for consumer in state.consumers.values { consumer.handler(.ended(nil)) }
     }
 
     func setPrefetch(_ handle: ChannelHandle, count: UInt16) throws(AMQPError) {
@@ -603,6 +620,7 @@ final class IOLoop {
         amqp_confirm_select(connection, handle.number)
         try check(amqp_get_rpc_reply(connection), channel: handle.number, operation: "confirm.select")
         state.confirmMode = true
+        handle.confirmMode = true
     }
 
     private func declare(_ entry: TopologyRecord.Entry, on channel: UInt16) throws(AMQPError) {
@@ -694,7 +712,7 @@ final class IOLoop {
 
     func publish(
         _ handle: ChannelHandle, body: Data, exchange: String, routingKey: String, mandatory: Bool,
-        properties: AMQPProperties, waiter: ConfirmWaiter
+        properties: AMQPProperties, waiter: ConfirmWaiter?
     ) {
         let state: ChannelState
         let connection: OpaquePointer
@@ -702,7 +720,7 @@ final class IOLoop {
             state = try openState(handle)
             connection = try liveConnection()
         } catch {
-            waiter.resume(throwing: error)
+            logPublishFailure(error, waiter: waiter, exchange: exchange, routingKey: routingKey)
             return
         }
         var rawProperties = scratch.properties(properties)
@@ -714,15 +732,24 @@ final class IOLoop {
         guard status == AMQP_STATUS_OK.rawValue else {
             let error = AMQPError.connectionLost(reason: "publishing: \(Self.statusText(status))")
             lose(error)
-            waiter.resume(throwing: error)
+            logPublishFailure(error, waiter: waiter, exchange: exchange, routingKey: routingKey)
             return
         }
-        if state.confirmMode {
+        if state.confirmMode, let waiter {
             state.confirms.published(
                 waiter, exchange: exchange, routingKey: routingKey,
                 mandatory: mandatory ? .init(exchange: exchange, routingKey: routingKey, body: body) : nil)
         } else {
-            waiter.resume()
+            waiter?.resume()
+        }
+    }
+
+    /// A publish without confirms has no one waiting to hear it failed: say so in the log.
+    private func logPublishFailure(_ error: AMQPError, waiter: ConfirmWaiter?, exchange: String, routingKey: String) {
+        if let waiter {
+            waiter.resume(throwing: error)
+        } else {
+            logger.warning("publish failed", metadata: ["exchange": "\(exchange)", "routing_key": "\(routingKey)", "error": "\(error)"])
         }
     }
 
@@ -744,7 +771,7 @@ final class IOLoop {
         guard let state = channels[handle.number], state.handle === handle,
             let consumer = state.consumers.removeValue(forKey: tag)
         else { return }
-        consumer.continuation.finish()
+        consumer.handler(.ended(nil))
         guard state.isOpen, let connection, lostError == nil else { return }
         state.cancelledConsumers[tag] = consumer.noAck
         amqp_basic_cancel(connection, handle.number, scratch.bytes(tag))

@@ -7,6 +7,8 @@ import Synchronization
 struct Job: Sendable {
     let run: @Sendable (IOLoop) -> Void
     let fail: @Sendable (AMQPError) -> Void
+    /// Only writes, never waits for a reply (publish, ack): such jobs may share TCP segments.
+    var onlyWrites = false
 }
 
 /// The hand-off between any task and the I/O thread: a locked list of jobs plus an eventfd
@@ -16,6 +18,8 @@ final class JobQueue: Sendable {
         var jobs: [Job] = []
         var isClosed = false
         var closeRequested = false
+        /// The I/O thread is in (or about to enter) poll and needs the eventfd to wake up.
+        var isSleeping = false
     }
 
     private let state = Mutex(State())
@@ -36,8 +40,11 @@ final class JobQueue: Sendable {
         (accepted, mustWake) = state.withLock { state in
             guard !state.isClosed else { return (false, false) }
             state.jobs.append(job)
-            // Only the first job after a drain needs to wake the thread; it takes them all.
-            return (true, state.jobs.count == 1)
+            // A busy I/O thread finds the job on its next drain; only a sleeping one needs a
+            // wake-up, and only once.
+            let mustWake = state.isSleeping
+            state.isSleeping = false
+            return (true, mustWake)
         }
         if !accepted {
             job.fail(.closed)
@@ -53,6 +60,20 @@ final class JobQueue: Sendable {
     }
 
     var isCloseRequested: Bool { state.withLock { $0.closeRequested } }
+
+    /// Called by the I/O thread before it polls: false if work arrived meanwhile (do not sleep).
+    func prepareToSleep() -> Bool {
+        state.withLock { state in
+            guard state.jobs.isEmpty, !state.closeRequested else { return false }
+            state.isSleeping = true
+            return true
+        }
+    }
+
+    /// Called by the I/O thread after polling.
+    func wokeUp() {
+        state.withLock { $0.isSleeping = false }
+    }
 
     /// Takes every queued job, swapping in `spare` (an emptied array whose storage is reused).
     func drain(into spare: inout [Job]) {
@@ -86,6 +107,7 @@ final class ChannelHandle: Sendable {
     let number: UInt16
     let jobs: JobQueue
     private let epochValue = Atomic<UInt64>(0)
+    private let confirmValue = Atomic<Bool>(false)
 
     init(number: UInt16, jobs: JobQueue) {
         self.number = number
@@ -96,4 +118,10 @@ final class ChannelHandle: Sendable {
 
     /// Called on the I/O thread whenever the channel closes or opens.
     func advanceEpoch() { epochValue.add(1, ordering: .releasing) }
+
+    /// Whether publishes wait for a broker confirm; without, they need not wait at all.
+    var confirmMode: Bool {
+        get { confirmValue.load(ordering: .acquiring) }
+        set { confirmValue.store(newValue, ordering: .releasing) }
+    }
 }
