@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import Testing
 import WarrenAMQP
 
@@ -237,6 +238,65 @@ struct PublishConsumeTests {
             #expect(reply.properties.correlationID == "c-1")
             #expect(throws: AMQPError.self) { try reply.ack() }
         }
+    }
+}
+
+extension PublishConsumeTests {
+    @Test("declares interleaved with bursts of publishes are not held back by batched writes")
+    func declaresBetweenPublishBursts() async throws {
+        let queue = Broker.unique("burst")
+        try await withChannel(queues: [queue]) { _, channel in
+            try await channel.declareQueue(queue, durable: false)
+            let started = ContinuousClock.now
+            for round in 0..<20 {
+                // Fire a burst without waiting, then a declare that needs the broker's reply.
+                for index in 0..<50 { try await channel.publish(Data("\(round)-\(index)".utf8), routingKey: queue) }
+                let info = try await channel.inspectQueue(queue)
+                #expect(info.name == queue)
+            }
+            // A declare stuck behind a corked socket waits 200 ms for the kernel; 20 of them, 4 s.
+            #expect(started.duration(to: .now) < .seconds(2))
+            try await channel.purgeQueue(queue)
+        }
+    }
+
+    @Test("a consumer on the I/O thread gets every delivery and then .ended when cancelled")
+    func ioThreadConsumer() async throws {
+        let queue = Broker.unique("handler")
+        try await withChannel(queues: [queue]) { _, channel in
+            try await channel.declareQueue(queue, durable: false)
+            let log = EventLog()
+            let tag = try await channel.consume(queue: queue, noAck: true) { event in
+                switch event {
+                case .delivery(let delivery): log.append(String(decoding: delivery.body, as: UTF8.self))
+                case .ended(let error): log.append("ended \(error.map { "\($0)" } ?? "cleanly")")
+                }
+            }
+            for index in 0..<100 { try await channel.publish(Data("\(index)".utf8), routingKey: queue) }
+            try await waitUntil { log.count == 100 }
+            await channel.cancelConsumer(tag: tag)
+            try await waitUntil { log.count == 101 }
+            #expect(log.entries == (0..<100).map { "\($0)" } + ["ended cleanly"])
+        }
+    }
+}
+
+/// Thread-safe list written from the I/O thread.
+final class EventLog: Sendable {
+    private let storage = Mutex<[String]>([])
+    func append(_ entry: String) { storage.withLock { $0.append(entry) } }
+    var entries: [String] { storage.withLock { $0 } }
+    var count: Int { storage.withLock { $0.count } }
+}
+
+func waitUntil(within timeout: Duration = .seconds(5), _ condition: () -> Bool) async throws {
+    let deadline = ContinuousClock.now + timeout
+    while !condition() {
+        guard ContinuousClock.now < deadline else {
+            Issue.record("condition not met within \(timeout)")
+            return
+        }
+        try await Task.sleep(for: .milliseconds(10))
     }
 }
 
