@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Installs (when missing) and starts (when not answering) what Warren needs on one machine:
-# RabbitMQ and librabbitmq. Idempotent; safe to run before every build.
+# RabbitMQ and librabbitmq (socat and openssl for the TLS tests). Idempotent; safe to run
+# before every build.
 set -euo pipefail
 
 AMQP_PORT="${AMQP_PORT:-5672}"
-packages=(rabbitmq-server librabbitmq-dev)
+packages=(rabbitmq-server librabbitmq-dev socat openssl)
 [ "${1:-}" = "--bench" ] && packages+=(wrk)
 
 missing=()

@@ -57,6 +57,9 @@ public final class AMQPConnection: Sendable {
     /// True while the socket is up and logged in; false during recovery. For health checks.
     public var isConnected: Bool { status.isConnected }
 
+    /// How many times the connection was lost and re-established; for metrics and tests.
+    public var recoveries: Int { status.recoveries }
+
     /// Opens a channel. Channels isolate failures: a channel the broker closes (say, after a
     /// publish to a missing exchange) reopens on next use, and other channels never notice.
     public func openChannel() async throws -> AMQPChannel {

@@ -43,10 +43,14 @@ final class ChannelState {
 /// What both sides of the thread boundary may read about a connection.
 final class ConnectionStatus: Sendable {
     private let connected = Atomic<Bool>(false)
+    private let recoveryCount = Atomic<Int>(0)
     private let finished = Mutex<(done: Bool, waiters: [CheckedContinuation<Void, Never>])>((false, []))
 
     var isConnected: Bool { connected.load(ordering: .relaxed) }
     func setConnected(_ value: Bool) { connected.store(value, ordering: .relaxed) }
+
+    var recoveries: Int { recoveryCount.load(ordering: .relaxed) }
+    func recovered() { recoveryCount.add(1, ordering: .relaxed) }
 
     func markFinished() {
         let waiters = finished.withLock { state in
@@ -433,6 +437,7 @@ final class IOLoop {
             do {
                 try connect()
                 try restore()
+                status.recovered()
                 logger.info("connection to the broker recovered", metadata: ["attempt": "\(attempt)"])
                 return true
             } catch {

@@ -247,15 +247,18 @@ extension PublishConsumeTests {
         let queue = Broker.unique("burst")
         try await withChannel(queues: [queue]) { _, channel in
             try await channel.declareQueue(queue, durable: false)
-            let started = ContinuousClock.now
+            var latencies: [Duration] = []
             for round in 0..<20 {
                 // Fire a burst without waiting, then a declare that needs the broker's reply.
                 for index in 0..<50 { try await channel.publish(Data("\(round)-\(index)".utf8), routingKey: queue) }
+                let started = ContinuousClock.now
                 let info = try await channel.inspectQueue(queue)
+                latencies.append(started.duration(to: .now))
                 #expect(info.name == queue)
             }
-            // A declare stuck behind a corked socket waits 200 ms for the kernel; 20 of them, 4 s.
-            #expect(started.duration(to: .now) < .seconds(2))
+            // A declare stuck behind a corked socket waits 200 ms for the kernel to flush it.
+            let median = latencies.sorted()[latencies.count / 2]
+            #expect(median < .milliseconds(100))
             try await channel.purgeQueue(queue)
         }
     }
