@@ -13,6 +13,7 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .library(name: "WarrenAMQP", targets: ["WarrenAMQP"]),
+        .library(name: "Warren", targets: ["Warren"]),
         .executable(name: "warren-bench", targets: ["WarrenBench"]),
     ],
     dependencies: [
@@ -20,6 +21,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-collections.git", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
     ],
     targets: [
         // The thin C wrapper over librabbitmq: only what Swift cannot call directly.
@@ -37,6 +39,18 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // The service runtime: envelope, RPC, events, service host. Knows nothing of C.
+        .target(
+            name: "Warren",
+            dependencies: [
+                "WarrenAMQP",
+                .product(name: "DequeModule", package: "swift-collections"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         .executableTarget(
             name: "WarrenBench",
             dependencies: [
@@ -49,6 +63,11 @@ let package = Package(
         .testTarget(
             name: "WarrenAMQPTests",
             dependencies: ["WarrenAMQP"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "WarrenTests",
+            dependencies: ["Warren"],
             swiftSettings: swiftSettings
         ),
     ]

@@ -22,6 +22,14 @@ public final class AMQPChannel: Sendable {
 
     private var jobs: JobQueue { handle.jobs }
 
+    /// Hands every message the broker returns on this channel (a `mandatory` publish no queue
+    /// took) to `handler`, on the I/O thread, so callers without confirms learn of it, e.g. an
+    /// RPC client failing the call whose correlation id came back. Must return at once.
+    public func onReturn(_ handler: @escaping @Sendable (AMQPReturnedMessage) -> Void) async throws {
+        let handle = handle
+        try await jobs.perform { loop throws(AMQPError) in try loop.setReturnHandler(handle, handler) }
+    }
+
     /// Limits unacknowledged deliveries on this channel's consumers, so a slow consumer is not
     /// flooded and other instances get their share. Restored after recovery.
     public func setPrefetch(_ count: UInt16) async throws {
@@ -117,14 +125,7 @@ public final class AMQPChannel: Sendable {
     ) async throws {
         let handle = handle
         guard handle.confirmMode else {
-            jobs.submit(
-                Job(
-                    run: { loop in
-                        loop.publish(
-                            handle, body: body, exchange: exchange, routingKey: routingKey, mandatory: mandatory,
-                            properties: properties, waiter: nil)
-                    },
-                    fail: { _ in }, onlyWrites: true))
+            try send(body, exchange: exchange, routingKey: routingKey, mandatory: mandatory, properties: properties)
             return
         }
         try await withUnsafeThrowingContinuation { (waiter: ConfirmWaiter) in
@@ -139,6 +140,25 @@ public final class AMQPChannel: Sendable {
         }
     }
 
+    /// Publishes without waiting for anything, in order with this channel's other work: for
+    /// messages whose fate the caller learns another way (an RPC request: its reply, or its
+    /// return when `mandatory` and an `onReturn` handler). Throws only if the connection is closed.
+    public func send(
+        _ body: Data, exchange: String = "", routingKey: String, mandatory: Bool = false,
+        properties: AMQPProperties = AMQPProperties()
+    ) throws {
+        let handle = handle
+        let accepted = jobs.submit(
+            Job(
+                run: { loop in
+                    loop.publish(
+                        handle, body: body, exchange: exchange, routingKey: routingKey, mandatory: mandatory,
+                        properties: properties, waiter: nil)
+                },
+                fail: { _ in }, onlyWrites: true))
+        guard accepted else { throw AMQPError.closed }
+    }
+
     /// Starts a consumer. Deliveries arrive in order as an `AsyncSequence`; the consumer survives
     /// reconnects. The sequence ends when the consumer is cancelled, and throws when the broker
     /// cancels it (`consumerCancelled`, e.g. the queue was deleted) or closes the channel.
@@ -150,6 +170,7 @@ public final class AMQPChannel: Sendable {
         let tag = try await consume(queue: queue, noAck: noAck, exclusive: exclusive, arguments: arguments) { event in
             switch event {
             case .delivery(let delivery): continuation.yield(delivery)
+            case .interrupted: break  // the stream carries on after recovery
             case .ended(nil): continuation.finish()
             case .ended(let error?): continuation.finish(throwing: error)
             }
@@ -199,11 +220,25 @@ public final class AMQPChannel: Sendable {
     }
 }
 
-/// What a consumer's handler is told: a message, or that the consumer ended (nil when this
-/// process cancelled it or closed the channel, the broker's reason otherwise).
+/// What a consumer's handler is told: a message; that the connection dropped and the consumer
+/// will be restored once it is back (unacked deliveries will come again, replies to a direct
+/// reply-to address never will); or that the consumer ended (nil when this process cancelled it
+/// or closed the channel, the broker's reason otherwise).
 public enum AMQPConsumerEvent: Sendable {
     case delivery(AMQPDelivery)
+    case interrupted(AMQPError)
     case ended(AMQPError?)
+}
+
+/// A mandatory message the broker could not route and sent back.
+public struct AMQPReturnedMessage: Sendable {
+    public let exchange: String
+    public let routingKey: String
+    /// 312 NO_ROUTE when no queue is bound for the routing key.
+    public let replyCode: UInt16
+    public let replyText: String
+    public let properties: AMQPProperties
+    public let body: Data
 }
 
 /// A consumer's deliveries. Iterate it from one task.

@@ -5,6 +5,8 @@ import Logging
 import Synchronization
 
 typealias ConfirmWaiter = UnsafeContinuation<Void, any Error>
+/// A publish whose confirm nobody awaits (`send` on a confirm channel) still takes a sequence number.
+typealias OptionalConfirmWaiter = ConfirmWaiter?
 
 /// A consumer as the I/O thread knows it; kept across reconnects so it can be re-registered.
 final class ConsumerState: Sendable {
@@ -31,11 +33,13 @@ final class ChannelState {
     var isOpen = false
     var prefetchCount: UInt16?
     var confirmMode = false
-    var confirms = ConfirmTracker<ConfirmWaiter>()
+    var confirms = ConfirmTracker<OptionalConfirmWaiter>()
     var consumers: [String: ConsumerState] = [:]
     /// Consumers cancelled by this process whose deliveries may still be on the wire, and whether
     /// they were no-ack: late deliveries of ack-mode consumers are handed back to the broker.
     var cancelledConsumers: [String: Bool] = [:]
+    /// Told about every message the broker returns on this channel (mandatory, unroutable).
+    var returnHandler: (@Sendable (AMQPReturnedMessage) -> Void)?
 
     init(handle: ChannelHandle) { self.handle = handle }
 }
@@ -358,7 +362,7 @@ final class IOLoop {
     private func confirm(channel: UInt16, deliveryTag: UInt64, multiple: Bool, ack: Bool) {
         guard let state = channels[channel] else { return }
         for (waiter, result) in state.confirms.confirmed(deliveryTag: deliveryTag, multiple: multiple, ack: ack) {
-            waiter.resume(with: result.mapError { $0 as any Error })
+            waiter?.resume(with: result.mapError { $0 as any Error })
         }
     }
 
@@ -366,10 +370,13 @@ final class IOLoop {
         let exchange = String(amqpBytes: returned.exchange)
         let routingKey = String(amqpBytes: returned.routing_key)
         let text = String(amqpBytes: returned.reply_text)
-        guard let (_, body) = readContent(channel: channel), let state = channels[channel] else { return }
+        guard let (properties, body) = readContent(channel: channel), let state = channels[channel] else { return }
+        if let handler = state.returnHandler {
+            handler(AMQPReturnedMessage(exchange: exchange, routingKey: routingKey, replyCode: returned.reply_code, replyText: text, properties: properties, body: body))
+        }
         if state.confirmMode {
             state.confirms.returned(exchange: exchange, routingKey: routingKey, body: body, code: returned.reply_code, text: text)
-        } else {
+        } else if state.returnHandler == nil {
             logger.warning("message returned by the broker", metadata: ["exchange": "\(exchange)", "routing_key": "\(routingKey)", "reason": "\(returned.reply_code) \(text)"])
         }
     }
@@ -399,7 +406,7 @@ final class IOLoop {
         logger.debug("the broker closed a channel", metadata: ["channel": "\(number)", "error": "\(error)"])
         state.isOpen = false
         state.handle.advanceEpoch()
-        for waiter in state.confirms.failAll() { waiter.resume(throwing: error) }
+        for waiter in state.confirms.failAll() { waiter?.resume(throwing: error) }
         for consumer in state.consumers.values { consumer.handler(.ended(error)) }
         state.consumers = [:]
         state.cancelledConsumers = [:]
@@ -417,9 +424,11 @@ final class IOLoop {
         for state in channels.values {
             state.isOpen = false
             state.handle.advanceEpoch()
-            for waiter in state.confirms.failAll() { waiter.resume(throwing: error) }
+            for waiter in state.confirms.failAll() { waiter?.resume(throwing: error) }
             state.cancelledConsumers = [:]
-            if !configuration.recovery.isEnabled {
+            if configuration.recovery.isEnabled {
+                for consumer in state.consumers.values { consumer.handler(.interrupted(error)) }
+            } else {
                 for consumer in state.consumers.values { consumer.handler(.ended(error)) }
                 state.consumers = [:]
             }
@@ -510,7 +519,7 @@ final class IOLoop {
         status.setConnected(false)
         for state in channels.values {
             state.handle.advanceEpoch()
-            for waiter in state.confirms.failAll() { waiter.resume(throwing: error) }
+            for waiter in state.confirms.failAll() { waiter?.resume(throwing: error) }
             for consumer in state.consumers.values {
                 consumer.handler(.ended(error == .closed ? nil : error))
             }
@@ -606,8 +615,12 @@ final class IOLoop {
         }
         channels.removeValue(forKey: handle.number)
         handle.advanceEpoch()
-        for waiter in state.confirms.failAll() { waiter.resume(throwing: AMQPError.closed) }
+        for waiter in state.confirms.failAll() { waiter?.resume(throwing: AMQPError.closed) }
         for consumer in state.consumers.values { consumer.handler(.ended(nil)) }
+    }
+
+    func setReturnHandler(_ handle: ChannelHandle, _ handler: @escaping @Sendable (AMQPReturnedMessage) -> Void) throws(AMQPError) {
+        try openState(handle).returnHandler = handler
     }
 
     func setPrefetch(_ handle: ChannelHandle, count: UInt16) throws(AMQPError) {
@@ -740,7 +753,7 @@ final class IOLoop {
             logPublishFailure(error, waiter: waiter, exchange: exchange, routingKey: routingKey)
             return
         }
-        if state.confirmMode, let waiter {
+        if state.confirmMode {
             state.confirms.published(
                 waiter, exchange: exchange, routingKey: routingKey,
                 mandatory: mandatory ? .init(exchange: exchange, routingKey: routingKey, body: body) : nil)

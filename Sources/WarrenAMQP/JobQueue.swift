@@ -33,8 +33,10 @@ final class JobQueue: Sendable {
 
     deinit { Glibc.close(wakeFD) }
 
-    /// Queues a job; a queue that is already closed fails it at once with `.closed`.
-    func submit(_ job: Job) {
+    /// Queues a job; a queue that is already closed fails it at once with `.closed` and
+    /// returns false.
+    @discardableResult
+    func submit(_ job: Job) -> Bool {
         let accepted: Bool
         let mustWake: Bool
         (accepted, mustWake) = state.withLock { state in
@@ -51,6 +53,7 @@ final class JobQueue: Sendable {
         } else if mustWake {
             wake()
         }
+        return accepted
     }
 
     /// Asks the I/O thread to close the connection once the jobs queued before this have run.

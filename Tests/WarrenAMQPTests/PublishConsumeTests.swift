@@ -272,6 +272,7 @@ extension PublishConsumeTests {
             let tag = try await channel.consume(queue: queue, noAck: true) { event in
                 switch event {
                 case .delivery(let delivery): log.append(String(decoding: delivery.body, as: UTF8.self))
+                case .interrupted(let error): log.append("interrupted \(error)")
                 case .ended(let error): log.append("ended \(error.map { "\($0)" } ?? "cleanly")")
                 }
             }

@@ -1,0 +1,103 @@
+public import Foundation
+public import WarrenAMQP
+
+/// The header and property names of Warren's wire contract (schemas/asyncapi.yaml).
+public enum WireHeader {
+    /// Epoch milliseconds after which nobody waits for the answer.
+    public static let deadline = "x-deadline"
+    /// `ok` or `error` on replies.
+    public static let status = "x-status"
+    public static let causationID = "x-causation-id"
+    public static let correlationID = "x-correlation-id"
+    public static let aggregateID = "x-aggregate-id"
+    /// W3C trace context.
+    public static let traceparent = "traceparent"
+    public static let error = "x-error"
+    public static let attempts = "x-attempts"
+    public static let originalRoutingKey = "x-original-routing-key"
+    public static let replayed = "x-replayed"
+}
+
+/// What Warren knows about a message beyond its body: the ids that tie a flow together, the
+/// operation or event type, the deadline and the trace context.
+///
+/// Read tolerantly: a plain AMQP client may send only `type`, `reply_to`, `correlation_id` and a
+/// JSON body; everything else gets a default (a new message id, no deadline, …).
+public struct Envelope: Sendable {
+    public var messageID: String
+    public var correlationID: String
+    public var causationID: String?
+    /// The operation (`users.get`) or event type (`order.created`).
+    public var type: String?
+    public var deadline: Date?
+    public var traceparent: String?
+    public var replyTo: String?
+    public var aggregateID: String?
+    public var timestamp: Date?
+    public var headers: AMQPTable
+
+    public init(
+        messageID: String = UUID().uuidString.lowercased(), correlationID: String? = nil, causationID: String? = nil,
+        type: String? = nil, deadline: Date? = nil, traceparent: String? = nil, replyTo: String? = nil,
+        aggregateID: String? = nil, timestamp: Date? = nil, headers: AMQPTable = [:]
+    ) {
+        self.messageID = messageID
+        self.correlationID = correlationID ?? messageID
+        self.causationID = causationID
+        self.type = type
+        self.deadline = deadline
+        self.traceparent = traceparent
+        self.replyTo = replyTo
+        self.aggregateID = aggregateID
+        self.timestamp = timestamp
+        self.headers = headers
+    }
+
+    /// Reads what any AMQP client may have sent.
+    public init(delivery: AMQPDelivery) {
+        let properties = delivery.properties
+        let headers = properties.headers ?? [:]
+        let messageID = properties.messageID ?? UUID().uuidString.lowercased()
+        self.init(
+            messageID: messageID,
+            correlationID: properties.correlationID ?? headers[WireHeader.correlationID]?.stringValue,
+            causationID: headers[WireHeader.causationID]?.stringValue,
+            type: properties.type,
+            deadline: Envelope.deadline(from: headers[WireHeader.deadline]),
+            traceparent: headers[WireHeader.traceparent]?.stringValue,
+            replyTo: properties.replyTo,
+            aggregateID: headers[WireHeader.aggregateID]?.stringValue,
+            timestamp: properties.timestamp,
+            headers: headers)
+    }
+
+    /// A deadline may come as an integer or, from clients whose headers are all strings, as digits.
+    private static func deadline(from value: AMQPFieldValue?) -> Date? {
+        let milliseconds: Int64?
+        switch value {
+        case .int(let value): milliseconds = value
+        case .string(let text): milliseconds = Int64(text)
+        case .double(let value): milliseconds = Int64(value)
+        default: milliseconds = nil
+        }
+        return milliseconds.map { Date(timeIntervalSince1970: Double($0) / 1000) }
+    }
+
+    /// The AMQP properties that carry this envelope, with a JSON body.
+    public func properties(persistent: Bool = false) -> AMQPProperties {
+        var headers = self.headers
+        if let causationID { headers[WireHeader.causationID] = .string(causationID) }
+        if let deadline { headers[WireHeader.deadline] = .int(Int64((deadline.timeIntervalSince1970 * 1000).rounded())) }
+        if let traceparent { headers[WireHeader.traceparent] = .string(traceparent) }
+        if let aggregateID { headers[WireHeader.aggregateID] = .string(aggregateID) }
+        return AMQPProperties(
+            contentType: "application/json", headers: headers.isEmpty ? nil : headers,
+            deliveryMode: persistent ? .persistent : nil, correlationID: correlationID, replyTo: replyTo,
+            messageID: messageID, timestamp: timestamp ?? Date(), type: type)
+    }
+
+    /// The envelope of a message caused by this one: same correlation, this one as cause.
+    public func caused(type: String, messageID: String = UUID().uuidString.lowercased()) -> Envelope {
+        Envelope(messageID: messageID, correlationID: correlationID, causationID: self.messageID, type: type, deadline: deadline, traceparent: traceparent)
+    }
+}

@@ -1,0 +1,114 @@
+public import Foundation
+
+/// The one JSON dialect of the wire: ISO 8601 dates, sorted keys (stable output for tests and logs).
+public enum WireJSON {
+    public static func encoder() -> JSONEncoder {
+        let encoder = JSONEncoder()
+        encoder.dateEncodingStrategy = .iso8601
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        return encoder
+    }
+
+    public static func decoder() -> JSONDecoder {
+        let decoder = JSONDecoder()
+        decoder.dateDecodingStrategy = .iso8601
+        return decoder
+    }
+
+    public static func encode<T: Encodable>(_ value: T) throws -> Data {
+        try encoder().encode(value)
+    }
+
+    /// Decodes a request or reply, turning every decoding failure into `invalid` with the
+    /// path of the failing field, so that a caller knows what to fix.
+    public static func decode<T: Decodable>(_ type: T.Type, from data: Data) throws(ServiceError) -> T {
+        let value: T
+        do {
+            value = try decoder().decode(type, from: data)
+        } catch let error as DecodingError {
+            throw .invalid(describe(error))
+        } catch {
+            throw .invalid("the body is not valid JSON")
+        }
+        if let validatable = value as? any Validatable {
+            try validatable.validate()
+        }
+        return value
+    }
+
+    static func describe(_ error: DecodingError) -> String {
+        func path(_ context: DecodingError.Context, appending key: (any CodingKey)? = nil) -> String {
+            var parts: [String] = []
+            for component in context.codingPath + (key.map { [$0] } ?? []) {
+                if let index = component.intValue {
+                    parts.append("[\(index)]")
+                } else {
+                    parts.append(parts.isEmpty ? component.stringValue : ".\(component.stringValue)")
+                }
+            }
+            return parts.joined()
+        }
+        switch error {
+        case .keyNotFound(let key, let context):
+            return "field '\(path(context, appending: key))' is required"
+        case .typeMismatch(let type, let context):
+            let field = path(context)
+            return field.isEmpty ? "the body must be a JSON object" : "field '\(field)' must be \(typeName(type))"
+        case .valueNotFound(let type, let context):
+            return "field '\(path(context))' must be \(typeName(type)), not null"
+        case .dataCorrupted(let context):
+            let field = path(context)
+            if field.isEmpty { return "the body is not valid JSON" }
+            return "field '\(field)' is invalid: \(context.debugDescription)"
+        @unknown default:
+            return "the body could not be decoded"
+        }
+    }
+
+    private static func typeName(_ type: Any.Type) -> String {
+        switch type {
+        case is String.Type: "a string"
+        case is Int.Type, is Int64.Type, is Int32.Type: "an integer"
+        case is Double.Type, is Float.Type: "a number"
+        case is Bool.Type: "a boolean"
+        case is [Any].Type: "an array"
+        default: "\(type)".hasPrefix("Array") ? "an array" : "an object"
+        }
+    }
+}
+
+/// A request type that states the constraints its JSON Schema states (lengths, ranges, formats).
+/// Warren checks them right after decoding, before any handler runs.
+public protocol Validatable {
+    func validate() throws(ServiceError)
+}
+
+/// Small checks for `validate()`, each naming the field it failed on.
+public enum Check {
+    public static func length(_ value: String, _ field: String, _ range: ClosedRange<Int>) throws(ServiceError) {
+        guard range.contains(value.count) else {
+            throw .invalid("field '\(field)' must be \(range.lowerBound) to \(range.upperBound) characters long")
+        }
+    }
+
+    public static func range<T: Comparable>(_ value: T, _ field: String, _ range: ClosedRange<T>) throws(ServiceError) {
+        guard range.contains(value) else { throw .invalid("field '\(field)' must be from \(range.lowerBound) to \(range.upperBound)") }
+    }
+
+    public static func count<C: Collection>(_ value: C, _ field: String, _ range: ClosedRange<Int>) throws(ServiceError) {
+        guard range.contains(value.count) else {
+            throw .invalid("field '\(field)' must have \(range.lowerBound) to \(range.upperBound) items")
+        }
+    }
+
+    public static func email(_ value: String, _ field: String) throws(ServiceError) {
+        let parts = value.split(separator: "@", omittingEmptySubsequences: false)
+        guard value.count <= 254, parts.count == 2, !parts[0].isEmpty, parts[1].contains("."),
+            !parts[1].hasPrefix("."), !parts[1].hasSuffix("."), !value.contains(where: \.isWhitespace)
+        else { throw .invalid("field '\(field)' must be an email address") }
+    }
+
+    public static func uuid(_ value: String, _ field: String) throws(ServiceError) {
+        guard UUID(uuidString: value) != nil else { throw .invalid("field '\(field)' must be a UUID") }
+    }
+}

@@ -1,0 +1,229 @@
+public import Foundation
+public import Logging
+import Metrics
+import Synchronization
+public import WarrenAMQP
+import Dispatch
+
+/// Calls operations of other services over RabbitMQ: one per process, shared by all tasks.
+///
+/// Requests go to `<service>.rpc` (the operation's prefix: `users.get` → `users.rpc`) with
+/// `reply_to` set to RabbitMQ's direct reply-to and a correlation id; replies are matched on the
+/// I/O thread. Every call has a deadline, sent as header `x-deadline` and as the message's
+/// `expiration`, so a request nobody took in time dies in the queue. A call fails fast with
+/// `unavailable` when the queue is missing (the broker returns the mandatory request) or has no
+/// consumer (checked once a call has waited `probeAfter`), and when the connection drops.
+public final class RPCClient: Sendable {
+    public struct Configuration: Sendable {
+        public var defaultTimeout: Duration
+        /// How long a call waits for its reply before the client checks that someone consumes
+        /// the queue at all. Short enough to report a stopped service well under the deadline.
+        public var probeAfter: Duration
+
+        public init(defaultTimeout: Duration = .seconds(5), probeAfter: Duration = .milliseconds(200)) {
+            self.defaultTimeout = defaultTimeout
+            self.probeAfter = probeAfter
+        }
+    }
+
+    /// A reply as it came: `isError` from header `x-status`, the JSON body untouched, so a
+    /// gateway can forward it without decoding.
+    public struct Reply: Sendable {
+        public let isError: Bool
+        public let body: Data
+        public let properties: AMQPProperties
+    }
+
+    typealias Waiter = UnsafeContinuation<Result<Reply, ServiceError>, Never>
+
+    public let configuration: Configuration
+    private let channel: AMQPChannel
+    private let probeChannel: AMQPChannel
+    private let calls = Mutex(PendingCalls<Waiter>())
+    /// Fails calls at their deadline and starts probes; Dispatch timers are not Sendable, hence the lock.
+    private let timer = Mutex<(any DispatchSourceTimer)?>(nil)
+    private let logger: Logger
+
+    private init(channel: AMQPChannel, probeChannel: AMQPChannel, configuration: Configuration, logger: Logger) {
+        self.channel = channel
+        self.probeChannel = probeChannel
+        self.configuration = configuration
+        self.logger = logger
+    }
+
+    /// Opens the client's channels and its reply consumer.
+    public static func start(
+        connection: AMQPConnection, configuration: Configuration = Configuration(),
+        logger: Logger = Logger(label: "warren.rpc")
+    ) async throws -> RPCClient {
+        let client = RPCClient(
+            channel: try await connection.openChannel(), probeChannel: try await connection.openChannel(),
+            configuration: configuration, logger: logger)
+        try await client.channel.onReturn { [weak client] returned in client?.returned(returned) }
+        // Direct reply-to must be consumed (no-ack) on the channel that publishes the requests.
+        _ = try await client.channel.consume(queue: "amq.rabbitmq.reply-to", noAck: true) { [weak client] event in
+            client?.replyEvent(event)
+        }
+        client.timer.withLock { timer in
+            let source = DispatchSource.makeTimerSource(queue: DispatchQueue(label: "warren.rpc.deadlines"))
+            source.schedule(deadline: .now(), repeating: .milliseconds(10), leeway: .milliseconds(2))
+            source.setEventHandler { [weak client] in client?.tick() }
+            source.resume()
+            timer = source
+        }
+        return client
+    }
+
+    deinit { timer.withLock { $0?.cancel() } }
+
+    /// Stops the deadline timer and fails calls still waiting; the connection stays open.
+    public func close() async {
+        timer.withLock { $0?.cancel() }
+        for call in calls.withLock({ $0.removeAll() }) {
+            call.waiter.resume(returning: .failure(.unavailable("the RPC client was closed")))
+        }
+        await channel.close()
+        await probeChannel.close()
+    }
+
+    /// Calls `operation` with a JSON body and returns the reply as it came.
+    /// Throws `timeout` at the deadline and `unavailable` when the service cannot answer.
+    public func call(
+        _ operation: String, body: Data, timeout: Duration? = nil, envelope: Envelope = Envelope()
+    ) async throws(ServiceError) -> Reply {
+        let queue = Self.queue(for: operation)
+        let timeout = timeout ?? configuration.defaultTimeout
+        var envelope = envelope
+        envelope.type = operation
+        envelope.replyTo = "amq.rabbitmq.reply-to"
+        let ownDeadline = Date() + timeout.timeInterval
+        let deadline = envelope.deadline.map { min($0, ownDeadline) } ?? ownDeadline
+        envelope.deadline = deadline
+        // The AMQP correlation id matches this reply to this call, so it must be unique even when
+        // one flow makes several calls at once; the flow's id travels in `x-correlation-id`.
+        let callID = envelope.messageID
+        envelope.headers[WireHeader.correlationID] = .string(envelope.correlationID)
+        var properties = envelope.properties()
+        properties.correlationID = callID
+        let remaining = max(1, Int((deadline.timeIntervalSinceNow * 1000).rounded(.up)))
+        properties.expiration = String(remaining)
+
+        let started = ContinuousClock.now
+        let call = (queue: queue, deadline: started + .milliseconds(remaining), probeAt: started + configuration.probeAfter)
+        let result = await withUnsafeContinuation { (waiter: Waiter) in
+            calls.withLock { $0.add(callID, .init(waiter: waiter, queue: call.queue, deadline: call.deadline, probeAt: call.probeAt)) }
+            do {
+                try channel.send(body, routingKey: queue, mandatory: true, properties: properties)
+            } catch {
+                if let pending = calls.withLock({ $0.complete(callID) }) {
+                    pending.waiter.resume(returning: .failure(.unavailable("not connected to the message broker")))
+                }
+            }
+        }
+        let outcome: String
+        switch result {
+        case .success(let reply): outcome = reply.isError ? "error" : "ok"
+        case .failure(let error): outcome = error.code.rawValue
+        }
+        Counter(label: "warren_rpc_calls_total", dimensions: [("operation", operation), ("outcome", outcome)]).increment()
+        Metrics.Timer(label: "warren_rpc_call_duration_seconds", dimensions: [("operation", operation)])
+            .recordNanoseconds(Int64((ContinuousClock.now - started) / .nanoseconds(1)))
+        return try result.get()
+    }
+
+    /// Calls `operation` with a typed request and decodes the typed response; an error reply
+    /// is thrown as the `ServiceError` the service sent.
+    public func call<Request: Encodable & Sendable, Response: Decodable>(
+        _ operation: String, _ request: Request, as response: Response.Type = Response.self,
+        timeout: Duration? = nil, envelope: Envelope = Envelope()
+    ) async throws(ServiceError) -> Response {
+        let body: Data
+        do {
+            body = try WireJSON.encode(request)
+        } catch {
+            throw .internal("could not encode the request for \(operation)")
+        }
+        let reply = try await call(operation, body: body, timeout: timeout, envelope: envelope)
+        return try reply.decode(Response.self, operation: operation)
+    }
+
+    /// The queue that serves an operation: `users.get` → `users.rpc`.
+    public static func queue(for operation: String) -> String {
+        let service = operation.split(separator: ".", maxSplits: 1).first.map(String.init) ?? operation
+        return "\(service).rpc"
+    }
+
+    // MARK: - Events from the I/O thread and the timer
+
+    private func replyEvent(_ event: AMQPConsumerEvent) {
+        switch event {
+        case .delivery(let delivery):
+            guard let id = delivery.properties.correlationID, let call = calls.withLock({ $0.complete(id) }) else {
+                Counter(label: "warren_rpc_late_replies_total").increment()
+                logger.debug("dropped a reply nobody waits for (late or unknown)", metadata: ["correlation_id": "\(delivery.properties.correlationID ?? "-")"])
+                return
+            }
+            let isError = delivery.properties.headers?[WireHeader.status]?.stringValue == "error"
+            call.waiter.resume(returning: .success(Reply(isError: isError, body: delivery.body, properties: delivery.properties)))
+        case .interrupted, .ended:
+            // Replies to the old direct reply-to address can never arrive.
+            for call in calls.withLock({ $0.removeAll() }) {
+                call.waiter.resume(returning: .failure(.unavailable("the connection to the message broker was lost")))
+            }
+        }
+    }
+
+    private func returned(_ message: AMQPReturnedMessage) {
+        guard let id = message.properties.correlationID, let call = calls.withLock({ $0.complete(id) }) else { return }
+        call.waiter.resume(returning: .failure(.unavailable("no service serves \(message.routingKey): the queue does not exist")))
+    }
+
+    private func tick() {
+        let now = ContinuousClock.now
+        let (expired, probes) = calls.withLock { ($0.expire(now: now), $0.queuesToProbe(now: now)) }
+        for call in expired {
+            Counter(label: "warren_rpc_timeouts_total").increment()
+            call.waiter.resume(returning: .failure(.timeout("no reply from \(call.queue) before the deadline")))
+        }
+        for queue in probes {
+            Task { await self.probe(queue) }
+        }
+    }
+
+    /// A call has waited a while: if nobody consumes its queue, no reply will ever come.
+    private func probe(_ queue: String) async {
+        let consumers: UInt32
+        do {
+            consumers = try await probeChannel.inspectQueue(queue).consumerCount
+        } catch {
+            return
+        }
+        guard consumers == 0 else { return }
+        for call in calls.withLock({ $0.removeAll(queue: queue) }) {
+            call.waiter.resume(returning: .failure(.unavailable("no instance of the service is consuming \(queue)")))
+        }
+    }
+}
+
+extension RPCClient.Reply {
+    /// Decodes an ok reply as `Response`, or throws the error reply's `ServiceError`.
+    public func decode<Response: Decodable>(_ type: Response.Type, operation: String) throws(ServiceError) -> Response {
+        if isError {
+            guard let reply = try? WireJSON.decoder().decode(ErrorReply.self, from: body) else {
+                throw .internal("\(operation) replied with an error that is not in the error format")
+            }
+            throw reply.error
+        }
+        do {
+            return try WireJSON.decoder().decode(Response.self, from: body)
+        } catch {
+            throw .internal("\(operation) replied with a body that does not match its contract")
+        }
+    }
+}
+
+extension Duration {
+    var timeInterval: TimeInterval {
+        Double(components.seconds) + Double(components.attoseconds) / 1e18
+    }
+}
