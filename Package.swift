@@ -67,7 +67,10 @@ let package = Package(
         ),
         .testTarget(
             name: "WarrenTests",
-            dependencies: ["Warren"],
+            dependencies: [
+                "Warren",
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
             swiftSettings: swiftSettings
         ),
     ]

@@ -40,6 +40,7 @@ public final class RPCClient: Sendable {
     private let channel: AMQPChannel
     private let probeChannel: AMQPChannel
     private let calls = Mutex(PendingCalls<Waiter>())
+    private let lateReplyCount = Atomic<Int>(0)
     /// Fails calls at their deadline and starts probes; Dispatch timers are not Sendable, hence the lock.
     private let timer = Mutex<(any DispatchSourceTimer)?>(nil)
     private let logger: Logger
@@ -85,6 +86,9 @@ public final class RPCClient: Sendable {
         await channel.close()
         await probeChannel.close()
     }
+
+    /// Replies that came after their call had given up (timed out); they are dropped.
+    public var lateReplies: Int { lateReplyCount.load(ordering: .relaxed) }
 
     /// Calls `operation` with a JSON body and returns the reply as it came.
     /// Throws `timeout` at the deadline and `unavailable` when the service cannot answer.
@@ -159,6 +163,7 @@ public final class RPCClient: Sendable {
         switch event {
         case .delivery(let delivery):
             guard let id = delivery.properties.correlationID, let call = calls.withLock({ $0.complete(id) }) else {
+                lateReplyCount.add(1, ordering: .relaxed)
                 Counter(label: "warren_rpc_late_replies_total").increment()
                 logger.debug("dropped a reply nobody waits for (late or unknown)", metadata: ["correlation_id": "\(delivery.properties.correlationID ?? "-")"])
                 return
@@ -190,15 +195,17 @@ public final class RPCClient: Sendable {
         }
     }
 
-    /// A call has waited a while: if nobody consumes its queue, no reply will ever come.
+    /// A call has waited a while: if requests sit in its queue and nobody consumes it, no reply
+    /// will come. (No consumer but an empty queue means the request was taken, e.g. by an
+    /// instance draining on shutdown, which still answers.)
     private func probe(_ queue: String) async {
-        let consumers: UInt32
+        let info: AMQPQueueInfo
         do {
-            consumers = try await probeChannel.inspectQueue(queue).consumerCount
+            info = try await probeChannel.inspectQueue(queue)
         } catch {
             return
         }
-        guard consumers == 0 else { return }
+        guard info.consumerCount == 0, info.messageCount > 0 else { return }
         for call in calls.withLock({ $0.removeAll(queue: queue) }) {
             call.waiter.resume(returning: .failure(.unavailable("no instance of the service is consuming \(queue)")))
         }

@@ -1,0 +1,111 @@
+import Foundation
+import Testing
+import WarrenAMQP
+
+/// The broker the tests run against: `AMQP_URL`, or the local default that `make test` starts.
+enum Broker {
+    static let url = ProcessInfo.processInfo.environment["AMQP_URL"] ?? "amqp://guest:guest@localhost:5672/"
+
+    static func configuration(name: String = #function) throws -> AMQPConfiguration {
+        var configuration = try AMQPConfiguration(url: url)
+        configuration.connectionName = "test-\(name)-\(UUID().uuidString.prefix(8))"
+        return configuration
+    }
+
+    static func connect(name: String = #function) async throws -> AMQPConnection {
+        try await AMQPConnection.connect(configuration(name: name))
+    }
+
+    /// A name no other test uses, so tests can run in parallel.
+    static func unique(_ prefix: String) -> String {
+        "test.\(prefix).\(UUID().uuidString.prefix(12).lowercased())"
+    }
+}
+
+/// Opens a connection and channel, runs `body`, then deletes what `cleanup` names and closes.
+func withChannel<T>(
+    name: String = #function,
+    queues: [String] = [],
+    exchanges: [String] = [],
+    _ body: (AMQPConnection, AMQPChannel) async throws -> T
+) async throws -> T {
+    let connection = try await Broker.connect(name: name)
+    let channel = try await connection.openChannel()
+    do {
+        let result = try await body(connection, channel)
+        await cleanup(connection, queues: queues, exchanges: exchanges)
+        return result
+    } catch {
+        await cleanup(connection, queues: queues, exchanges: exchanges)
+        throw error
+    }
+}
+
+private func cleanup(_ connection: AMQPConnection, queues: [String], exchanges: [String]) async {
+    if let channel = try? await connection.openChannel() {
+        for queue in queues { _ = try? await channel.deleteQueue(queue) }
+        for exchange in exchanges { try? await channel.deleteExchange(exchange) }
+    }
+    await connection.close()
+}
+
+extension AsyncSequence where Element == AMQPDelivery {
+    /// The first `count` deliveries, or fewer if `timeout` passes first.
+    func first(_ count: Int, within timeout: Duration = .seconds(10)) async throws -> [AMQPDelivery] where Self: Sendable {
+        try await withThrowingTaskGroup(of: [AMQPDelivery]?.self) { group in
+            group.addTask {
+                var received: [AMQPDelivery] = []
+                for try await delivery in self {
+                    received.append(delivery)
+                    if received.count == count { break }
+                }
+                return received
+            }
+            group.addTask {
+                try await Task.sleep(for: timeout)
+                return nil
+            }
+            let first = try await group.next() ?? nil
+            group.cancelAll()
+            return first ?? []
+        }
+    }
+}
+
+/// Acts on the broker the way an operator would, through `rabbitmqctl`.
+enum BrokerControl {
+    /// Server-side close of every connection carrying this connection name (as
+    /// `rabbitmqctl close_connection` does), then waits until the broker has dropped them.
+    static func closeConnections(named name: String) async throws {
+        let pids = try connectionPIDs(named: name)
+        #expect(!pids.isEmpty, "no broker connection named \(name)")
+        for pid in pids {
+            _ = try rabbitmqctl(["close_connection", pid, "closed by a Warren test"])
+        }
+    }
+
+    static func connectionCount(named name: String) -> Int {
+        (try? connectionPIDs(named: name).count) ?? -1
+    }
+
+    private static func connectionPIDs(named name: String) throws -> [String] {
+        let listing = try rabbitmqctl(["list_connections", "-s", "pid", "client_properties"])
+        return listing.split(separator: "\n").compactMap { line in
+            guard line.contains("\"\(name)\"") else { return nil }
+            return line.split(separator: "\t").first.map(String.init)
+        }
+    }
+
+    private static func rabbitmqctl(_ arguments: [String]) throws -> String {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/sbin/rabbitmqctl")
+        process.arguments = arguments
+        let output = Pipe()
+        process.standardOutput = output
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        let data = output.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return String(decoding: data, as: UTF8.self)
+    }
+}
