@@ -1,0 +1,50 @@
+public import Foundation
+public import WarrenAMQP
+
+/// Publishes domain events to the durable topic exchange `warren.events`, routing key = event
+/// type, persistent, with publisher confirms: `publish` returns once the broker has the event.
+public final class EventPublisher: Sendable {
+    public static let exchange = "warren.events"
+
+    private let channel: AMQPChannel
+    private let appID: String?
+
+    private init(channel: AMQPChannel, appID: String?) {
+        self.channel = channel
+        self.appID = appID
+    }
+
+    /// Opens a confirm channel and declares the exchange (idempotent).
+    public static func start(connection: AMQPConnection, appID: String? = nil) async throws -> EventPublisher {
+        let channel = try await connection.openChannel()
+        try await channel.declareExchange(exchange, type: "topic", durable: true)
+        try await channel.enableConfirms()
+        return EventPublisher(channel: channel, appID: appID)
+    }
+
+    /// Publishes an event whose JSON body is already encoded (the outbox relay, replays).
+    /// `envelope.messageID` is the event id; `envelope.type` the event type and routing key.
+    public func publish(_ body: Data, envelope: Envelope, routingKey: String? = nil, extraHeaders: AMQPTable = [:]) async throws {
+        guard let type = envelope.type else { throw ServiceError.invalid("an event needs a type") }
+        var envelope = envelope
+        envelope.deadline = nil  // events are facts: they do not expire
+        envelope.headers[WireHeader.correlationID] = .string(envelope.correlationID)
+        for (key, value) in extraHeaders { envelope.headers[key] = value }
+        var properties = envelope.properties(persistent: true)
+        properties.appID = appID
+        try await channel.publish(body, exchange: Self.exchange, routingKey: routingKey ?? type, properties: properties)
+    }
+
+    /// Publishes `payload` as event `type` about `aggregateID`, caused by `cause` (same
+    /// correlation id, cause's message id as causation id) when given.
+    @discardableResult
+    public func publish<Payload: Encodable & Sendable>(
+        _ type: String, _ payload: Payload, aggregateID: String? = nil, causedBy cause: Envelope? = nil,
+        eventID: String = UUID().uuidString.lowercased()
+    ) async throws -> Envelope {
+        var envelope = cause?.caused(type: type, messageID: eventID) ?? Envelope(messageID: eventID, type: type)
+        envelope.aggregateID = aggregateID
+        try await publish(try WireJSON.encode(payload), envelope: envelope)
+        return envelope
+    }
+}
