@@ -39,11 +39,17 @@ public final class EventSubscriber: Service, Sendable {
         public var prefetch: UInt16
         /// Handlers at once. 1 keeps events in order.
         public var concurrency: Int
+        /// The longest graceful shutdown waits for handlers still running.
+        public var drainTimeout: Duration
 
-        public init(retryDelays: [Duration] = [.seconds(1), .seconds(10), .seconds(60)], prefetch: UInt16 = 32, concurrency: Int = 1) {
+        public init(
+            retryDelays: [Duration] = [.seconds(1), .seconds(10), .seconds(60)], prefetch: UInt16 = 32, concurrency: Int = 1,
+            drainTimeout: Duration = .seconds(10)
+        ) {
             self.retryDelays = retryDelays
             self.prefetch = prefetch
             self.concurrency = concurrency
+            self.drainTimeout = drainTimeout
         }
     }
 
@@ -106,15 +112,10 @@ public final class EventSubscriber: Service, Sendable {
         let events = try await channel.consume(queue: queue)
         logger.info("subscribed", metadata: ["queue": "\(queue)", "patterns": "\(patterns.joined(separator: ","))"])
         try await withGracefulShutdownHandler {
-            try await withThrowingDiscardingTaskGroup { group in
-                let slots = AsyncSemaphore(configuration.concurrency)
-                for try await delivery in events {
-                    await slots.wait()
-                    group.addTask {
-                        defer { slots.signal() }
-                        await self.handle(delivery, forwarding: forwarding)
-                    }
-                }
+            try await runHandlers(
+                for: events, concurrency: configuration.concurrency, drainTimeout: configuration.drainTimeout, logger: logger
+            ) { delivery in
+                await self.handle(delivery, forwarding: forwarding)
             }
         } onGracefulShutdown: {
             Task { await events.cancel() }
@@ -144,12 +145,14 @@ public final class EventSubscriber: Service, Sendable {
                 return
             }
             try await handler(event)
+            if Task.isCancelled { return }  // drain timed out: redelivered, not retried
             try await processed?.insert(envelope.messageID)
             Counter(label: "warren_events_handled_total", dimensions: [("type", type)]).increment()
             try delivery.ack()
         } catch AMQPError.staleDelivery {
             return  // the broker redelivers it
         } catch {
+            if Task.isCancelled { return }
             await failed(delivery, event: event, error: error, forwarding: forwarding)
         }
     }

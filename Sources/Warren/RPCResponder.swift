@@ -62,15 +62,10 @@ public final class RPCResponder: Service, Sendable {
         logger.info("serving", metadata: ["queue": "\(queue)", "operations": "\(handlers.operations.joined(separator: ","))"])
 
         try await withGracefulShutdownHandler {
-            try await withThrowingDiscardingTaskGroup { group in
-                let slots = AsyncSemaphore(configuration.concurrency)
-                for try await delivery in requests {
-                    await slots.wait()
-                    group.addTask {
-                        defer { slots.signal() }
-                        await self.handle(delivery, replyOn: channel, parking: parking)
-                    }
-                }
+            try await runHandlers(
+                for: requests, concurrency: configuration.concurrency, drainTimeout: configuration.drainTimeout, logger: logger
+            ) { delivery in
+                await self.handle(delivery, replyOn: channel, parking: parking)
             }
         } onGracefulShutdown: {
             // Stop the broker sending more; what was already delivered is still handled.
@@ -118,6 +113,10 @@ public final class RPCResponder: Service, Sendable {
         Metrics.Timer(label: "warren_request_duration_seconds", dimensions: [("operation", operation)])
             .recordNanoseconds(Int64((ContinuousClock.now - started) / .nanoseconds(1)))
 
+        if Task.isCancelled {
+            // Drain timed out: leave it unacked; the broker gives it to another instance.
+            return
+        }
         do {
             if let replyTo = delivery.properties.replyTo {
                 try reply(result, to: replyTo, correlationID: delivery.properties.correlationID, on: channel)

@@ -1,0 +1,41 @@
+import Logging
+import WarrenAMQP
+
+/// Runs `handle` for each delivery with at most `concurrency` at once. When the sequence ends
+/// (graceful shutdown cancelled the consumer), it waits for the handlers still running, at most
+/// `drainTimeout`; handlers still running then are cancelled, and their messages, unacked, go
+/// back to the queue when the channel closes.
+func runHandlers(
+    for deliveries: AMQPConsumer, concurrency: Int, drainTimeout: Duration, logger: Logger,
+    handle: @escaping @Sendable (AMQPDelivery) async -> Void
+) async throws {
+    try await withThrowingTaskGroup(of: Bool.self) { group in
+        var running = 0
+        for try await delivery in deliveries {
+            if running >= max(1, concurrency) {
+                _ = try await group.next()
+                running -= 1
+            }
+            group.addTask {
+                await handle(delivery)
+                return true
+            }
+            running += 1
+        }
+        guard running > 0 else { return }
+        logger.info("draining", metadata: ["in_flight": "\(running)"])
+        group.addTask {
+            try? await Task.sleep(for: drainTimeout)
+            return false
+        }
+        while running > 0, let finishedHandler = try await group.next() {
+            guard finishedHandler else {
+                logger.warning("drain timeout: cancelling handlers; their messages will be redelivered", metadata: ["in_flight": "\(running)"])
+                group.cancelAll()
+                return
+            }
+            running -= 1
+        }
+        group.cancelAll()  // the watchdog
+    }
+}
