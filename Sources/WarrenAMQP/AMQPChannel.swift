@@ -48,6 +48,9 @@ public final class AMQPChannel: Sendable {
         _ name: String, type: String = "direct", durable: Bool = true, autoDelete: Bool = false,
         internal: Bool = false, arguments: AMQPTable = [:]
     ) async throws {
+        try WireLimits.checkShortString(name, "exchange name")
+        try WireLimits.checkShortString(type, "exchange type")
+        try WireLimits.checkTable(arguments, "the arguments")
         let entry = TopologyRecord.Entry.exchange(
             .init(name: name, type: type, durable: durable, autoDelete: autoDelete, internal: `internal`, arguments: arguments))
         try await declare(entry)
@@ -55,11 +58,13 @@ public final class AMQPChannel: Sendable {
 
     /// Checks that an exchange exists without creating it; throws `channelClosed` 404 if not.
     public func checkExchange(_ name: String) async throws {
+        try WireLimits.checkShortString(name, "exchange name")
         let handle = handle
         try await jobs.perform { loop throws(AMQPError) in try loop.declareExchangePassive(handle, name: name) }
     }
 
     public func deleteExchange(_ name: String, ifUnused: Bool = false) async throws {
+        try WireLimits.checkShortString(name, "exchange name")
         let handle = handle
         try await jobs.perform { loop throws(AMQPError) in try loop.deleteExchange(handle, name: name, ifUnused: ifUnused) }
     }
@@ -71,6 +76,8 @@ public final class AMQPChannel: Sendable {
         _ name: String, durable: Bool = true, exclusive: Bool = false, autoDelete: Bool = false,
         arguments: AMQPTable = [:]
     ) async throws -> AMQPQueueInfo {
+        try WireLimits.checkShortString(name, "queue name")
+        try WireLimits.checkTable(arguments, "the arguments")
         let handle = handle
         let queue = TopologyRecord.Queue(name: name, durable: durable, exclusive: exclusive, autoDelete: autoDelete, arguments: arguments)
         return try await jobs.perform { loop throws(AMQPError) in try loop.declareQueue(handle, queue, passive: false) }
@@ -78,16 +85,19 @@ public final class AMQPChannel: Sendable {
 
     /// Reads a queue's message and consumer counts without creating it; throws `channelClosed` 404 if missing.
     public func inspectQueue(_ name: String) async throws -> AMQPQueueInfo {
+        try WireLimits.checkShortString(name, "queue name")
         let handle = handle
         let queue = TopologyRecord.Queue(name: name, durable: false, exclusive: false, autoDelete: false, arguments: [:])
         return try await jobs.perform { loop throws(AMQPError) in try loop.declareQueue(handle, queue, passive: true) }
     }
 
     public func bindQueue(_ queue: String, exchange: String, routingKey: String, arguments: AMQPTable = [:]) async throws {
+        try Self.checkBinding(queue, exchange, routingKey, arguments)
         try await declare(.binding(.init(queue: queue, exchange: exchange, routingKey: routingKey, arguments: arguments)))
     }
 
     public func unbindQueue(_ queue: String, exchange: String, routingKey: String, arguments: AMQPTable = [:]) async throws {
+        try Self.checkBinding(queue, exchange, routingKey, arguments)
         let handle = handle
         let binding = TopologyRecord.Binding(queue: queue, exchange: exchange, routingKey: routingKey, arguments: arguments)
         try await jobs.perform { loop throws(AMQPError) in try loop.unbindQueue(handle, binding) }
@@ -96,6 +106,7 @@ public final class AMQPChannel: Sendable {
     /// Deletes a queue and returns how many messages it held.
     @discardableResult
     public func deleteQueue(_ name: String, ifUnused: Bool = false, ifEmpty: Bool = false) async throws -> UInt32 {
+        try WireLimits.checkShortString(name, "queue name")
         let handle = handle
         return try await jobs.perform { loop throws(AMQPError) in
             try loop.deleteQueue(handle, name: name, ifUnused: ifUnused, ifEmpty: ifEmpty)
@@ -105,8 +116,22 @@ public final class AMQPChannel: Sendable {
     /// Removes every ready message and returns how many there were.
     @discardableResult
     public func purgeQueue(_ name: String) async throws -> UInt32 {
+        try WireLimits.checkShortString(name, "queue name")
         let handle = handle
         return try await jobs.perform { loop throws(AMQPError) in try loop.purgeQueue(handle, name: name) }
+    }
+
+    private static func checkBinding(_ queue: String, _ exchange: String, _ routingKey: String, _ arguments: AMQPTable) throws(AMQPError) {
+        try WireLimits.checkShortString(queue, "queue name")
+        try WireLimits.checkShortString(exchange, "exchange name")
+        try WireLimits.checkShortString(routingKey, "routing key")
+        try WireLimits.checkTable(arguments, "the arguments")
+    }
+
+    private func checkPublish(exchange: String, routingKey: String, properties: AMQPProperties) throws(AMQPError) {
+        try WireLimits.checkShortString(exchange, "exchange name")
+        try WireLimits.checkShortString(routingKey, "routing key")
+        try WireLimits.checkProperties(properties, frameMax: handle.frameMax)
     }
 
     private func declare(_ entry: TopologyRecord.Entry) async throws {
@@ -124,10 +149,12 @@ public final class AMQPChannel: Sendable {
         properties: AMQPProperties = AMQPProperties()
     ) async throws {
         let handle = handle
+        await jobs.waitForRoom()
         guard handle.confirmMode else {
             try send(body, exchange: exchange, routingKey: routingKey, mandatory: mandatory, properties: properties)
             return
         }
+        try checkPublish(exchange: exchange, routingKey: routingKey, properties: properties)
         try await withUnsafeThrowingContinuation { (waiter: ConfirmWaiter) in
             jobs.submit(
                 Job(
@@ -147,6 +174,7 @@ public final class AMQPChannel: Sendable {
         _ body: Data, exchange: String = "", routingKey: String, mandatory: Bool = false,
         properties: AMQPProperties = AMQPProperties()
     ) throws {
+        try checkPublish(exchange: exchange, routingKey: routingKey, properties: properties)
         let handle = handle
         let accepted = jobs.submit(
             Job(
@@ -193,6 +221,8 @@ public final class AMQPChannel: Sendable {
         queue: String, noAck: Bool = false, exclusive: Bool = false, arguments: AMQPTable = [:],
         onIOThread handler: @escaping @Sendable (AMQPConsumerEvent) -> Void
     ) async throws -> String {
+        try WireLimits.checkShortString(queue, "queue name")
+        try WireLimits.checkTable(arguments, "the arguments")
         let handle = handle
         let tag = "warren-\(handle.number)-\(UUID().uuidString.prefix(8).lowercased())"
         let consumer = ConsumerState(tag: tag, queue: queue, noAck: noAck, exclusive: exclusive, arguments: arguments, handler: handler)
@@ -209,6 +239,7 @@ public final class AMQPChannel: Sendable {
     /// Fetches one message (`basic.get`), or nil if the queue is empty. For browsing and tools,
     /// not for steady consumption.
     public func get(queue: String, noAck: Bool = false) async throws -> AMQPDelivery? {
+        try WireLimits.checkShortString(queue, "queue name")
         let handle = handle
         return try await jobs.perform { loop throws(AMQPError) in try loop.get(handle, queue: queue, noAck: noAck) }
     }

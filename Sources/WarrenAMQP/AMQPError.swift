@@ -32,6 +32,9 @@ public enum AMQPError: Error, Sendable, Equatable {
     case closed
     /// Something the client cannot interpret, e.g. an unexpected frame.
     case protocolError(String)
+    /// A name, header or property AMQP cannot carry (e.g. longer than 255 bytes) or a call that
+    /// does not fit the channel's state. Nothing was sent; the connection is unaffected.
+    case invalidArgument(String)
 }
 
 extension AMQPError: CustomStringConvertible {
@@ -63,6 +66,8 @@ extension AMQPError: CustomStringConvertible {
             return "the connection or channel is closed"
         case .protocolError(let detail):
             return "AMQP protocol error: \(detail)"
+        case .invalidArgument(let detail):
+            return "invalid argument: \(detail)"
         }
     }
 }

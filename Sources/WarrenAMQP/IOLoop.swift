@@ -103,6 +103,7 @@ final class IOLoop {
     private var heartbeatTick: Int32 = 1000
     private var lastRead = ContinuousClock.now
     private var isCorked = false
+    private var isRestoringConsumers = false
 
     init(configuration: AMQPConfiguration, logger: Logger, jobs: JobQueue, status: ConnectionStatus) {
         self.configuration = configuration
@@ -195,7 +196,7 @@ final class IOLoop {
         let heartbeat = Int(amqp_get_heartbeat(connection))
         heartbeatTick = heartbeat > 0 ? Int32(max(50, heartbeat * 1000 / 4)) : 1000
         lastRead = .now
-        let control = ChannelState(handle: ChannelHandle(number: Self.controlChannel, jobs: jobs))
+        let control = ChannelState(handle: ChannelHandle(number: Self.controlChannel, jobs: jobs, frameMax: configuration.frameMax))
         channels[Self.controlChannel] = control
         try ensureOpen(control)
         status.setConnected(true)
@@ -231,7 +232,12 @@ final class IOLoop {
                 if let lostError { return .lost(lostError) }
                 continue
             }
-            guard jobs.prepareToSleep() else { continue }
+            guard jobs.prepareToSleep() else {
+                // Jobs keep coming: still read what the broker sent (closes, confirms, deliveries).
+                readFrames()
+                if let lostError { return .lost(lostError) }
+                continue
+            }
             fds[0].revents = 0
             fds[1].revents = 0
             let ready = poll(&fds, 2, heartbeatTick)
@@ -253,11 +259,21 @@ final class IOLoop {
         // kernel until the cork times out.
         let batched = spareJobs.count > 1
         defer { setCorked(false) }
-        for job in spareJobs {
+        for (index, job) in spareJobs.enumerated() {
             if lostError != nil {
-                // The connection died under an earlier job: the rest wait for the next one.
-                jobs.submit(job)
-                continue
+                // The connection died under an earlier job: the rest run on the next one, first.
+                jobs.requeueFront(Array(spareJobs[index...]))
+                break
+            }
+            // Frames that a synchronous call queued (a channel.close, confirms, deliveries) are
+            // handled before the next job, which may depend on them.
+            if let connection, amqp_frames_enqueued(connection) != 0 {
+                setCorked(false)
+                readFrames()
+                if lostError != nil {
+                    jobs.requeueFront(Array(spareJobs[index...]))
+                    break
+                }
             }
             if batched { setCorked(job.onlyWrites) }
             job.run(self)
@@ -407,7 +423,10 @@ final class IOLoop {
         state.isOpen = false
         state.handle.advanceEpoch()
         for waiter in state.confirms.failAll() { waiter?.resume(throwing: error) }
-        for consumer in state.consumers.values { consumer.handler(.ended(error)) }
+        // While consumers are being restored, restoreConsumers decides which of them end.
+        if !isRestoringConsumers {
+            for consumer in state.consumers.values { consumer.handler(.ended(error)) }
+        }
         state.consumers = [:]
         state.cancelledConsumers = [:]
     }
@@ -471,30 +490,62 @@ final class IOLoop {
     private func restore() throws(AMQPError) {
         guard let control = channels[Self.controlChannel] else { return }
         for entry in topology.entries {
+            try declareDuringRecovery(entry, on: control)
+        }
+        for (number, state) in channels.sorted(by: { $0.key < $1.key }) where number != Self.controlChannel {
+            try restoreConsumers(state)
+        }
+    }
+
+    /// An exclusive queue of the old connection may linger for a moment on the broker
+    /// (405 RESOURCE_LOCKED): try again briefly before giving up on that entry.
+    private func declareDuringRecovery(_ entry: TopologyRecord.Entry, on control: ChannelState) throws(AMQPError) {
+        for attempt in 1...20 {
             do {
                 try ensureOpen(control)
                 try declare(entry, on: Self.controlChannel)
+                return
             } catch {
-                if case .channelClosed = error {
-                    logger.error("could not restore topology", metadata: ["entry": "\(entry)", "error": "\(error)"])
+                guard case .channelClosed(let code, _) = error else { throw error }
+                if code == 405, attempt < 20 {
+                    waitForWake(.milliseconds(100))
                     continue
                 }
-                throw error
+                logger.error("could not restore topology", metadata: ["entry": "\(entry)", "error": "\(error)"])
+                return
             }
         }
-        for (number, state) in channels.sorted(by: { $0.key < $1.key }) where number != Self.controlChannel {
-            try ensureOpen(state)
-            for consumer in state.consumers.values.sorted(by: { $0.tag < $1.tag }) {
-                do {
-                    try startConsumer(consumer, on: state)
-                } catch {
-                    guard case .channelClosed = error else { throw error }
-                    logger.error("could not restore consumer", metadata: ["queue": "\(consumer.queue)", "error": "\(error)"])
-                    state.consumers.removeValue(forKey: consumer.tag)
-                    consumer.handler(.ended(error))
-                    try ensureOpen(state)
+    }
+
+    /// Re-registers a channel's consumers. A consumer the broker refuses (its queue is gone)
+    /// ends with that error; since refusing closes the channel, the others are registered again.
+    private func restoreConsumers(_ state: ChannelState) throws(AMQPError) {
+        var pending = state.consumers.values.sorted { $0.tag < $1.tag }
+        isRestoringConsumers = true
+        defer { isRestoringConsumers = false }
+        while true {
+            state.consumers = [:]
+            var refused: (index: Int, error: AMQPError)?
+            do throws(AMQPError) {
+                try ensureOpen(state)
+                for (index, consumer) in pending.enumerated() {
+                    do {
+                        try startConsumer(consumer, on: state)
+                    } catch {
+                        guard case .channelClosed = error else { throw error }
+                        refused = (index, error)
+                        break
+                    }
                 }
+            } catch {
+                // The connection failed again: keep every consumer for the next attempt.
+                for consumer in pending { state.consumers[consumer.tag] = consumer }
+                throw error
             }
+            guard let refused else { return }
+            let consumer = pending.remove(at: refused.index)
+            logger.error("could not restore a consumer", metadata: ["queue": "\(consumer.queue)", "error": "\(refused.error)"])
+            consumer.handler(.ended(refused.error))
         }
     }
 
@@ -567,6 +618,8 @@ final class IOLoop {
         guard !state.isOpen else { return }
         setCorked(false)  // the open must reach the broker now: we wait for its reply
         let connection = try liveConnection()
+        // Confirms of the old incarnation still queued must not resolve the new one's publishes.
+        while amqp_frames_enqueued(connection) != 0, lostError == nil { readFrames() }
         let number = state.handle.number
         amqp_channel_open(connection, number)
         try check(amqp_get_rpc_reply(connection), channel: number, operation: "opening channel \(number)")
@@ -594,7 +647,7 @@ final class IOLoop {
         guard let number = (Self.controlChannel + 1...max(limit, Self.controlChannel + 1)).first(where: { channels[$0] == nil }) else {
             throw .protocolError("all \(limit) channels are in use")
         }
-        let state = ChannelState(handle: ChannelHandle(number: number, jobs: jobs))
+        let state = ChannelState(handle: ChannelHandle(number: number, jobs: jobs, frameMax: configuration.frameMax))
         channels[number] = state
         do {
             try ensureOpen(state)
@@ -609,7 +662,11 @@ final class IOLoop {
         guard let state = channels[handle.number], state.handle === handle else { return }
         if state.isOpen, let connection, lostError == nil {
             let reply = amqp_channel_close(connection, handle.number, AMQP_REPLY_SUCCESS)
-            if reply.reply_type != AMQP_RESPONSE_NORMAL, reply.reply_type != AMQP_RESPONSE_SERVER_EXCEPTION {
+            if reply.reply_type == AMQP_RESPONSE_SERVER_EXCEPTION, Int(reply.reply.id) == WARREN_METHOD_CHANNEL_CLOSE {
+                // The broker was closing it at the same time: it still needs our close-ok, or the
+                // channel number stays half-closed and its next open kills the connection.
+                acknowledgeChannelClose(handle.number)
+            } else if reply.reply_type != AMQP_RESPONSE_NORMAL, reply.reply_type != AMQP_RESPONSE_SERVER_EXCEPTION {
                 lose(.connectionLost(reason: "closing channel: \(Self.replyText(reply))"))
             }
         }
@@ -678,10 +735,10 @@ final class IOLoop {
     func declareQueue(_ handle: ChannelHandle, _ queue: TopologyRecord.Queue, passive: Bool) throws(AMQPError) -> AMQPQueueInfo {
         _ = try openState(handle)
         let info = try declareQueue(queue, passive: passive, on: handle.number)
-        if !passive {
-            var recorded = queue
-            recorded.name = info.name
-            topology.record(.queue(recorded))
+        // A server-named queue cannot be declared again under its name ('amq.' is reserved):
+        // it is not recovered, and neither are its consumers (they end with an error).
+        if !passive, !queue.name.isEmpty {
+            topology.record(.queue(queue))
         }
         return info
     }
@@ -794,10 +851,19 @@ final class IOLoop {
         state.cancelledConsumers[tag] = consumer.noAck
         amqp_basic_cancel(connection, handle.number, scratch.bytes(tag))
         try? check(amqp_get_rpc_reply(connection), channel: handle.number, operation: "cancelling consumer")
+        // After cancel-ok the broker sends nothing more for this tag; what it sent before is
+        // queued now and handed back by deliverMessage.
+        while lostError == nil, amqp_frames_enqueued(connection) != 0 { readFrames() }
+        state.cancelledConsumers.removeValue(forKey: tag)
     }
 
     func get(_ handle: ChannelHandle, queue: String, noAck: Bool) throws(AMQPError) -> AMQPDelivery? {
         let state = try openState(handle)
+        // Deliveries arriving during basic.get would be queued between its reply and content,
+        // which librabbitmq cannot untangle.
+        guard state.consumers.isEmpty else {
+            throw .invalidArgument("basic.get on a channel with consumers: use a channel without consumers")
+        }
         let connection = try liveConnection()
         let reply = amqp_basic_get(connection, handle.number, scratch.bytes(queue), noAck ? 1 : 0)
         try check(reply, channel: handle.number, operation: "basic.get from '\(queue)'")

@@ -20,7 +20,12 @@ final class JobQueue: Sendable {
         var closeRequested = false
         /// The I/O thread is in (or about to enter) poll and needs the eventfd to wake up.
         var isSleeping = false
+        /// Publishers waiting for the queue to drain below the high-water mark.
+        var roomWaiters: [CheckedContinuation<Void, Never>] = []
     }
+
+    /// Past this many queued jobs, `publish` waits for the I/O thread to catch up.
+    static let highWaterMark = 20_000
 
     private let state = Mutex(State())
     let wakeFD: Int32
@@ -80,16 +85,47 @@ final class JobQueue: Sendable {
 
     /// Takes every queued job, swapping in `spare` (an emptied array whose storage is reused).
     func drain(into spare: inout [Job]) {
-        state.withLock { state in swap(&state.jobs, &spare) }
+        let waiters = state.withLock { state in
+            swap(&state.jobs, &spare)
+            defer { state.roomWaiters = [] }
+            return state.roomWaiters
+        }
+        for waiter in waiters { waiter.resume() }
+    }
+
+    /// Puts jobs that could not run (the connection dropped under them) back at the front, in
+    /// their order, ahead of anything submitted since.
+    func requeueFront(_ unrun: [Job]) {
+        guard !unrun.isEmpty else { return }
+        state.withLock { state in state.jobs.insert(contentsOf: unrun, at: 0) }
+    }
+
+    /// Waits while the queue is longer than the high-water mark: back-pressure for publishers
+    /// that would otherwise outrun the socket and grow memory without bound.
+    func waitForRoom() async {
+        guard state.withLock({ $0.jobs.count > Self.highWaterMark }) else { return }
+        await withCheckedContinuation { continuation in
+            let queued = state.withLock { state in
+                guard state.jobs.count > Self.highWaterMark, !state.isClosed else { return false }
+                state.roomWaiters.append(continuation)
+                return true
+            }
+            if !queued { continuation.resume() }
+        }
     }
 
     /// Refuses new jobs and returns those still queued so the caller can fail them.
     func close() -> [Job] {
-        state.withLock { state in
+        let (jobs, waiters) = state.withLock { state in
             state.isClosed = true
-            defer { state.jobs = [] }
-            return state.jobs
+            defer {
+                state.jobs = []
+                state.roomWaiters = []
+            }
+            return (state.jobs, state.roomWaiters)
         }
+        for waiter in waiters { waiter.resume() }
+        return jobs
     }
 
     func wake() {
@@ -109,12 +145,15 @@ final class JobQueue: Sendable {
 final class ChannelHandle: Sendable {
     let number: UInt16
     let jobs: JobQueue
+    /// For checking that a message's properties fit in one frame before it is sent.
+    let frameMax: Int
     private let epochValue = Atomic<UInt64>(0)
     private let confirmValue = Atomic<Bool>(false)
 
-    init(number: UInt16, jobs: JobQueue) {
+    init(number: UInt16, jobs: JobQueue, frameMax: Int) {
         self.number = number
         self.jobs = jobs
+        self.frameMax = frameMax
     }
 
     var epoch: UInt64 { epochValue.load(ordering: .acquiring) }

@@ -293,7 +293,8 @@ struct RPCTests {
         try await service.start()
         let client = try await RPCClient.start(connection: clientConnection)
         let inFlight = Task {
-            try await client.call("\(service.name).echo", Echo(text: "slow", sleepMilliseconds: 2000), as: Echo.self)
+            // Slower than rabbitmqctl on a busy machine, so the drop comes first.
+            try await client.call("\(service.name).echo", Echo(text: "slow", sleepMilliseconds: 8000), as: Echo.self, timeout: .seconds(15))
         }
         try await Task.sleep(for: .milliseconds(200))
         try await BrokerControl.closeConnections(named: configuration.connectionName)

@@ -1,0 +1,61 @@
+/// What AMQP 0-9-1 can carry, checked before anything is sent: librabbitmq writes a short
+/// string's length in one byte without checking it (a 300-byte routing key or header name is
+/// mis-framed), and a content header larger than a frame fails after the publish's method frame
+/// went out, which leaves the connection unusable. Checking first keeps such input a clear error
+/// for that call only.
+enum WireLimits {
+    static let shortString = 255
+
+    static func checkShortString(_ value: String, _ what: @autoclosure () -> String) throws(AMQPError) {
+        guard value.utf8.count <= shortString else {
+            throw .invalidArgument("\(what()) is \(value.utf8.count) bytes; AMQP allows at most \(shortString)")
+        }
+    }
+
+    /// Checks every key (nested too) and returns the table's encoded size in bytes.
+    @discardableResult
+    static func checkTable(_ table: AMQPTable, _ what: @autoclosure () -> String) throws(AMQPError) -> Int {
+        var size = 4
+        for (key, value) in table {
+            try checkShortString(key, "a key in \(what())")
+            size += 1 + key.utf8.count + 1 + (try encodedSize(value, what()))
+        }
+        return size
+    }
+
+    private static func encodedSize(_ value: AMQPFieldValue, _ what: String) throws(AMQPError) -> Int {
+        switch value {
+        case .bool: return 1
+        case .int, .double, .timestamp: return 8
+        case .decimal: return 5
+        case .void: return 0
+        case .string(let string): return 4 + string.utf8.count
+        case .bytes(let data): return 4 + data.count
+        case .table(let table): return try checkTable(table, what)
+        case .array(let values):
+            var size = 4
+            for value in values { size += 1 + (try encodedSize(value, what)) }
+            return size
+        }
+    }
+
+    /// The content header (class, weight, body size, flags, then the properties) must fit in one frame.
+    static func checkProperties(_ properties: AMQPProperties, frameMax: Int) throws(AMQPError) {
+        var size = 14
+        let strings: [(String?, String)] = [
+            (properties.contentType, "content_type"), (properties.contentEncoding, "content_encoding"),
+            (properties.correlationID, "correlation_id"), (properties.replyTo, "reply_to"),
+            (properties.expiration, "expiration"), (properties.messageID, "message_id"), (properties.type, "type"),
+            (properties.userID, "user_id"), (properties.appID, "app_id"),
+        ]
+        for case (let value?, let name) in strings {
+            try checkShortString(value, "property \(name)")
+            size += 1 + value.utf8.count
+        }
+        if let headers = properties.headers { size += try checkTable(headers, "the headers") }
+        size += 1 + 1 + 8
+        guard size <= frameMax - 8 else {
+            throw .invalidArgument("the message properties take \(size) bytes; one frame holds \(frameMax - 8)")
+        }
+    }
+}
