@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs (when missing) and starts (when not answering) what Warren needs on one machine:
-# RabbitMQ and librabbitmq (socat and openssl for the TLS tests). Idempotent; safe to run
-# before every build.
+# RabbitMQ and librabbitmq (socat and openssl for the TLS tests, check-jsonschema for the
+# contract tests). Idempotent; safe to run before every build.
 set -euo pipefail
 
 AMQP_PORT="${AMQP_PORT:-5672}"
@@ -19,6 +19,12 @@ if [ "${#missing[@]}" -gt 0 ]; then
     $sudo_cmd apt-get update -qq
     # Debian's package tries to start the broker through the init system; there may be none.
     DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# The contract tests validate emitted messages against schemas/ with check-jsonschema (PyPI).
+if [ "${1:-}" != "--bench" ] && ! command -v check-jsonschema >/dev/null 2>&1; then
+    echo "==> installing check-jsonschema"
+    python3 -m pip install --quiet --root-user-action=ignore check-jsonschema
 fi
 
 answering() { (exec 3<>"/dev/tcp/127.0.0.1/$AMQP_PORT") 2>/dev/null; }

@@ -233,9 +233,12 @@ final class IOLoop {
                 continue
             }
             guard jobs.prepareToSleep() else {
-                // Jobs keep coming: still read what the broker sent (closes, confirms, deliveries).
-                readFrames()
-                if let lostError { return .lost(lostError) }
+                // Jobs keep coming: still read what the broker sent (closes, confirms,
+                // deliveries), at least every millisecond.
+                if lastRead.duration(to: .now) > .milliseconds(1) {
+                    readFrames()
+                    if let lostError { return .lost(lostError) }
+                }
                 continue
             }
             fds[0].revents = 0

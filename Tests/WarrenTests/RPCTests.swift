@@ -73,25 +73,25 @@ final class TestService: Sendable {
     }
 }
 
-func withRPC(
+@discardableResult
+func withRPC<T>(
     name: String = #function, configuration: RPCResponder.Configuration = .init(),
-    _ body: (TestService, RPCClient, AMQPConnection) async throws -> Void
-) async throws {
+    _ body: (TestService, RPCClient, AMQPConnection) async throws -> T
+) async throws -> T {
     let connection = try await Broker.connect(name: name)
     let service = TestService(connection: connection)
     try await service.start(configuration: configuration)
     let client = try await RPCClient.start(connection: connection)
+    let result: Result<T, any Error>
     do {
-        try await body(service, client, connection)
+        result = .success(try await body(service, client, connection))
     } catch {
-        await client.close()
-        await service.cleanUp()
-        await connection.close()
-        throw error
+        result = .failure(error)
     }
     await client.close()
     await service.cleanUp()
     await connection.close()
+    return try result.get()
 }
 
 @Suite("RPC", .timeLimit(.minutes(2)))
