@@ -149,9 +149,10 @@ public final class AMQPChannel: Sendable {
         properties: AMQPProperties = AMQPProperties()
     ) async throws {
         let handle = handle
-        await jobs.waitForRoom()
         guard handle.confirmMode else {
-            try send(body, exchange: exchange, routingKey: routingKey, mandatory: mandatory, properties: properties)
+            if try submitPublish(body, exchange: exchange, routingKey: routingKey, mandatory: mandatory, properties: properties) {
+                await jobs.waitForRoom()
+            }
             return
         }
         try checkPublish(exchange: exchange, routingKey: routingKey, properties: properties)
@@ -174,9 +175,16 @@ public final class AMQPChannel: Sendable {
         _ body: Data, exchange: String = "", routingKey: String, mandatory: Bool = false,
         properties: AMQPProperties = AMQPProperties()
     ) throws {
+        _ = try submitPublish(body, exchange: exchange, routingKey: routingKey, mandatory: mandatory, properties: properties)
+    }
+
+    /// Queues a publish nobody waits for; returns whether the queue is crowded.
+    private func submitPublish(
+        _ body: Data, exchange: String, routingKey: String, mandatory: Bool, properties: AMQPProperties
+    ) throws -> Bool {
         try checkPublish(exchange: exchange, routingKey: routingKey, properties: properties)
         let handle = handle
-        let accepted = jobs.submit(
+        let (accepted, crowded) = jobs.submitReportingCrowding(
             Job(
                 run: { loop in
                     loop.publish(
@@ -185,6 +193,7 @@ public final class AMQPChannel: Sendable {
                 },
                 fail: { _ in }, onlyWrites: true))
         guard accepted else { throw AMQPError.closed }
+        return crowded
     }
 
     /// Starts a consumer. Deliveries arrive in order as an `AsyncSequence`; the consumer survives

@@ -42,23 +42,27 @@ final class JobQueue: Sendable {
     /// returns false.
     @discardableResult
     func submit(_ job: Job) -> Bool {
-        let accepted: Bool
-        let mustWake: Bool
-        (accepted, mustWake) = state.withLock { state in
-            guard !state.isClosed else { return (false, false) }
+        submitReportingCrowding(job).accepted
+    }
+
+    /// Like `submit`, and says whether the queue is past its high-water mark, so a publisher
+    /// that does not wait for its job can wait for room instead (`waitForRoom`).
+    func submitReportingCrowding(_ job: Job) -> (accepted: Bool, crowded: Bool) {
+        let (accepted, mustWake, crowded) = state.withLock { state in
+            guard !state.isClosed else { return (false, false, false) }
             state.jobs.append(job)
             // A busy I/O thread finds the job on its next drain; only a sleeping one needs a
             // wake-up, and only once.
             let mustWake = state.isSleeping
             state.isSleeping = false
-            return (true, mustWake)
+            return (true, mustWake, state.jobs.count > Self.highWaterMark)
         }
         if !accepted {
             job.fail(.closed)
         } else if mustWake {
             wake()
         }
-        return accepted
+        return (accepted, crowded)
     }
 
     /// Asks the I/O thread to close the connection once the jobs queued before this have run.
@@ -103,7 +107,6 @@ final class JobQueue: Sendable {
     /// Waits while the queue is longer than the high-water mark: back-pressure for publishers
     /// that would otherwise outrun the socket and grow memory without bound.
     func waitForRoom() async {
-        guard state.withLock({ $0.jobs.count > Self.highWaterMark }) else { return }
         await withCheckedContinuation { continuation in
             let queued = state.withLock { state in
                 guard state.jobs.count > Self.highWaterMark, !state.isClosed else { return false }

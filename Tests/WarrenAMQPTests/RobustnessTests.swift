@@ -104,12 +104,12 @@ struct RobustnessTests {
                 }
             }()
             let consumerChannel = try await connection.openChannel()
-            let started = ContinuousClock.now
+            // Starved, the consumer would get nothing until the flood stops; here it must get
+            // everything while the flood goes on.
             let received = try await consumerChannel.consume(queue: ready, noAck: true).first(100, within: .seconds(10))
             stop.store(true, ordering: .relaxed)
             try await flooding
             #expect(received.count == 100)
-            #expect(started.duration(to: .now) < .seconds(3))
         }
     }
 
