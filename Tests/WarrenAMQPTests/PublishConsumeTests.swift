@@ -160,7 +160,7 @@ struct PublishConsumeTests {
             try await channel.publish(Data("poison".utf8), routingKey: queue)
             let delivery = try #require(try await channel.get(queue: queue))
             try delivery.reject()
-            let deadLettered = try #require(try await pollGet(channel, queue: dead))
+            let deadLettered = try #require(try await pollGet(channel, queue: dead, within: .seconds(20)))
             #expect(deadLettered.body == Data("poison".utf8))
             #expect(deadLettered.properties.headers?["x-death"] != nil)
             try deadLettered.ack()
