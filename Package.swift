@@ -14,6 +14,7 @@ let package = Package(
     products: [
         .library(name: "WarrenAMQP", targets: ["WarrenAMQP"]),
         .library(name: "Warren", targets: ["Warren"]),
+        .library(name: "WarrenSQLite", targets: ["WarrenSQLite"]),
         .executable(name: "warren-bench", targets: ["WarrenBench"]),
     ],
     dependencies: [
@@ -24,6 +25,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
+        .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
     ],
     targets: [
         // The thin C wrapper over librabbitmq: only what Swift cannot call directly.
@@ -56,6 +58,15 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // The runtime's SQLite helpers: transactional outbox and processed-message ids.
+        .target(
+            name: "WarrenSQLite",
+            dependencies: [
+                "Warren",
+                .product(name: "GRDB", package: "GRDB.swift"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         .executableTarget(
             name: "WarrenBench",
             dependencies: [
@@ -74,6 +85,7 @@ let package = Package(
             name: "WarrenTests",
             dependencies: [
                 "Warren",
+                "WarrenSQLite",
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: swiftSettings

@@ -1,0 +1,175 @@
+import Foundation
+public import GRDB
+public import Logging
+public import ServiceLifecycle
+public import Warren
+
+/// The transactional outbox: an event is written to the service's own SQLite database in the
+/// same transaction as the state change that caused it, and `OutboxRelay` publishes it
+/// afterwards. A crash between the two loses nothing: the row is still there and published on
+/// restart (at least once; consumers deduplicate by message id).
+public enum Outbox {
+    /// Adds the outbox table to a service's migrations.
+    public static func registerMigration(_ migrator: inout DatabaseMigrator) {
+        migrator.registerMigration("warren_outbox") { db in
+            try db.create(table: "warren_outbox") { table in
+                table.autoIncrementedPrimaryKey("sequence")
+                table.column("event_id", .text).notNull().unique()
+                table.column("type", .text).notNull()
+                table.column("aggregate_id", .text)
+                table.column("correlation_id", .text).notNull()
+                table.column("causation_id", .text)
+                table.column("body", .blob).notNull()
+                table.column("created_at", .datetime).notNull()
+                table.column("sent_at", .datetime)
+            }
+            try db.create(index: "warren_outbox_unsent", on: "warren_outbox", columns: ["sent_at", "sequence"])
+        }
+    }
+
+    /// Records an event inside the caller's transaction; returns its envelope (the event id is
+    /// its message id). Call it from the same `write` that changes the state.
+    @discardableResult
+    public static func enqueue<Payload: Encodable>(
+        _ db: Database, type: String, payload: Payload, aggregateID: String? = nil, causedBy cause: Envelope? = nil
+    ) throws -> Envelope {
+        var envelope = cause?.caused(type: type) ?? Envelope(type: type)
+        envelope.aggregateID = aggregateID
+        try db.execute(
+            sql: """
+                INSERT INTO warren_outbox (event_id, type, aggregate_id, correlation_id, causation_id, body, created_at)
+                VALUES (?, ?, ?, ?, ?, ?, ?)
+                """,
+            arguments: [
+                envelope.messageID, type, aggregateID, envelope.correlationID, envelope.causationID,
+                try WireJSON.encode(payload), Date(),
+            ])
+        return envelope
+    }
+}
+
+/// Publishes the outbox's unsent events in order, with confirms, and marks each sent once the
+/// broker confirmed it. Polls every `interval`; `wake()` after a commit publishes at once.
+public final class OutboxRelay: Service, Sendable {
+    private let database: any DatabaseWriter
+    private let publisher: EventPublisher
+    private let interval: Duration
+    private let batchSize: Int
+    private let logger: Logger
+    private let wakeups: AsyncStream<Void>
+    private let wakeupContinuation: AsyncStream<Void>.Continuation
+
+    public init(
+        database: any DatabaseWriter, publisher: EventPublisher, interval: Duration = .milliseconds(200), batchSize: Int = 500,
+        logger: Logger = Logger(label: "warren.outbox")
+    ) {
+        self.database = database
+        self.publisher = publisher
+        self.interval = interval
+        self.batchSize = batchSize
+        self.logger = logger
+        (wakeups, wakeupContinuation) = AsyncStream.makeStream(bufferingPolicy: .bufferingNewest(1))
+    }
+
+    /// Asks the relay to look for new events now rather than at its next poll.
+    public func wake() { wakeupContinuation.yield() }
+
+    public func run() async throws {
+        wake()  // relay what a previous run left behind, at once
+        await withDiscardingTaskGroup { group in
+            group.addTask {
+                while !Task.isCancelled {
+                    try? await Task.sleep(for: self.interval)
+                    self.wake()
+                }
+            }
+            for await _ in wakeups.cancelOnGracefulShutdown() {
+                do {
+                    while try await relayBatch() == batchSize {}
+                } catch {
+                    logger.warning("outbox relay failed; retrying", metadata: ["error": "\(error)"])
+                }
+            }
+            group.cancelAll()
+        }
+    }
+
+    /// Publishes one batch of unsent events; returns how many it published.
+    @discardableResult
+    public func relayBatch() async throws -> Int {
+        let pending = try await database.read { @Sendable [batchSize] db in
+            try Row.fetchAll(
+                db,
+                sql: """
+                    SELECT sequence, event_id, type, aggregate_id, correlation_id, causation_id, body, created_at
+                    FROM warren_outbox WHERE sent_at IS NULL ORDER BY sequence LIMIT ?
+                    """,
+                arguments: [batchSize]
+            ).map { row in
+                PendingEvent(
+                    sequence: row["sequence"],
+                    envelope: Envelope(
+                        messageID: row["event_id"], correlationID: row["correlation_id"], causationID: row["causation_id"],
+                        type: row["type"], aggregateID: row["aggregate_id"], timestamp: row["created_at"]),
+                    body: row["body"])
+            }
+        }
+        guard !pending.isEmpty else { return 0 }
+        // Published concurrently (pipelined confirms) in the channel's order.
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for event in pending {
+                group.addTask { try await self.publisher.publish(event.body, envelope: event.envelope) }
+            }
+            try await group.waitForAll()
+        }
+        let sequences = pending.map(\.sequence)
+        try await database.write { @Sendable db in
+            try db.execute(
+                sql: "UPDATE warren_outbox SET sent_at = ? WHERE sequence IN (\(sequences.map { _ in "?" }.joined(separator: ",")))",
+                arguments: StatementArguments([Date()] as [any DatabaseValueConvertible] + sequences))
+        }
+        logger.debug("relayed events", metadata: ["count": "\(pending.count)"])
+        return pending.count
+    }
+}
+
+private struct PendingEvent: Sendable {
+    var sequence: Int64
+    var envelope: Envelope
+    var body: Data
+}
+
+/// Processed message ids in the service's SQLite database. `record(_:in:)` inside the same
+/// transaction as the effect makes "apply at most once" exact; the `ProcessedMessages`
+/// methods serve the subscriber's check-then-record for effects outside the database.
+public final class SQLiteProcessedMessages: ProcessedMessages {
+    private let database: any DatabaseWriter
+
+    public init(database: any DatabaseWriter) { self.database = database }
+
+    public static func registerMigration(_ migrator: inout DatabaseMigrator) {
+        migrator.registerMigration("warren_processed_messages") { db in
+            try db.create(table: "warren_processed_messages") { table in
+                table.primaryKey("message_id", .text)
+                table.column("processed_at", .datetime).notNull()
+            }
+        }
+    }
+
+    /// Records `messageID` in the caller's transaction; false if it was already applied (then
+    /// the caller skips the effect and lets the transaction commit or roll back as it likes).
+    public static func record(_ messageID: String, in db: Database) throws -> Bool {
+        try db.execute(sql: "INSERT OR IGNORE INTO warren_processed_messages (message_id, processed_at) VALUES (?, ?)", arguments: [messageID, Date()])
+        return db.changesCount > 0
+    }
+
+    public func contains(_ messageID: String) async throws -> Bool {
+        try await database.read { @Sendable db in
+            try Bool.fetchOne(db, sql: "SELECT 1 FROM warren_processed_messages WHERE message_id = ?", arguments: [messageID]) ?? false
+        }
+    }
+
+    public func insert(_ messageID: String) async throws {
+        _ = try await database.write { @Sendable db in try Self.record(messageID, in: db) }
+    }
+}
