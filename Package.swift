@@ -16,6 +16,7 @@ let package = Package(
         .library(name: "Warren", targets: ["Warren"]),
         .library(name: "WarrenSQLite", targets: ["WarrenSQLite"]),
         .executable(name: "warren-bench", targets: ["WarrenBench"]),
+        .executable(name: "warren-echo", targets: ["EchoService"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
@@ -64,6 +65,15 @@ let package = Package(
             dependencies: [
                 "Warren",
                 .product(name: "GRDB", package: "GRDB.swift"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        // An example service, also run as a real process by the tests.
+        .executableTarget(
+            name: "EchoService",
+            dependencies: [
+                "Warren",
+                .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings
         ),

@@ -60,7 +60,8 @@ public struct Envelope: Sendable {
         let messageID = properties.messageID ?? UUID().uuidString.lowercased()
         self.init(
             messageID: messageID,
-            correlationID: properties.correlationID ?? headers[WireHeader.correlationID]?.stringValue,
+            // The flow's id; the AMQP correlation id may be one call's (see RPCClient).
+            correlationID: headers[WireHeader.correlationID]?.stringValue ?? properties.correlationID,
             causationID: headers[WireHeader.causationID]?.stringValue,
             type: properties.type,
             deadline: Envelope.deadline(from: headers[WireHeader.deadline]),
