@@ -119,8 +119,14 @@ public final class RPCClient: Sendable {
             do {
                 try channel.send(body, routingKey: queue, mandatory: true, properties: properties)
             } catch {
+                let failure: ServiceError
+                if case .invalidArgument(let detail) = error as? AMQPError {
+                    failure = .invalid(detail)
+                } else {
+                    failure = .unavailable("not connected to the message broker")
+                }
                 if let pending = calls.withLock({ $0.complete(callID) }) {
-                    pending.waiter.resume(returning: .failure(.unavailable("not connected to the message broker")))
+                    pending.waiter.resume(returning: .failure(failure))
                 }
             }
         }
