@@ -86,9 +86,15 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        .target(
+            name: "WarrenTestSupport",
+            dependencies: ["WarrenAMQP"],
+            path: "Tests/WarrenTestSupport",
+            swiftSettings: swiftSettings
+        ),
         .testTarget(
             name: "WarrenAMQPTests",
-            dependencies: ["WarrenAMQP"],
+            dependencies: ["WarrenAMQP", "WarrenTestSupport"],
             swiftSettings: swiftSettings
         ),
         .testTarget(
@@ -96,6 +102,7 @@ let package = Package(
             dependencies: [
                 "Warren",
                 "WarrenSQLite",
+                "WarrenTestSupport",
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: swiftSettings

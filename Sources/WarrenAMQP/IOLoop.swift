@@ -187,9 +187,9 @@ final class IOLoop {
                 ? .authenticationFailed(user: configuration.user, vhost: configuration.vhost, reason: "\(code) \(text)")
                 : .connectionClosed(code: code, text: text)
         case AMQP_RESPONSE_LIBRARY_EXCEPTION where reply.library_error == AMQP_STATUS_CONNECTION_CLOSED.rawValue:
-            throw .authenticationFailed(
-                user: configuration.user, vhost: configuration.vhost,
-                reason: "the broker closed the connection during login: check the user name, password and vhost")
+            // Bad credentials come as connection.close 403 (we announce
+            // authentication_failure_close); a bare close is the network or the broker going away.
+            throw refused("the connection closed during login")
         default:
             throw refused("login failed: \(Self.replyText(reply))")
         }

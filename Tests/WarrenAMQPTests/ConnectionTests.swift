@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import WarrenTestSupport
 import WarrenAMQP
 
 @Suite("Connecting and recovering", .timeLimit(.minutes(2)))
@@ -185,44 +186,6 @@ actor ReceivedLog {
     func record(_ index: Int, acked wasAcked: Bool) {
         count += 1
         if wasAcked { acked.insert(index) }
-    }
-}
-
-/// Acts on the broker the way an operator would, through `rabbitmqctl`.
-enum BrokerControl {
-    /// Server-side close of every connection carrying this connection name (as
-    /// `rabbitmqctl close_connection` does), then waits until the broker has dropped them.
-    static func closeConnections(named name: String) async throws {
-        let pids = try connectionPIDs(named: name)
-        #expect(!pids.isEmpty, "no broker connection named \(name)")
-        for pid in pids {
-            _ = try rabbitmqctl(["close_connection", pid, "closed by a Warren test"])
-        }
-    }
-
-    static func connectionCount(named name: String) -> Int {
-        (try? connectionPIDs(named: name).count) ?? -1
-    }
-
-    private static func connectionPIDs(named name: String) throws -> [String] {
-        let listing = try rabbitmqctl(["list_connections", "-s", "pid", "client_properties"])
-        return listing.split(separator: "\n").compactMap { line in
-            guard line.contains("\"\(name)\"") else { return nil }
-            return line.split(separator: "\t").first.map(String.init)
-        }
-    }
-
-    private static func rabbitmqctl(_ arguments: [String]) throws -> String {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/sbin/rabbitmqctl")
-        process.arguments = arguments
-        let output = Pipe()
-        process.standardOutput = output
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        let data = output.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return String(decoding: data, as: UTF8.self)
     }
 }
 

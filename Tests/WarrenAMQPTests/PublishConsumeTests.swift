@@ -1,6 +1,7 @@
 import Foundation
 import Synchronization
 import Testing
+import WarrenTestSupport
 import WarrenAMQP
 
 @Suite("Publishing and consuming", .timeLimit(.minutes(2)))
@@ -293,23 +294,4 @@ final class EventLog: Sendable {
     var count: Int { storage.withLock { $0.count } }
 }
 
-func waitUntil(within timeout: Duration = .seconds(5), _ condition: () -> Bool) async throws {
-    let deadline = ContinuousClock.now + timeout
-    while !condition() {
-        guard ContinuousClock.now < deadline else {
-            Issue.record("condition not met within \(timeout)")
-            return
-        }
-        try await Task.sleep(for: .milliseconds(10))
-    }
-}
 
-/// basic.get until a message shows up (dead-lettering is asynchronous).
-func pollGet(_ channel: AMQPChannel, queue: String, within timeout: Duration = .seconds(5)) async throws -> AMQPDelivery? {
-    let deadline = ContinuousClock.now + timeout
-    while ContinuousClock.now < deadline {
-        if let delivery = try await channel.get(queue: queue) { return delivery }
-        try await Task.sleep(for: .milliseconds(20))
-    }
-    return nil
-}

@@ -1,6 +1,7 @@
 import Foundation
 import Synchronization
 import Testing
+import WarrenTestSupport
 import WarrenAMQP
 
 /// Input and timing that once broke the connection: each must stay an error for one call, or

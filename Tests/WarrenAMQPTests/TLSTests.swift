@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import WarrenTestSupport
 import WarrenAMQP
 
 /// `amqps://` against a real TLS endpoint: socat terminates TLS with a certificate made for the

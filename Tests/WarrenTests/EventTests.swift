@@ -3,6 +3,7 @@ import Logging
 import ServiceLifecycle
 import Synchronization
 import Testing
+import WarrenTestSupport
 import Warren
 import WarrenAMQP
 

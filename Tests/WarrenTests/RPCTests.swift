@@ -3,6 +3,7 @@ import Logging
 import ServiceLifecycle
 import Synchronization
 import Testing
+import WarrenTestSupport
 import Warren
 import WarrenAMQP
 
@@ -315,22 +316,4 @@ struct RPCTests {
     }
 }
 
-func waitUntil(within timeout: Duration = .seconds(5), _ condition: () -> Bool) async throws {
-    let deadline = ContinuousClock.now + timeout
-    while !condition() {
-        guard ContinuousClock.now < deadline else {
-            Issue.record("condition not met within \(timeout)")
-            return
-        }
-        try await Task.sleep(for: .milliseconds(10))
-    }
-}
 
-func pollGet(_ channel: AMQPChannel, queue: String, within timeout: Duration = .seconds(5)) async throws -> AMQPDelivery? {
-    let deadline = ContinuousClock.now + timeout
-    while ContinuousClock.now < deadline {
-        if let delivery = try await channel.get(queue: queue) { return delivery }
-        try await Task.sleep(for: .milliseconds(20))
-    }
-    return nil
-}

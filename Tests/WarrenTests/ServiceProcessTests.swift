@@ -4,6 +4,7 @@ import FoundationNetworking
 #endif
 import Synchronization
 import Testing
+import WarrenTestSupport
 import Warren
 import WarrenAMQP
 

@@ -1,29 +1,30 @@
+// Helpers shared by every test target: the broker under test, unique names, waiting.
 import Foundation
 import Testing
-import WarrenAMQP
+public import WarrenAMQP
 
 /// The broker the tests run against: `AMQP_URL`, or the local default that `make test` starts.
-enum Broker {
-    static let url = ProcessInfo.processInfo.environment["AMQP_URL"] ?? "amqp://guest:guest@localhost:5672/"
+public enum Broker {
+    public static let url = ProcessInfo.processInfo.environment["AMQP_URL"] ?? "amqp://guest:guest@localhost:5672/"
 
-    static func configuration(name: String = #function) throws -> AMQPConfiguration {
+    public static func configuration(name: String = #function) throws -> AMQPConfiguration {
         var configuration = try AMQPConfiguration(url: url)
         configuration.connectionName = "test-\(name)-\(UUID().uuidString.prefix(8))"
         return configuration
     }
 
-    static func connect(name: String = #function) async throws -> AMQPConnection {
+    public static func connect(name: String = #function) async throws -> AMQPConnection {
         try await AMQPConnection.connect(configuration(name: name))
     }
 
     /// A name no other test uses, so tests can run in parallel.
-    static func unique(_ prefix: String) -> String {
+    public static func unique(_ prefix: String) -> String {
         "test.\(prefix).\(UUID().uuidString.prefix(12).lowercased())"
     }
 }
 
 /// Opens a connection and channel, runs `body`, then deletes what `cleanup` names and closes.
-func withChannel<T>(
+public func withChannel<T>(
     name: String = #function,
     queues: [String] = [],
     exchanges: [String] = [],
@@ -51,7 +52,7 @@ private func cleanup(_ connection: AMQPConnection, queues: [String], exchanges: 
 
 extension AsyncSequence where Element == AMQPDelivery {
     /// The first `count` deliveries, or fewer if `timeout` passes first.
-    func first(_ count: Int, within timeout: Duration = .seconds(10)) async throws -> [AMQPDelivery] where Self: Sendable {
+    public func first(_ count: Int, within timeout: Duration = .seconds(10)) async throws -> [AMQPDelivery] where Self: Sendable {
         try await withThrowingTaskGroup(of: [AMQPDelivery]?.self) { group in
             group.addTask {
                 var received: [AMQPDelivery] = []
@@ -73,10 +74,10 @@ extension AsyncSequence where Element == AMQPDelivery {
 }
 
 /// Acts on the broker the way an operator would, through `rabbitmqctl`.
-enum BrokerControl {
+public enum BrokerControl {
     /// Server-side close of every connection carrying this connection name (as
     /// `rabbitmqctl close_connection` does), then waits until the broker has dropped them.
-    static func closeConnections(named name: String) async throws {
+    public static func closeConnections(named name: String) async throws {
         let pids = try connectionPIDs(named: name)
         #expect(!pids.isEmpty, "no broker connection named \(name)")
         for pid in pids {
@@ -84,7 +85,7 @@ enum BrokerControl {
         }
     }
 
-    static func connectionCount(named name: String) -> Int {
+    public static func connectionCount(named name: String) -> Int {
         (try? connectionPIDs(named: name).count) ?? -1
     }
 
@@ -107,5 +108,26 @@ enum BrokerControl {
         let data = output.fileHandleForReading.readDataToEndOfFile()
         process.waitUntilExit()
         return String(decoding: data, as: UTF8.self)
+    }
+}
+
+/// basic.get until a message shows up (dead-lettering is asynchronous).
+public func pollGet(_ channel: AMQPChannel, queue: String, within timeout: Duration = .seconds(5)) async throws -> AMQPDelivery? {
+    let deadline = ContinuousClock.now + timeout
+    while ContinuousClock.now < deadline {
+        if let delivery = try await channel.get(queue: queue) { return delivery }
+        try await Task.sleep(for: .milliseconds(20))
+    }
+    return nil
+}
+
+public func waitUntil(within timeout: Duration = .seconds(5), _ condition: () -> Bool) async throws {
+    let deadline = ContinuousClock.now + timeout
+    while !condition() {
+        guard ContinuousClock.now < deadline else {
+            Issue.record("condition not met within \(timeout)")
+            return
+        }
+        try await Task.sleep(for: .milliseconds(10))
     }
 }
