@@ -23,7 +23,7 @@ func runHandlers(
             running += 1
         }
         guard running > 0 else { return }
-        logger.info("draining", metadata: ["in_flight": "\(running)"])
+        logger.info("draining", metadata: ["in_flight_at_most": "\(running)"])
         group.addTask {
             try? await Task.sleep(for: drainTimeout)
             return false
