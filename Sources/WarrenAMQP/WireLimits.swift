@@ -42,16 +42,21 @@ enum WireLimits {
     /// The content header (class, weight, body size, flags, then the properties) must fit in one frame.
     static func checkProperties(_ properties: AMQPProperties, frameMax: Int) throws(AMQPError) {
         var size = 14
-        let strings: [(String?, String)] = [
-            (properties.contentType, "content_type"), (properties.contentEncoding, "content_encoding"),
-            (properties.correlationID, "correlation_id"), (properties.replyTo, "reply_to"),
-            (properties.expiration, "expiration"), (properties.messageID, "message_id"), (properties.type, "type"),
-            (properties.userID, "user_id"), (properties.appID, "app_id"),
-        ]
-        for case (let value?, let name) in strings {
+        // On every publish: no allocation here.
+        func add(_ value: String?, _ name: StaticString) throws(AMQPError) {
+            guard let value else { return }
             try checkShortString(value, "property \(name)")
             size += 1 + value.utf8.count
         }
+        try add(properties.contentType, "content_type")
+        try add(properties.contentEncoding, "content_encoding")
+        try add(properties.correlationID, "correlation_id")
+        try add(properties.replyTo, "reply_to")
+        try add(properties.expiration, "expiration")
+        try add(properties.messageID, "message_id")
+        try add(properties.type, "type")
+        try add(properties.userID, "user_id")
+        try add(properties.appID, "app_id")
         if let headers = properties.headers { size += try checkTable(headers, "the headers") }
         size += 1 + 1 + 8
         guard size <= frameMax - 8 else {

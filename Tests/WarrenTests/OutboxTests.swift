@@ -31,6 +31,24 @@ struct OutboxTests {
         return (database, file)
     }
 
+    /// A fresh service database, a connection, and a queue bound to a unique event type (to see
+    /// what the relay published); all removed afterwards.
+    private func withFixture(
+        _ body: (DatabaseQueue, AMQPConnection, AMQPChannel, _ type: String, _ queue: String) async throws -> Void
+    ) async throws {
+        let (database, file) = try makeDatabase()
+        defer { try? FileManager.default.removeItem(at: file) }
+        let connection = try await Broker.connect()
+        let channel = try await connection.openChannel()
+        let type = "t\(UUID().uuidString.prefix(8).lowercased()).order.created"
+        let queue = try await watch(type, on: channel)
+        var failure: (any Error)?
+        do { try await body(database, connection, channel, type, queue) } catch { failure = error }
+        _ = try? await channel.deleteQueue(queue)
+        await connection.close()
+        if let failure { throw failure }
+    }
+
     /// A queue bound to this test's event type, to see what the relay published.
     private func watch(_ type: String, on channel: AMQPChannel) async throws -> String {
         let queue = Broker.unique("outbox-watch")
@@ -41,91 +59,72 @@ struct OutboxTests {
 
     @Test("an event committed with the state change but not yet published goes out after a restart")
     func publishedAfterCrash() async throws {
-        let (database, file) = try makeDatabase()
-        defer { try? FileManager.default.removeItem(at: file) }
-        let connection = try await Broker.connect()
-        let channel = try await connection.openChannel()
-        let type = "t\(UUID().uuidString.prefix(8).lowercased()).order.created"
-        let queue = try await watch(type, on: channel)
+        try await withFixture { database, connection, channel, type, queue in
+            // The service writes the order and its event in one transaction, then "crashes".
+            let envelope = try await database.write { db in
+                try db.execute(sql: "INSERT INTO orders (id, status) VALUES ('o-1', 'pending')")
+                return try Outbox.enqueue(db, type: type, payload: OrderCreated(orderID: "o-1"), aggregateID: "o-1")
+            }
+            #expect(try await channel.inspectQueue(queue).messageCount == 0)
 
-        // The service writes the order and its event in one transaction, then "crashes".
-        let envelope = try await database.write { db in
-            try db.execute(sql: "INSERT INTO orders (id, status) VALUES ('o-1', 'pending')")
-            return try Outbox.enqueue(db, type: type, payload: OrderCreated(orderID: "o-1"), aggregateID: "o-1")
+            // After the restart, the relay finds the row and publishes it with confirms.
+            let publisher = try await EventPublisher.start(connection: connection)
+            let relay = OutboxRelay(database: database, publisher: publisher)
+            #expect(try await relay.relayBatch() == 1)
+            let event = try #require(try await pollGet(channel, queue: queue))
+            #expect(event.properties.messageID == envelope.messageID)
+            #expect(event.properties.headers?["x-aggregate-id"] == "o-1")
+            #expect(try JSONDecoder().decode(OrderCreated.self, from: event.body).orderID == "o-1")
+            #expect(try await relay.relayBatch() == 0)  // marked sent
+            let unsent = try await database.read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM warren_outbox WHERE sent_at IS NULL") }
+            #expect(unsent == 0)
         }
-        #expect(try await channel.inspectQueue(queue).messageCount == 0)
-
-        // After the restart, the relay finds the row and publishes it with confirms.
-        let publisher = try await EventPublisher.start(connection: connection)
-        let relay = OutboxRelay(database: database, publisher: publisher)
-        #expect(try await relay.relayBatch() == 1)
-        let event = try #require(try await pollGet(channel, queue: queue))
-        #expect(event.properties.messageID == envelope.messageID)
-        #expect(event.properties.headers?["x-aggregate-id"] == "o-1")
-        #expect(try JSONDecoder().decode(OrderCreated.self, from: event.body).orderID == "o-1")
-        #expect(try await relay.relayBatch() == 0)  // marked sent
-        let unsent = try await database.read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM warren_outbox WHERE sent_at IS NULL") }
-        #expect(unsent == 0)
-        try await channel.deleteQueue(queue)
-        await connection.close()
     }
 
     @Test("a crash between publishing and marking sent publishes again; the consumer applies it once")
     func republishedThenDeduplicated() async throws {
-        let (database, file) = try makeDatabase()
-        defer { try? FileManager.default.removeItem(at: file) }
-        let connection = try await Broker.connect()
-        let channel = try await connection.openChannel()
-        let type = "t\(UUID().uuidString.prefix(8).lowercased()).order.created"
-        let queue = try await watch(type, on: channel)
-        try await database.write { db in
-            _ = try Outbox.enqueue(db, type: type, payload: OrderCreated(orderID: "o-2"))
-        }
-        let relay = OutboxRelay(database: database, publisher: try await EventPublisher.start(connection: connection))
-        try await relay.relayBatch()
-        // As if the process died after the confirm and before the UPDATE committed:
-        try await database.write { db in try db.execute(sql: "UPDATE warren_outbox SET sent_at = NULL") }
-        try await relay.relayBatch()
+        try await withFixture { database, connection, channel, type, queue in
+            try await database.write { db in
+                _ = try Outbox.enqueue(db, type: type, payload: OrderCreated(orderID: "o-2"))
+            }
+            let relay = OutboxRelay(database: database, publisher: try await EventPublisher.start(connection: connection))
+            try await relay.relayBatch()
+            // As if the process died after the confirm and before the UPDATE committed:
+            try await database.write { db in try db.execute(sql: "UPDATE warren_outbox SET sent_at = NULL") }
+            try await relay.relayBatch()
 
-        let first = try #require(try await pollGet(channel, queue: queue))
-        let second = try #require(try await pollGet(channel, queue: queue))
-        #expect(first.properties.messageID == second.properties.messageID)
-        // A consumer recording ids in the same transaction as its effect applies it once.
-        let consumerDB = try makeDatabase()
-        defer { try? FileManager.default.removeItem(at: consumerDB.1) }
-        var applied = 0
-        for delivery in [first, second] {
-            let id = try #require(delivery.properties.messageID)
-            let isNew = try await consumerDB.0.write { db in try SQLiteProcessedMessages.record(id, in: db) }
-            if isNew { applied += 1 }
+            let first = try #require(try await pollGet(channel, queue: queue))
+            let second = try #require(try await pollGet(channel, queue: queue))
+            #expect(first.properties.messageID == second.properties.messageID)
+            // A consumer recording ids in the same transaction as its effect applies it once.
+            let consumerDB = try makeDatabase()
+            defer { try? FileManager.default.removeItem(at: consumerDB.1) }
+            var applied = 0
+            for delivery in [first, second] {
+                let id = try #require(delivery.properties.messageID)
+                let isNew = try await consumerDB.0.write { db in try SQLiteProcessedMessages.record(id, in: db) }
+                if isNew { applied += 1 }
+            }
+            #expect(applied == 1)
         }
-        #expect(applied == 1)
-        try await channel.deleteQueue(queue)
-        await connection.close()
     }
 
     @Test("a running relay publishes a committed event as soon as it is woken, and stops on shutdown")
     func runningRelay() async throws {
-        let (database, file) = try makeDatabase()
-        defer { try? FileManager.default.removeItem(at: file) }
-        let connection = try await Broker.connect()
-        let channel = try await connection.openChannel()
-        let type = "t\(UUID().uuidString.prefix(8).lowercased()).order.created"
-        let queue = try await watch(type, on: channel)
-        let relay = OutboxRelay(database: database, publisher: try await EventPublisher.start(connection: connection), interval: .seconds(30))
-        let group = ServiceGroup(services: [relay], gracefulShutdownSignals: [], logger: Logger(label: "test"))
-        let running = Task { try await group.run() }
-        try await database.write { db in
-            _ = try Outbox.enqueue(db, type: type, payload: OrderCreated(orderID: "o-3"))
+        try await withFixture { database, connection, channel, type, queue in
+            let relay = OutboxRelay(database: database, publisher: try await EventPublisher.start(connection: connection), interval: .seconds(30))
+            let group = ServiceGroup(services: [relay], gracefulShutdownSignals: [], logger: Logger(label: "test"))
+            let running = Task { try await group.run() }
+            try await database.write { db in
+                _ = try Outbox.enqueue(db, type: type, payload: OrderCreated(orderID: "o-3"))
+            }
+            let started = ContinuousClock.now
+            relay.wake()
+            let event = try #require(try await pollGet(channel, queue: queue))
+            #expect(started.duration(to: .now) < .seconds(15))  // woken, not the 30 s poll
+            #expect(try JSONDecoder().decode(OrderCreated.self, from: event.body).orderID == "o-3")
+            await group.triggerGracefulShutdown()
+            try await running.value
         }
-        let started = ContinuousClock.now
-        relay.wake()
-        let event = try #require(try await pollGet(channel, queue: queue))
-        #expect(started.duration(to: .now) < .seconds(15))  // woken, not the 30 s poll
-        #expect(try JSONDecoder().decode(OrderCreated.self, from: event.body).orderID == "o-3")
-        await group.triggerGracefulShutdown()
-        try await running.value
-        try await channel.deleteQueue(queue)
-        await connection.close()
     }
 }
