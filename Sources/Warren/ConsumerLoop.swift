@@ -1,4 +1,5 @@
 import Logging
+import ServiceLifecycle
 import WarrenAMQP
 
 /// Runs `handle` for each delivery with at most `concurrency` at once. When the sequence ends
@@ -37,5 +38,21 @@ func runHandlers(
             running -= 1
         }
         group.cancelAll()  // the watchdog
+    }
+}
+
+/// Runs `serve` until it returns (graceful shutdown). If the broker cancels the consumer
+/// because someone deleted its queue, `serve` runs again after a pause (declaring the queue
+/// anew) rather than taking the whole service down.
+func serveUntilShutdown(queue: String, logger: Logger, _ serve: () async throws -> Void) async throws {
+    while true {
+        do {
+            try await serve()
+            return
+        } catch AMQPError.consumerCancelled {
+            guard !Task.isCancelled, !Task.isShuttingDownGracefully else { return }
+            logger.warning("the broker cancelled the consumer (was the queue deleted?); declaring it again", metadata: ["queue": "\(queue)"])
+            try await Task.sleep(for: .seconds(1))
+        }
     }
 }

@@ -102,23 +102,33 @@ public final class EventSubscriber: Service, Sendable {
     }
 
     public func run() async throws {
+        try await serveUntilShutdown(queue: queue, logger: logger) { try await serve() }
+    }
+
+    private func serve() async throws {
         let channel = try await connection.openChannel()
-        try await declareTopology(on: channel)
-        try await channel.setPrefetch(configuration.prefetch)
         // Retries and parking go through a confirm channel: the original is acked only once
         // the broker holds its copy.
         let forwarding = try await connection.openChannel()
-        try await forwarding.enableConfirms()
-        let events = try await channel.consume(queue: queue)
-        logger.info("subscribed", metadata: ["queue": "\(queue)", "patterns": "\(patterns.joined(separator: ","))"])
-        try await withGracefulShutdownHandler {
-            try await runHandlers(
-                for: events, concurrency: configuration.concurrency, drainTimeout: configuration.drainTimeout, logger: logger
-            ) { delivery in
-                await self.handle(delivery, forwarding: forwarding)
+        do {
+            try await declareTopology(on: channel)
+            try await channel.setPrefetch(configuration.prefetch)
+            try await forwarding.enableConfirms()
+            let events = try await channel.consume(queue: queue)
+            logger.info("subscribed", metadata: ["queue": "\(queue)", "patterns": "\(patterns.joined(separator: ","))"])
+            try await withGracefulShutdownHandler {
+                try await runHandlers(
+                    for: events, concurrency: configuration.concurrency, drainTimeout: configuration.drainTimeout, logger: logger
+                ) { delivery in
+                    await self.handle(delivery, forwarding: forwarding)
+                }
+            } onGracefulShutdown: {
+                Task { await events.cancel() }
             }
-        } onGracefulShutdown: {
-            Task { await events.cancel() }
+        } catch {
+            await forwarding.close()
+            await channel.close()
+            throw error
         }
         await forwarding.close()
         await channel.close()

@@ -52,26 +52,35 @@ public final class RPCResponder: Service, Sendable {
     }
 
     public func run() async throws {
-        let channel = try await connection.openChannel()
-        try await channel.setPrefetch(configuration.prefetch)
-        try await channel.declareQueue(queue)
-        let parking = try await connection.openChannel()
-        try await parking.enableConfirms()
-        try await parking.declareQueue(deadLetterQueue)
-        let requests = try await channel.consume(queue: queue)
-        logger.info("serving", metadata: ["queue": "\(queue)", "operations": "\(handlers.operations.joined(separator: ","))"])
-
-        try await withGracefulShutdownHandler {
-            try await runHandlers(
-                for: requests, concurrency: configuration.concurrency, drainTimeout: configuration.drainTimeout, logger: logger
-            ) { delivery in
-                await self.handle(delivery, replyOn: channel, parking: parking)
-            }
-        } onGracefulShutdown: {
-            // Stop the broker sending more; what was already delivered is still handled.
-            Task { await requests.cancel() }
-        }
+        try await serveUntilShutdown(queue: queue, logger: logger) { try await serve() }
         logger.info("stopped serving", metadata: ["queue": "\(queue)"])
+    }
+
+    private func serve() async throws {
+        let channel = try await connection.openChannel()
+        let parking = try await connection.openChannel()
+        do {
+            try await channel.setPrefetch(configuration.prefetch)
+            try await channel.declareQueue(queue)
+            try await parking.enableConfirms()
+            try await parking.declareQueue(deadLetterQueue)
+            let requests = try await channel.consume(queue: queue)
+            logger.info("serving", metadata: ["queue": "\(queue)", "operations": "\(handlers.operations.joined(separator: ","))"])
+            try await withGracefulShutdownHandler {
+                try await runHandlers(
+                    for: requests, concurrency: configuration.concurrency, drainTimeout: configuration.drainTimeout, logger: logger
+                ) { delivery in
+                    await self.handle(delivery, replyOn: channel, parking: parking)
+                }
+            } onGracefulShutdown: {
+                // Stop the broker sending more; what was already delivered is still handled.
+                Task { await requests.cancel() }
+            }
+        } catch {
+            await parking.close()
+            await channel.close()
+            throw error
+        }
         await parking.close()
         await channel.close()
     }

@@ -284,6 +284,21 @@ struct RPCTests {
         }
     }
 
+    @Test("someone deletes the service's queue: the responder declares it again and keeps serving")
+    func queueDeletedUnderResponder() async throws {
+        try await withRPC { service, client, connection in
+            let channel = try await connection.openChannel()
+            try await channel.deleteQueue("\(service.name).rpc")
+            var reply: Echo?
+            let deadline = ContinuousClock.now + .seconds(10)
+            while reply == nil, ContinuousClock.now < deadline {
+                reply = try? await client.call("\(service.name).echo", Echo(text: "back"), as: Echo.self, timeout: .seconds(1))
+                if reply == nil { try await Task.sleep(for: .milliseconds(200)) }
+            }
+            #expect(reply?.text == "back")
+        }
+    }
+
     @Test("the connection drops: calls in flight fail promptly with unavailable; later calls work")
     func connectionLost() async throws {
         var configuration = try Broker.configuration()
