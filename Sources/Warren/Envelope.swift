@@ -1,4 +1,5 @@
 public import Foundation
+public import Logging
 public import WarrenAMQP
 
 /// The header and property names of Warren's wire contract (schemas/asyncapi.yaml).
@@ -97,8 +98,32 @@ public struct Envelope: Sendable {
             messageID: messageID, timestamp: timestamp ?? Date(), type: type)
     }
 
+    /// `logger` with the ids of this message in its metadata, for every line written while
+    /// handling it.
+    public func logger(_ logger: Logger, type: String) -> Logger {
+        var logger = logger
+        logger[metadataKey: "correlation_id"] = "\(correlationID)"
+        logger[metadataKey: "message_id"] = "\(messageID)"
+        logger[metadataKey: "type"] = "\(type)"
+        return logger
+    }
+
     /// The envelope of a message caused by this one: same correlation, this one as cause.
     public func caused(type: String, messageID: String = UUID().uuidString.lowercased()) -> Envelope {
         Envelope(messageID: messageID, correlationID: correlationID, causationID: self.messageID, type: type, deadline: deadline, traceparent: traceparent)
+    }
+}
+
+extension AMQPProperties {
+    /// The properties of a message set aside (retry or dead-letter queue), with the headers that
+    /// say why (schemas/warren/dead-letter-headers.schema.json).
+    func deadLettered(error: String, originalRoutingKey: String, attempts: Int? = nil) -> AMQPProperties {
+        var properties = self
+        var headers = properties.headers ?? [:]
+        headers[WireHeader.error] = .string(error)
+        headers[WireHeader.originalRoutingKey] = .string(originalRoutingKey)
+        if let attempts { headers[WireHeader.attempts] = .int(Int64(attempts)) }
+        properties.headers = headers
+        return properties
     }
 }

@@ -79,8 +79,7 @@ public final class EventSubscriber: Service, Sendable {
     }
 
     func retryQueue(_ delay: Duration) -> String {
-        let milliseconds = delay.components.seconds * 1000 + delay.components.attoseconds / 1_000_000_000_000_000
-        return "\(queue).retry.\(milliseconds)ms"
+        "\(queue).retry.\(delay.wholeMilliseconds)ms"
     }
 
     /// Declares the queue, its bindings, the retry queues and the dead-letter queue.
@@ -91,9 +90,8 @@ public final class EventSubscriber: Service, Sendable {
             try await channel.bindQueue(queue, exchange: EventPublisher.exchange, routingKey: pattern)
         }
         for delay in configuration.retryDelays {
-            let milliseconds = delay.components.seconds * 1000 + delay.components.attoseconds / 1_000_000_000_000_000
             try await channel.declareQueue(retryQueue(delay), arguments: [
-                "x-message-ttl": .int(milliseconds),
+                "x-message-ttl": .int(delay.wholeMilliseconds),
                 "x-dead-letter-exchange": "",
                 "x-dead-letter-routing-key": .string(queue),
             ])
@@ -139,10 +137,7 @@ public final class EventSubscriber: Service, Sendable {
         let headers = delivery.properties.headers ?? [:]
         let type = headers[WireHeader.originalRoutingKey]?.stringValue ?? delivery.properties.type ?? delivery.routingKey
         let attempt = Int(headers[WireHeader.attempts]?.intValue ?? 0) + 1
-        var logger = logger
-        logger[metadataKey: "correlation_id"] = "\(envelope.correlationID)"
-        logger[metadataKey: "message_id"] = "\(envelope.messageID)"
-        logger[metadataKey: "type"] = "\(type)"
+        let logger = envelope.logger(logger, type: type)
         let event = Event(
             envelope: envelope, type: type, body: delivery.body, attempt: attempt,
             isReplay: headers[WireHeader.replayed] == .bool(true) || headers[WireHeader.replayed] == "true", logger: logger)
@@ -170,12 +165,7 @@ public final class EventSubscriber: Service, Sendable {
     private func failed(_ delivery: AMQPDelivery, event: Event, error: any Error, forwarding: AMQPChannel) async {
         let serviceError = error as? ServiceError
         let reason = serviceError?.message ?? String(describing: error)
-        var properties = delivery.properties
-        var headers = properties.headers ?? [:]
-        headers[WireHeader.error] = .string(reason)
-        headers[WireHeader.attempts] = .int(Int64(event.attempt))
-        headers[WireHeader.originalRoutingKey] = .string(event.type)
-        properties.headers = headers
+        let properties = delivery.properties.deadLettered(error: reason, originalRoutingKey: event.type, attempts: event.attempt)
         let retries = configuration.retryDelays
         let target: String
         if serviceError?.code != .invalid, event.attempt <= retries.count {

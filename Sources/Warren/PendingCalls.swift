@@ -13,8 +13,6 @@ struct PendingCalls<Waiter> {
 
     private var calls: [String: Call] = [:]
 
-    var count: Int { calls.count }
-
     mutating func add(_ id: String, _ call: Call) {
         calls[id] = call
     }

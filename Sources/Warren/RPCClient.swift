@@ -234,9 +234,3 @@ extension RPCClient.Reply {
         }
     }
 }
-
-extension Duration {
-    var timeInterval: TimeInterval {
-        Double(components.seconds) + Double(components.attoseconds) / 1e18
-    }
-}

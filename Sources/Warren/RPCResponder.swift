@@ -87,10 +87,7 @@ public final class RPCResponder: Service, Sendable {
 
     private func handle(_ delivery: AMQPDelivery, replyOn channel: AMQPChannel, parking: AMQPChannel) async {
         let envelope = Envelope(delivery: delivery)
-        var logger = logger
-        logger[metadataKey: "correlation_id"] = "\(envelope.correlationID)"
-        logger[metadataKey: "message_id"] = "\(envelope.messageID)"
-        logger[metadataKey: "type"] = "\(envelope.type ?? "-")"
+        let logger = envelope.logger(logger, type: envelope.type ?? "-")
         let started = ContinuousClock.now
         let operation = envelope.type ?? "-"
 
@@ -157,11 +154,7 @@ public final class RPCResponder: Service, Sendable {
     }
 
     private func park(_ delivery: AMQPDelivery, reason: ServiceError, on channel: AMQPChannel) async throws {
-        var properties = delivery.properties
-        var headers = properties.headers ?? [:]
-        headers[WireHeader.error] = .string(reason.message)
-        headers[WireHeader.originalRoutingKey] = .string(delivery.routingKey)
-        properties.headers = headers
+        let properties = delivery.properties.deadLettered(error: reason.message, originalRoutingKey: delivery.routingKey)
         try await channel.publish(delivery.body, routingKey: deadLetterQueue, properties: properties)
         Counter(label: "warren_dead_lettered_total", dimensions: [("queue", queue)]).increment()
         logger.warning("parked an invalid command", metadata: ["dlq": "\(deadLetterQueue)", "error": "\(reason.message)"])

@@ -485,7 +485,7 @@ final class IOLoop {
 
     private func waitForWake(_ duration: Duration) {
         var fd = pollfd(fd: jobs.wakeFD, events: Int16(POLLIN), revents: 0)
-        let ms = Int32(duration.components.seconds * 1000 + duration.components.attoseconds / 1_000_000_000_000_000)
+        let ms = Int32(clamping: microseconds(duration) / 1000)
         if poll(&fd, 1, max(1, ms)) > 0 { jobs.clearWake() }
     }
 
