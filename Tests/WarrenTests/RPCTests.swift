@@ -273,7 +273,8 @@ struct RPCTests {
                         return reply.text == "\(index)"
                     }
                 }
-                try await Task.sleep(for: .milliseconds(100))
+                // In flight means held by the service: all 100 handlers have started.
+                try await waitUntil(within: .seconds(10)) { service.executed.withLock { $0.count } == 100 }
                 await service.stop()
                 var results: [Bool] = []
                 for try await result in group { results.append(result) }
