@@ -1,0 +1,79 @@
+public import Foundation
+import Glibc
+import Hummingbird
+import Logging
+import Metrics
+import Prometheus
+import ServiceLifecycle
+import UnixSignals
+import Warren
+import WarrenAMQP
+
+/// The `api-gateway` process: reads the configuration and the OpenAPI document, connects to the
+/// broker, and serves HTTP until SIGTERM/SIGINT, when it stops accepting connections, finishes
+/// the requests in flight (each bounded by its route's deadline) and only then closes the
+/// broker connection.
+public enum Gateway {
+    public static func run(environment: [String: String] = ProcessInfo.processInfo.environment) async throws {
+        ServiceHost.bootstrapLogging(environment)
+        let registry = PrometheusCollectorRegistry()
+        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
+        var logger = Logger(label: "api-gateway")
+        logger[metadataKey: "service"] = "api-gateway"
+
+        let configuration: GatewayConfiguration
+        let routes: RouteTable
+        let document: Data
+        do {
+            configuration = try GatewayConfiguration(environment: environment)
+            do {
+                document = try Data(contentsOf: URL(fileURLWithPath: configuration.openAPIPath))
+            } catch {
+                throw GatewayConfigurationError(
+                    "cannot read the OpenAPI document at \(configuration.openAPIPath): set OPENAPI_PATH or start from the repository's root")
+            }
+            routes = try RouteTable(openAPI: String(decoding: document, as: UTF8.self))
+        } catch {
+            logger.critical("cannot start: \(error)")
+            throw error
+        }
+        if configuration.usesDevelopmentSecret {
+            logger.warning("JWT_SECRET is not set: signing tokens with the DEVELOPMENT secret; never do this in production")
+        }
+
+        let connection: AMQPConnection
+        do {
+            var amqp = try AMQPConfiguration(url: configuration.amqpURL)
+            amqp.connectionName = "api-gateway@\(ProcessInfo.processInfo.hostName):\(getpid())"
+            connection = try await AMQPConnection.connect(amqp, logger: logger)
+        } catch {
+            logger.critical("cannot reach the message broker: \(error). Is it running? `make run` starts one.")
+            throw error
+        }
+        let rpc = try await RPCClient.start(connection: connection, logger: logger)
+        let responder = GatewayResponder(
+            routes: routes, rpc: rpc,
+            tokens: await TokenAuthority(secret: configuration.jwtSecret, lifetime: configuration.tokenLifetime),
+            configuration: configuration, openAPI: document,
+            health: GatewayHealth(connection: connection, services: routes.services), registry: registry)
+        let port = configuration.port
+        let app = Application(
+            responder: responder,
+            configuration: .init(address: .hostname(configuration.host, port: port), serverName: "api-gateway"),
+            onServerRunning: { [logger] _ in
+                logger.info(
+                    "ready",
+                    metadata: [
+                        "http_port": "\(port)", "routes": "\(routes.routes.count)", "services": "\(routes.services.joined(separator: ","))",
+                    ])
+            },
+            logger: logger)
+        let group = ServiceGroup(
+            configuration: .init(
+                services: [.init(service: connection), .init(service: app)], gracefulShutdownSignals: [.sigterm, .sigint],
+                logger: logger))
+        try await group.run()
+        await rpc.close()
+        logger.info("stopped")
+    }
+}

@@ -1,0 +1,58 @@
+import Foundation
+public import Warren
+
+/// An error the client gets, from the gateway or from a service, always as
+/// `{"error":{"code","message","requestId"}}` with the status its code stands for.
+public struct GatewayError: Error, Sendable, Equatable {
+    public var status: Int
+    public var code: String
+    public var message: String
+    /// Extra response headers (`Allow`, `Retry-After`, `WWW-Authenticate`).
+    public var headers: [(String, String)] = []
+
+    public init(status: Int, code: String, message: String, headers: [(String, String)] = []) {
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = headers
+    }
+
+    public static func == (lhs: GatewayError, rhs: GatewayError) -> Bool {
+        lhs.status == rhs.status && lhs.code == rhs.code && lhs.message == rhs.message
+    }
+
+    public static func invalid(_ message: String) -> GatewayError { .init(status: 400, code: "invalid", message: message) }
+    public static func unauthorized(_ message: String) -> GatewayError {
+        .init(status: 401, code: "unauthorized", message: message, headers: [("WWW-Authenticate", "Bearer")])
+    }
+    public static func forbidden(_ message: String) -> GatewayError { .init(status: 403, code: "forbidden", message: message) }
+    public static func notFound(_ message: String) -> GatewayError { .init(status: 404, code: "not_found", message: message) }
+
+    /// A service's error reply, by its code: the table of the HTTP API's contract.
+    public init(_ error: ServiceError) {
+        let status: Int
+        switch error.code {
+        case .invalid: status = 400
+        case .unauthorized: status = 401
+        case .forbidden: status = 403
+        case .notFound: status = 404
+        case .conflict: status = 409
+        case .internal: status = 500
+        case .unavailable: status = 503
+        case .timeout: status = 504
+        }
+        self.init(status: status, code: error.code.rawValue, message: error.message)
+    }
+
+    /// The JSON body, with the request id so a user can quote it and an operator find the logs.
+    public func body(requestID: String) -> Data {
+        var out = #"{"error":{"code":"#
+        MessageBody.appendString(code, to: &out)
+        out += #","message":"#
+        MessageBody.appendString(message, to: &out)
+        out += #","requestId":"#
+        MessageBody.appendString(requestID, to: &out)
+        out += "}}"
+        return Data(out.utf8)
+    }
+}

@@ -1,0 +1,282 @@
+import Foundation
+public import Hummingbird
+import HTTPTypes
+import Logging
+import Metrics
+import NIOCore
+import Prometheus
+public import Warren
+
+/// The gateway's one HTTP responder: every request goes through the same steps, driven by the
+/// route table — CORS, rate limit, route, token, authorization rules, body, the request message,
+/// the reply. A reply body is forwarded as the service sent it; only errors are re-encoded
+/// (to add the request id).
+public struct GatewayResponder: HTTPResponder {
+    public typealias Context = GatewayRequestContext
+
+    let routes: RouteTable
+    let rpc: RPCClient
+    let tokens: TokenAuthority
+    let limiter: RateLimiter?
+    let configuration: GatewayConfiguration
+    let openAPI: Data
+    let health: GatewayHealth?
+    let registry: PrometheusCollectorRegistry
+
+    public init(
+        routes: RouteTable, rpc: RPCClient, tokens: TokenAuthority, configuration: GatewayConfiguration, openAPI: Data,
+        health: GatewayHealth?, registry: PrometheusCollectorRegistry
+    ) {
+        self.routes = routes
+        self.rpc = rpc
+        self.tokens = tokens
+        self.limiter =
+            configuration.rateLimitPerSecond > 0
+            ? RateLimiter(perSecond: configuration.rateLimitPerSecond, burst: configuration.rateLimitBurst) : nil
+        self.configuration = configuration
+        self.openAPI = openAPI
+        self.health = health
+        self.registry = registry
+    }
+
+    public func respond(to request: Request, context: Context) async throws -> Response {
+        let started = ContinuousClock.now
+        let requestID = Self.requestID(request.headers[.requestID])
+        var logger = context.logger
+        logger[metadataKey: "correlation_id"] = "\(requestID)"
+        var routeLabel = "unmatched"
+        var response: Response
+        do {
+            response = try await serve(request, context: context, requestID: requestID, logger: logger, routeLabel: &routeLabel)
+        } catch {
+            response = Self.errorResponse(error, requestID: requestID)
+        }
+        response.headers[.requestID] = requestID
+        addCORSHeaders(request, to: &response)
+
+        let status = Int(response.status.code)
+        let elapsed = ContinuousClock.now - started
+        Counter(label: "gateway_http_requests_total", dimensions: [("route", routeLabel), ("method", request.method.rawValue), ("status", "\(status)")])
+            .increment()
+        Metrics.Timer(label: "gateway_http_request_duration_seconds", dimensions: [("route", routeLabel)])
+            .recordNanoseconds(Int64(elapsed / .nanoseconds(1)))
+        logger.info(
+            "request",
+            metadata: [
+                "method": "\(request.method.rawValue)", "route": "\(routeLabel)", "status": "\(status)",
+                "duration_ms": "\(Double(elapsed / .microseconds(1)) / 1000)",
+            ])
+        return response
+    }
+
+    private func serve(
+        _ request: Request, context: Context, requestID: String, logger: Logger, routeLabel: inout String
+    ) async throws(GatewayError) -> Response {
+        if request.method == .options, !configuration.corsOrigins.isEmpty, request.headers[.origin] != nil {
+            return preflight(request)
+        }
+        if let limiter, let wait = limiter.acquire(context.remoteAddress?.ipAddress ?? "unknown") {
+            let seconds = max(1, Int(wait.rounded(.up)))
+            throw GatewayError(
+                status: 429, code: "rate_limited", message: "too many requests from your address: retry after \(seconds) s",
+                headers: [("Retry-After", "\(seconds)")])
+        }
+        let path = String(request.uri.path)
+        switch routes.match(method: request.method.rawValue, path: path) {
+        case .notFound:
+            throw .notFound("no route \(path); GET /openapi.yaml lists them")
+        case .methodNotAllowed(let allowed):
+            throw GatewayError(
+                status: 405, code: "method_not_allowed",
+                message: "\(request.method.rawValue) is not allowed on \(path); use \(allowed.joined(separator: ", "))",
+                headers: [("Allow", allowed.joined(separator: ", "))])
+        case .found(let route, let pathParameters):
+            routeLabel = route.path
+            return try await serve(route, pathParameters: pathParameters, request: request, requestID: requestID, logger: logger)
+        }
+    }
+
+    private func serve(
+        _ route: Route, pathParameters: [String: String], request: Request, requestID: String, logger: Logger
+    ) async throws(GatewayError) -> Response {
+        let operation: String
+        switch route.target {
+        case .operation(let name): operation = name
+        case .health:
+            guard let health else { return Self.json(200, Data(#"{"status":"ok"}"#.utf8)) }
+            let (ok, body) = await health.check()
+            return Self.json(ok ? 200 : 503, body)
+        case .metrics:
+            var headers = HTTPFields()
+            headers[.contentType] = "text/plain; version=0.0.4"
+            return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: registry.emitToBuffer())))
+        case .openapi:
+            var headers = HTTPFields()
+            headers[.contentType] = "application/yaml"
+            return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: openAPI)))
+        }
+
+        // Who calls, and may they.
+        var caller: Caller?
+        if route.access != .public {
+            let verified = try await tokens.verify(authorization: request.headers[.authorization])
+            if route.access == .admin, !verified.isAdmin {
+                throw .forbidden("\(route.method) \(route.path) is for admins only")
+            }
+            if let parameter = route.selfParameter, !verified.isAdmin, pathParameters[parameter] != verified.subject {
+                throw .forbidden("you can only act on your own account (\(parameter) must be your user id)")
+            }
+            caller = verified
+        }
+
+        let body = try await readBody(request, route: route)
+        let message = try MessageBody.build(
+            route: route, pathParameters: pathParameters, query: request.uri.queryParameters.map { (String($0.key), String($0.value)) },
+            body: body, subject: caller?.subject)
+
+        let deadline = Date() + route.timeout.timeInterval
+        let envelope = Envelope(correlationID: requestID, deadline: deadline, traceparent: request.headers[.traceparent])
+        if let ownership = route.ownership, let lookup = ownership.lookup, let caller, !caller.isAdmin {
+            let resource = try await call(lookup, body: message, route: route, envelope: envelope)
+            try Self.checkOwner(resource, field: ownership.field, caller: caller)
+        }
+        let reply = try await call(operation, body: message, route: route, envelope: envelope)
+        if let ownership = route.ownership, ownership.lookup == nil, let caller, !caller.isAdmin {
+            try Self.checkOwner(reply, field: ownership.field, caller: caller)
+        }
+        if route.issuesToken {
+            return try await tokenResponse(for: reply, logger: logger)
+        }
+        return Self.json(route.successStatus, reply)
+    }
+
+    /// One request message; an error reply or a failed call becomes the matching HTTP error.
+    private func call(_ operation: String, body: Data, route: Route, envelope: Envelope) async throws(GatewayError) -> Data {
+        var envelope = envelope
+        envelope.messageID = UUID().uuidString.lowercased()
+        let reply: RPCClient.Reply
+        do {
+            reply = try await rpc.call(operation, body: body, timeout: route.timeout, envelope: envelope)
+        } catch {
+            throw GatewayError(error)
+        }
+        guard reply.isError else { return reply.body }
+        guard let object = try? JSONSerialization.jsonObject(with: reply.body) as? [String: Any],
+            let error = object["error"] as? [String: Any], let codeText = error["code"] as? String,
+            let code = ServiceError.Code(rawValue: codeText)
+        else {
+            throw GatewayError(.internal("\(operation) replied with an error that is not in the error format"))
+        }
+        throw GatewayError(ServiceError(code, error["message"] as? String ?? codeText))
+    }
+
+    /// The body of a route that takes one: JSON only, at most `maxBodyBytes`.
+    private func readBody(_ request: Request, route: Route) async throws(GatewayError) -> Data? {
+        guard route.hasBody else { return nil }
+        let limit = configuration.maxBodyBytes
+        let tooLarge = GatewayError(
+            status: 413, code: "payload_too_large", message: "the body is larger than \(limit) bytes")
+        if let length = request.headers[.contentLength].flatMap(Int.init), length > limit { throw tooLarge }
+        let buffer: ByteBuffer
+        do {
+            buffer = try await request.body.collect(upTo: limit)
+        } catch is NIOTooManyBytesError {
+            throw tooLarge
+        } catch {
+            throw .invalid("the body could not be read: \(error)")
+        }
+        guard buffer.readableBytes > 0 else { return nil }
+        let contentType = request.headers[.contentType]?.lowercased() ?? ""
+        let mediaType = contentType.split(separator: ";").first.map { $0.trimmingCharacters(in: .whitespaces) } ?? ""
+        guard mediaType == "application/json" || (mediaType.hasPrefix("application/") && mediaType.hasSuffix("+json")) else {
+            throw GatewayError(
+                status: 415, code: "unsupported_media_type",
+                message: "the body must be JSON sent as 'Content-Type: application/json'\(contentType.isEmpty ? "" : ", not '\(contentType)'")")
+        }
+        return Data(buffer.readableBytesView)
+    }
+
+    /// A resource that is not the caller's is reported as missing: its existence is not theirs to know.
+    static func checkOwner(_ resource: Data, field: String, caller: Caller) throws(GatewayError) {
+        let object = try? JSONSerialization.jsonObject(with: resource) as? [String: Any]
+        guard let owner = object?[field] as? String else {
+            throw GatewayError(.internal("the reply has no '\(field)' to check who owns it"))
+        }
+        guard owner == caller.subject else { throw .notFound("not found") }
+    }
+
+    private func tokenResponse(for reply: Data, logger: Logger) async throws(GatewayError) -> Response {
+        guard let user = try? JSONSerialization.jsonObject(with: reply) as? [String: Any], let id = user["id"] as? String,
+            let role = user["role"] as? String
+        else {
+            throw GatewayError(.internal("users.authenticate replied without the user's id and role"))
+        }
+        let token: String
+        do {
+            token = try await tokens.issue(subject: id, role: role)
+        } catch {
+            logger.error("could not sign a token", metadata: ["error": "\(error)"])
+            throw GatewayError(.internal("could not sign a token"))
+        }
+        let seconds = Int(tokens.lifetime.components.seconds)
+        var out = #"{"access_token":"#
+        MessageBody.appendString(token, to: &out)
+        out += #","expires_in":\#(seconds),"token_type":"Bearer"}"#
+        return Self.json(200, Data(out.utf8))
+    }
+
+    // MARK: - Responses and headers
+
+    static func json(_ status: Int, _ body: Data) -> Response {
+        var headers = HTTPFields()
+        headers[.contentType] = "application/json"
+        return Response(status: .init(code: status), headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: body)))
+    }
+
+    static func errorResponse(_ error: any Error, requestID: String) -> Response {
+        let gatewayError = error as? GatewayError ?? GatewayError(.internal("internal error (request id \(requestID))"))
+        var response = json(gatewayError.status, gatewayError.body(requestID: requestID))
+        for (name, value) in gatewayError.headers {
+            if let name = HTTPField.Name(name) { response.headers[name] = value }
+        }
+        return response
+    }
+
+    /// The client's `X-Request-ID` if it is a sane token (what log search and headers can
+    /// carry), else a new UUID; either way it is the flow's correlation id.
+    static func requestID(_ header: String?) -> String {
+        if let header, (1...128).contains(header.utf8.count),
+            header.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F && $0 != UInt8(ascii: "\"") && $0 != UInt8(ascii: "\\") })
+        {
+            return header
+        }
+        return UUID().uuidString.lowercased()
+    }
+
+    private func allowedOrigin(_ origin: String?) -> String? {
+        guard let origin, !configuration.corsOrigins.isEmpty else { return nil }
+        if configuration.corsOrigins.contains("*") { return "*" }
+        return configuration.corsOrigins.contains(origin) ? origin : nil
+    }
+
+    private func addCORSHeaders(_ request: Request, to response: inout Response) {
+        guard let origin = allowedOrigin(request.headers[.origin]) else { return }
+        response.headers[.accessControlAllowOrigin] = origin
+        response.headers[.accessControlExposeHeaders] = "X-Request-ID, Retry-After"
+        if origin != "*" { response.headers[.vary] = "Origin" }
+    }
+
+    private func preflight(_ request: Request) -> Response {
+        var response = Response(status: .noContent)
+        guard allowedOrigin(request.headers[.origin]) != nil else { return response }
+        response.headers[.accessControlAllowMethods] = "GET, POST, PATCH, DELETE, OPTIONS"
+        response.headers[.accessControlAllowHeaders] = "Authorization, Content-Type, X-Request-ID, traceparent"
+        response.headers[.accessControlMaxAge] = "600"
+        return response
+    }
+}
+
+extension HTTPField.Name {
+    static let requestID = Self("X-Request-ID")!
+    static let traceparent = Self("traceparent")!
+}

@@ -1,0 +1,89 @@
+import Foundation
+public import JWTKit
+
+/// Who sent a request, as its verified token says.
+public struct Caller: Sendable, Equatable {
+    public var subject: String
+    public var isAdmin: Bool
+}
+
+/// The claims of Warren's access tokens: the user id, the role, and the expiry.
+struct AccessClaims: JWTPayload {
+    var sub: SubjectClaim
+    var role: String
+    var exp: ExpirationClaim
+    var iat: IssuedAtClaim
+
+    func verify(using algorithm: some JWTAlgorithm) async throws {
+        try exp.verifyNotExpired()
+        guard role == "user" || role == "admin" else { throw JWTError.claimVerificationFailure(failedClaim: nil, reason: "unknown role") }
+    }
+}
+
+/// Signs and checks the gateway's access tokens (HS256 with the secret from `JWT_SECRET`).
+///
+/// The header's `alg` is checked before anything else: jwt-kit would verify an `RS256`-labelled
+/// token with the HMAC key it has, and a token must never choose how it is verified.
+public struct TokenAuthority: Sendable {
+    /// Used when `JWT_SECRET` is unset outside production; printed in warnings, refused in production.
+    public static let developmentSecret = "warren-DEVELOPMENT-ONLY-secret-do-not-use-in-production"
+
+    public let lifetime: Duration
+    private let keys: JWTKeyCollection
+
+    public init(secret: String, lifetime: Duration) async {
+        self.lifetime = lifetime
+        keys = JWTKeyCollection()
+        await keys.add(hmac: HMACKey(from: secret), digestAlgorithm: .sha256)
+    }
+
+    /// A signed token for a user the user service has authenticated.
+    public func issue(subject: String, role: String, now: Date = Date()) async throws -> String {
+        let claims = AccessClaims(
+            sub: .init(value: subject), role: role, exp: .init(value: now + lifetime.timeInterval), iat: .init(value: now))
+        return try await keys.sign(claims)
+    }
+
+    /// The caller of an `Authorization: Bearer …` header. Every failure is 401 with a message
+    /// that says what is wrong with the token, never why the signature did not match.
+    public func verify(authorization: String?) async throws(GatewayError) -> Caller {
+        guard let authorization, !authorization.isEmpty else {
+            throw .unauthorized("this route needs a token: send 'Authorization: Bearer <access_token>' (POST /auth/token gives one)")
+        }
+        let prefix = "bearer "
+        guard authorization.count > prefix.count, authorization.prefix(prefix.count).lowercased() == prefix else {
+            throw .unauthorized("the Authorization header must be 'Bearer <access_token>'")
+        }
+        let token = authorization.dropFirst(prefix.count).trimmingCharacters(in: .whitespaces)
+        let parts = token.split(separator: ".", omittingEmptySubsequences: false)
+        guard parts.count == 3, let header = Self.decodeBase64URL(parts[0]),
+            let fields = try? JSONSerialization.jsonObject(with: header) as? [String: Any]
+        else {
+            throw .unauthorized("the token is malformed: expected three base64url parts, header.payload.signature")
+        }
+        guard fields["alg"] as? String == "HS256" else {
+            throw .unauthorized("the token's algorithm must be HS256, not '\(fields["alg"] ?? "none")'")
+        }
+        let claims: AccessClaims
+        do {
+            claims = try await keys.verify(token, as: AccessClaims.self)
+        } catch let error as JWTError where error.errorType == .claimVerificationFailure {
+            throw .unauthorized("the token has expired or its claims are invalid: get a new one from POST /auth/token")
+        } catch {
+            throw .unauthorized("the token is invalid: its signature or payload could not be verified")
+        }
+        return Caller(subject: claims.sub.value, isAdmin: claims.role == "admin")
+    }
+
+    static func decodeBase64URL(_ text: Substring) -> Data? {
+        var base64 = text.replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
+        while base64.count % 4 != 0 { base64 += "=" }
+        return Data(base64Encoded: base64)
+    }
+}
+
+extension Duration {
+    var timeInterval: TimeInterval {
+        Double(components.seconds) + Double(components.attoseconds) / 1e18
+    }
+}
