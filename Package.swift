@@ -17,6 +17,9 @@ let package = Package(
         .library(name: "WarrenSQLite", targets: ["WarrenSQLite"]),
         .executable(name: "warren-bench", targets: ["WarrenBench"]),
         .executable(name: "warren-echo", targets: ["EchoService"]),
+        .executable(name: "user-service", targets: ["UserService"]),
+        .executable(name: "order-service", targets: ["OrderService"]),
+        .executable(name: "payment-service", targets: ["PaymentService"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
@@ -27,6 +30,7 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
         .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird-auth.git", from: "2.5.0"),
     ],
     targets: [
         // The thin C wrapper over librabbitmq: only what Swift cannot call directly.
@@ -77,6 +81,35 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // The domain services: each its own process and database; none imports another.
+        .executableTarget(
+            name: "UserService",
+            dependencies: [
+                "Warren", "WarrenSQLite",
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "HummingbirdBcrypt", package: "hummingbird-auth"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .executableTarget(
+            name: "OrderService",
+            dependencies: [
+                "Warren", "WarrenSQLite",
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .executableTarget(
+            name: "PaymentService",
+            dependencies: [
+                "Warren", "WarrenSQLite",
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         .executableTarget(
             name: "WarrenBench",
             dependencies: [
@@ -105,6 +138,12 @@ let package = Package(
                 "WarrenTestSupport",
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
+            swiftSettings: swiftSettings
+        ),
+        // The domain services as real processes, each test in a vhost of its own.
+        .testTarget(
+            name: "ServiceTests",
+            dependencies: ["Warren", "WarrenAMQP", "WarrenTestSupport"],
             swiftSettings: swiftSettings
         ),
     ]
