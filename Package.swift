@@ -17,6 +17,9 @@ let package = Package(
         .library(name: "WarrenSQLite", targets: ["WarrenSQLite"]),
         .executable(name: "warren-bench", targets: ["WarrenBench"]),
         .executable(name: "warren-echo", targets: ["EchoService"]),
+        .executable(name: "user-service", targets: ["UserService"]),
+        .executable(name: "order-service", targets: ["OrderService"]),
+        .executable(name: "payment-service", targets: ["PaymentService"]),
         .library(name: "WarrenGateway", targets: ["WarrenGateway"]),
         .executable(name: "api-gateway", targets: ["APIGateway"]),
     ],
@@ -29,10 +32,11 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
         .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird-auth.git", from: "2.5.0"),
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-http-types.git", from: "1.8.0"),
         .package(url: "https://github.com/vapor/jwt-kit.git", from: "5.7.1"),
         .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
-        .package(url: "https://github.com/apple/swift-http-types.git", from: "1.8.0"),
     ],
     targets: [
         // The thin C wrapper over librabbitmq: only what Swift cannot call directly.
@@ -83,6 +87,35 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // The domain services: each its own process and database; none imports another.
+        .executableTarget(
+            name: "UserService",
+            dependencies: [
+                "Warren", "WarrenSQLite",
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "HummingbirdBcrypt", package: "hummingbird-auth"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .executableTarget(
+            name: "OrderService",
+            dependencies: [
+                "Warren", "WarrenSQLite",
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .executableTarget(
+            name: "PaymentService",
+            dependencies: [
+                "Warren", "WarrenSQLite",
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         // HTTP → message translation: the route table read from schemas/openapi.yaml, auth,
         // error mapping, rate limits, health and metrics. The executable only wires it up.
         .target(
@@ -105,10 +138,7 @@ let package = Package(
         ),
         .executableTarget(
             name: "APIGateway",
-            dependencies: [
-                "WarrenGateway",
-                .product(name: "Logging", package: "swift-log"),
-            ],
+            dependencies: ["WarrenGateway"],
             swiftSettings: swiftSettings
         ),
         .executableTarget(
@@ -132,16 +162,6 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .testTarget(
-            name: "GatewayTests",
-            dependencies: [
-                "Warren",
-                "WarrenAMQP",
-                "WarrenGateway",
-                "WarrenTestSupport",
-            ],
-            swiftSettings: swiftSettings
-        ),
-        .testTarget(
             name: "WarrenTests",
             dependencies: [
                 "Warren",
@@ -149,6 +169,18 @@ let package = Package(
                 "WarrenTestSupport",
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
+            swiftSettings: swiftSettings
+        ),
+        // The gateway as a real process over real HTTP, each test in a vhost of its own.
+        .testTarget(
+            name: "GatewayTests",
+            dependencies: ["Warren", "WarrenAMQP", "WarrenGateway", "WarrenTestSupport"],
+            swiftSettings: swiftSettings
+        ),
+        // The domain services as real processes, each test in a vhost of its own.
+        .testTarget(
+            name: "ServiceTests",
+            dependencies: ["Warren", "WarrenAMQP", "WarrenTestSupport"],
             swiftSettings: swiftSettings
         ),
     ]

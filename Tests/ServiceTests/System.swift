@@ -1,0 +1,5 @@
+import Foundation
+import Testing
+import Warren
+import WarrenAMQP
+import WarrenTestSupport
