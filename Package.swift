@@ -37,6 +37,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-http-types.git", from: "1.8.0"),
         .package(url: "https://github.com/vapor/jwt-kit.git", from: "5.7.1"),
         .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
+        .package(url: "https://github.com/apple/swift-crypto.git", from: "4.1.0"),
     ],
     targets: [
         // The thin C wrapper over librabbitmq: only what Swift cannot call directly.
@@ -174,7 +175,12 @@ let package = Package(
         // The gateway as a real process over real HTTP, each test in a vhost of its own.
         .testTarget(
             name: "GatewayTests",
-            dependencies: ["Warren", "WarrenAMQP", "WarrenGateway", "WarrenTestSupport"],
+            dependencies: [
+                "Warren", "WarrenAMQP", "WarrenGateway", "WarrenTestSupport",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
             swiftSettings: swiftSettings
         ),
         // The domain services as real processes, each test in a vhost of its own.

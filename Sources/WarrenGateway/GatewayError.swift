@@ -1,4 +1,4 @@
-import Foundation
+public import Foundation
 public import Warren
 
 /// An error the client gets, from the gateway or from a service, always as

@@ -1,18 +1,18 @@
 import Foundation
-public import Hummingbird
+import Hummingbird
 import HTTPTypes
 import Logging
 import Metrics
 import NIOCore
 import Prometheus
-public import Warren
+import Warren
 
 /// The gateway's one HTTP responder: every request goes through the same steps, driven by the
 /// route table — CORS, rate limit, route, token, authorization rules, body, the request message,
 /// the reply. A reply body is forwarded as the service sent it; only errors are re-encoded
 /// (to add the request id).
-public struct GatewayResponder: HTTPResponder {
-    public typealias Context = GatewayRequestContext
+struct GatewayResponder: HTTPResponder {
+    typealias Context = GatewayRequestContext
 
     let routes: RouteTable
     let rpc: RPCClient
@@ -23,7 +23,7 @@ public struct GatewayResponder: HTTPResponder {
     let health: GatewayHealth?
     let registry: PrometheusCollectorRegistry
 
-    public init(
+    init(
         routes: RouteTable, rpc: RPCClient, tokens: TokenAuthority, configuration: GatewayConfiguration, openAPI: Data,
         health: GatewayHealth?, registry: PrometheusCollectorRegistry
     ) {
@@ -39,7 +39,7 @@ public struct GatewayResponder: HTTPResponder {
         self.registry = registry
     }
 
-    public func respond(to request: Request, context: Context) async throws -> Response {
+    func respond(to request: Request, context: Context) async throws -> Response {
         let started = ContinuousClock.now
         let requestID = Self.requestID(request.headers[.requestID])
         var logger = context.logger
@@ -64,7 +64,7 @@ public struct GatewayResponder: HTTPResponder {
             "request",
             metadata: [
                 "method": "\(request.method.rawValue)", "route": "\(routeLabel)", "status": "\(status)",
-                "duration_ms": "\(Double(elapsed / .microseconds(1)) / 1000)",
+                "duration_ms": "\(Double(elapsed / .microseconds(10)) / 100)",
             ])
         return response
     }

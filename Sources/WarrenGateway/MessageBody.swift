@@ -1,4 +1,4 @@
-import Foundation
+public import Foundation
 
 /// Turns an HTTP request's parameters and JSON body into the body of the request message:
 /// path and query parameters become fields, typed as the route declares; the token's subject

@@ -1,5 +1,5 @@
-import Foundation
-public import JWTKit
+public import Foundation
+import JWTKit
 
 /// Who sent a request, as its verified token says.
 public struct Caller: Sendable, Equatable {

@@ -1,0 +1,134 @@
+import Foundation
+import Testing
+import WarrenTestSupport
+
+/// The gateway in front of the real user, order and payment services, each a process, all in a
+/// vhost of the test's own: what a client of the HTTP API sees.
+@Suite("Gateway end to end, with the real services", .timeLimit(.minutes(5)))
+struct GatewayEndToEndTests {
+    @Test("register, token, own user, orders, payments, admin routes, health; a stopped service is 503")
+    func journey() async throws {
+        try await withVhost("gateway-e2e") { vhost in
+            let data = try TemporaryDirectory()
+            let environment = ["AMQP_URL": vhost.url, "DATA_DIR": data.path, "BCRYPT_COST": "4", "ADMIN_EMAILS": "root@example.com"]
+            let users = try ServiceProcess("user-service", environment: environment)
+            let orders = try ServiceProcess("order-service", environment: environment)
+            let payments = try ServiceProcess("payment-service", environment: environment)
+            let gateway = try GatewayProcess(vhost: vhost)
+            defer { data.remove() }
+            do {
+                for service in [users, orders, payments] { try await waitForLog(service, "ready") }
+                try await gateway.waitUntilReady()
+                try await journey(gateway, users: users, orders: orders)
+            } catch {
+                Issue.record("failed: \(error)\ngateway log:\n\(gateway.process.log.suffix(3000))")
+            }
+            await gateway.stop()
+            for service in [users, orders, payments] { await service.stop() }
+        }
+    }
+
+    private func journey(_ gateway: GatewayProcess, users: ServiceProcess, orders: ServiceProcess) async throws {
+        let password = "correct horse battery"
+        // Registration and tokens.
+        let ada = try await gateway.request("POST", "/users", json: ["name": "Ada", "email": "ada@example.com", "password": password])
+        #expect(ada.status == 201)
+        #expect(ada.json["role"] as? String == "user")
+        #expect(ada.json["password"] == nil)
+        let adaID = try #require(ada.json["id"] as? String)
+        let duplicate = try await gateway.request("POST", "/users", json: ["name": "Ada", "email": "ada@example.com", "password": password])
+        #expect(duplicate.status == 409)
+        let root = try await gateway.request("POST", "/users", json: ["name": "Root", "email": "root@example.com", "password": password])
+        #expect(root.json["role"] as? String == "admin")
+        let bob = try await gateway.request("POST", "/users", json: ["name": "Bob", "email": "bob@example.com", "password": password])
+        let bobID = try #require(bob.json["id"] as? String)
+
+        let refused = try await gateway.request("POST", "/auth/token", json: ["email": "ada@example.com", "password": "wrong password"])
+        #expect(refused.status == 401)
+        #expect(refused.error["code"] as? String == "unauthorized")
+        let issued = try await gateway.request("POST", "/auth/token", json: ["email": "ada@example.com", "password": password])
+        #expect(issued.status == 200)
+        #expect(issued.json["token_type"] as? String == "Bearer")
+        #expect(issued.json["expires_in"] as? Int == 3600)
+        let adaToken = try #require(issued.json["access_token"] as? String)
+        let rootToken = try #require(
+            try await gateway.request("POST", "/auth/token", json: ["email": "root@example.com", "password": password]).json["access_token"] as? String)
+        let bobToken = try #require(
+            try await gateway.request("POST", "/auth/token", json: ["email": "bob@example.com", "password": password]).json["access_token"] as? String)
+
+        // Users: yourself, not others; the list for admins.
+        let me = try await gateway.request("GET", "/users/\(adaID)", token: adaToken, headers: ["X-Request-ID": "e2e-get-ada"])
+        #expect(me.status == 200)
+        #expect(me.json["email"] as? String == "ada@example.com")
+        #expect(me.header("X-Request-ID") == "e2e-get-ada")
+        try await waitUntil(within: .seconds(10)) { users.logLines.contains { $0["correlation_id"] as? String == "e2e-get-ada" } }
+        #expect(try await gateway.request("GET", "/users/\(bobID)", token: adaToken).status == 403)
+        let renamed = try await gateway.request("PATCH", "/users/\(adaID)", json: ["name": "Ada L."], token: adaToken)
+        #expect(renamed.status == 200)
+        #expect(renamed.json["name"] as? String == "Ada L.")
+        #expect(try await gateway.request("GET", "/users", token: adaToken).status == 403)
+        let list = try await gateway.request("GET", "/users?limit=10", token: rootToken)
+        #expect(list.status == 200)
+        #expect((list.json["users"] as? [Any])?.count == 3)
+        #expect(try await gateway.request("GET", "/events", token: adaToken).status == 403)
+
+        // Orders: the user id comes from the token, whatever the body says.
+        let placed = try await gateway.request(
+            "POST", "/orders", json: ["userId": bobID, "items": [["sku": "book", "quantity": 2, "unitPriceCents": 1500]]], token: adaToken)
+        #expect(placed.status == 201)
+        #expect(placed.json["userId"] as? String == adaID)
+        #expect(placed.json["totalCents"] as? Int == 3000)
+        let orderID = try #require(placed.json["id"] as? String)
+        #expect(try await gateway.request("GET", "/orders/\(orderID)", token: adaToken).status == 200)
+        #expect(try await gateway.request("GET", "/orders/\(orderID)", token: bobToken).status == 404, "not Bob's to know")
+        #expect(try await gateway.request("GET", "/orders/\(orderID)", token: rootToken).status == 200)
+        let mine = try await gateway.request("GET", "/orders", token: adaToken)
+        #expect((mine.json["orders"] as? [[String: Any]])?.map { $0["id"] as? String } == [orderID])
+        let bobs = try await gateway.request("GET", "/orders", token: bobToken)
+        #expect((bobs.json["orders"] as? [Any])?.isEmpty == true)
+
+        // The payment follows through events; then the order is confirmed and cannot be cancelled.
+        var payment = try await gateway.request("GET", "/payments/\(orderID)", token: adaToken)
+        for _ in 0..<100 where payment.status == 404 {
+            try await Task.sleep(for: .milliseconds(100))
+            payment = try await gateway.request("GET", "/payments/\(orderID)", token: adaToken)
+        }
+        #expect(payment.status == 200)
+        #expect(payment.json["amountCents"] as? Int == 3000)
+        #expect(try await gateway.request("GET", "/payments/\(orderID)", token: bobToken).status == 404)
+        #expect(try await gateway.request("POST", "/orders/\(orderID)/cancel", token: bobToken).status == 404)
+        var order = try await gateway.request("GET", "/orders/\(orderID)", token: adaToken)
+        for _ in 0..<100 where order.json["status"] as? String == "pending" {
+            try await Task.sleep(for: .milliseconds(100))
+            order = try await gateway.request("GET", "/orders/\(orderID)", token: adaToken)
+        }
+        let cancel = try await gateway.request("POST", "/orders/\(orderID)/cancel", token: adaToken)
+        #expect(cancel.status == 409, "a confirmed order cannot be cancelled: \(cancel.text)")
+
+        // Health names each service.
+        let health = try await gateway.request("GET", "/health")
+        let services = health.json["services"] as? [String: [String: Any]] ?? [:]
+        for name in ["users", "orders", "payments"] { #expect(services[name]?["status"] as? String == "ok", "\(name)") }
+        #expect(health.json["broker"] as? String == "connected")
+        let metrics = try await gateway.request("GET", "/metrics")
+        #expect(metrics.text.contains(#"gateway_http_requests_total{route="/orders/{id}",method="GET",status="404"}"#))
+        #expect(metrics.text.contains("gateway_http_request_duration_seconds_bucket"))
+        let document = try await gateway.request("GET", "/openapi.yaml")
+        #expect(document.text.contains("x-warren-operation: users.get"))
+
+        // Deleting yourself; then you are gone.
+        #expect(try await gateway.request("DELETE", "/users/\(adaID)", token: bobToken).status == 403)
+        #expect(try await gateway.request("DELETE", "/users/\(adaID)", token: adaToken).status == 200)
+        #expect(try await gateway.request("GET", "/users/\(adaID)", token: adaToken).status == 404)
+
+        // A stopped service: 503, fast.
+        await orders.stop()
+        let started = ContinuousClock.now
+        let stopped = try await gateway.request("GET", "/orders/\(orderID)", token: rootToken)
+        #expect(stopped.status == 503)
+        #expect(ContinuousClock.now - started < .seconds(2))
+
+        #expect(!gateway.process.log.contains(password))
+        #expect(!users.log.contains(password))
+    }
+}

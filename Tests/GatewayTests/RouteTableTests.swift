@@ -1,0 +1,151 @@
+import Foundation
+import Testing
+import WarrenGateway
+
+/// The route table, the request-to-message translation and the rate limiter, without a server.
+@Suite("Gateway pieces")
+struct RouteTableTests {
+    static let table: RouteTable = {
+        let path = GatewayProcess.repository.appendingPathComponent("schemas/openapi.yaml").path
+        let yaml = (try? String(contentsOfFile: path, encoding: .utf8)) ?? ""
+        return (try? RouteTable(openAPI: yaml)) ?? RouteTable(routes: [])
+    }()
+
+    @Test("schemas/openapi.yaml gives every route the issue lists, with its operation and access")
+    func contractRoutes() throws {
+        let expected: [(String, String, String?, Route.Access)] = [
+            ("POST", "/users", "users.create", .public), ("POST", "/auth/token", "users.authenticate", .public),
+            ("GET", "/users/{id}", "users.get", .user), ("PATCH", "/users/{id}", "users.update", .user),
+            ("DELETE", "/users/{id}", "users.delete", .user), ("GET", "/users", "users.list", .admin),
+            ("POST", "/orders", "orders.create", .user), ("GET", "/orders/{id}", "orders.get", .user),
+            ("GET", "/orders", "orders.list", .user), ("POST", "/orders/{id}/cancel", "orders.cancel", .user),
+            ("GET", "/payments/{orderId}", "payments.get", .user), ("GET", "/events", "events.query", .admin),
+            ("GET", "/health", nil, .public), ("GET", "/metrics", nil, .public), ("GET", "/openapi.yaml", nil, .public),
+        ]
+        #expect(Self.table.routes.count == expected.count)
+        for (method, path, operation, access) in expected {
+            let route = try #require(Self.table.routes.first { $0.method == method && $0.path == path }, "\(method) \(path)")
+            if let operation { #expect(route.target == .operation(operation)) }
+            #expect(route.access == access, "\(method) \(path)")
+        }
+        #expect(Self.table.services == ["events", "orders", "payments", "users"])
+        let create = try #require(Self.table.routes.first { $0.method == "POST" && $0.path == "/users" })
+        #expect(create.successStatus == 201)
+        let placeOrder = try #require(Self.table.routes.first { $0.method == "POST" && $0.path == "/orders" })
+        #expect(placeOrder.subjectField == "userId")
+        #expect(placeOrder.timeout == .seconds(10))
+        let cancel = try #require(Self.table.routes.first { $0.path == "/orders/{id}/cancel" })
+        #expect(cancel.ownership?.lookup == "orders.get")
+    }
+
+    @Test("matching: parameters, 405 with the allowed methods, 404")
+    func matching() throws {
+        guard case .found(let route, let parameters) = Self.table.match(method: "POST", path: "/orders/ab%20c/cancel") else {
+            Issue.record("no match")
+            return
+        }
+        #expect(route.path == "/orders/{id}/cancel")
+        #expect(parameters == ["id": "ab c"])
+        guard case .methodNotAllowed(let allowed) = Self.table.match(method: "PUT", path: "/users/42") else {
+            Issue.record("expected 405")
+            return
+        }
+        #expect(allowed == ["DELETE", "GET", "PATCH"])
+        if case .notFound = Self.table.match(method: "GET", path: "/users/42/extra") {} else { Issue.record("expected 404") }
+        if case .notFound = Self.table.match(method: "GET", path: "/users/") {} else { Issue.record("an empty id must not match") }
+    }
+
+    @Test(
+        "a document the gateway cannot serve stops the start, naming the operation",
+        arguments: [
+            ("paths: {/x: {get: {x-warren-auth: public}}}", "GET /x: needs x-warren-operation"),
+            ("paths: {/x: {get: {x-warren-operation: nodot}}}", "must be <service>.<operation>"),
+            ("paths: {/x: {get: {x-warren-operation: a.b, x-warren-auth: everyone}}}", "x-warren-auth must be public, user or admin"),
+            ("paths: {/x/{id}: {get: {x-warren-operation: a.b}}}", "path parameter '{id}' is not declared"),
+            ("paths: {/x: {get: {x-warren-operation: a.b, x-warren-auth: public, x-warren-subject: userId}}}", "need a token"),
+            ("paths: {/x: {get: {x-warren-operation: a.b, x-warren-timeout-ms: soon}}}", "x-warren-timeout-ms must be an integer"),
+            ("openapi: [", "not valid YAML"),
+            ("openapi: 3.1.0", "no 'paths'"),
+        ])
+    func badDocuments(yaml: String, message: String) {
+        do {
+            _ = try RouteTable(openAPI: yaml)
+            Issue.record("accepted: \(yaml)")
+        } catch {
+            #expect(error.description.contains(message), "\(error.description)")
+        }
+    }
+
+    @Test("path, query and subject become typed fields that win over the client's body")
+    func messageBody() throws {
+        let yaml = """
+            paths:
+              /orders/{id}:
+                post:
+                  x-warren-operation: orders.change
+                  x-warren-subject: userId
+                  parameters:
+                    - {name: id, in: path, schema: {type: string}}
+                    - {name: limit, in: query, schema: {type: integer}}
+                    - {name: dry, in: query, x-warren-field: dryRun, schema: {type: boolean}}
+                  requestBody: {content: {application/json: {}}}
+            """
+        let route = try #require(try RouteTable(openAPI: yaml).routes.first)
+        let data = try MessageBody.build(
+            route: route, pathParameters: ["id": "o-\"1\""], query: [("limit", "7"), ("dry", "true")],
+            body: Data(#"{"userId":"someone-else","note":"hi"}"#.utf8), subject: "me")
+        let object = try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
+        #expect(object["id"] as? String == "o-\"1\"")
+        #expect(object["limit"] as? Int == 7)
+        #expect(object["dryRun"] as? Bool == true)
+        #expect(object["userId"] as? String == "me")
+        #expect(object["note"] as? String == "hi")
+
+        #expect(throws: GatewayError.invalid("query parameter 'limit' must be an integer, not 'ten'")) {
+            try MessageBody.build(route: route, pathParameters: ["id": "1"], query: [("limit", "ten")], body: nil, subject: "me")
+        }
+        #expect(throws: GatewayError.invalid("unknown query parameter 'sort'; this route takes limit, dry")) {
+            try MessageBody.build(route: route, pathParameters: ["id": "1"], query: [("sort", "x")], body: nil, subject: "me")
+        }
+        #expect(throws: GatewayError.invalid("the body must be a JSON object")) {
+            try MessageBody.build(route: route, pathParameters: ["id": "1"], query: [], body: Data("[1,2".utf8), subject: "me")
+        }
+        // No field to add: the body goes out byte for byte.
+        let plain = try #require(Self.table.routes.first { $0.method == "POST" && $0.path == "/users" })
+        let sent = Data(#"{ "name" : "Ada" }"#.utf8)
+        #expect(try MessageBody.build(route: plain, pathParameters: [:], query: [], body: sent, subject: nil) == sent)
+        // A GET by id: written directly, control characters escaped.
+        let get = try #require(Self.table.routes.first { $0.method == "GET" && $0.path == "/users/{id}" })
+        let written = try MessageBody.build(route: get, pathParameters: ["id": "a\u{1}b"], query: [], body: nil, subject: "s")
+        #expect(String(decoding: written, as: UTF8.self) == #"{"id":"a\u0001b"}"#)
+    }
+
+    @Test("token bucket: the burst, then one token per 1/rate seconds")
+    func rateLimiter() {
+        let limiter = RateLimiter(perSecond: 2, burst: 3)
+        let start = ContinuousClock.now
+        for _ in 0..<3 { #expect(limiter.acquire("1.2.3.4", now: start) == nil) }
+        let wait = limiter.acquire("1.2.3.4", now: start)
+        #expect(abs((wait ?? 0) - 0.5) < 0.01)
+        #expect(limiter.acquire("5.6.7.8", now: start) == nil, "another client has its own bucket")
+        #expect(limiter.acquire("1.2.3.4", now: start + .milliseconds(500)) == nil)
+    }
+
+    @Test("production without a real secret refuses to start, saying what to set")
+    func productionSecret() throws {
+        #expect(throws: GatewayConfigurationError.self) { try GatewayConfiguration(environment: ["WARREN_ENV": "production"]) }
+        #expect(throws: GatewayConfigurationError.self) {
+            try GatewayConfiguration(environment: ["WARREN_ENV": "production", "JWT_SECRET": TokenAuthority.developmentSecret])
+        }
+        do {
+            _ = try GatewayConfiguration(environment: ["WARREN_ENV": "production", "JWT_SECRET": "short"])
+            Issue.record("a 5-byte secret was accepted")
+        } catch {
+            #expect(error.description.contains("at least 32"))
+        }
+        let ok = try GatewayConfiguration(environment: ["WARREN_ENV": "production", "JWT_SECRET": testSecret])
+        #expect(!ok.usesDevelopmentSecret)
+        #expect(try GatewayConfiguration(environment: [:]).usesDevelopmentSecret)
+        #expect(throws: GatewayConfigurationError.self) { try GatewayConfiguration(environment: ["RATE_LIMIT_PER_SECOND": "-1"]) }
+    }
+}
