@@ -28,9 +28,12 @@ broker:
 bench:
 	@scripts/broker.sh --bench
 	$(SWIFT) build -c release --product warren-bench
+	$(SWIFT) build -c release --product api-gateway
+	$(SWIFT) build -c release --product user-service
 	@mkdir -p .build
 	cc -O2 -Wall -o $(BENCH_C) bench/amqp_bench.c -lrabbitmq -lpthread
 	.build/release/warren-bench amqp --json --c-program $(BENCH_C)
+	.build/release/warren-bench gateway --json --c-program $(BENCH_C)
 
 clean:
 	$(SWIFT) package clean

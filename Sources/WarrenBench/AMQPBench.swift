@@ -71,20 +71,7 @@ struct AMQPBench: AsyncParsableCommand {
     }
 
     private func runC(_ program: String, _ arguments: [String]) throws -> [String: Double] {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: program)
-        process.arguments = arguments + ["--url", url]
-        let output = Pipe()
-        process.standardOutput = output
-        try process.run()
-        let data = output.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        guard process.terminationStatus == 0,
-            let object = try JSONSerialization.jsonObject(with: data) as? [String: Any]
-        else {
-            throw ValidationError("\(program) \(arguments.joined(separator: " ")) failed (exit \(process.terminationStatus))")
-        }
-        return object.compactMapValues { ($0 as? NSNumber)?.doubleValue }
+        try WarrenBench.runC(program, arguments, url: url)
     }
 }
 

@@ -10,7 +10,7 @@ struct WarrenBench: AsyncParsableCommand {
             Numbers vary two-fold between days on shared machines: compare the Swift and C results
             of one run (the ratio), not results of different runs.
             """,
-        subcommands: [AMQPBench.self]
+        subcommands: [AMQPBench.self, GatewayBench.self]
     )
 
     /// Logs go to stderr so that stdout carries only results (`--json`).

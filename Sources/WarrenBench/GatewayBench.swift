@@ -1,0 +1,271 @@
+import ArgumentParser
+import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+import Glibc
+
+/// `warren-bench gateway`: HTTP through `api-gateway` to `user-service` and back, measured by
+/// wrk, beside the raw request/reply ceiling of the C program in the same run.
+struct GatewayBench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "gateway",
+        abstract: "GET /users/{id} through api-gateway with wrk, against the C request/reply ceiling.",
+        discussion: """
+            Starts user-service and api-gateway (from --build-dir, release builds) in a vhost of its
+            own, registers a user, takes a token, runs wrk at --connections against GET /users/{id},
+            then the C program's rpc case at 64 in flight, and reads the gateway's RSS with 1,000
+            keep-alive connections open. Needs wrk and rabbitmqctl on this machine.
+            Example: make bench, or
+              warren-bench gateway --json --c-program .build/amqp-bench-c
+            """
+    )
+
+    @Option(help: "Broker URL (its vhost is replaced by one of the benchmark's own).")
+    var url = ProcessInfo.processInfo.environment["AMQP_URL"] ?? "amqp://guest:guest@localhost:5672/"
+
+    @Option(help: "Seconds measured by wrk and by the C program, after a 2 s warm-up.")
+    var seconds = 10
+
+    @Option(help: "wrk connections.")
+    var connections = 64
+
+    @Option(help: "Folder with api-gateway and user-service.")
+    var buildDir = ".build/release"
+
+    @Option(help: "Path of the compiled C baseline; without it there is no ratio.")
+    var cProgram: String?
+
+    @Option(help: "Keep-alive connections held open while the gateway's RSS is read.")
+    var openConnections = 1000
+
+    @Option(help: "The gateway's LOG_LEVEL (info writes one access line per request).")
+    var logLevel = "info"
+
+    @Flag(help: "Print one JSON object.")
+    var json = false
+
+    func run() async throws {
+        WarrenBench.bootstrapLogging()
+        raiseFileLimit()
+        let vhost = "warren-bench-\(getpid())"
+        try rabbitmqctl(["add_vhost", vhost])
+        defer { _ = try? rabbitmqctl(["delete_vhost", vhost]) }
+        try rabbitmqctl(["set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"])
+        let vhostURL = Self.replacingVhost(of: url, with: vhost)
+        let port = Int.random(in: 20_000..<30_000)
+        let data = FileManager.default.temporaryDirectory.appendingPathComponent(vhost)
+        try FileManager.default.createDirectory(at: data, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: data) }
+
+        let common = ["AMQP_URL": vhostURL, "LOG_FORMAT": "json", "DATA_DIR": data.path]
+        let users = try Child("\(buildDir)/user-service", environment: common.merging(["HTTP_PORT": "\(port + 1)", "BCRYPT_COST": "4", "LOG_LEVEL": "warning"]) { $1 }, log: data.appendingPathComponent("users.log"))
+        defer { users.stop() }
+        let gateway = try Child(
+            "\(buildDir)/api-gateway",
+            environment: common.merging(["HTTP_PORT": "\(port)", "RATE_LIMIT_PER_SECOND": "0", "JWT_SECRET": "bench-\(UUID().uuidString)-\(UUID().uuidString)", "LOG_LEVEL": logLevel]) { $1 },
+            log: data.appendingPathComponent("gateway.log"))
+        defer { gateway.stop() }
+        try await users.waitForLog(#""msg":"ready""#)
+        try await gateway.waitForLog(#""msg":"ready""#)
+
+        let base = "http://127.0.0.1:\(port)"
+        let (userID, token) = try await Self.registerUser(base)
+        let rssIdle = gateway.rssMegabytes()
+
+        // Warm-up, then the measured run.
+        _ = try runWrk(base: base, path: "/users/\(userID)", token: token, seconds: 2)
+        let http = try runWrk(base: base, path: "/users/\(userID)", token: token, seconds: seconds)
+        let rssAfterLoad = gateway.rssMegabytes()
+        let rssOpen = try holdConnections(port: port, path: "/users/\(userID)", token: token, count: openConnections) {
+            gateway.rssMegabytes()
+        }
+        users.stop()
+        gateway.stop()
+
+        let ceiling = try cProgram.map { try WarrenBench.runC($0, ["rpc", "--inflight", "64", "--seconds", "\(seconds)"], url: url) }
+        var result: [String: Any] = [
+            "gateway": http, "connections": connections, "log_level": logLevel,
+            "rss_mb": ["idle": rssIdle, "after_load": rssAfterLoad, "with_\(openConnections)_connections": rssOpen],
+        ]
+        if let ceiling {
+            result["c_rpc_inflight_64"] = ceiling
+            if let rate = http["requests_per_sec"], let cRate = ceiling["requests_per_sec"], cRate > 0 {
+                result["ratio"] = (rate / cRate * 1000).rounded() / 1000
+            }
+        }
+        result["targets"] = ["ratio": "≥ 0.5", "p99_ms": "≤ 10", "rss_mb_with_1000_connections": "≤ 64"]
+        if json {
+            let data = try JSONSerialization.data(withJSONObject: result, options: [.prettyPrinted, .sortedKeys])
+            print(String(decoding: data, as: UTF8.self))
+        } else {
+            print(
+                String(
+                    format: "gateway %.0f/s p50 %.2f ms p99 %.2f ms | C ceiling %.0f/s | ratio %@ | RSS %.1f MB with %d connections",
+                    http["requests_per_sec"] ?? 0, http["p50_ms"] ?? 0, http["p99_ms"] ?? 0, ceiling?["requests_per_sec"] ?? 0,
+                    "\(result["ratio"] ?? "-")", rssOpen, openConnections))
+        }
+    }
+
+    // MARK: - Steps
+
+    static func registerUser(_ base: String) async throws -> (String, String) {
+        let email = "bench-\(UUID().uuidString.prefix(8).lowercased())@example.com"
+        let password = "bench password"
+        let user = try await post("\(base)/users", ["name": "Bench", "email": email, "password": password])
+        let token = try await post("\(base)/auth/token", ["email": email, "password": password])
+        guard let id = user["id"] as? String, let access = token["access_token"] as? String else {
+            throw ValidationError("could not register a user and get a token: \(user) \(token)")
+        }
+        return (id, access)
+    }
+
+    static func post(_ address: String, _ body: [String: String]) async throws -> [String: Any] {
+        guard let url = URL(string: address) else { throw ValidationError("bad URL \(address)") }
+        var request = URLRequest(url: url)
+        request.httpMethod = "POST"
+        request.setValue("application/json", forHTTPHeaderField: "Content-Type")
+        request.httpBody = try JSONSerialization.data(withJSONObject: body)
+        let (data, _) = try await URLSession.shared.data(for: request)
+        return (try? JSONSerialization.jsonObject(with: data) as? [String: Any]) ?? [:]
+    }
+
+    /// wrk with a Lua `done` hook that prints the latency percentiles as JSON.
+    func runWrk(base: String, path: String, token: String, seconds: Int) throws -> [String: Double] {
+        let script = FileManager.default.temporaryDirectory.appendingPathComponent("warren-wrk-\(getpid()).lua")
+        try Self.wrkScript.write(to: script, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(at: script) }
+        let output = try runProgram(
+            "/usr/bin/wrk",
+            ["-t2", "-c\(connections)", "-d\(seconds)s", "-s", script.path, "-H", "Authorization: Bearer \(token)", "\(base)\(path)"])
+        guard let line = output.split(separator: "\n").last(where: { $0.hasPrefix("{") }),
+            let object = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any]
+        else { throw ValidationError("wrk printed no result:\n\(output)") }
+        return object.compactMapValues { ($0 as? NSNumber)?.doubleValue }
+    }
+
+    static let wrkScript = """
+        done = function(summary, latency, requests)
+          local seconds = summary.duration / 1e6
+          local errors = summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout
+          io.write(string.format('{"requests_per_sec":%.0f,"requests":%d,"errors":%d,"non_2xx":%d,"p50_ms":%.3f,"p90_ms":%.3f,"p99_ms":%.3f,"max_ms":%.3f}\\n',
+            summary.requests / seconds, summary.requests, errors, summary.errors.status,
+            latency:percentile(50) / 1000, latency:percentile(90) / 1000, latency:percentile(99) / 1000, latency.max / 1000))
+        end
+        """
+
+    /// Opens `count` connections, sends one keep-alive request on each and reads the answer,
+    /// then calls `measure` while they are all still open.
+    func holdConnections(port: Int, path: String, token: String, count: Int, measure: () -> Double) throws -> Double {
+        var sockets: [Int32] = []
+        defer { for socket in sockets { close(socket) } }
+        let request = Array("GET \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer \(token)\r\nConnection: keep-alive\r\n\r\n".utf8)
+        for _ in 0..<count {
+            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            guard fd >= 0 else { throw ValidationError("socket() failed: errno \(errno); raise `ulimit -n`") }
+            sockets.append(fd)
+            var address = sockaddr_in()
+            address.sin_family = sa_family_t(AF_INET)
+            address.sin_port = in_port_t(UInt16(port).bigEndian)
+            address.sin_addr.s_addr = inet_addr("127.0.0.1")
+            let connected = withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            }
+            guard connected == 0 else { throw ValidationError("connect() failed: errno \(errno)") }
+            _ = request.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, 0) }
+        }
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        for fd in sockets { _ = recv(fd, &buffer, buffer.count, 0) }
+        return measure()
+    }
+
+    private func raiseFileLimit() {
+        var limit = rlimit()
+        getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
+        limit.rlim_cur = limit.rlim_max
+        setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
+    }
+
+    static func replacingVhost(of url: String, with vhost: String) -> String {
+        guard let scheme = url.range(of: "://") else { return url }
+        let authorityEnd = url[scheme.upperBound...].firstIndex(of: "/") ?? url.endIndex
+        return "\(url[..<authorityEnd])/\(vhost)"
+    }
+}
+
+/// A process the benchmark started, with its output in a file.
+final class Child {
+    let process = Process()
+    let log: URL
+
+    init(_ path: String, environment: [String: String], log: URL) throws {
+        guard FileManager.default.isExecutableFile(atPath: path) else {
+            throw ValidationError("\(path) is missing: build it with `swift build -c release --product \(URL(fileURLWithPath: path).lastPathComponent)`")
+        }
+        self.log = log
+        FileManager.default.createFile(atPath: log.path, contents: nil)
+        process.executableURL = URL(fileURLWithPath: path)
+        process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        process.standardOutput = try FileHandle(forWritingTo: log)
+        process.standardError = process.standardOutput
+        try process.run()
+    }
+
+    func waitForLog(_ text: String, within seconds: Double = 60) async throws {
+        let deadline = Date() + seconds
+        while Date() < deadline {
+            if let content = try? String(contentsOf: log, encoding: .utf8), content.contains(text) { return }
+            guard process.isRunning else { throw ValidationError("\(process.executableURL?.path ?? "") exited: \((try? String(contentsOf: log, encoding: .utf8)) ?? "")") }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        throw ValidationError("\(process.executableURL?.path ?? "") did not log \(text) within \(seconds) s")
+    }
+
+    /// VmRSS from /proc, in MB.
+    func rssMegabytes() -> Double {
+        guard let status = try? String(contentsOfFile: "/proc/\(process.processIdentifier)/status", encoding: .utf8),
+            let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmRSS:") }),
+            let kilobytes = Double(line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first ?? "")
+        else { return 0 }
+        return (kilobytes / 1024 * 10).rounded() / 10
+    }
+
+    func stop() {
+        guard process.isRunning else { return }
+        process.terminate()
+        process.waitUntilExit()
+    }
+}
+
+@discardableResult
+func rabbitmqctl(_ arguments: [String]) throws -> String {
+    try runProgram("/usr/sbin/rabbitmqctl", arguments)
+}
+
+/// Runs a program to its end and returns its standard output; throws if it fails.
+func runProgram(_ path: String, _ arguments: [String]) throws -> String {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: path)
+    process.arguments = arguments
+    let output = Pipe()
+    process.standardOutput = output
+    process.standardError = FileHandle.nullDevice
+    try process.run()
+    let data = output.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    guard process.terminationStatus == 0 else {
+        throw ValidationError("\(path) \(arguments.joined(separator: " ")) failed (exit \(process.terminationStatus))")
+    }
+    return String(decoding: data, as: UTF8.self)
+}
+
+extension WarrenBench {
+    /// Runs the C baseline with `arguments` and returns the numbers of its JSON output.
+    static func runC(_ program: String, _ arguments: [String], url: String) throws -> [String: Double] {
+        let output = try runProgram(program, arguments + ["--url", url])
+        guard let object = try JSONSerialization.jsonObject(with: Data(output.utf8)) as? [String: Any] else {
+            throw ValidationError("\(program) printed no JSON")
+        }
+        return object.compactMapValues { ($0 as? NSNumber)?.doubleValue }
+    }
+}
