@@ -87,4 +87,48 @@ struct ServiceContractTests {
             #expect(try await call("users.delete", #"{"id":"\#(userID)"}"#).status == "ok")
         }
     }
+
+    @Test("requests, replies and events of a whole saga validate against schemas/")
+    func messagesMatchSchemas() async throws {
+        try await withSystem(environment: ["PAYMENT_LIMIT_CENTS": "1000"]) { system in
+            var samples: [String: [Any]] = [:]
+            func call(_ service: String, _ operation: String, _ body: [String: Any]) async throws -> Reply {
+                samples["\(service)/\(operation).request.schema.json", default: []].append(body)
+                let reply = try await system.call(operation, body)
+                #expect(!reply.isError, "\(operation): \(reply.json)")
+                samples["\(service)/\(operation).reply.schema.json", default: []].append(reply.json)
+                return reply
+            }
+            let email = "schema-\(UUID().uuidString.prefix(6))@example.com"
+            let user = try #require(try await call("users", "users.create", ["name": "Schema", "email": email, "password": "schema password"]).string("id"))
+            _ = try await call("users", "users.get", ["id": user])
+            _ = try await call("users", "users.update", ["id": user, "email": "new-\(email)"])
+            _ = try await call("users", "users.authenticate", ["email": "new-\(email)", "password": "schema password"])
+            _ = try await call("users", "users.list", ["limit": 1])
+            let paid = try #require(try await call("orders", "orders.create", ["userId": user, "items": [["sku": "a", "quantity": 1, "unitPriceCents": 100]]]).string("id"))
+            let declined = try #require(try await call("orders", "orders.create", ["userId": user, "items": [["sku": "b", "quantity": 3, "unitPriceCents": 500]]]).string("id"))
+            _ = try await system.eventually("orders.get", ["id": declined]) { $0.string("status") == "cancelled" }
+            _ = try await system.eventually("orders.get", ["id": paid]) { $0.string("status") == "confirmed" }
+            _ = try await call("orders", "orders.get", ["id": paid])
+            _ = try await call("orders", "orders.list", ["userId": user, "status": "confirmed"])
+            _ = try await call("payments", "payments.get", ["orderId": declined])
+            let pending = try #require(try await call("orders", "orders.create", ["userId": user, "idempotencyKey": "k", "items": [["sku": "c", "quantity": 1, "unitPriceCents": 2000]]]).string("id"))
+            _ = try await call("orders", "orders.cancel", ["id": pending])
+            _ = try await call("users", "users.delete", ["id": user])
+
+            try await system.tap.wait(for: "user.deleted")
+            try await system.tap.wait(for: "order.cancelled", count: 2)
+            for event in system.tap.events {
+                samples["events/\(event.type).schema.json", default: []].append(try JSONSerialization.jsonObject(with: event.body))
+            }
+            let eventTypes = Set(system.tap.events.map(\.type))
+            #expect(eventTypes.isSuperset(of: ["user.registered", "user.updated", "user.deleted", "order.created", "order.confirmed", "order.cancelled", "payment.succeeded", "payment.failed"]))
+            for (schema, instances) in samples.sorted(by: { $0.key < $1.key }) {
+                let problems = try Schemas.problems(instances, against: schema)
+                #expect(problems == nil, "\(schema): \(problems ?? "")")
+            }
+            // The check can fail: an order without its total is rejected.
+            #expect(try Schemas.problems([["id": paid, "userId": user, "items": [], "status": "pending"]], against: "orders/order.schema.json") != nil)
+        }
+    }
 }
