@@ -1,6 +1,6 @@
 // Real processes and broker vhosts for end-to-end tests: each test gets its own vhost, so the
 // services' fixed queue names (`users.rpc`, `warren.events`, …) never meet another test's.
-import Foundation
+public import Foundation
 import Glibc
 import Testing
 
@@ -66,7 +66,7 @@ public final class ServiceProcess: Sendable {
         for (key, value) in environment { merged[key] = value }
         self.environment = merged
         logFile = FileManager.default.temporaryDirectory.appendingPathComponent("\(executable)-\(UUID().uuidString.prefix(8)).log")
-        FileManager.default.createFile(atPath: logFile.path, contents: nil)
+        _ = FileManager.default.createFile(atPath: logFile.path, contents: nil)
         process = Process()
         process.executableURL = Self.buildDirectory.appendingPathComponent(executable)
         process.environment = merged
@@ -85,13 +85,14 @@ public final class ServiceProcess: Sendable {
         log.split(separator: "\n").compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
     }
 
-    /// Waits for the process to log `ready` (its queues are declared and served), failing the
-    /// test if it exits first or takes longer than `timeout`.
+    /// Waits until the process serves its RPC queue (logged `serving`) and, if it subscribes to
+    /// events, consumes its events queue (`subscribed`); fails the test if it exits first or
+    /// takes longer than `timeout`.
     public func waitUntilReady(within timeout: Duration = .seconds(30)) async throws {
         let deadline = ContinuousClock.now + timeout
         while ContinuousClock.now < deadline {
-            if logLines.contains(where: { ($0["message"] as? String) == "ready" }) {
-                try await Task.sleep(for: .milliseconds(100))  // the consumers start right after
+            let log = self.log
+            if log.contains(#""msg":"serving""#), !log.contains("Warren.EventSubscriber") || log.contains(#""msg":"subscribed""#) {
                 return
             }
             guard process.isRunning else {
