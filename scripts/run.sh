@@ -9,7 +9,7 @@ if ! (exec 3<>"/dev/tcp/127.0.0.1/${AMQP_PORT:-5672}") 2>/dev/null; then started
 scripts/broker.sh
 
 # name:port of /health. Each is its own process, as it would be in production.
-services=(user-service:8091 order-service:8092 payment-service:8093 warren-echo:8090)
+services=(user-service:8091 order-service:8092 payment-service:8093 warren-echo:8090 api-gateway:8080)
 
 echo "==> building"
 swift build
@@ -34,6 +34,9 @@ export LOG_FORMAT="${LOG_FORMAT:-text}"
 export DATA_DIR="${DATA_DIR:-data}"
 # Development only: this address registers as an admin.
 export ADMIN_EMAILS="${ADMIN_EMAILS:-admin@warren.local}"
+# DEVELOPMENT ONLY: the gateway signs tokens with this marked secret (it refuses it when
+# WARREN_ENV=production). Set JWT_SECRET to a random value anywhere else.
+export JWT_SECRET="${JWT_SECRET:-warren-DEVELOPMENT-ONLY-secret-do-not-use-in-production}"
 for service in "${services[@]}"; do
     .build/debug/"${service%%:*}" &
     pids+=($!)

@@ -203,7 +203,7 @@ final class Child {
             throw ValidationError("\(path) is missing: build it with `swift build -c release --product \(URL(fileURLWithPath: path).lastPathComponent)`")
         }
         self.log = log
-        FileManager.default.createFile(atPath: log.path, contents: nil)
+        _ = FileManager.default.createFile(atPath: log.path, contents: nil)
         process.executableURL = URL(fileURLWithPath: path)
         process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
         process.standardOutput = try FileHandle(forWritingTo: log)

@@ -17,7 +17,7 @@ struct GatewayEndToEndTests {
             let gateway = try GatewayProcess(vhost: vhost)
             defer { data.remove() }
             do {
-                for service in [users, orders, payments] { try await waitForLog(service, "ready") }
+                for service in [users, orders, payments] { try await service.waitUntilReady() }
                 try await gateway.waitUntilReady()
                 try await journey(gateway, users: users, orders: orders)
             } catch {
@@ -31,8 +31,14 @@ struct GatewayEndToEndTests {
     private func journey(_ gateway: GatewayProcess, users: ServiceProcess, orders: ServiceProcess) async throws {
         let password = "correct horse battery"
         // Registration and tokens.
-        let ada = try await gateway.request("POST", "/users", json: ["name": "Ada", "email": "ada@example.com", "password": password])
+        let ada = try await gateway.request(
+            "POST", "/users", json: ["name": "Ada", "email": "ada@example.com", "password": password], headers: ["X-Request-ID": "e2e-register-ada"])
         #expect(ada.status == 201)
+        #expect(ada.header("X-Request-ID") == "e2e-register-ada")
+        // The service received the request id as the flow's correlation id and logs with it.
+        try await waitUntil(within: .seconds(10)) {
+            users.logLines.contains { $0["msg"] as? String == "user registered" && $0["correlation_id"] as? String == "e2e-register-ada" }
+        }
         #expect(ada.json["role"] as? String == "user")
         #expect(ada.json["password"] == nil)
         let adaID = try #require(ada.json["id"] as? String)
@@ -57,11 +63,9 @@ struct GatewayEndToEndTests {
             try await gateway.request("POST", "/auth/token", json: ["email": "bob@example.com", "password": password]).json["access_token"] as? String)
 
         // Users: yourself, not others; the list for admins.
-        let me = try await gateway.request("GET", "/users/\(adaID)", token: adaToken, headers: ["X-Request-ID": "e2e-get-ada"])
+        let me = try await gateway.request("GET", "/users/\(adaID)", token: adaToken)
         #expect(me.status == 200)
         #expect(me.json["email"] as? String == "ada@example.com")
-        #expect(me.header("X-Request-ID") == "e2e-get-ada")
-        try await waitUntil(within: .seconds(10)) { users.logLines.contains { $0["correlation_id"] as? String == "e2e-get-ada" } }
         #expect(try await gateway.request("GET", "/users/\(bobID)", token: adaToken).status == 403)
         let renamed = try await gateway.request("PATCH", "/users/\(adaID)", json: ["name": "Ada L."], token: adaToken)
         #expect(renamed.status == 200)

@@ -58,7 +58,7 @@ let testContract = """
           x-warren-auth: admin
       /owned/{owner}:
         get:
-          x-warren-operation: test.echo
+          x-warren-operation: test.owned
           x-warren-auth: user
           x-warren-owner: {field: owner}
           parameters: [{name: owner, in: path, schema: {type: string}}]
@@ -123,6 +123,7 @@ final class StandIn: Sendable {
                 body: request.fields, correlationID: context.envelope.correlationID, traceparent: context.envelope.traceparent,
                 deadlineInMilliseconds: context.envelope.deadline.map { Int($0.timeIntervalSinceNow * 1000) })
         }
+        handlers.on("test.owned", Anything.self) { request, _ in request.fields }
         handlers.on("test.sleep", Anything.self) { _, _ -> Seen in
             try await Task.sleep(for: .seconds(3))
             return Seen(correlationID: "late")

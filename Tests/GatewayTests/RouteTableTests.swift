@@ -61,7 +61,7 @@ struct RouteTableTests {
             ("paths: {/x: {get: {x-warren-auth: public}}}", "GET /x: needs x-warren-operation"),
             ("paths: {/x: {get: {x-warren-operation: nodot}}}", "must be <service>.<operation>"),
             ("paths: {/x: {get: {x-warren-operation: a.b, x-warren-auth: everyone}}}", "x-warren-auth must be public, user or admin"),
-            ("paths: {/x/{id}: {get: {x-warren-operation: a.b}}}", "path parameter '{id}' is not declared"),
+            ("paths: {'/x/{id}': {get: {x-warren-operation: a.b}}}", "path parameter '{id}' is not declared"),
             ("paths: {/x: {get: {x-warren-operation: a.b, x-warren-auth: public, x-warren-subject: userId}}}", "need a token"),
             ("paths: {/x: {get: {x-warren-operation: a.b, x-warren-timeout-ms: soon}}}", "x-warren-timeout-ms must be an integer"),
             ("openapi: [", "not valid YAML"),
