@@ -1,5 +1,11 @@
+import Foundation
 import WarrenGateway
 
-// Everything is in WarrenGateway, so that its pieces are testable; see Gateway.run for the
-// environment it reads.
-try await Gateway.run()
+// Everything is in WarrenGateway, so that its pieces are testable; Gateway.run lists the
+// environment it reads. A failure to start was logged with what to do; the exit status says it.
+do {
+    try await Gateway.run()
+} catch {
+    FileHandle.standardError.write(Data("api-gateway: \(error)\n".utf8))
+    exit(1)
+}

@@ -13,6 +13,10 @@ import WarrenAMQP
 /// broker, and serves HTTP until SIGTERM/SIGINT, when it stops accepting connections, finishes
 /// the requests in flight (each bounded by its route's deadline) and only then closes the
 /// broker connection.
+///
+/// Environment: `HTTP_HOST`, `HTTP_PORT` (8080), `AMQP_URL`, `OPENAPI_PATH`, `JWT_SECRET`,
+/// `JWT_TTL_SECONDS`, `WARREN_ENV`, `RATE_LIMIT_PER_SECOND`, `RATE_LIMIT_BURST`, `CORS_ORIGINS`,
+/// `LOG_LEVEL`, `LOG_FORMAT` (README, Configuration).
 public enum Gateway {
     public static func run(environment: [String: String] = ProcessInfo.processInfo.environment) async throws {
         ServiceHost.bootstrapLogging(environment)
