@@ -59,17 +59,16 @@ struct GatewayBench: AsyncParsableCommand {
         defer { try? FileManager.default.removeItem(at: data) }
 
         let common = ["AMQP_URL": vhostURL, "LOG_FORMAT": "json", "DATA_DIR": data.path]
-        let users = try Child("\(buildDir)/user-service", environment: common.merging(["HTTP_PORT": "\(port + 1)", "BCRYPT_COST": "4", "LOG_LEVEL": "warning"]) { $1 }, log: data.appendingPathComponent("users.log"))
+        let users = try Child("\(buildDir)/user-service", environment: common.merging(["HTTP_PORT": "\(port + 1)", "BCRYPT_COST": "4", "LOG_LEVEL": "info"]) { $1 }, log: data.appendingPathComponent("users.log"))
         defer { users.stop() }
         let gateway = try Child(
             "\(buildDir)/api-gateway",
             environment: common.merging(["HTTP_PORT": "\(port)", "RATE_LIMIT_PER_SECOND": "0", "JWT_SECRET": "bench-\(UUID().uuidString)-\(UUID().uuidString)", "LOG_LEVEL": logLevel]) { $1 },
             log: data.appendingPathComponent("gateway.log"))
         defer { gateway.stop() }
-        try await users.waitForLog(#""msg":"ready""#)
-        try await gateway.waitForLog(#""msg":"ready""#)
-
+        try await users.waitForLog(#""msg":"serving""#)
         let base = "http://127.0.0.1:\(port)"
+        try await gateway.waitForHTTP("\(base)/openapi.yaml")
         let (userID, token) = try await Self.registerUser(base)
         let rssIdle = gateway.rssMegabytes()
 
@@ -219,6 +218,18 @@ final class Child {
             try await Task.sleep(for: .milliseconds(50))
         }
         throw ValidationError("\(process.executableURL?.path ?? "") did not log \(text) within \(seconds) s")
+    }
+
+    /// Polls `address` until it answers 200 (the gateway logs nothing at warning level).
+    func waitForHTTP(_ address: String, within seconds: Double = 60) async throws {
+        guard let url = URL(string: address) else { throw ValidationError("bad URL \(address)") }
+        let deadline = Date() + seconds
+        while Date() < deadline {
+            if let (_, response) = try? await URLSession.shared.data(from: url), (response as? HTTPURLResponse)?.statusCode == 200 { return }
+            guard process.isRunning else { throw ValidationError("\(process.executableURL?.path ?? "") exited: \((try? String(contentsOf: log, encoding: .utf8)) ?? "")") }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        throw ValidationError("nothing answered \(address) within \(seconds) s")
     }
 
     /// VmRSS from /proc, in MB.

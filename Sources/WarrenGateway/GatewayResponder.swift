@@ -60,12 +60,17 @@ struct GatewayResponder: HTTPResponder {
             .increment()
         Metrics.Timer(label: "gateway_http_request_duration_seconds", dimensions: [("route", routeLabel)])
             .recordNanoseconds(Int64(elapsed / .nanoseconds(1)))
-        logger.info(
-            "request",
-            metadata: [
-                "method": "\(request.method.rawValue)", "route": "\(routeLabel)", "status": "\(status)",
-                "duration_ms": "\(Double(elapsed / .microseconds(10)) / 100)",
-            ])
+        // One line per request costs more than the rest of the request (JSON log lines): at
+        // debug level, except failures of the gateway or a service, which an operator must see.
+        let level: Logger.Level = status >= 500 ? .warning : .debug
+        if logger.logLevel <= level {
+            logger.log(
+                level: level, "request",
+                metadata: [
+                    "method": "\(request.method.rawValue)", "route": "\(routeLabel)", "status": "\(status)",
+                    "duration_ms": "\(Double(elapsed / .microseconds(10)) / 100)",
+                ])
+        }
         return response
     }
 

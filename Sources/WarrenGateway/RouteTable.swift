@@ -43,26 +43,22 @@ public struct RouteTable: Sendable {
         self.routes = routes
     }
 
-    /// The route for a request; `path` is the request's path without its query.
+    /// The route for a request; `path` is the request's path without its query. Literal
+    /// segments win over parameters (`/users/me` before `/users/{id}`, were both declared).
     public func match(method: String, path: String) -> Match {
-        let parts = path.split(separator: "/", omittingEmptySubsequences: false).dropFirst()
-        var best: (route: Route, parameters: [String: String], literals: Int)?
+        let parts = path.utf8.split(separator: UInt8(ascii: "/"), omittingEmptySubsequences: false).dropFirst()
+        var best: (route: Route, literals: Int)?
         var allowed: [String] = []
         for route in routes where route.segments.count == parts.count {
-            var parameters: [String: String] = [:]
             var literals = 0
             var matches = true
             for (segment, part) in zip(route.segments, parts) {
                 switch segment {
                 case .literal(let literal):
-                    if part != literal { matches = false }
+                    matches = part.elementsEqual(literal.utf8)
                     literals += 1
-                case .parameter(let name):
-                    guard !part.isEmpty, let value = String(part).removingPercentEncoding else {
-                        matches = false
-                        break
-                    }
-                    parameters[name] = value
+                case .parameter:
+                    matches = !part.isEmpty
                 }
                 if !matches { break }
             }
@@ -70,11 +66,18 @@ public struct RouteTable: Sendable {
             if route.method != method {
                 allowed.append(route.method)
             } else if literals > best?.literals ?? -1 {
-                best = (route, parameters, literals)
+                best = (route, literals)
             }
         }
-        if let best { return .found(best.route, pathParameters: best.parameters) }
-        return allowed.isEmpty ? .notFound : .methodNotAllowed(allowed: Array(Set(allowed)).sorted())
+        guard let best else { return allowed.isEmpty ? .notFound : .methodNotAllowed(allowed: Array(Set(allowed)).sorted()) }
+        var parameters: [String: String] = [:]
+        for (segment, part) in zip(best.route.segments, parts) {
+            guard case .parameter(let name) = segment else { continue }
+            let text = String(decoding: part, as: UTF8.self)
+            guard let value = text.contains("%") ? text.removingPercentEncoding : text else { return .notFound }
+            parameters[name] = value
+        }
+        return .found(best.route, pathParameters: parameters)
     }
 
     /// The services the routes call (`users` for `users.get`): what `/health` checks.

@@ -27,7 +27,7 @@ final class GatewayProcess: Sendable {
         }
         var merged = [
             "AMQP_URL": vhost.url, "OPENAPI_PATH": path, "JWT_SECRET": testSecret, "RATE_LIMIT_PER_SECOND": "0",
-            "LOG_LEVEL": "info",
+            "LOG_LEVEL": "debug",
         ]
         for (key, value) in environment { merged[key] = value }
         process = try ServiceProcess("api-gateway", environment: merged)
