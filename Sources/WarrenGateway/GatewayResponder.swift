@@ -22,6 +22,7 @@ struct GatewayResponder: HTTPResponder {
     let openAPI: Data
     let health: GatewayHealth?
     let registry: PrometheusCollectorRegistry
+    let ids = RequestIDs()
 
     init(
         routes: RouteTable, rpc: RPCClient, tokens: TokenAuthority, configuration: GatewayConfiguration, openAPI: Data,
@@ -41,7 +42,7 @@ struct GatewayResponder: HTTPResponder {
 
     func respond(to request: Request, context: Context) async throws -> Response {
         let started = ContinuousClock.now
-        let requestID = Self.requestID(request.headers[.requestID])
+        let requestID = Self.requestID(request.headers[.requestID]) ?? ids.next()
         var logger = context.logger
         logger[metadataKey: "correlation_id"] = "\(requestID)"
         var routeLabel = "unmatched"
@@ -140,7 +141,7 @@ struct GatewayResponder: HTTPResponder {
             body: body, subject: caller?.subject)
 
         let deadline = Date() + route.timeout.timeInterval
-        let envelope = Envelope(correlationID: requestID, deadline: deadline, traceparent: request.headers[.traceparent])
+        let envelope = Envelope(messageID: requestID, correlationID: requestID, deadline: deadline, traceparent: request.headers[.traceparent])
         if let ownership = route.ownership, let lookup = ownership.lookup, let caller, !caller.isAdmin {
             let resource = try await call(lookup, body: message, route: route, envelope: envelope)
             try Self.checkOwner(resource, field: ownership.field, caller: caller)
@@ -158,7 +159,7 @@ struct GatewayResponder: HTTPResponder {
     /// One request message; an error reply or a failed call becomes the matching HTTP error.
     private func call(_ operation: String, body: Data, route: Route, envelope: Envelope) async throws(GatewayError) -> Data {
         var envelope = envelope
-        envelope.messageID = UUID().uuidString.lowercased()
+        envelope.messageID = ids.next()  // also the call's AMQP correlation id: unique per call
         let reply: RPCClient.Reply
         do {
             reply = try await rpc.call(operation, body: body, timeout: route.timeout, envelope: envelope)
@@ -248,14 +249,12 @@ struct GatewayResponder: HTTPResponder {
     }
 
     /// The client's `X-Request-ID` if it is a sane token (what log search and headers can
-    /// carry), else a new UUID; either way it is the flow's correlation id.
-    static func requestID(_ header: String?) -> String {
-        if let header, (1...128).contains(header.utf8.count),
+    /// carry), else nil for a new UUID; either way it is the flow's correlation id.
+    static func requestID(_ header: String?) -> String? {
+        guard let header, (1...128).contains(header.utf8.count),
             header.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F && $0 != UInt8(ascii: "\"") && $0 != UInt8(ascii: "\\") })
-        {
-            return header
-        }
-        return UUID().uuidString.lowercased()
+        else { return nil }
+        return header
     }
 
     private func allowedOrigin(_ origin: String?) -> String? {
