@@ -4,7 +4,7 @@ import Warren
 import WarrenAMQP
 import WarrenTestSupport
 
-@Suite("The order saga across real service processes", .timeLimit(.minutes(3)))
+@Suite("The order saga across real service processes", .serialized, .timeLimit(.minutes(3)))
 struct SagaTests {
     @Test("user → order → payment succeeded → order confirmed, every event once and on one correlation id")
     func orderIsConfirmed() async throws {
