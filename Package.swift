@@ -17,6 +17,7 @@ let package = Package(
         .library(name: "WarrenSQLite", targets: ["WarrenSQLite"]),
         .executable(name: "warren-bench", targets: ["WarrenBench"]),
         .executable(name: "warren-echo", targets: ["EchoService"]),
+        .executable(name: "event-store", targets: ["EventStore"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
@@ -77,6 +78,19 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // The event store: every event once, in order, queried by events.query.
+        .executableTarget(
+            name: "EventStore",
+            dependencies: [
+                "Warren",
+                "WarrenAMQP",
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         .executableTarget(
             name: "WarrenBench",
             dependencies: [
@@ -105,6 +119,11 @@ let package = Package(
                 "WarrenTestSupport",
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "EventStoreTests",
+            dependencies: ["Warren", "WarrenAMQP", "WarrenTestSupport"],
             swiftSettings: swiftSettings
         ),
     ]

@@ -10,6 +10,7 @@ scripts/broker.sh
 
 echo "==> building"
 swift build --product warren-echo
+swift build --product event-store
 
 pids=()
 stop() {
@@ -30,7 +31,10 @@ export AMQP_URL="${AMQP_URL:-amqp://guest:guest@localhost:5672/}"
 export LOG_FORMAT="${LOG_FORMAT:-text}"
 .build/debug/warren-echo &
 pids+=($!)
+.build/debug/event-store &
+pids+=($!)
 
 echo "==> RabbitMQ at $AMQP_URL; warren-echo serves echo.rpc (health: http://localhost:8090/health)."
+echo "    event-store records every event in data/events.sqlite and serves events.rpc (health: http://localhost:8094/health)."
 echo "    Ctrl-C stops everything."
 wait
