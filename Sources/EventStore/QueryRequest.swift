@@ -61,7 +61,8 @@ struct QueryRequest: Decodable, Sendable, Validatable {
             position = value
         }
         return EventQuery(
-            typePattern: type, since: try Self.time(since, "since"), until: try Self.time(until, "until"),
+            // "*" matches every type: no filter at all.
+            typePattern: type?.allSatisfy({ $0 == "*" }) == true ? nil : type, since: try Self.time(since, "since"), until: try Self.time(until, "until"),
             aggregateID: aggregateId, correlationID: correlationId, after: position, limit: limit)
     }
 

@@ -105,7 +105,7 @@ final class EventStoreFixture: Sendable {
         child.environment = environment
         // A file, never an inherited pipe: a pipe held by the child would hang `swift test`.
         let log = folder.appendingPathComponent("event-store.log")
-        if !FileManager.default.fileExists(atPath: log.path) { FileManager.default.createFile(atPath: log.path, contents: nil) }
+        if !FileManager.default.fileExists(atPath: log.path) { _ = FileManager.default.createFile(atPath: log.path, contents: nil) }
         let output = try FileHandle(forWritingTo: log)
         try output.seekToEnd()
         child.standardOutput = output
