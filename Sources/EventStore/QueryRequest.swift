@@ -1,6 +1,6 @@
 import Warren
 
-/// The body of `events.query` (schemas/events/events.query.request.schema.json). Every field
+/// The body of `events.query` (schemas/event-store/events.query.request.schema.json). Every field
 /// is optional; a field the store does not know is refused rather than ignored, since a
 /// misspelt filter would otherwise silently widen the answer.
 struct QueryRequest: Decodable, Sendable, Validatable {
