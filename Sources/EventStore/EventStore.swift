@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import Warren
+import WarrenSQLite
 
 /// The event store: records every event on `warren.events` once, in the order it arrived, and
 /// answers `events.query` with pages of them (what `warren replay` reads).
@@ -28,11 +29,11 @@ struct EventStore {
         }
     }
 
-    /// `DATABASE_PATH`, or `events.sqlite` in `DATA_DIR`; the folder is created if missing.
+    /// `DATABASE_PATH`, or `events.sqlite` in `DATA_DIR` (as for every service); the folder is
+    /// created if missing.
     static func databasePath(_ environment: [String: String]) throws -> String {
-        let path = environment["DATABASE_PATH"] ?? "\(environment["DATA_DIR"] ?? "data")/events.sqlite"
-        let folder = URL(fileURLWithPath: path).deletingLastPathComponent()
-        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        let path = ServiceDatabase.path(service: "events", environment: environment)
+        try FileManager.default.createDirectory(at: URL(fileURLWithPath: path).deletingLastPathComponent(), withIntermediateDirectories: true)
         return path
     }
 }
