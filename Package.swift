@@ -20,6 +20,7 @@ let package = Package(
         .executable(name: "user-service", targets: ["UserService"]),
         .executable(name: "order-service", targets: ["OrderService"]),
         .executable(name: "payment-service", targets: ["PaymentService"]),
+        .executable(name: "event-store", targets: ["EventStore"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
@@ -110,6 +111,18 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // The event store: every event once, in order, queried by events.query.
+        .executableTarget(
+            name: "EventStore",
+            dependencies: [
+                "Warren", "WarrenAMQP", "WarrenSQLite",
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         .executableTarget(
             name: "WarrenBench",
             dependencies: [
@@ -138,6 +151,11 @@ let package = Package(
                 "WarrenTestSupport",
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "EventStoreTests",
+            dependencies: ["Warren", "WarrenAMQP", "WarrenTestSupport"],
             swiftSettings: swiftSettings
         ),
         // The domain services as real processes, each test in a vhost of its own.
