@@ -37,7 +37,7 @@ bench:
 bench-events: broker
 	$(SWIFT) build -c release --product event-store
 	$(SWIFT) build --build-tests
-	WARREN_BENCH=1 EVENT_STORE_BINARY=.build/release/event-store $(SWIFT) test --skip-build --filter EventStoreBenchmark
+	WARREN_BENCH=1 EVENT_STORE_BUILD=release $(SWIFT) test --skip-build --filter EventStoreBenchmark
 
 clean:
 	$(SWIFT) package clean

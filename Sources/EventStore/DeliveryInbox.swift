@@ -39,15 +39,15 @@ final class DeliveryInbox: Sendable {
     func next(upTo limit: Int) async throws -> [AMQPDelivery]? {
         while true {
             try Task.checkCancellation()
-            let taken = try state.withLock { state throws -> [AMQPDelivery]? in
+            let (taken, ended) = try state.withLock { state throws -> ([AMQPDelivery], Bool) in
                 if let failure = state.failure { throw failure }
                 let count = min(limit, state.deliveries.count)
                 let batch = Array(state.deliveries.prefix(count))
                 state.deliveries.removeFirst(count)
-                return batch
+                return (batch, state.ended)
             }
-            if let taken, !taken.isEmpty { return taken }
-            if state.withLock({ $0.ended }) { return nil }
+            if !taken.isEmpty { return taken }
+            if ended { return nil }
             await withTaskCancellationHandler {
                 await withCheckedContinuation { (waiter: CheckedContinuation<Void, Never>) in
                     let wakeNow = state.withLock { state in

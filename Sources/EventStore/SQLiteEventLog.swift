@@ -7,7 +7,9 @@ import GRDB
 /// an index on (type, position), so "type = ? AND position > ? ORDER BY position LIMIT n"
 /// reads exactly n index entries, whatever the table's size. Each query is steered to the
 /// index of its most selective filter with `INDEXED BY` (or to the position order itself),
-/// never to a plan that sorts all matches for each page.
+/// never to a plan that sorts all matches for each page. That is also why there is no index on
+/// the timestamp: it would yield rows in time order, not position order, so since/until are
+/// checked along whichever walk in position order the other filters chose.
 final class SQLiteEventLog: EventLog {
     /// A type glob matching more types than this is filtered during a scan in position order
     /// instead of merging one index range per type.
@@ -50,7 +52,6 @@ final class SQLiteEventLog: EventLog {
                     CREATE INDEX events_by_type ON events(type);
                     CREATE INDEX events_by_aggregate ON events(aggregate_id);
                     CREATE INDEX events_by_correlation ON events(correlation_id);
-                    CREATE INDEX events_by_time ON events(timestamp);
                     CREATE TABLE event_types (type TEXT PRIMARY KEY) WITHOUT ROWID;
                     CREATE TRIGGER events_no_update BEFORE UPDATE ON events
                         BEGIN SELECT RAISE(ABORT, 'the event log is append-only'); END;

@@ -8,122 +8,69 @@ import Warren
 import WarrenAMQP
 import WarrenTestSupport
 
-/// A RabbitMQ vhost of a test's own: its queues and exchanges cannot meet another test's, and
-/// deleting it leaves the broker as it was.
-struct OwnVhost {
-    let name = "test-events-\(UUID().uuidString.prefix(8).lowercased())"
-
-    /// `Broker.url` with this vhost.
-    var url: String {
-        let base = Broker.url
-        guard let scheme = base.range(of: "://") else { return base }
-        let authority = base[scheme.upperBound...].prefix { $0 != "/" && $0 != "?" }
-        return String(base[..<scheme.upperBound]) + authority + "/" + name
-    }
-
-    func create() throws {
-        try Self.rabbitmqctl(["add_vhost", name])
-        try Self.rabbitmqctl(["set_permissions", "-p", name, "guest", ".*", ".*", ".*"])
-    }
-
-    func delete() {
-        try? Self.rabbitmqctl(["delete_vhost", name])
-    }
-
-    private static func rabbitmqctl(_ arguments: [String]) throws {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/sbin/rabbitmqctl")
-        process.arguments = ["-q"] + arguments
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        process.waitUntilExit()
-        if process.terminationStatus != 0 { throw CocoaError(.executableLoad, userInfo: ["rabbitmqctl": arguments]) }
-    }
-}
-
 /// The real `event-store` executable in its own vhost with its own database, a connection to
 /// that vhost, and a client for `events.query`.
 final class EventStoreFixture: Sendable {
-    let vhost: OwnVhost
-    let folder = FileManager.default.temporaryDirectory.appendingPathComponent("warren-events-\(UUID().uuidString.prefix(8))")
+    let vhost: TestVhost
+    let folder: TemporaryDirectory
     let port = Int.random(in: 30_000..<45_000)
-    private let process = Mutex<Process?>(nil)
     let connection: AMQPConnection
     let channel: AMQPChannel
     let publisher: EventPublisher
     let rpc: RPCClient
+    private let process = Mutex<ServiceProcess?>(nil)
 
-    private init(connection: AMQPConnection, channel: AMQPChannel, publisher: EventPublisher, rpc: RPCClient, vhost: OwnVhost) {
-        self.connection = connection
-        self.channel = channel
-        self.publisher = publisher
-        self.rpc = rpc
+    private init(vhost: TestVhost, folder: TemporaryDirectory, connection: AMQPConnection) async throws {
         self.vhost = vhost
+        self.folder = folder
+        self.connection = connection
+        channel = try await connection.openChannel()
+        publisher = try await EventPublisher.start(connection: connection)
+        rpc = try await RPCClient.start(connection: connection)
     }
 
     /// Runs `body` against a fresh event store, then stops it and deletes its vhost and files.
     static func with<T>(_ body: (EventStoreFixture) async throws -> T) async throws -> T {
-        let vhost = OwnVhost()
-        try vhost.create()
-        var configuration = try AMQPConfiguration(url: vhost.url)
-        configuration.connectionName = "test-\(vhost.name)"
-        let connection = try await AMQPConnection.connect(configuration)
-        let fixture = EventStoreFixture(
-            connection: connection, channel: try await connection.openChannel(),
-            publisher: try await EventPublisher.start(connection: connection), rpc: try await RPCClient.start(connection: connection),
-            vhost: vhost)
-        do {
-            try await fixture.start()
-            let result = try await body(fixture)
-            await fixture.stop()
-            return result
-        } catch {
-            await fixture.stop()
-            throw error
+        try await withVhost("test-events") { vhost in
+            let folder = try TemporaryDirectory()
+            defer { folder.remove() }
+            var configuration = try AMQPConfiguration(url: vhost.url)
+            configuration.connectionName = "test-\(vhost.name)"
+            let connection = try await AMQPConnection.connect(configuration)
+            do {
+                let fixture = try await EventStoreFixture(vhost: vhost, folder: folder, connection: connection)
+                try await fixture.start()
+                let result = try await body(fixture)
+                await fixture.stop()
+                return result
+            } catch {
+                await connection.close()
+                throw error
+            }
         }
     }
 
-    /// The executable under test: `EVENT_STORE_BINARY`, or the debug build.
-    static var binary: URL {
-        if let path = ProcessInfo.processInfo.environment["EVENT_STORE_BINARY"] { return URL(fileURLWithPath: path) }
-        return URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../.build/debug/event-store").standardized
+    /// The executable under test: the debug build, or with `EVENT_STORE_BUILD=release` the release one.
+    static var executable: String {
+        ProcessInfo.processInfo.environment["EVENT_STORE_BUILD"].map { "../\($0)/event-store" } ?? "event-store"
     }
 
-    var databasePath: String { folder.appendingPathComponent("events.sqlite").path }
+    var databasePath: String { folder.url.appendingPathComponent("events.sqlite").path }
 
     /// Starts the process (again, after `stopProcess`, on the same database) and waits until it consumes.
     func start() async throws {
-        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
-        let child = Process()
-        child.executableURL = Self.binary
-        var environment = ProcessInfo.processInfo.environment
-        environment["AMQP_URL"] = vhost.url
-        environment["HTTP_PORT"] = "\(port)"
-        environment["DATABASE_PATH"] = databasePath
-        environment["LOG_FORMAT"] = "json"
-        child.environment = environment
-        // A file, never an inherited pipe: a pipe held by the child would hang `swift test`.
-        let log = folder.appendingPathComponent("event-store.log")
-        if !FileManager.default.fileExists(atPath: log.path) { _ = FileManager.default.createFile(atPath: log.path, contents: nil) }
-        let output = try FileHandle(forWritingTo: log)
-        try output.seekToEnd()
-        child.standardOutput = output
-        child.standardError = FileHandle.nullDevice
-        try child.run()
+        let child = try ServiceProcess(Self.executable, environment: ["AMQP_URL": vhost.url, "DATABASE_PATH": databasePath], port: port)
         process.withLock { $0 = child }
         try await waitUntilReady(child)
     }
 
     /// SIGTERM, and waits for the exit.
-    func stopProcess() {
-        guard let child = process.withLock({ $0 }) else { return }
-        if child.isRunning { child.terminate() }
-        child.waitUntilExit()
+    func stopProcess() async {
+        await process.withLock({ $0 })?.stop()
     }
 
     /// Ready once both its queues have their consumer: events published from then on are kept.
-    private func waitUntilReady(_ child: Process) async throws {
+    private func waitUntilReady(_ child: ServiceProcess) async throws {
         let deadline = ContinuousClock.now + .seconds(30)
         while ContinuousClock.now < deadline, child.isRunning {
             let ingesting = try? await channel.inspectQueue("events.events")
@@ -131,16 +78,14 @@ final class EventStoreFixture: Sendable {
             if let ingesting, let serving, ingesting.consumerCount > 0, serving.consumerCount > 0 { return }
             try await Task.sleep(for: .milliseconds(100))
         }
-        Issue.record("event-store did not start consuming within 30 s; its log: \(folder.path)/event-store.log")
+        Issue.record("event-store did not start consuming within 30 s:\n\(child.log)")
         throw CancellationError()
     }
 
     private func stop() async {
-        stopProcess()
+        await stopProcess()
         await rpc.close()
         await connection.close()
-        vhost.delete()
-        try? FileManager.default.removeItem(at: folder)
     }
 
     /// `events.query` with `request` as its JSON body: the reply's body as JSON, or the error.

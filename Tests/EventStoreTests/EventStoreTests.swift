@@ -55,6 +55,13 @@ struct EventStoreTests {
                 ids.append(envelope.messageID)
             }
             let all = try await store.waitFor(samples.count)
+            // Replies and requests as schemas/event-store describes them; the check can fail.
+            let reply = "event-store/events.query.reply.schema.json"
+            #expect(try Schemas.problems([try await store.query(["limit": 1000]).get()], against: reply) == nil)
+            #expect(try Schemas.problems([["events": [], "next": NSNull(), "extra": 1]], against: reply) != nil)
+            let request = "event-store/events.query.request.schema.json"
+            #expect(try Schemas.problems([["type": "order.*", "since": "2026-11-20", "after": "12", "limit": 10]], against: request) == nil)
+            #expect(try Schemas.problems([["limit": 1001]], against: request) != nil)
             #expect(all.map { $0["id"] as? String } == ids)
             let positions = all.compactMap { $0["position"] as? Int }
             #expect(positions == positions.sorted() && Set(positions).count == positions.count)
@@ -154,6 +161,8 @@ struct EventStoreTests {
             }
             #expect(events[2]["bodyEncoding"] == nil)
             let expected = try JSONSerialization.jsonObject(with: json) as? NSDictionary
+            let page = try await store.query([:]).get()
+            #expect(try Schemas.problems([page], against: "event-store/events.query.reply.schema.json") == nil)
             #expect(events[2]["body"] as? NSDictionary == expected)
         }
     }
