@@ -17,6 +17,7 @@ let package = Package(
         .library(name: "WarrenSQLite", targets: ["WarrenSQLite"]),
         .executable(name: "warren-bench", targets: ["WarrenBench"]),
         .executable(name: "warren-echo", targets: ["EchoService"]),
+        .executable(name: "warren", targets: ["WarrenCLI"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
@@ -86,6 +87,17 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // The operator's tool: call, publish, replay, tail, dead letters, topology.
+        .executableTarget(
+            name: "WarrenCLI",
+            dependencies: [
+                "Warren",
+                "WarrenAMQP",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         .target(
             name: "WarrenTestSupport",
             dependencies: ["WarrenAMQP"],
@@ -103,6 +115,17 @@ let package = Package(
                 "Warren",
                 "WarrenSQLite",
                 "WarrenTestSupport",
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "CLITests",
+            dependencies: [
+                "Warren",
+                "WarrenAMQP",
+                "WarrenTestSupport",
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: swiftSettings
