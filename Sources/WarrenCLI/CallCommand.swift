@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Warren
+import WarrenAMQP
 
 /// `warren call`: one RPC, the way another service would make it.
 struct CallCommand: AsyncParsableCommand {
@@ -8,13 +9,14 @@ struct CallCommand: AsyncParsableCommand {
         commandName: "call",
         abstract: "Call a service operation and print its reply.",
         discussion: """
-            The operation's prefix names the service: users.get goes to the queue users.rpc.
-            The reply body is printed as indented JSON, or as it came with --json. An error reply
-            prints its code and message on stderr and exits 1; no reply in time exits 4.
+            The operation's prefix names the service: users.get goes to the queue
+            users.rpc. The reply body is printed as indented JSON, or as it came with
+            --json. An error reply prints its code and message on stderr and exits 1; no
+            reply in time exits 4.
 
             Examples:
               warren call users.get '{"id":"6f1c2a9e-…"}'
-              warren call orders.create @order.json --timeout 10s --correlation-id support-4711
+              warren call orders.create @order.json --timeout 10s --correlation-id s-4711
               echo '{"text":"hi"}' | warren call echo.echo - --json | jq .text
             """
     )
@@ -51,7 +53,7 @@ struct CallCommand: AsyncParsableCommand {
             let connection = try await connection.connect(purpose: "call \(operation)")
             let rpc = try await RPCClient.start(connection: connection)
             let result: Result<RPCClient.Reply, ServiceError>
-            do {
+            do throws(ServiceError) {
                 let envelope = Envelope(correlationID: correlationID, headers: headers)
                 result = .success(try await rpc.call(operation, body: body, timeout: timeout.duration, envelope: envelope))
             } catch {

@@ -9,9 +9,10 @@ struct DLQCommand: AsyncParsableCommand {
         commandName: "dlq",
         abstract: "Inspect, requeue and purge dead-letter queues.",
         discussion: """
-            A service parks the events it gave up on in <service>.events.dlq (with x-error,
-            x-attempts and x-original-routing-key) and invalid fire-and-forget commands in
-            <service>.rpc.dlq. <service> below means both; a full queue name means that one.
+            A service parks the events it gave up on in <service>.events.dlq (with
+            x-error, x-attempts and x-original-routing-key) and invalid fire-and-forget
+            commands in <service>.rpc.dlq. <service> below means both; a full queue name
+            means that one.
 
             Examples:
               warren dlq list
@@ -68,8 +69,8 @@ struct DLQCommand: AsyncParsableCommand {
             abstract: "Show the oldest dead letters without taking them away.",
             discussion: """
                 The messages are received without an acknowledgement and handed back when the
-                command closes its channel, which puts them back at their places: the queue keeps
-                its messages and their order (they are marked redelivered).
+                command closes its channel, which puts them back at their places: the queue
+                keeps its messages and their order (they are marked redelivered).
                 """
         )
 
@@ -130,11 +131,12 @@ struct DLQCommand: AsyncParsableCommand {
             abstract: "Send dead letters back to their service's queue.",
             discussion: """
                 Events go back to <service>.events (x-original-routing-key kept, x-error and
-                x-attempts dropped so they get their retries again), commands to <service>.rpc.
-                Each copy is published with a confirm and the dead letter is removed only after the
-                broker confirmed the copy: interrupting the command (Ctrl-C, a crash, a lost
-                connection) loses nothing, at worst a message is in both queues, and consumers
-                skip event ids they already applied. Messages not selected keep their places.
+                x-attempts dropped so they get their retries again), commands to
+                <service>.rpc. Each copy is published with a confirm and the dead letter is
+                removed only after the broker confirmed the copy: interrupting the command
+                (Ctrl-C, a crash, a lost connection) loses nothing, at worst a message is in
+                both queues, and consumers skip event ids they already applied. Messages not
+                selected keep their places.
                 """
         )
 

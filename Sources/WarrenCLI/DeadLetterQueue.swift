@@ -88,14 +88,14 @@ struct DeadLetterQueue: Sendable {
         let consumer = try await source.consume(queue: name)
 
         let (copies, continuation) = AsyncThrowingStream<OutgoingMessage, any Error>.makeStream()
-        let lastSeen = Atomic<Int>(0)
+        let lastSeen = Shared(0)
         let reader = Task { [target] () -> Set<String> in
             var seen = 0
             var found: Set<String> = []
             do {
                 for try await delivery in consumer {
                     seen += 1
-                    lastSeen.store(seen, ordering: .relaxed)
+                    lastSeen.set(seen)
                     if let id = delivery.properties.messageID, ids?.contains(id) ?? true {
                         found.insert(id)
                         continuation.yield(Self.copy(of: delivery, to: target))
@@ -116,7 +116,7 @@ struct DeadLetterQueue: Sendable {
             var previous = -1
             while !Task.isCancelled {
                 try? await Task.sleep(for: .seconds(10))
-                let now = lastSeen.load(ordering: .relaxed)
+                let now = lastSeen.value
                 if now == previous { await consumer.cancel(); return }
                 previous = now
             }
@@ -154,17 +154,30 @@ struct DeadLetterQueue: Sendable {
 extension AMQPConsumer {
     /// The first `count` deliveries, or those that came before `timeout`.
     func take(_ count: Int, within timeout: Duration) async throws -> [AMQPDelivery] {
-        let taken = Mutex<[AMQPDelivery]>([])
+        let taken = Shared<[AMQPDelivery]>([])
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask {
                 for try await delivery in self {
-                    if taken.withLock({ $0.append(delivery); return $0.count >= count }) { return }
+                    if taken.update({ $0.append(delivery); return $0.count >= count }) { return }
                 }
             }
             group.addTask { try await Task.sleep(for: timeout) }
             try await group.next()
             group.cancelAll()
         }
-        return taken.withLock { $0 }
+        return taken.value
     }
+}
+
+/// A value that tasks share, behind a lock.
+final class Shared<Value: Sendable>: Sendable {
+    private let storage: Mutex<Value>
+
+    init(_ value: Value) { storage = Mutex(value) }
+
+    var value: Value { storage.withLock { $0 } }
+
+    func set(_ value: Value) { storage.withLock { $0 = value } }
+
+    func update<Result: Sendable>(_ body: (inout Value) -> Result) -> Result { storage.withLock { body(&$0) } }
 }

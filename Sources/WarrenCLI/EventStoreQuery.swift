@@ -92,7 +92,7 @@ struct EventStorePages: AsyncSequence, Sendable {
             let rpc = pages.rpc
             let timeout = pages.timeout
             return Task {
-                do {
+                do throws(ServiceError) {
                     return try await rpc.call("events.query", query, as: EventPage.self, timeout: timeout)
                 } catch {
                     throw Self.failure(error)

@@ -16,10 +16,10 @@ struct EventsCommand: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Print events as they are published, until Ctrl-C.",
             discussion: """
-                Listens through a temporary queue of its own (exclusive, deleted when the command
-                ends), so no service's queue loses anything. One line per event: time, type, id,
-                correlation id and the start of the body; replays are marked. --json prints every
-                message in full, one JSON document per line.
+                Listens through a temporary queue of its own (exclusive, deleted when the
+                command ends), so no service's queue loses anything. One line per event: time,
+                type, id, correlation id and the start of the body; replays are marked. --json
+                prints every message in full, one JSON document per line.
 
                 Examples:
                   warren events tail

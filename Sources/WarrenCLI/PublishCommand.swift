@@ -9,10 +9,11 @@ struct PublishCommand: AsyncParsableCommand {
         commandName: "publish",
         abstract: "Publish events to warren.events (or a queue) with publisher confirms.",
         discussion: """
-            The routing key is the event type (AMQP type and routing key). The command returns once
-            the broker confirmed every message. An event no queue is bound for is reported as
-            unrouted (a warning: pub/sub allows nobody to listen). With --lines, stdin holds one
-            JSON body per line; every line is checked before the first is published.
+            The routing key is the event type (AMQP type and routing key). The command
+            returns once the broker confirmed every message. An event no queue is bound
+            for is reported as unrouted (a warning: pub/sub allows nobody to listen). With
+            --lines, stdin holds one JSON body per line; every line is checked before the
+            first is published.
 
             Examples:
               warren publish order.created '{"id":"…","userId":"…","totalCents":1200}'

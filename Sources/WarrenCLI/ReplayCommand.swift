@@ -9,19 +9,21 @@ struct ReplayCommand: AsyncParsableCommand {
         commandName: "replay",
         abstract: "Republish events from the event store, in their original order.",
         discussion: """
-            Reads the events matching the filters from the event store (events.query) and publishes
-            them again with confirms, in order. With --to, only that service's queue
-            <service>.events gets them, so no other subscriber sees them; otherwise they go to the
-            warren.events exchange under their type and reach every subscriber.
+            Reads the events matching the filters from the event store (events.query) and
+            publishes them again with confirms, in order. With --to, only that service's
+            queue <service>.events gets them, so no other subscriber sees them; otherwise
+            they go to the warren.events exchange under their type and reach every
+            subscriber.
 
-            A replayed event keeps its id (message_id), type, body and headers, and carries
-            x-replayed: true. Its x-correlation-id is this replay's id (printed in the summary),
-            the original one moves to x-original-correlation-id. Consumers that record applied ids
-            skip events they already applied: to rebuild a projection on purpose, clear the
-            projection and its processed ids first, then replay to that service only (--to).
+            A replayed event keeps its id (message_id), type, body and headers, and
+            carries x-replayed: true. Its x-correlation-id is this replay's id (printed in
+            the summary), the original one moves to x-original-correlation-id. Consumers
+            that record applied ids skip events they already applied: to rebuild a
+            projection on purpose, clear the projection and its processed ids first, then
+            replay to that service only (--to).
 
-            --since and --until take ISO 8601 (2026-11-01, 2026-11-01T08:00:00Z) or a time back
-            from now (90s, 15m, 2h, 7d).
+            --since and --until take ISO 8601 (2026-11-01, 2026-11-01T08:00:00Z) or a time
+            back from now (90s, 15m, 2h, 7d).
 
             Examples:
               warren replay --type 'order.*' --since 2h --to payments --dry-run

@@ -10,10 +10,11 @@ struct TopologyCommand: AsyncParsableCommand {
         commandName: "topology",
         abstract: "Show the services, their queues, consumers, depths, bindings and dead letters.",
         discussion: """
-            Queue names come from RabbitMQ's management API; consumer counts and depths are read
-            over AMQP at the same moment, so they are exact. A queue named <service>.rpc,
-            <service>.events, <service>.events.retry.<ms>ms or <service>.{events,rpc}.dlq belongs to
-            <service>; other queues are listed apart.
+            Queue names come from RabbitMQ's management API; consumer counts and depths
+            are read over AMQP at the same moment, so they are exact. A queue named
+            <service>.rpc, <service>.events, <service>.events.retry.<ms>ms or
+            <service>.{events,rpc}.dlq belongs to <service>; other queues are listed
+            apart.
 
             Examples:
               warren topology

@@ -17,14 +17,16 @@ struct WarrenCommand: AsyncParsableCommand {
               warren dlq list
               warren topology
 
-            The broker is AMQP_URL or --url (default amqp://guest:guest@localhost:5672/). dlq and
-            topology also read RabbitMQ's management API: WARREN_MANAGEMENT_URL or --management-url
-            (default http://localhost:15672), with the user, password and vhost of the AMQP URL.
-            Every command takes --json for output scripts can parse.
+            The broker is AMQP_URL or --url (default amqp://guest:guest@localhost:5672/).
+            dlq and topology also read RabbitMQ's management API: WARREN_MANAGEMENT_URL or
+            --management-url (default http://localhost:15672), with the user, password and
+            vhost of the AMQP URL. Every command takes --json for output that scripts can
+            parse.
 
             Exit codes:
               0  success
-              1  the service replied with an error (or could not answer), or the broker refused the operation
+              1  the service replied with an error (or none could answer),
+                 or the broker refused the operation
               2  usage error: a bad option, argument or JSON body
               3  the broker (or its management API) is unreachable
               4  timeout: no reply in time
@@ -53,7 +55,10 @@ struct WarrenCommand: AsyncParsableCommand {
                 try command.run()
             }
         } catch {
-            exit(withError: error)
+            // The parser's usage errors exit 64 (EX_USAGE); Warren documents 2 for them.
+            guard exitCode(for: error) == .validationFailure else { exit(withError: error) }
+            Terminal.note(fullMessage(for: error))
+            Foundation.exit(CLIFailure.Kind.usage.rawValue)
         }
     }
 }

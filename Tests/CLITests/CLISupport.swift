@@ -95,9 +95,9 @@ final class WarrenCLI: Sendable {
         if url == nil { environment.removeValue(forKey: "AMQP_URL") }
         for (key, value) in extra { environment[key] = value }
         process.environment = environment
-        FileManager.default.createFile(atPath: path("stdin"), contents: Data((stdin ?? "").utf8))
-        FileManager.default.createFile(atPath: path("stdout"), contents: nil)
-        FileManager.default.createFile(atPath: path("stderr"), contents: nil)
+        _ = FileManager.default.createFile(atPath: path("stdin"), contents: Data((stdin ?? "").utf8))
+        _ = FileManager.default.createFile(atPath: path("stdout"), contents: nil)
+        _ = FileManager.default.createFile(atPath: path("stderr"), contents: nil)
         process.standardInput = try FileHandle(forReadingFrom: URL(fileURLWithPath: path("stdin")))
         process.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: path("stdout")))
         process.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: path("stderr")))

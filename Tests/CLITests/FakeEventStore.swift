@@ -1,7 +1,6 @@
 // A stand-in for the event store's database, answering `events.query` over the real broker as
 // the event-store service does (common brief, "event store"). AMQP itself is not faked.
 import Foundation
-import Synchronization
 import Warren
 import WarrenAMQP
 
@@ -43,7 +42,6 @@ final class FakeEventStore: Sendable {
 
     let events: [FakeEvent]
     let dates: [Date]
-    let queries = Atomic<Int>(0)
     private let service: InProcessService
 
     /// `count` events, a minute apart, the last 30 s before now; types, aggregates and
@@ -65,11 +63,10 @@ final class FakeEventStore: Sendable {
         }
         self.events = events
         self.dates = dates
-        let queries = queries
+        let (stored, times) = (events, dates)
         var handlers = RPCHandlers()
         handlers.on("events.query", FakeQuery.self) { query, _ in
-            queries.add(1, ordering: .relaxed)
-            return try Self.answer(query, events: events, dates: dates)
+            return try Self.answer(query, events: stored, dates: times)
         }
         service = try await InProcessService("events", handlers: handlers, connection: connection)
     }
