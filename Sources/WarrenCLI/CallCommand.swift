@@ -83,17 +83,13 @@ struct CallCommand: AsyncParsableCommand {
         if reply.isError {
             // Scripts get the error document as it came; people get its code and message.
             if output.json { Terminal.outRaw(reply.body + Data("\n".utf8)) }
-            let error = (try? WireJSON.decoder().decode(ErrorBody.self, from: reply.body))?.error
-            throw CLIFailure(.failed, "\(operation) replied \(error?.code.rawValue ?? "with an error"): \(error?.message ?? "(no message)")")
+            let error = reply.serviceError
+            throw CLIFailure(.failed, "\(operation) replied \(error.code.rawValue): \(error.message)")
         }
         if !output.json, let value = JSONValue.parse(reply.body) {
             Terminal.out(value.jsonText(pretty: true))
         } else {
             Terminal.outRaw(reply.body + Data("\n".utf8))
         }
-    }
-
-    private struct ErrorBody: Decodable {
-        var error: ServiceError
     }
 }

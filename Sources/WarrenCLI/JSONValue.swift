@@ -1,8 +1,8 @@
 import Foundation
 import WarrenAMQP
 
-/// Any JSON value: event bodies and headers the CLI carries without knowing their shape, and
-/// the documents it prints with `--json`. Integers stay integers (ids, cents, epoch ms).
+/// Any JSON value: the documents the CLI prints with `--json` and the message bodies in them.
+/// Integers stay integers (ids, cents, epoch ms).
 enum JSONValue: Codable, Sendable, Equatable {
     case null
     case bool(Bool)
@@ -63,19 +63,6 @@ enum JSONValue: Codable, Sendable, Equatable {
 }
 
 extension JSONValue {
-    /// As an AMQP header value: what a stored event's headers become when republished.
-    var fieldValue: AMQPFieldValue {
-        switch self {
-        case .null: .void
-        case .bool(let value): .bool(value)
-        case .int(let value): .int(value)
-        case .double(let value): .double(value)
-        case .string(let value): .string(value)
-        case .array(let values): .array(values.map(\.fieldValue))
-        case .object(let values): .table(values.mapValues(\.fieldValue))
-        }
-    }
-
     /// An AMQP header value as JSON, for printing: timestamps as ISO 8601, bytes as base64.
     init(_ field: AMQPFieldValue) {
         switch field {

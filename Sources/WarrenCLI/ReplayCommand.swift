@@ -137,10 +137,8 @@ struct ReplayCommand: AsyncParsableCommand {
                 if let total = await countEvents(rpc: rpc, query: query, limit: limit, timeout: timeout.duration) { progress.setTotal(total) }
             } : nil
 
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         let messages = events.map { event in
-            try ReplayedEvent(event, replayID: replayID, destination: destination).message(encoder: encoder)
+            ReplayedEvent(event, replayID: replayID, destination: destination).message
         }
         var done = 0
         do {
@@ -210,8 +208,8 @@ struct ReplayedEvent {
         self.destination = destination
     }
 
-    func message(encoder: JSONEncoder) throws -> OutgoingMessage {
-        var headers: AMQPTable = (event.headers ?? [:]).mapValues(\.fieldValue)
+    var message: OutgoingMessage {
+        var headers = event.headers
         if let original = event.correlationId ?? headers[WireHeader.correlationID]?.stringValue {
             headers[Self.originalCorrelationID] = .string(original)
         }
@@ -222,7 +220,7 @@ struct ReplayedEvent {
         let properties = AMQPProperties(
             contentType: "application/json", headers: headers, deliveryMode: .persistent, correlationID: replayID,
             messageID: event.id, timestamp: ISOTime.parse(event.timestamp), type: event.type, appID: "warren-replay")
-        let body = try encoder.encode(event.body)
+        let body = event.body
         switch destination {
         case .queue(let queue):
             return OutgoingMessage(body: body, exchange: "", routingKey: queue, mandatory: true, properties: properties)

@@ -80,8 +80,9 @@ struct CLIResult: CustomStringConvertible {
 /// The built `warren` binary, run as an operator would. Output goes to files (a pipe the test
 /// does not drain could block the child, and an inherited one would hold `swift test`).
 final class WarrenCLI: Sendable {
-    static let binary = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
-        .appendingPathComponent("../../.build/debug/warren").standardized
+    /// `.build/debug/warren`, or `WARREN_CLI_BINARY` (e.g. a release build, to measure throughput).
+    static let binary = ProcessInfo.processInfo.environment["WARREN_CLI_BINARY"].map { URL(fileURLWithPath: $0) }
+        ?? URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../.build/debug/warren").standardized
 
     let process = Process()
     private let directory = FileManager.default.temporaryDirectory.appendingPathComponent("warren-cli-\(UUID().uuidString)")

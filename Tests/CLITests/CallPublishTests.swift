@@ -9,7 +9,8 @@ final class EchoServiceProcess: Sendable {
     let process = Process()
 
     init(vhost: TestVhost, connection: AMQPConnection) async throws {
-        process.executableURL = WarrenCLI.binary.deletingLastPathComponent().appendingPathComponent("warren-echo")
+        process.executableURL = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+            .appendingPathComponent("../../.build/debug/warren-echo").standardized
         var environment = ProcessInfo.processInfo.environment
         environment["AMQP_URL"] = vhost.url
         environment["HTTP_PORT"] = "\(Int.random(in: 45_000..<55_000))"

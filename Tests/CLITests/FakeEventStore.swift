@@ -37,12 +37,15 @@ struct FakePage: Codable, Sendable {
     var next: String?
 }
 
+/// Serves `events.query` from memory through a plain consumer on `events.rpc`, with every
+/// event encoded once up front, so that measuring the replay measures the CLI, not this fake.
 final class FakeEventStore: Sendable {
     static let types = ["order.created", "order.confirmed", "payment.succeeded", "user.registered"]
 
     let events: [FakeEvent]
     let dates: [Date]
-    private let service: InProcessService
+    private let channel: AMQPChannel
+    private let serving: Task<Void, any Error>
 
     /// `count` events, a minute apart, the last 30 s before now; types, aggregates and
     /// correlation ids cycle so every filter selects a known part.
@@ -61,44 +64,59 @@ final class FakeEventStore: Sendable {
                 headers: ["x-correlation-id": "flow-\(index % 7)", "x-aggregate-id": "aggregate-\(index % 10)"],
                 body: .init(n: index, note: "event \(index)")))
         }
+        let encoder = JSONEncoder()
+        let encoded = try events.map { try encoder.encode($0) }
         self.events = events
         self.dates = dates
-        let (stored, times) = (events, dates)
-        var handlers = RPCHandlers()
-        handlers.on("events.query", FakeQuery.self) { query, _ in
-            return try Self.answer(query, events: stored, dates: times)
+        channel = try await connection.openChannel()
+        try await channel.declareQueue("events.rpc")
+        let requests = try await channel.consume(queue: "events.rpc", noAck: true)
+        serving = Task { [channel, events, dates] in
+            for try await request in requests {
+                guard let replyTo = request.properties.replyTo else { continue }
+                let (status, body) = Self.answer(request.body, events: events, dates: dates, encoded: encoded)
+                try channel.send(body, routingKey: replyTo, properties: AMQPProperties(
+                    contentType: "application/json", headers: [WireHeader.status: .string(status)],
+                    correlationID: request.properties.correlationID))
+            }
         }
-        service = try await InProcessService("events", handlers: handlers, connection: connection)
     }
 
-    func stop() async { await service.stop() }
+    func stop() async {
+        serving.cancel()
+        _ = await serving.result
+        await channel.close()
+    }
 
-    private static func answer(_ query: FakeQuery, events: [FakeEvent], dates: [Date]) throws -> FakePage {
-        let limit = query.limit ?? 100
-        guard (1...1000).contains(limit) else { throw ServiceError.invalid("limit must be 1…1000") }
-        func date(_ text: String?) throws -> Date? {
-            guard let text else { return nil }
-            guard let date = (try? Date(text, strategy: .iso8601)) ?? (try? Date.ISO8601FormatStyle(includingFractionalSeconds: true).parse(text)) else {
-                throw ServiceError.invalid("since/until must be ISO 8601")
-            }
-            return date
+    private static func answer(_ request: Data, events: [FakeEvent], dates: [Date], encoded: [Data]) -> (String, Data) {
+        func invalid(_ message: String) -> (String, Data) {
+            ("error", Data(#"{"error":{"code":"invalid","message":"\#(message)"}}"#.utf8))
         }
-        let since = try date(query.since)
-        let until = try date(query.until)
-        let start = Int(query.after ?? "0") ?? 0
-        var page: [FakeEvent] = []
-        var index = start
-        while index < events.count, page.count < limit {
+        guard let query = try? JSONDecoder().decode(FakeQuery.self, from: request) else { return invalid("not a query") }
+        let limit = query.limit ?? 100
+        guard (1...1000).contains(limit) else { return invalid("limit must be 1…1000") }
+        func date(_ text: String?) -> Date?? {
+            guard let text else { return .some(nil) }
+            return (try? Date(text, strategy: .iso8601)) ?? (try? Date.ISO8601FormatStyle(includingFractionalSeconds: true).parse(text))
+        }
+        guard let since = date(query.since), let until = date(query.until) else { return invalid("since/until must be ISO 8601") }
+        var page = Data(#"{"events":["#.utf8)
+        var taken = 0
+        var index = Int(query.after ?? "0") ?? 0
+        while index < events.count, taken < limit {
             let event = events[index]
             let time = dates[index]
-            if Self.glob(query.type, event.type), since.map({ time >= $0 }) ?? true, until.map({ time < $0 }) ?? true,
+            if glob(query.type, event.type), since.map({ time >= $0 }) ?? true, until.map({ time < $0 }) ?? true,
                 query.aggregateId.map({ $0 == event.aggregateId }) ?? true, query.correlationId.map({ $0 == event.correlationId }) ?? true
             {
-                page.append(event)
+                if taken > 0 { page.append(UInt8(ascii: ",")) }
+                page.append(encoded[index])
+                taken += 1
             }
             index += 1
         }
-        return FakePage(events: page, next: index < events.count ? String(index) : nil)
+        page.append(Data((index < events.count ? #"],"next":"\#(index)"}"# : #"],"next":null}"#).utf8))
+        return ("ok", page)
     }
 
     static func glob(_ pattern: String?, _ type: String) -> Bool {
