@@ -2,7 +2,7 @@
 SWIFT ?= swift
 BENCH_C := .build/amqp-bench-c
 
-.PHONY: run test build broker bench clean
+.PHONY: run test build broker bench bench-events clean
 
 run:
 	@scripts/run.sh
@@ -31,6 +31,13 @@ bench:
 	@mkdir -p .build
 	cc -O2 -Wall -o $(BENCH_C) bench/amqp_bench.c -lrabbitmq -lpthread
 	.build/release/warren-bench amqp --json --c-program $(BENCH_C)
+
+# The event store's numbers (README, The event store): appends at 0 and at 1 million events
+# through the broker, and 100,000 events paged through events.query, by the release build.
+bench-events: broker
+	$(SWIFT) build -c release --product event-store
+	$(SWIFT) build --build-tests
+	WARREN_BENCH=1 EVENT_STORE_BINARY=.build/release/event-store $(SWIFT) test --skip-build --filter EventStoreBenchmark
 
 clean:
 	$(SWIFT) package clean

@@ -17,6 +17,10 @@ let package = Package(
         .library(name: "WarrenSQLite", targets: ["WarrenSQLite"]),
         .executable(name: "warren-bench", targets: ["WarrenBench"]),
         .executable(name: "warren-echo", targets: ["EchoService"]),
+        .executable(name: "user-service", targets: ["UserService"]),
+        .executable(name: "order-service", targets: ["OrderService"]),
+        .executable(name: "payment-service", targets: ["PaymentService"]),
+        .executable(name: "event-store", targets: ["EventStore"]),
         .executable(name: "warren", targets: ["WarrenCLI"]),
     ],
     dependencies: [
@@ -28,6 +32,7 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
         .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird-auth.git", from: "2.5.0"),
     ],
     targets: [
         // The thin C wrapper over librabbitmq: only what Swift cannot call directly.
@@ -78,6 +83,47 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // The domain services: each its own process and database; none imports another.
+        .executableTarget(
+            name: "UserService",
+            dependencies: [
+                "Warren", "WarrenSQLite",
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "HummingbirdBcrypt", package: "hummingbird-auth"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .executableTarget(
+            name: "OrderService",
+            dependencies: [
+                "Warren", "WarrenSQLite",
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .executableTarget(
+            name: "PaymentService",
+            dependencies: [
+                "Warren", "WarrenSQLite",
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        // The event store: every event once, in order, queried by events.query.
+        .executableTarget(
+            name: "EventStore",
+            dependencies: [
+                "Warren", "WarrenAMQP", "WarrenSQLite",
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         .executableTarget(
             name: "WarrenBench",
             dependencies: [
@@ -119,6 +165,18 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        .testTarget(
+            name: "EventStoreTests",
+            dependencies: ["Warren", "WarrenAMQP", "WarrenTestSupport"],
+            swiftSettings: swiftSettings
+        ),
+        // The domain services as real processes, each test in a vhost of its own.
+        .testTarget(
+            name: "ServiceTests",
+            dependencies: ["Warren", "WarrenAMQP", "WarrenTestSupport"],
+            swiftSettings: swiftSettings
+        ),
+        // The `warren` binary run as a process against the real broker, each test in its own vhost.
         .testTarget(
             name: "CLITests",
             dependencies: [

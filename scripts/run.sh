@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # `make run`: the whole system in the foreground on one machine; Ctrl-C stops what it started.
-# Today that is the broker and the example service warren-echo; each service joins as it lands.
+# The broker, then every service (each with its database under data/), then the gateway.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -8,8 +8,11 @@ started_broker=0
 if ! (exec 3<>"/dev/tcp/127.0.0.1/${AMQP_PORT:-5672}") 2>/dev/null; then started_broker=1; fi
 scripts/broker.sh
 
+# name:port of /health. Each is its own process, as it would be in production.
+services=(user-service:8091 order-service:8092 payment-service:8093 event-store:8094 warren-echo:8090)
+
 echo "==> building"
-swift build --product warren-echo
+swift build
 
 pids=()
 stop() {
@@ -28,9 +31,15 @@ trap stop INT TERM
 
 export AMQP_URL="${AMQP_URL:-amqp://guest:guest@localhost:5672/}"
 export LOG_FORMAT="${LOG_FORMAT:-text}"
-.build/debug/warren-echo &
-pids+=($!)
+export DATA_DIR="${DATA_DIR:-data}"
+# Development only: this address registers as an admin.
+export ADMIN_EMAILS="${ADMIN_EMAILS:-admin@warren.local}"
+for service in "${services[@]}"; do
+    .build/debug/"${service%%:*}" &
+    pids+=($!)
+done
 
-echo "==> RabbitMQ at $AMQP_URL; warren-echo serves echo.rpc (health: http://localhost:8090/health)."
+echo "==> RabbitMQ at $AMQP_URL; databases in $DATA_DIR/"
+for service in "${services[@]}"; do echo "    ${service%%:*}: http://localhost:${service##*:}/health"; done
 echo "    Ctrl-C stops everything."
 wait

@@ -25,6 +25,11 @@ public enum Outbox {
             }
             try db.create(index: "warren_outbox_unsent", on: "warren_outbox", columns: ["sent_at", "sequence"])
         }
+        migrator.registerMigration("warren_outbox_claims") { db in
+            // A relay leases the rows it publishes, so that instances sharing the database do
+            // not publish the same event twice; a lease left by a crash expires.
+            try db.alter(table: "warren_outbox") { table in table.add(column: "claimed_until", .datetime) }
+        }
     }
 
     /// Records an event inside the caller's transaction; returns its envelope (the event id is
@@ -97,15 +102,40 @@ public final class OutboxRelay: Service, Sendable {
     /// Publishes one batch of unsent events; returns how many it published.
     @discardableResult
     public func relayBatch() async throws -> Int {
-        let pending = try await database.read { @Sendable [batchSize] db in
-            try Row.fetchAll(
+        let pending = try await claimBatch()
+        guard !pending.isEmpty else { return 0 }
+        let sequences = pending.map(\.sequence)
+        do {
+            // Published concurrently (pipelined confirms) in the channel's order.
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for event in pending {
+                    group.addTask { try await self.publisher.publish(event.body, envelope: event.envelope) }
+                }
+                try await group.waitForAll()
+            }
+        } catch {
+            try? await update(sequences, set: "claimed_until = NULL")  // let the next attempt have them at once
+            throw error
+        }
+        try await update(sequences, set: "sent_at = ?", Date())
+        logger.debug("relayed events", metadata: ["count": "\(pending.count)"])
+        return pending.count
+    }
+
+    /// The oldest unsent events nobody else is publishing, leased to this relay for
+    /// `claimDuration` in the same transaction that reads them.
+    private func claimBatch() async throws -> [PendingEvent] {
+        try await database.write { @Sendable [batchSize] db in
+            let now = Date()
+            let rows = try Row.fetchAll(
                 db,
                 sql: """
                     SELECT sequence, event_id, type, aggregate_id, correlation_id, causation_id, body, created_at
-                    FROM warren_outbox WHERE sent_at IS NULL ORDER BY sequence LIMIT ?
+                    FROM warren_outbox WHERE sent_at IS NULL AND (claimed_until IS NULL OR claimed_until < ?)
+                    ORDER BY sequence LIMIT ?
                     """,
-                arguments: [batchSize]
-            ).map { row in
+                arguments: [now, batchSize])
+            let pending = rows.map { row in
                 PendingEvent(
                     sequence: row["sequence"],
                     envelope: Envelope(
@@ -113,23 +143,25 @@ public final class OutboxRelay: Service, Sendable {
                         type: row["type"], aggregateID: row["aggregate_id"], timestamp: row["created_at"]),
                     body: row["body"])
             }
-        }
-        guard !pending.isEmpty else { return 0 }
-        // Published concurrently (pipelined confirms) in the channel's order.
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            for event in pending {
-                group.addTask { try await self.publisher.publish(event.body, envelope: event.envelope) }
+            if !pending.isEmpty {
+                try Self.update(db, pending.map(\.sequence), set: "claimed_until = ?", now + Self.claimDuration)
             }
-            try await group.waitForAll()
+            return pending
         }
-        let sequences = pending.map(\.sequence)
-        try await database.write { @Sendable db in
-            try db.execute(
-                sql: "UPDATE warren_outbox SET sent_at = ? WHERE sequence IN (\(sequences.map { _ in "?" }.joined(separator: ",")))",
-                arguments: StatementArguments([Date()] as [any DatabaseValueConvertible] + sequences))
-        }
-        logger.debug("relayed events", metadata: ["count": "\(pending.count)"])
-        return pending.count
+    }
+
+    /// Longer than any publish with confirms takes; a crashed relay's rows wait this long.
+    static let claimDuration: TimeInterval = 30
+
+    private func update(_ sequences: [Int64], set assignment: String, _ value: (any DatabaseValueConvertible & Sendable)? = nil) async throws {
+        try await database.write { @Sendable db in try Self.update(db, sequences, set: assignment, value) }
+    }
+
+    private static func update(_ db: Database, _ sequences: [Int64], set assignment: String, _ value: (any DatabaseValueConvertible)?) throws {
+        let placeholders = sequences.map { _ in "?" }.joined(separator: ",")
+        try db.execute(
+            sql: "UPDATE warren_outbox SET \(assignment) WHERE sequence IN (\(placeholders))",
+            arguments: StatementArguments((value.map { [$0] } ?? []) + sequences))
     }
 }
 

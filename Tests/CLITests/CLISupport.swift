@@ -1,9 +1,6 @@
 // Helpers for running the built `warren` binary against the real broker, each test in a vhost
-// of its own (created and deleted through the management API, which the CLI needs anyway).
+// of its own.
 import Foundation
-#if canImport(FoundationNetworking)
-import FoundationNetworking
-#endif
 import Logging
 import ServiceLifecycle
 import Synchronization
@@ -12,58 +9,27 @@ import Warren
 import WarrenAMQP
 import WarrenTestSupport
 
-/// A vhost of the test's own: nothing it declares can meet another test's queues.
-struct TestVhost {
-    let name = "cli-\(UUID().uuidString.prefix(12).lowercased())"
-    var url: String { "amqp://guest:guest@localhost:5672/\(name)" }
-
-    static func create() async throws -> TestVhost {
-        let vhost = TestVhost()
-        try await management("PUT", "api/vhosts/\(vhost.name)")
-        try await management("PUT", "api/permissions/\(vhost.name)/guest", body: #"{"configure":".*","write":".*","read":".*"}"#)
-        return vhost
-    }
-
-    func delete() async {
-        try? await Self.management("DELETE", "api/vhosts/\(name)")
-    }
-
+extension TestVhost {
     func connect() async throws -> AMQPConnection {
         var configuration = try AMQPConfiguration(url: url)
         configuration.connectionName = "cli-test-\(name)"
         return try await AMQPConnection.connect(configuration)
     }
 
-    /// Runs `body` with the vhost and a connection to it, then deletes the vhost (and so
-    /// everything in it) whatever happened.
+    /// Runs `body` with a vhost of its own and a connection to it; the vhost (and everything
+    /// in it) is deleted afterwards, whatever happened.
     static func with<T>(_ body: (TestVhost, AMQPConnection) async throws -> T) async throws -> T {
-        let vhost = try await create()
-        do {
+        try await withVhost("cli") { vhost in
             let connection = try await vhost.connect()
             do {
                 let result = try await body(vhost, connection)
                 await connection.close()
-                await vhost.delete()
                 return result
             } catch {
                 await connection.close()
                 throw error
             }
-        } catch {
-            await vhost.delete()
-            throw error
         }
-    }
-
-    private static func management(_ method: String, _ path: String, body: String? = nil) async throws {
-        var request = URLRequest(url: URL(string: "http://localhost:15672/\(path)")!)
-        request.httpMethod = method
-        request.setValue("Basic " + Data("guest:guest".utf8).base64EncodedString(), forHTTPHeaderField: "Authorization")
-        request.setValue("application/json", forHTTPHeaderField: "Content-Type")
-        request.httpBody = body.map { Data($0.utf8) }
-        let (_, response) = try await URLSession.shared.data(for: request)
-        let status = (response as? HTTPURLResponse)?.statusCode ?? 0
-        try #require((200..<300).contains(status), "management API \(method) \(path) answered \(status)")
     }
 }
 

@@ -4,41 +4,13 @@ import Warren
 import WarrenAMQP
 import WarrenTestSupport
 
-/// The example service `warren-echo` as a real process in the test's vhost.
-final class EchoServiceProcess: Sendable {
-    let process = Process()
-
-    init(vhost: TestVhost, connection: AMQPConnection) async throws {
-        process.executableURL = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
-            .appendingPathComponent("../../.build/debug/warren-echo").standardized
-        var environment = ProcessInfo.processInfo.environment
-        environment["AMQP_URL"] = vhost.url
-        environment["HTTP_PORT"] = "\(Int.random(in: 45_000..<55_000))"
-        process.environment = environment
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        let channel = try await connection.openChannel()
-        for _ in 0..<300 {
-            if let info = try? await channel.inspectQueue("echo.rpc"), info.consumerCount > 0 { break }
-            try await Task.sleep(for: .milliseconds(20))
-        }
-        await channel.close()
-    }
-
-    func stop() {
-        process.terminate()
-        process.waitUntilExit()
-    }
-}
-
 @Suite("warren call", .timeLimit(.minutes(2)))
 struct CallTests {
     @Test("calls a running service: reply on stdout (pretty, or raw with --json), error replies exit 1, no reply in time exits 4")
     func callEcho() async throws {
         try await TestVhost.with { vhost, connection in
-            let echo = try await EchoServiceProcess(vhost: vhost, connection: connection)
-            defer { echo.stop() }
+            let echo = try ServiceProcess("warren-echo", environment: ["AMQP_URL": vhost.url])
+            try await echo.waitUntilReady()
 
             let raw = try await WarrenCLI.run(["call", "echo.echo", #"{"text":"hello"}"#, "--json"], url: vhost.url)
             #expect(raw.status == 0, "\(raw)")
@@ -61,6 +33,7 @@ struct CallTests {
             let nobody = try await WarrenCLI.run(["call", "nobody.get"], url: vhost.url)
             #expect(nobody.status == 1, "\(nobody)")
             #expect(nobody.stderr.contains("unavailable"))
+            await echo.stop()
         }
     }
 

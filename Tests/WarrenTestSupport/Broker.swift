@@ -97,6 +97,11 @@ public enum BrokerControl {
         }
     }
 
+    /// Runs `rabbitmqctl` with `arguments` and returns what it printed.
+    public static func run(_ arguments: [String]) throws -> String {
+        try rabbitmqctl(arguments)
+    }
+
     private static func rabbitmqctl(_ arguments: [String]) throws -> String {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/sbin/rabbitmqctl")

@@ -101,17 +101,6 @@ struct ContractTests {
     }
 
     private func validate(_ json: Any, against schema: String) throws -> Bool {
-        let file = FileManager.default.temporaryDirectory.appendingPathComponent("warren-contract-\(UUID().uuidString).json")
-        try JSONSerialization.data(withJSONObject: json).write(to: file)
-        defer { try? FileManager.default.removeItem(at: file) }
-        let schemas = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../schemas").standardized
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["check-jsonschema", "--schemafile", schemas.appendingPathComponent(schema).path, file.path]
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        process.waitUntilExit()
-        return process.terminationStatus == 0
+        try Schemas.problems([json], against: schema) == nil
     }
 }

@@ -1,0 +1,92 @@
+import Foundation
+import Logging
+import Warren
+import WarrenSQLite
+
+/// The order service (queue `orders.rpc`): places orders for users it checks with the user
+/// service over RPC, stores each with its `order.created` event in one transaction (outbox),
+/// and settles it when the payment service reports: `payment.succeeded` → confirmed,
+/// `payment.failed` → cancelled with the reason.
+///
+/// Environment (besides the service host's): `DATABASE_PATH` or `DATA_DIR`, `OUTBOX_RELAY`
+/// (`paused` keeps events in the outbox; see README).
+@main
+struct OrderService {
+    static func main() async throws {
+        try await ServiceHost.run(name: "orders", defaultHTTPPort: 8092) { resources in
+            let database = try ServiceDatabase.open(service: "orders", environment: resources.environment, migrations: SQLiteOrderStore.migrations)
+            let relay = OutboxRelay(database: database, publisher: resources.events, logger: resources.logger)
+            let orders = OrderHandlers(store: SQLiteOrderStore(database: database), relay: relay)
+            return ServiceDefinition(
+                handlers: orders.handlers, subscription: orders.payments,
+                services: ServiceDatabase.relays([relay], environment: resources.environment, logger: resources.logger))
+        }
+    }
+}
+
+struct OrderHandlers {
+    let store: any OrderStore
+    let relay: OutboxRelay
+
+    var handlers: RPCHandlers {
+        var handlers = RPCHandlers()
+        handlers.on("orders.create", CreateOrder.self) { request, context in
+            if let key = request.idempotencyKey, let first = try await store.order(userID: request.userId, idempotencyKey: key) {
+                return try sameOrder(first, as: request)
+            }
+            // The user must exist now; `not_found`, `unavailable` and `timeout` reach the caller as they are.
+            _ = try await context.call("users.get", ["id": request.userId], as: UserRef.self)
+            let now = Date()
+            let order = Order(
+                id: UUID().uuidString.lowercased(), userId: request.userId, items: request.items, totalCents: request.totalCents,
+                status: .pending, createdAt: now, updatedAt: now)
+            let stored = try await store.create(order, idempotencyKey: request.idempotencyKey, cause: context.envelope)
+            guard stored.id == order.id else { return try sameOrder(stored, as: request) }
+            relay.wake()
+            context.logger.info("order placed", metadata: ["order_id": "\(order.id)", "total_cents": "\(order.totalCents)"])
+            return stored
+        }
+        handlers.on("orders.get", OrderID.self) { request, _ in
+            guard let order = try await store.order(id: request.id) else { throw ServiceError.notFound("no order \(request.id)") }
+            return order
+        }
+        handlers.on("orders.list", ListOrders.self) { request, _ in
+            try await store.list(userID: request.userId, status: request.status, after: request.cursor.map { try PageCursor.position($0) }, limit: request.limit ?? 20)
+        }
+        handlers.on("orders.cancel", OrderID.self) { request, context in
+            guard let order = try await store.settle(id: request.id, to: .cancelled, reason: "cancelled by the customer", eventID: nil, cause: context.envelope)
+            else { throw ServiceError.notFound("no order \(request.id)") }
+            if order.status == .confirmed { throw ServiceError.conflict("order \(request.id) is confirmed and paid: it can no longer be cancelled") }
+            relay.wake()
+            return order
+        }
+        return handlers
+    }
+
+    /// `payment.succeeded` confirms a pending order, `payment.failed` cancels it; each payment
+    /// event is applied once (its id is recorded in the same transaction as the change).
+    var payments: Subscription {
+        Subscription(["payment.succeeded", "payment.failed"]) { event in
+            let payment = try event.decode(PaymentOutcome.self)
+            let target: Order.Status = event.type == "payment.succeeded" ? .confirmed : .cancelled
+            let reason = target == .cancelled ? "payment failed: \(payment.reason ?? "declined")" : nil
+            guard let order = try await store.settle(id: payment.orderId, to: target, reason: reason, eventID: event.envelope.messageID, cause: event.envelope)
+            else { throw ServiceError.invalid("payment for an unknown order \(payment.orderId)") }
+            relay.wake()
+            if order.status != target {
+                // e.g. paid after the customer cancelled: someone must refund it.
+                event.logger.warning("payment outcome for an order that is no longer pending", metadata: ["order_id": "\(order.id)", "status": "\(order.status.rawValue)"])
+            } else {
+                event.logger.info("order \(target.rawValue)", metadata: ["order_id": "\(order.id)"])
+            }
+        }
+    }
+
+    /// A repeated idempotency key must mean the same order; anything else is a client bug.
+    private func sameOrder(_ order: Order, as request: CreateOrder) throws(ServiceError) -> Order {
+        guard order.items == request.items else {
+            throw .conflict("idempotencyKey '\(request.idempotencyKey ?? "")' was already used for a different order (\(order.id))")
+        }
+        return order
+    }
+}

@@ -1,0 +1,87 @@
+import Foundation
+import Warren
+import WarrenSQLite
+
+struct Item: Codable, Sendable, Equatable {
+    var sku: String
+    var quantity: Int
+    var unitPriceCents: Int
+}
+
+/// An order as every caller and every `order.*` event sees it.
+struct Order: Codable, Sendable, Equatable {
+    enum Status: String, Codable, Sendable { case pending, confirmed, cancelled }
+
+    var id: String
+    var userId: String
+    var items: [Item]
+    var totalCents: Int
+    var status: Status
+    /// Why it was cancelled.
+    var reason: String?
+    var createdAt: Date
+    var updatedAt: Date
+}
+
+struct CreateOrder: Decodable, Sendable, Validatable {
+    var userId: String
+    var items: [Item]
+    /// The same key from the same user returns the first order instead of placing another.
+    var idempotencyKey: String?
+
+    func validate() throws(ServiceError) {
+        try Check.uuid(userId, "userId")
+        try Check.count(items, "items", 1...100)
+        for (index, item) in items.enumerated() {
+            try Check.length(item.sku, "items[\(index)].sku", 1...64)
+            try Check.range(item.quantity, "items[\(index)].quantity", 1...10_000)
+            try Check.range(item.unitPriceCents, "items[\(index)].unitPriceCents", 0...100_000_000)
+        }
+        if let idempotencyKey { try Check.length(idempotencyKey, "idempotencyKey", 1...128) }
+    }
+
+    /// At most 100 items × 10,000 × 100,000,000 cents: no overflow in 64 bits.
+    var totalCents: Int { items.reduce(0) { $0 + $1.quantity * $1.unitPriceCents } }
+}
+
+struct OrderID: Decodable, Sendable, Validatable {
+    var id: String
+    func validate() throws(ServiceError) { try Check.uuid(id, "id") }
+}
+
+struct ListOrders: Decodable, Sendable, Validatable {
+    var userId: String
+    var status: Order.Status?
+    var limit: Int?
+    var cursor: String?
+
+    func validate() throws(ServiceError) {
+        try Check.uuid(userId, "userId")
+        if let limit { try Check.range(limit, "limit", 1...100) }
+        if let cursor { _ = try PageCursor.position(cursor) }
+    }
+}
+
+struct OrderPage: Encodable, Sendable {
+    var orders: [Order]
+    var next: String?
+
+    func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(orders, forKey: .orders)
+        try container.encode(next, forKey: .next)  // null at the end, not absent
+    }
+
+    private enum CodingKeys: String, CodingKey { case orders, next }
+}
+
+/// What the order service reads of `users.get`'s reply (a tolerant reader: only what it needs).
+struct UserRef: Codable, Sendable {
+    var id: String
+}
+
+/// What the order service reads of a `payment.succeeded` / `payment.failed` event.
+struct PaymentOutcome: Decodable, Sendable {
+    var orderId: String
+    var reason: String?
+}

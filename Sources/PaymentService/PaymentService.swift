@@ -1,0 +1,140 @@
+import Foundation
+import Logging
+import GRDB
+import Warren
+import WarrenSQLite
+
+/// The payment service (queue `payments.rpc`): charges every new order (simulated) and reports
+/// `payment.succeeded` or `payment.failed`.
+///
+/// The charge is deterministic so that anyone can predict it: an order whose total is above
+/// `PAYMENT_LIMIT_CENTS` (default 100000, i.e. 1,000.00) is declined, every other succeeds.
+/// One payment per order, however often `order.created` arrives: the order id is unique in
+/// the payments table and the payment and its event are written in one transaction.
+///
+/// Environment (besides the service host's): `DATABASE_PATH` or `DATA_DIR`,
+/// `PAYMENT_LIMIT_CENTS`, `OUTBOX_RELAY`.
+@main
+struct PaymentService {
+    static func main() async throws {
+        try await ServiceHost.run(name: "payments", defaultHTTPPort: 8093) { resources in
+            let environment = resources.environment
+            let database = try ServiceDatabase.open(service: "payments", environment: environment, migrations: SQLitePaymentStore.migrations)
+            let relay = OutboxRelay(database: database, publisher: resources.events, logger: resources.logger)
+            let payments = PaymentHandlers(
+                store: SQLitePaymentStore(database: database), relay: relay,
+                limitCents: Int(environment["PAYMENT_LIMIT_CENTS"] ?? "") ?? 100_000)
+            return ServiceDefinition(
+                handlers: payments.handlers, subscription: payments.orders,
+                services: ServiceDatabase.relays([relay], environment: environment, logger: resources.logger))
+        }
+    }
+}
+
+struct Payment: Codable, Sendable {
+    enum Status: String, Codable, Sendable { case succeeded, failed }
+
+    var id: String
+    var orderId: String
+    var userId: String
+    var amountCents: Int
+    var status: Status
+    var reason: String?
+    var createdAt: Date
+}
+
+/// What the payment service reads of an `order.created` event.
+struct PlacedOrder: Decodable, Sendable {
+    var id: String
+    var userId: String
+    var totalCents: Int
+}
+
+struct PaymentQuery: Decodable, Sendable, Validatable {
+    var orderId: String
+    func validate() throws(ServiceError) { try Check.uuid(orderId, "orderId") }
+}
+
+struct PaymentHandlers {
+    let store: any PaymentStore
+    let relay: OutboxRelay
+    let limitCents: Int
+
+    var handlers: RPCHandlers {
+        var handlers = RPCHandlers()
+        handlers.on("payments.get", PaymentQuery.self) { request, _ in
+            guard let payment = try await store.payment(orderID: request.orderId) else {
+                throw ServiceError.notFound("no payment for order \(request.orderId)")
+            }
+            return payment
+        }
+        return handlers
+    }
+
+    var orders: Subscription {
+        Subscription(["order.created"]) { event in
+            let order = try event.decode(PlacedOrder.self)
+            let declined = order.totalCents > limitCents
+            let payment = Payment(
+                id: UUID().uuidString.lowercased(), orderId: order.id, userId: order.userId, amountCents: order.totalCents,
+                status: declined ? .failed : .succeeded,
+                reason: declined ? "amount \(order.totalCents) cents is above the limit of \(limitCents) cents" : nil, createdAt: Date())
+            if try await store.record(payment, cause: event.envelope) {
+                relay.wake()
+                event.logger.info("payment \(payment.status.rawValue)", metadata: ["order_id": "\(order.id)", "amount_cents": "\(order.totalCents)"])
+            } else {
+                event.logger.info("order already charged: nothing to do", metadata: ["order_id": "\(order.id)"])
+            }
+        }
+    }
+}
+
+/// What the handlers need of storage; a protocol so that a PostgreSQL store can be added
+/// without touching the handlers.
+protocol PaymentStore: Sendable {
+    /// Stores the payment and its event; false (and nothing stored) if the order already has one.
+    func record(_ payment: Payment, cause: Envelope) async throws -> Bool
+    func payment(orderID: String) async throws -> Payment?
+}
+
+struct SQLitePaymentStore: PaymentStore {
+    let database: DatabasePool
+
+    static func migrations(_ migrator: inout DatabaseMigrator) {
+        migrator.registerMigration("payments") { db in
+            try db.create(table: "payments") { table in
+                table.column("id", .text).primaryKey()
+                table.column("order_id", .text).notNull().unique()  // one payment per order
+                table.column("user_id", .text).notNull()
+                table.column("amount_cents", .integer).notNull()
+                table.column("status", .text).notNull()
+                table.column("reason", .text)
+                table.column("created_at", .datetime).notNull()
+            }
+        }
+    }
+
+    func record(_ payment: Payment, cause: Envelope) async throws -> Bool {
+        try await database.write { db in
+            try db.execute(
+                sql: """
+                    INSERT OR IGNORE INTO payments (id, order_id, user_id, amount_cents, status, reason, created_at)
+                    VALUES (?, ?, ?, ?, ?, ?, ?)
+                    """,
+                arguments: [payment.id, payment.orderId, payment.userId, payment.amountCents, payment.status.rawValue, payment.reason, payment.createdAt])
+            guard db.changesCount > 0 else { return false }
+            try Outbox.enqueue(db, type: "payment.\(payment.status.rawValue)", payload: payment, aggregateID: payment.orderId, causedBy: cause)
+            return true
+        }
+    }
+
+    func payment(orderID: String) async throws -> Payment? {
+        try await database.read { db in
+            try Row.fetchOne(db, sql: "SELECT * FROM payments WHERE order_id = ?", arguments: [orderID]).map { row in
+                Payment(
+                    id: row["id"], orderId: row["order_id"], userId: row["user_id"], amountCents: row["amount_cents"],
+                    status: Payment.Status(rawValue: row["status"]) ?? .failed, reason: row["reason"], createdAt: row["created_at"])
+            }
+        }
+    }
+}

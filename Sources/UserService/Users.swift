@@ -1,0 +1,94 @@
+import Foundation
+import Warren
+import WarrenSQLite
+
+/// A user as every caller sees it. The password hash never leaves the store.
+struct User: Codable, Sendable, Equatable {
+    enum Role: String, Codable, Sendable { case user, admin }
+
+    var id: String
+    var name: String
+    var email: String
+    var role: Role
+    var createdAt: Date
+}
+
+struct CreateUser: Decodable, Sendable, Validatable {
+    var name: String
+    var email: String
+    var password: String
+
+    func validate() throws(ServiceError) {
+        try Check.name(name)
+        try Check.email(email, "email")
+        try Check.password(password)
+    }
+}
+
+struct UserID: Codable, Sendable, Validatable {
+    var id: String
+    func validate() throws(ServiceError) { try Check.uuid(id, "id") }
+}
+
+struct ListUsers: Decodable, Sendable, Validatable {
+    var limit: Int?
+    var cursor: String?
+    func validate() throws(ServiceError) {
+        if let limit { try Check.range(limit, "limit", 1...100) }
+        if let cursor { _ = try PageCursor.position(cursor) }
+    }
+}
+
+struct UserPage: Encodable, Sendable {
+    var users: [User]
+    var next: String?
+
+    func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(users, forKey: .users)
+        try container.encode(next, forKey: .next)  // null at the end, not absent
+    }
+
+    private enum CodingKeys: String, CodingKey { case users, next }
+}
+
+struct UpdateUser: Decodable, Sendable, Validatable {
+    var id: String
+    var name: String?
+    var email: String?
+
+    func validate() throws(ServiceError) {
+        try Check.uuid(id, "id")
+        if let name { try Check.name(name) }
+        if let email { try Check.email(email, "email") }
+        if name == nil, email == nil { throw .invalid("nothing to update: give 'name', 'email' or both") }
+    }
+}
+
+struct Deleted: Encodable, Sendable {
+    var id: String
+    var deleted = true
+}
+
+struct Credentials: Decodable, Sendable, Validatable {
+    var email: String
+    var password: String
+    func validate() throws(ServiceError) {
+        try Check.length(email, "email", 1...254)
+        try Check.length(password, "password", 1...1_000)
+    }
+}
+
+extension Check {
+    static func name(_ value: String) throws(ServiceError) {
+        try length(value, "name", 1...100)
+        guard !value.allSatisfy(\.isWhitespace) else { throw .invalid("field 'name' must not be blank") }
+    }
+
+    /// bcrypt reads at most 72 bytes: a longer password would be silently cut, so it is refused.
+    static func password(_ value: String) throws(ServiceError) {
+        guard (8...72).contains(value.utf8.count) else {
+            throw .invalid("field 'password' must be 8 to 72 bytes long")
+        }
+    }
+}
