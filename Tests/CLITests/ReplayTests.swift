@@ -2,6 +2,7 @@ import Foundation
 import Testing
 import Warren
 import WarrenAMQP
+import WarrenTestSupport
 
 /// A replay filter and the stored events it must select.
 struct ReplayCase: Sendable, CustomTestStringConvertible {
