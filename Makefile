@@ -12,7 +12,7 @@ run:
 # the load tests (100,000 persistent messages; a publish flood) run last, one at a time, since
 # they slow the broker for everything beside them.
 TIMED_TESTS := RPCTests/deadline
-BULK_TESTS := manyConfirmedMessages|floodDoesNotStarveConsumer
+BULK_TESTS := manyConfirmedMessages|floodDoesNotStarveConsumer|ReplayThroughputTests|requeueInterrupted
 test: broker
 	$(SWIFT) build --build-tests
 	timeout --kill-after=30 1200 $(SWIFT) test --skip-build --skip '$(TIMED_TESTS)|$(BULK_TESTS)'

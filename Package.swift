@@ -21,6 +21,7 @@ let package = Package(
         .executable(name: "order-service", targets: ["OrderService"]),
         .executable(name: "payment-service", targets: ["PaymentService"]),
         .executable(name: "event-store", targets: ["EventStore"]),
+        .executable(name: "warren", targets: ["WarrenCLI"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
@@ -132,6 +133,17 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // The operator's tool: call, publish, replay, tail, dead letters, topology.
+        .executableTarget(
+            name: "WarrenCLI",
+            dependencies: [
+                "Warren",
+                "WarrenAMQP",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         .target(
             name: "WarrenTestSupport",
             dependencies: ["WarrenAMQP"],
@@ -162,6 +174,18 @@ let package = Package(
         .testTarget(
             name: "ServiceTests",
             dependencies: ["Warren", "WarrenAMQP", "WarrenTestSupport"],
+            swiftSettings: swiftSettings
+        ),
+        // The `warren` binary run as a process against the real broker, each test in its own vhost.
+        .testTarget(
+            name: "CLITests",
+            dependencies: [
+                "Warren",
+                "WarrenAMQP",
+                "WarrenTestSupport",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
             swiftSettings: swiftSettings
         ),
     ]
