@@ -59,6 +59,36 @@ struct ReplayTests {
         }
     }
 
+    @Test("from the real event store: what `warren publish` recorded comes back to one queue, filtered and in order")
+    func fromRealEventStore() async throws {
+        try await TestVhost.with { vhost, connection in
+            let data = try TemporaryDirectory()
+            defer { data.remove() }
+            let store = try ServiceProcess("event-store", environment: ["AMQP_URL": vhost.url, "DATA_DIR": data.path])
+            try await store.waitUntilReady()
+            let orders = (0..<20).map { #"{"n":\#($0)}"# }.joined(separator: "\n")
+            #expect(try await WarrenCLI.run(["publish", "order.created", "--lines"], url: vhost.url, stdin: orders).status == 0)
+            #expect(try await WarrenCLI.run(["publish", "user.registered", #"{"n":99}"#], url: vhost.url).status == 0)
+
+            var counted = 0
+            for _ in 0..<100 where counted < 21 {
+                let dryRun = try await WarrenCLI.run(["replay", "--dry-run", "--json"], url: vhost.url)
+                counted = (dryRun.json as? [String: Any])?["count"] as? Int ?? 0
+                if counted < 21 { try await Task.sleep(for: .milliseconds(100)) }
+            }
+            #expect(counted == 21, "the event store did not record the 21 events")
+
+            let channel = try await connection.openChannel()
+            try await channel.declareQueue("projection.events")
+            let result = try await WarrenCLI.run(["replay", "--type", "order.*", "--to", "projection", "--json"], url: vhost.url)
+            #expect(result.status == 0, "\(result)")
+            let received = try await drain("projection.events", on: connection, expecting: 20)
+            #expect(received.map { String(decoding: $0.body, as: UTF8.self) } == (0..<20).map { #"{"n":\#($0)}"# })
+            #expect(received.allSatisfy { $0.properties.type == "order.created" && $0.properties.headers?[WireHeader.replayed] == .bool(true) })
+            await store.stop()
+        }
+    }
+
     @Test("without --to, events go to warren.events under their type and reach every subscriber")
     func toExchange() async throws {
         try await TestVhost.with { vhost, connection in
