@@ -22,6 +22,8 @@ let package = Package(
         .executable(name: "payment-service", targets: ["PaymentService"]),
         .library(name: "WarrenGateway", targets: ["WarrenGateway"]),
         .executable(name: "api-gateway", targets: ["APIGateway"]),
+        .executable(name: "event-store", targets: ["EventStore"]),
+        .executable(name: "warren", targets: ["WarrenCLI"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
@@ -142,9 +144,32 @@ let package = Package(
             dependencies: ["WarrenGateway"],
             swiftSettings: swiftSettings
         ),
+        // The event store: every event once, in order, queried by events.query.
+        .executableTarget(
+            name: "EventStore",
+            dependencies: [
+                "Warren", "WarrenAMQP", "WarrenSQLite",
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         .executableTarget(
             name: "WarrenBench",
             dependencies: [
+                "WarrenAMQP",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        // The operator's tool: call, publish, replay, tail, dead letters, topology.
+        .executableTarget(
+            name: "WarrenCLI",
+            dependencies: [
+                "Warren",
                 "WarrenAMQP",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
@@ -183,10 +208,27 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        .testTarget(
+            name: "EventStoreTests",
+            dependencies: ["Warren", "WarrenAMQP", "WarrenTestSupport"],
+            swiftSettings: swiftSettings
+        ),
         // The domain services as real processes, each test in a vhost of its own.
         .testTarget(
             name: "ServiceTests",
             dependencies: ["Warren", "WarrenAMQP", "WarrenTestSupport"],
+            swiftSettings: swiftSettings
+        ),
+        // The `warren` binary run as a process against the real broker, each test in its own vhost.
+        .testTarget(
+            name: "CLITests",
+            dependencies: [
+                "Warren",
+                "WarrenAMQP",
+                "WarrenTestSupport",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
             swiftSettings: swiftSettings
         ),
     ]

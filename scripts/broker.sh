@@ -27,9 +27,25 @@ if [ "${1:-}" != "--bench" ] && ! command -v check-jsonschema >/dev/null 2>&1; t
     python3 -m pip install --quiet --root-user-action=ignore check-jsonschema
 fi
 
-answering() { (exec 3<>"/dev/tcp/127.0.0.1/$AMQP_PORT") 2>/dev/null; }
+answering() { (exec 3<>"/dev/tcp/127.0.0.1/${1:-$AMQP_PORT}") 2>/dev/null; }
+
+# `warren dlq list` and `warren topology` list queues through the management API (AMQP
+# cannot). Enabling the plugin is idempotent and works on a running node.
+MANAGEMENT_PORT="${MANAGEMENT_PORT:-15672}"
+management() {
+    answering "$MANAGEMENT_PORT" && return 0
+    echo "==> enabling the RabbitMQ management plugin"
+    rabbitmq-plugins enable rabbitmq_management >/dev/null
+    for _ in $(seq 1 30); do
+        answering "$MANAGEMENT_PORT" && return 0
+        sleep 1
+    done
+    echo "the management API did not answer on port $MANAGEMENT_PORT within 30 s" >&2
+    return 1
+}
 
 if answering; then
+    management
     exit 0
 fi
 echo "==> starting RabbitMQ"
@@ -37,6 +53,7 @@ rabbitmq-server -detached >/dev/null 2>&1 || true
 for _ in $(seq 1 90); do
     if rabbitmqctl -q await_startup --timeout 5 >/dev/null 2>&1 && answering; then
         echo "==> RabbitMQ is up on port $AMQP_PORT"
+        management
         exit 0
     fi
     sleep 1

@@ -9,7 +9,7 @@ if ! (exec 3<>"/dev/tcp/127.0.0.1/${AMQP_PORT:-5672}") 2>/dev/null; then started
 scripts/broker.sh
 
 # name:port of /health. Each is its own process, as it would be in production.
-services=(user-service:8091 order-service:8092 payment-service:8093 warren-echo:8090 api-gateway:8080)
+services=(user-service:8091 order-service:8092 payment-service:8093 event-store:8094 warren-echo:8090 api-gateway:8080)
 
 echo "==> building"
 swift build

@@ -51,7 +51,7 @@ struct OrderHandlers {
             return order
         }
         handlers.on("orders.list", ListOrders.self) { request, _ in
-            try await store.list(userID: request.userId, status: request.status, after: request.cursor.map(Cursor.position), limit: request.limit ?? 20)
+            try await store.list(userID: request.userId, status: request.status, after: request.cursor.map { try PageCursor.position($0) }, limit: request.limit ?? 20)
         }
         handlers.on("orders.cancel", OrderID.self) { request, context in
             guard let order = try await store.settle(id: request.id, to: .cancelled, reason: "cancelled by the customer", eventID: nil, cause: context.envelope)

@@ -1,5 +1,6 @@
 import Foundation
 import Warren
+import WarrenSQLite
 
 struct Item: Codable, Sendable, Equatable {
     var sku: String
@@ -57,7 +58,7 @@ struct ListOrders: Decodable, Sendable, Validatable {
     func validate() throws(ServiceError) {
         try Check.uuid(userId, "userId")
         if let limit { try Check.range(limit, "limit", 1...100) }
-        if let cursor { _ = try Cursor.position(cursor) }
+        if let cursor { _ = try PageCursor.position(cursor) }
     }
 }
 
@@ -83,14 +84,4 @@ struct UserRef: Codable, Sendable {
 struct PaymentOutcome: Decodable, Sendable {
     var orderId: String
     var reason: String?
-}
-
-/// Page cursors are opaque to callers; here they are the position of the last row served.
-enum Cursor {
-    static func position(_ cursor: String) throws(ServiceError) -> Int64 {
-        guard let position = Int64(cursor), position >= 0 else {
-            throw .invalid("field 'cursor' must be the 'next' of a previous page")
-        }
-        return position
-    }
 }

@@ -45,7 +45,7 @@ struct UserHandlers {
             try await existing(store.user(id: request.id), request.id)
         }
         handlers.on("users.list", ListUsers.self) { request, _ in
-            try await store.list(after: request.cursor.map(Cursor.position), limit: request.limit ?? 20)
+            try await store.list(after: request.cursor.map { try PageCursor.position($0) }, limit: request.limit ?? 20)
         }
         handlers.on("users.update", UpdateUser.self) { request, context in
             let user = try await existing(store.update(id: request.id, name: request.name, email: request.email, cause: context.envelope), request.id)

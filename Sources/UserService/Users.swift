@@ -1,5 +1,6 @@
 import Foundation
 import Warren
+import WarrenSQLite
 
 /// A user as every caller sees it. The password hash never leaves the store.
 struct User: Codable, Sendable, Equatable {
@@ -34,7 +35,7 @@ struct ListUsers: Decodable, Sendable, Validatable {
     var cursor: String?
     func validate() throws(ServiceError) {
         if let limit { try Check.range(limit, "limit", 1...100) }
-        if let cursor { _ = try Cursor.position(cursor) }
+        if let cursor { _ = try PageCursor.position(cursor) }
     }
 }
 
@@ -89,15 +90,5 @@ extension Check {
         guard (8...72).contains(value.utf8.count) else {
             throw .invalid("field 'password' must be 8 to 72 bytes long")
         }
-    }
-}
-
-/// Page cursors are opaque to callers; here they are the position of the last row served.
-enum Cursor {
-    static func position(_ cursor: String) throws(ServiceError) -> Int64 {
-        guard let position = Int64(cursor), position >= 0 else {
-            throw .invalid("field 'cursor' must be the 'next' of a previous page")
-        }
-        return position
     }
 }

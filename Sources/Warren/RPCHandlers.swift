@@ -1,4 +1,4 @@
-import Foundation
+public import Foundation
 public import Logging
 
 /// What a handler knows about the request it serves, and the means to call further with the
@@ -37,6 +37,19 @@ public struct RPCHandlers: Sendable {
             let request = try WireJSON.decode(Request.self, from: body.isEmpty ? Data("{}".utf8) : body)
             let response = try await handler(request, context)
             return try WireJSON.encode(response)
+        }
+    }
+
+    /// Registers `operation` with a handler that returns the reply body already encoded, as
+    /// JSON: for replies too large to go through `Encodable` at speed, such as the event
+    /// store's pages that splice stored JSON in as it is. The request is decoded and validated
+    /// as for `on`; the bytes returned are sent unchecked, so they must be valid JSON.
+    public mutating func onRaw<Request: Decodable & Sendable>(
+        _ operation: String, _ request: Request.Type = Request.self,
+        _ handler: @escaping @Sendable (Request, RequestContext) async throws -> Data
+    ) {
+        handlers[operation] = { body, context in
+            try await handler(try WireJSON.decode(Request.self, from: body.isEmpty ? Data("{}".utf8) : body), context)
         }
     }
 

@@ -2,6 +2,7 @@ import Foundation
 public import GRDB
 public import Logging
 public import ServiceLifecycle
+public import Warren
 
 /// Opens a service's own SQLite database the same way for every service: the path from the
 /// environment, WAL so that readers never wait for the writer, a busy timeout so that several
@@ -46,5 +47,17 @@ extension ServiceDatabase {
         guard environment["OUTBOX_RELAY"] == "paused" else { return relays }
         logger.warning("OUTBOX_RELAY=paused: events stay in the outbox until the service runs without it")
         return []
+    }
+}
+
+/// Page cursors are opaque to callers; a service's store makes them from the position
+/// (autoincremented row id) of the last row it served, so that paging is stable while rows are
+/// added.
+public enum PageCursor {
+    public static func position(_ cursor: String, field: String = "cursor") throws(ServiceError) -> Int64 {
+        guard let position = Int64(cursor), position >= 0 else {
+            throw .invalid("field '\(field)' must be the 'next' of a previous page")
+        }
+        return position
     }
 }

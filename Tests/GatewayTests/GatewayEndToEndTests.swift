@@ -14,17 +14,18 @@ struct GatewayEndToEndTests {
             let users = try ServiceProcess("user-service", environment: environment)
             let orders = try ServiceProcess("order-service", environment: environment)
             let payments = try ServiceProcess("payment-service", environment: environment)
+            let events = try ServiceProcess("event-store", environment: environment)
             let gateway = try GatewayProcess(vhost: vhost)
             defer { data.remove() }
             do {
-                for service in [users, orders, payments] { try await service.waitUntilReady() }
+                for service in [users, orders, payments, events] { try await service.waitUntilReady() }
                 try await gateway.waitUntilReady()
                 try await journey(gateway, users: users, orders: orders)
             } catch {
                 Issue.record("failed: \(error)\ngateway log:\n\(gateway.process.log.suffix(3000))")
             }
             await gateway.stop()
-            for service in [users, orders, payments] { await service.stop() }
+            for service in [users, orders, payments, events] { await service.stop() }
         }
     }
 
@@ -109,11 +110,21 @@ struct GatewayEndToEndTests {
         let cancel = try await gateway.request("POST", "/orders/\(orderID)/cancel", token: adaToken)
         #expect(cancel.status == 409, "a confirmed order cannot be cancelled: \(cancel.text)")
 
+        // The event store, for admins: filters as events.query.
+        var stored = try await gateway.request("GET", "/events?type=order.*&aggregateId=\(orderID)&limit=10", token: rootToken)
+        for _ in 0..<100 where (stored.json["events"] as? [Any])?.isEmpty != false {
+            try await Task.sleep(for: .milliseconds(100))
+            stored = try await gateway.request("GET", "/events?type=order.*&aggregateId=\(orderID)&limit=10", token: rootToken)
+        }
+        #expect(stored.status == 200)
+        #expect((stored.json["events"] as? [[String: Any]])?.first?["type"] as? String == "order.created")
+
         // Health names each service.
         let health = try await gateway.request("GET", "/health")
         let services = health.json["services"] as? [String: [String: Any]] ?? [:]
-        for name in ["users", "orders", "payments"] { #expect(services[name]?["status"] as? String == "ok", "\(name)") }
+        for name in ["users", "orders", "payments", "events"] { #expect(services[name]?["status"] as? String == "ok", "\(name)") }
         #expect(health.json["broker"] as? String == "connected")
+        #expect(health.status == 200)
         let metrics = try await gateway.request("GET", "/metrics")
         #expect(metrics.text.contains(#"gateway_http_requests_total{route="/orders/{id}",method="GET",status="404"}"#))
         #expect(metrics.text.contains("gateway_http_request_duration_seconds_bucket"))

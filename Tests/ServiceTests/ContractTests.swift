@@ -4,7 +4,7 @@ import Warren
 import WarrenAMQP
 import WarrenTestSupport
 
-@Suite("The services' contract, for any client", .timeLimit(.minutes(3)))
+@Suite("The services' contract, for any client", .serialized, .timeLimit(.minutes(3)))
 struct ServiceContractTests {
     /// Each bad request, and the field its `invalid` error must name.
     static let badRequests: [(operation: String, body: String, field: String)] = [

@@ -4,11 +4,11 @@ import Warren
 import WarrenAMQP
 import WarrenTestSupport
 
-@Suite("The order saga across real service processes", .timeLimit(.minutes(3)))
+@Suite("The order saga across real service processes", .serialized, .timeLimit(.minutes(3)))
 struct SagaTests {
     @Test("user → order → payment succeeded → order confirmed, every event once and on one correlation id")
     func orderIsConfirmed() async throws {
-        try await withSystem { system in
+        try await withSystem(System.allServices + ["event-store"]) { system in
             let flow = UUID().uuidString.lowercased()
             let userID = try await newUser(system, correlationID: flow)
             let created = try await system.call(
@@ -30,6 +30,9 @@ struct SagaTests {
                 #expect(seen.count == 1, "\(type) seen \(seen.count) times")
                 #expect(seen.first?.correlationID == flow, "\(type) is not on the flow's correlation id")
             }
+            // The event store has recorded the flow, each event once.
+            let recorded = try await system.recordedTypes(correlationID: flow, atLeast: 4)
+            #expect(recorded == ["user.registered", "order.created", "payment.succeeded", "order.confirmed"])
         }
     }
 

@@ -56,6 +56,12 @@ final class System: Sendable {
         return process
     }
 
+    /// The types of the events the event store holds for a flow, once it holds `count`.
+    func recordedTypes(correlationID: String, atLeast count: Int) async throws -> [String] {
+        let recorded = try await eventually("events.query", ["correlationId": correlationID]) { $0.objects("events").count >= count }
+        return recorded.objects("events").compactMap { $0["type"] as? String }
+    }
+
     func process(_ service: String) -> ServiceProcess? { processes.withLock { $0[service] } }
 
     func stop() async {
@@ -101,6 +107,8 @@ struct Reply: @unchecked Sendable {
     var errorMessage: String { (json["error"] as? [String: Any])?["message"] as? String ?? "" }
     subscript(key: String) -> Any? { json[key] }
     func string(_ key: String) -> String? { json[key] as? String }
+    /// An array of objects, such as a page's items; empty when absent.
+    func objects(_ key: String) -> [[String: Any]] { json[key] as? [[String: Any]] ?? [] }
 }
 
 /// Every event published to `warren.events` in the vhost, as it arrives.

@@ -4,7 +4,7 @@ import Warren
 import WarrenAMQP
 import WarrenTestSupport
 
-@Suite("The user service", .timeLimit(.minutes(3)))
+@Suite("The user service", .serialized, .timeLimit(.minutes(3)))
 struct UserTests {
     @Test("register, get, list in pages, update, delete, each with its event; passwords never leave the service")
     func lifecycle() async throws {

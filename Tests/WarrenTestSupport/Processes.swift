@@ -65,7 +65,7 @@ public final class ServiceProcess: Sendable {
         merged["LOG_FORMAT"] = "json"
         for (key, value) in environment { merged[key] = value }
         self.environment = merged
-        logFile = FileManager.default.temporaryDirectory.appendingPathComponent("\(executable)-\(UUID().uuidString.prefix(8)).log")
+        logFile = FileManager.default.temporaryDirectory.appendingPathComponent("\(URL(fileURLWithPath: executable).lastPathComponent)-\(UUID().uuidString.prefix(8)).log")
         _ = FileManager.default.createFile(atPath: logFile.path, contents: nil)
         process = Process()
         process.executableURL = Self.buildDirectory.appendingPathComponent(executable)

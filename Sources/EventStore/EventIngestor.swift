@@ -1,0 +1,152 @@
+import Foundation
+import Logging
+import Metrics
+import ServiceLifecycle
+import Warren
+import WarrenAMQP
+
+/// Records every event published to `warren.events` (binding `#`) from the durable queue
+/// `events.events`, in batches: it takes what arrived while the previous batch committed (up to
+/// `batchSize`), appends it in one transaction and acks it with one multiple-ack after the
+/// commit. A crash before the ack redelivers the batch, which the log then skips by event id.
+///
+/// An event that cannot be stored (no message id, or rejected by the database on its own) is
+/// parked in `events.events.dlq` with `x-error` and acked: never lost, and never holding up the
+/// events behind it. If the database refuses a whole batch, each event is tried alone, so only
+/// the ones at fault are parked.
+final class EventIngestor: Service, Sendable {
+    struct Configuration: Sendable {
+        /// Unacked events the broker sends ahead; the next batch fills while one commits.
+        var prefetch: UInt16 = 1000
+        var batchSize: Int = 500
+    }
+
+    static let queue = "events.events"
+    static let deadLetterQueue = "events.events.dlq"
+
+    private let connection: AMQPConnection
+    private let log: any EventLog
+    private let configuration: Configuration
+    private let logger: Logger
+
+    init(connection: AMQPConnection, log: any EventLog, configuration: Configuration = .init(), logger: Logger) {
+        self.connection = connection
+        self.log = log
+        self.configuration = configuration
+        self.logger = logger
+    }
+
+    func run() async throws {
+        while true {
+            do {
+                try await ingest()
+                return
+            } catch AMQPError.consumerCancelled {
+                guard !Task.isCancelled, !Task.isShuttingDownGracefully else { return }
+                logger.warning("the broker cancelled the consumer (was the queue deleted?); declaring it again", metadata: ["queue": "\(Self.queue)"])
+                try await Task.sleep(for: .seconds(1))
+            }
+        }
+    }
+
+    private func ingest() async throws {
+        let channel = try await connection.openChannel()
+        let parking = try await connection.openChannel()
+        do {
+            try await channel.declareExchange(EventPublisher.exchange, type: "topic", durable: true)
+            try await channel.declareQueue(Self.queue)
+            try await channel.bindQueue(Self.queue, exchange: EventPublisher.exchange, routingKey: "#")
+            try await parking.declareQueue(Self.deadLetterQueue)
+            try await parking.enableConfirms()
+            try await channel.setPrefetch(configuration.prefetch)
+            let inbox = DeliveryInbox()
+            let tag = try await channel.consume(queue: Self.queue, onIOThread: inbox.receive)
+            logger.info("recording every event", metadata: ["queue": "\(Self.queue)", "batch_size": "\(configuration.batchSize)"])
+            try await withGracefulShutdownHandler {
+                while let batch = try await inbox.next(upTo: configuration.batchSize) {
+                    await store(batch, parking: parking)
+                }
+            } onGracefulShutdown: {
+                // Stop the broker sending more; what is in hand is still stored and acked.
+                Task { await channel.cancelConsumer(tag: tag) }
+            }
+        } catch {
+            await parking.close()
+            await channel.close()
+            throw error
+        }
+        await parking.close()
+        await channel.close()
+        logger.info("stopped recording events")
+    }
+
+    private func store(_ batch: [AMQPDelivery], parking: AMQPChannel) async {
+        let encoder = WireJSON.encoder()
+        var events: [(event: IncomingEvent, delivery: AMQPDelivery)] = []
+        var unstorable: [(delivery: AMQPDelivery, reason: String)] = []
+        for delivery in batch {
+            do {
+                events.append((try IncomingEvent(delivery, encoder: encoder), delivery))
+            } catch {
+                unstorable.append((delivery, error.reason))
+            }
+        }
+
+        let started = ContinuousClock.now
+        var stored = 0
+        var failed = 0
+        do {
+            stored = try await log.append(events.map(\.event))
+        } catch {
+            logger.error("could not store a batch; storing its events one at a time", metadata: ["error": "\(error)", "count": "\(events.count)"])
+            for (event, delivery) in events {
+                do {
+                    stored += try await log.append([event])
+                } catch {
+                    unstorable.append((delivery, "the event store could not store it: \(error)"))
+                    failed += 1
+                }
+            }
+        }
+        Metrics.Timer(label: "events_append_batch_duration_seconds").recordNanoseconds(Int64((ContinuousClock.now - started) / .nanoseconds(1)))
+        Counter(label: "events_appended_total").increment(by: stored)
+        Counter(label: "events_duplicates_total").increment(by: events.count - failed - stored)
+
+        var failedToPark: Set<UInt64> = []
+        for (delivery, reason) in unstorable {
+            if !(await park(delivery, reason: reason, on: parking)) { failedToPark.insert(delivery.deliveryTag) }
+        }
+        do {
+            if failedToPark.isEmpty, let last = batch.last {
+                try last.ack(multiple: true)
+            } else {
+                for delivery in batch {
+                    if failedToPark.contains(delivery.deliveryTag) { try delivery.nack(requeue: true) } else { try delivery.ack() }
+                }
+            }
+        } catch {
+            // The connection dropped since: the broker redelivers the batch and the log skips it.
+            logger.warning("could not ack a stored batch; it will be redelivered and skipped", metadata: ["error": "\(error)"])
+        }
+    }
+
+    /// Keeps the event for a person, with the reason; false if the broker did not take it.
+    private func park(_ delivery: AMQPDelivery, reason: String, on channel: AMQPChannel) async -> Bool {
+        var properties = delivery.properties
+        var headers = properties.headers ?? [:]
+        headers[WireHeader.error] = .string(reason)
+        headers[WireHeader.originalRoutingKey] = .string(delivery.routingKey)
+        headers[WireHeader.attempts] = .int(1)
+        properties.headers = headers
+        properties.deliveryMode = .persistent
+        do {
+            try await channel.publish(delivery.body, routingKey: Self.deadLetterQueue, properties: properties)
+            Counter(label: "events_dead_lettered_total").increment()
+            logger.error("parked an event the store cannot keep", metadata: ["dlq": "\(Self.deadLetterQueue)", "error": "\(reason)"])
+            return true
+        } catch {
+            logger.error("could not park an event; requeueing it", metadata: ["error": "\(error)", "reason": "\(reason)"])
+            return false
+        }
+    }
+}

@@ -1,0 +1,39 @@
+import Foundation
+import Logging
+import Warren
+import WarrenSQLite
+
+/// The event store: records every event on `warren.events` once, in the order it arrived, and
+/// answers `events.query` with pages of them (what `warren replay` reads).
+///
+/// Environment, beside the service host's: `DATABASE_PATH` (default `$DATA_DIR/events.sqlite`,
+/// `DATA_DIR` default `data`), `EVENTS_PREFETCH` (1000) and `EVENTS_BATCH_SIZE` (500).
+@main
+struct EventStore {
+    static func main() async throws {
+        try await ServiceHost.run(name: "events", defaultHTTPPort: 8094) { resources in
+            let environment = resources.environment
+            let path = try databasePath(environment)
+            let log = try SQLiteEventLog(path: path)
+            resources.logger.info("event log open", metadata: ["database": "\(path)"])
+
+            var handlers = RPCHandlers()
+            handlers.onRaw("events.query", QueryRequest.self) { request, _ in
+                try await log.page(request.eventQuery()).replyJSON
+            }
+            var configuration = EventIngestor.Configuration()
+            if let prefetch = environment["EVENTS_PREFETCH"].flatMap(UInt16.init) { configuration.prefetch = prefetch }
+            if let batchSize = environment["EVENTS_BATCH_SIZE"].flatMap(Int.init), batchSize > 0 { configuration.batchSize = batchSize }
+            let ingestor = EventIngestor(connection: resources.connection, log: log, configuration: configuration, logger: resources.logger)
+            return ServiceDefinition(handlers: handlers, services: [ingestor])
+        }
+    }
+
+    /// `DATABASE_PATH`, or `events.sqlite` in `DATA_DIR` (as for every service); the folder is
+    /// created if missing.
+    static func databasePath(_ environment: [String: String]) throws -> String {
+        let path = ServiceDatabase.path(service: "events", environment: environment)
+        try FileManager.default.createDirectory(at: URL(fileURLWithPath: path).deletingLastPathComponent(), withIntermediateDirectories: true)
+        return path
+    }
+}

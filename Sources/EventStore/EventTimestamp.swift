@@ -1,0 +1,32 @@
+import Foundation
+import Glibc
+
+/// The one form timestamps are stored and returned in, `2026-11-20T14:13:42.123Z` (UTC,
+/// milliseconds, fixed width), so that comparing the text compares the times and since/until
+/// need no conversion per row.
+enum EventTimestamp {
+    static func string(_ date: Date) -> String {
+        let milliseconds = Int64((date.timeIntervalSince1970 * 1000).rounded(.down))
+        let (secondsPart, millisecondsPart) = milliseconds.quotientAndRemainder(dividingBy: 1000)
+        var seconds = time_t(millisecondsPart < 0 ? secondsPart - 1 : secondsPart)
+        var parts = tm()
+        gmtime_r(&seconds, &parts)
+        return "\(pad(Int(parts.tm_year) + 1900, 4))-\(pad(Int(parts.tm_mon) + 1, 2))-\(pad(Int(parts.tm_mday), 2))"
+            + "T\(pad(Int(parts.tm_hour), 2)):\(pad(Int(parts.tm_min), 2)):\(pad(Int(parts.tm_sec), 2))"
+            + ".\(pad(Int((millisecondsPart + 1000) % 1000), 3))Z"
+    }
+
+    /// Reads ISO 8601 as callers write it: `2026-11-20T14:13:42Z`, with fractional seconds or
+    /// an offset (`+01:00`), or a date alone (`2026-11-20`, midnight UTC).
+    static func parse(_ text: String) -> Date? {
+        if text.utf8.count == 10 {
+            return try? Date(text, strategy: Date.ISO8601FormatStyle().year().month().day())
+        }
+        return try? Date(text, strategy: Date.ISO8601FormatStyle(includingFractionalSeconds: true))
+    }
+
+    private static func pad(_ value: Int, _ width: Int) -> String {
+        let digits = String(value)
+        return digits.count >= width ? digits : String(repeating: "0", count: width - digits.count) + digits
+    }
+}

@@ -1,0 +1,60 @@
+import Foundation
+import Warren
+import WarrenAMQP
+
+extension IncomingEvent {
+    /// Why a delivery cannot be stored; it is parked with this as `x-error`.
+    struct Unstorable: Error {
+        var reason: String
+    }
+
+    /// Reads an event as any AMQP client may have published it. Only the message id is
+    /// required: without it, storing each event once is impossible.
+    init(_ delivery: AMQPDelivery, encoder: JSONEncoder) throws(Unstorable) {
+        let properties = delivery.properties
+        let headers = properties.headers ?? [:]
+        guard let id = properties.messageID, !id.isEmpty else {
+            throw Unstorable(reason: "the event has no message_id: the event store cannot tell it from a redelivery; publish it with one")
+        }
+        let headersJSON: String
+        do {
+            headersJSON = String(decoding: try encoder.encode(headers.mapValues(HeaderJSON.init)), as: UTF8.self)
+        } catch {
+            throw Unstorable(reason: "the event's headers cannot be written as JSON: \(error)")
+        }
+        self.init(
+            id: id,
+            type: properties.type ?? delivery.routingKey,
+            routingKey: delivery.routingKey,
+            aggregateID: headers[WireHeader.aggregateID]?.stringValue,
+            correlationID: headers[WireHeader.correlationID]?.stringValue ?? properties.correlationID,
+            causationID: headers[WireHeader.causationID]?.stringValue,
+            timestamp: EventTimestamp.string(properties.timestamp ?? Date()),
+            headersJSON: headersJSON,
+            body: delivery.body)
+    }
+}
+
+/// An AMQP header value as JSON: bytes as base64, timestamps as ISO 8601 text.
+struct HeaderJSON: Encodable {
+    let value: AMQPFieldValue
+
+    init(_ value: AMQPFieldValue) { self.value = value }
+
+    func encode(to encoder: any Encoder) throws {
+        var container = encoder.singleValueContainer()
+        switch value {
+        case .bool(let bool): try container.encode(bool)
+        case .int(let int): try container.encode(int)
+        // JSON has no NaN or infinity.
+        case .double(let double): if double.isFinite { try container.encode(double) } else { try container.encodeNil() }
+        case .string(let string): try container.encode(string)
+        case .bytes(let data): try container.encode(data.base64EncodedString())
+        case .timestamp(let date): try container.encode(EventTimestamp.string(date))
+        case .decimal(let scale, let value): try container.encode(Double(value) / pow(10, Double(scale)))
+        case .array(let values): try container.encode(values.map(HeaderJSON.init))
+        case .table(let table): try container.encode(table.mapValues(HeaderJSON.init))
+        case .void: try container.encodeNil()
+        }
+    }
+}

@@ -1,0 +1,95 @@
+import ArgumentParser
+import Foundation
+import Warren
+import WarrenAMQP
+
+/// `warren call`: one RPC, the way another service would make it.
+struct CallCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "call",
+        abstract: "Call a service operation and print its reply.",
+        discussion: """
+            The operation's prefix names the service: users.get goes to the queue
+            users.rpc. The reply body is printed as indented JSON, or as it came with
+            --json. An error reply prints its code and message on stderr and exits 1; no
+            reply in time exits 4.
+
+            Examples:
+              warren call users.get '{"id":"6f1c2a9e-…"}'
+              warren call orders.create @order.json --timeout 10s --correlation-id s-4711
+              echo '{"text":"hi"}' | warren call echo.echo - --json | jq .text
+            """
+    )
+
+    @Argument(help: "The operation, <service>.<name>, e.g. users.get.")
+    var operation: String
+
+    @Argument(help: ArgumentHelp("The request body: \(MessageInput.help) Default {}.", valueName: "json|@file|-"))
+    var body: String?
+
+    @Option(help: "How long to wait for the reply: 500ms, 5s, 1m.")
+    var timeout = DurationArgument(.seconds(5), description: "5s")
+
+    @Option(name: .customLong("header"), help: ArgumentHelp("A header to send, key=value (repeatable).", valueName: "key=value"))
+    var headers: [String] = []
+
+    @Option(name: .customLong("correlation-id"), help: "The flow's correlation id (header x-correlation-id), to find the call in the services' logs.")
+    var correlationID: String?
+
+    @OptionGroup var connection: ConnectionOptions
+    @OptionGroup var output: OutputOptions
+
+    func validate() throws {
+        let parts = operation.split(separator: ".", omittingEmptySubsequences: false)
+        guard parts.count >= 2, parts.allSatisfy({ !$0.isEmpty }) else {
+            throw ValidationError("'\(operation)' is not an operation: write <service>.<name>, e.g. users.get")
+        }
+    }
+
+    func run() async throws {
+        try await reportingFailures {
+            let body = try MessageInput.read(self.body)
+            let headers = try MessageInput.headers(self.headers)
+            let connection = try await connection.connect(purpose: "call \(operation)")
+            let rpc = try await RPCClient.start(connection: connection)
+            let result: Result<RPCClient.Reply, ServiceError>
+            do throws(ServiceError) {
+                let envelope = Envelope(correlationID: correlationID, headers: headers)
+                result = .success(try await rpc.call(operation, body: body, timeout: timeout.duration, envelope: envelope))
+            } catch {
+                result = .failure(error)
+            }
+            await rpc.close()
+            await connection.close()
+            try report(result)
+        }
+    }
+
+    private func report(_ result: Result<RPCClient.Reply, ServiceError>) throws {
+        let queue = RPCClient.queue(for: operation)
+        let reply: RPCClient.Reply
+        switch result {
+        case .success(let value):
+            reply = value
+        case .failure(let error) where error.code == .timeout:
+            throw CLIFailure(
+                .timeout,
+                "no reply from \(queue) within \(timeout): is the service running and healthy? `warren topology` shows who consumes \(queue); --timeout waits longer")
+        case .failure(let error) where error.code == .unavailable:
+            throw CLIFailure(.failed, "\(operation) is unavailable: \(error.message). Start the service (`make run`) and check `warren topology`")
+        case .failure(let error):
+            throw CLIFailure.from(error)
+        }
+        if reply.isError {
+            // Scripts get the error document as it came; people get its code and message.
+            if output.json { Terminal.outRaw(reply.body + Data("\n".utf8)) }
+            let error = reply.serviceError
+            throw CLIFailure(.failed, "\(operation) replied \(error.code.rawValue): \(error.message)")
+        }
+        if !output.json, let value = JSONValue.parse(reply.body) {
+            Terminal.out(value.jsonText(pretty: true))
+        } else {
+            Terminal.outRaw(reply.body + Data("\n".utf8))
+        }
+    }
+}

@@ -1,0 +1,183 @@
+import Foundation
+import Synchronization
+import Warren
+import WarrenAMQP
+
+/// A dead-letter queue, `<service>.events.dlq` or `<service>.rpc.dlq`, and the queue its
+/// messages came from (`<service>.events`, `<service>.rpc`).
+struct DeadLetterQueue: Sendable {
+    let name: String
+
+    static func isDeadLetterQueue(_ name: String) -> Bool {
+        name.hasSuffix(".events.dlq") || name.hasSuffix(".rpc.dlq")
+    }
+
+    var target: String { String(name.dropLast(".dlq".count)) }
+
+    var service: String {
+        let target = target
+        return String(target.hasSuffix(".events") ? target.dropLast(".events".count) : target.dropLast(".rpc".count))
+    }
+
+    /// The dead-letter queues a command argument names: both of a service's, or the one given.
+    static func existing(for argument: String, on connection: AMQPConnection) async throws -> [DeadLetterQueue] {
+        let candidates = isDeadLetterQueue(argument) ? [argument] : ["\(argument).events.dlq", "\(argument).rpc.dlq"]
+        let channel = try await connection.openChannel()
+        var found: [DeadLetterQueue] = []
+        for name in candidates {
+            do {
+                _ = try await channel.inspectQueue(name)
+                found.append(DeadLetterQueue(name: name))
+            } catch AMQPError.channelClosed(404, _) {
+                continue  // the channel reopens on its next use
+            }
+        }
+        await channel.close()
+        guard !found.isEmpty else {
+            throw CLIFailure(.failed, "there is no dead-letter queue \(candidates.joined(separator: " or ")): `warren dlq list` shows those that exist")
+        }
+        return found
+    }
+
+    /// The oldest `limit` messages and the queue's depth, leaving the queue as it was: the
+    /// messages are received unacknowledged and go back to their places when the channel closes.
+    func peek(_ limit: Int, on connection: AMQPConnection) async throws -> ([AMQPDelivery], Int) {
+        let channel = try await connection.openChannel()
+        let total = Int(try await channel.inspectQueue(name).messageCount)
+        let wanted = min(limit, total)
+        var taken: [AMQPDelivery] = []
+        if wanted > 0 {
+            try await channel.setPrefetch(UInt16(clamping: wanted))
+            let consumer = try await channel.consume(queue: name)
+            taken = try await consumer.take(wanted, within: .seconds(10))
+        }
+        await channel.close()
+        return (taken, total)
+    }
+
+    /// Moves the messages present now (or only those whose message id is in `ids`) back to
+    /// `target`, each acked here only once the broker confirmed its copy. Returns how many moved
+    /// and which of `ids` were found.
+    func requeue(ids: Set<String>?, on connection: AMQPConnection) async throws -> (Int, Set<String>) {
+        let source = try await connection.openChannel()
+        let publisher = try await connection.openChannel()
+        do {
+            let result = try await requeue(ids: ids, from: source, through: publisher)
+            // Closing hands the messages not chosen back to their places; acks sent before stand.
+            await source.close()
+            await publisher.close()
+            return result
+        } catch {
+            await source.close()
+            await publisher.close()
+            throw error
+        }
+    }
+
+    private func requeue(ids: Set<String>?, from source: AMQPChannel, through publisher: AMQPChannel) async throws -> (Int, Set<String>) {
+        let present = Int(try await source.inspectQueue(name).messageCount)
+        do {
+            _ = try await publisher.inspectQueue(target)
+        } catch AMQPError.channelClosed(404, _) {
+            throw CLIFailure(.failed, "there is no queue \(target) to requeue to: start the \(service) service first, it declares its queue")
+        }
+        guard present > 0 else { return (0, []) }
+        try await publisher.enableConfirms()
+        // Messages not chosen by --id stay unacknowledged until the end, so no prefetch may cap them.
+        try await source.setPrefetch(ids == nil ? 500 : 0)
+        let consumer = try await source.consume(queue: name)
+
+        let (copies, continuation) = AsyncThrowingStream<OutgoingMessage, any Error>.makeStream()
+        let lastSeen = Shared(0)
+        let reader = Task { [target] () -> Set<String> in
+            var seen = 0
+            var found: Set<String> = []
+            do {
+                for try await delivery in consumer {
+                    seen += 1
+                    lastSeen.set(seen)
+                    if let id = delivery.properties.messageID, ids?.contains(id) ?? true {
+                        found.insert(id)
+                        continuation.yield(Self.copy(of: delivery, to: target))
+                    } else if ids == nil {
+                        continuation.yield(Self.copy(of: delivery, to: target))
+                    }
+                    if seen >= present || (ids.map { found.count == $0.count } ?? false) { break }
+                }
+                continuation.finish()
+            } catch {
+                continuation.finish(throwing: error)
+            }
+            return found
+        }
+        // If the queue shrinks meanwhile (another consumer, a TTL), fewer messages than counted
+        // come: stop once nothing arrived for a while instead of waiting forever.
+        let watchdog = Task {
+            var previous = -1
+            while !Task.isCancelled {
+                try? await Task.sleep(for: .seconds(10))
+                let now = lastSeen.value
+                if now == previous { await consumer.cancel(); return }
+                previous = now
+            }
+        }
+        var moved = 0
+        do {
+            try await OrderedPublisher(channel: publisher, window: 500).publish(copies) { outcome in
+                if case .confirmed = outcome { moved += 1 }
+            }
+        } catch {
+            watchdog.cancel()
+            reader.cancel()
+            throw error
+        }
+        watchdog.cancel()
+        let found = await reader.value
+        await consumer.cancel()
+        return (moved, found)
+    }
+
+    /// The copy that goes back: same body and properties, without the verdict of the last try,
+    /// so an event gets its retries again.
+    private static func copy(of delivery: AMQPDelivery, to target: String) -> OutgoingMessage {
+        var properties = delivery.properties
+        var headers = properties.headers ?? [:]
+        headers[WireHeader.error] = nil
+        headers[WireHeader.attempts] = nil
+        properties.headers = headers.isEmpty ? nil : headers
+        return OutgoingMessage(
+            body: delivery.body, exchange: "", routingKey: target, mandatory: true, properties: properties,
+            onConfirmed: { try delivery.ack() })
+    }
+}
+
+extension AMQPConsumer {
+    /// The first `count` deliveries, or those that came before `timeout`.
+    func take(_ count: Int, within timeout: Duration) async throws -> [AMQPDelivery] {
+        let taken = Shared<[AMQPDelivery]>([])
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask {
+                for try await delivery in self {
+                    if taken.update({ $0.append(delivery); return $0.count >= count }) { return }
+                }
+            }
+            group.addTask { try await Task.sleep(for: timeout) }
+            try await group.next()
+            group.cancelAll()
+        }
+        return taken.value
+    }
+}
+
+/// A value that tasks share, behind a lock.
+final class Shared<Value: Sendable>: Sendable {
+    private let storage: Mutex<Value>
+
+    init(_ value: Value) { storage = Mutex(value) }
+
+    var value: Value { storage.withLock { $0 } }
+
+    func set(_ value: Value) { storage.withLock { $0 = value } }
+
+    func update<Result: Sendable>(_ body: (inout Value) -> Result) -> Result { storage.withLock { body(&$0) } }
+}

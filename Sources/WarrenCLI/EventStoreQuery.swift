@@ -1,0 +1,242 @@
+import Foundation
+import Warren
+import WarrenAMQP
+
+/// The event store's `events.query` request (see the README's event store section).
+struct EventQuery: Encodable, Sendable {
+    var type: String?
+    var since: String?
+    var until: String?
+    var aggregateId: String?
+    var correlationId: String?
+    var after: String?
+    var limit: Int
+}
+
+/// One page of `events.query`; `next` is the cursor of the following page, nil at the end.
+struct EventPage: Sendable {
+    var events: [StoredEvent]
+    var next: String?
+}
+
+/// An event as the event store recorded it. The body stays the JSON bytes it came as, and the
+/// headers are already AMQP values: a replay passes both on without looking inside.
+struct StoredEvent: Sendable {
+    var position: Int64
+    var id: String
+    var type: String
+    var aggregateId: String?
+    var correlationId: String?
+    var causationId: String?
+    var timestamp: String
+    var headers: AMQPTable
+    var body: Data
+}
+
+extension EventPage {
+    /// Reads a page with `JSONScanner`: bodies stay bytes, so a page of 1,000 events costs a
+    /// few milliseconds, not the tens that parsing and printing every body again took.
+    init(json: Data) throws(CLIFailure) {
+        var scanner = JSONScanner(json)
+        var events: [StoredEvent] = []
+        var next: String?
+        do {
+            try scanner.readObject { scanner, key in
+                switch key {
+                case "events":
+                    try scanner.readArray { scanner in events.append(try StoredEvent(&scanner)) }
+                case "next":
+                    next = try scanner.readOptionalString()
+                default:
+                    try scanner.skipValue()
+                }
+            }
+        } catch let error as JSONScanner.Malformed {
+            throw CLIFailure(.failed, "the event store's answer to events.query is not JSON (at byte \(error.offset))")
+        } catch let error as CLIFailure {
+            throw error
+        } catch {
+            throw CLIFailure(.failed, "could not read the event store's answer: \(error)")
+        }
+        self.init(events: events, next: next)
+    }
+}
+
+extension StoredEvent {
+    init(_ scanner: inout JSONScanner) throws {
+        var position: Int64?
+        var id: String?
+        var type: String?
+        var timestamp: String?
+        var body: Data?
+        var aggregateId: String?
+        var correlationId: String?
+        var causationId: String?
+        var headers: AMQPTable = [:]
+        try scanner.readObject { scanner, key in
+            switch key {
+            case "position": position = try scanner.readInt()
+            case "id": id = try scanner.readString()
+            case "type": type = try scanner.readString()
+            case "timestamp": timestamp = try scanner.readString()
+            case "aggregateId": aggregateId = try scanner.readOptionalString()
+            case "correlationId": correlationId = try scanner.readOptionalString()
+            case "causationId": causationId = try scanner.readOptionalString()
+            case "body": body = try scanner.readRaw()
+            case "headers":
+                try scanner.readObject { scanner, name in headers[name] = try scanner.readFieldValue() }
+            default: try scanner.skipValue()
+            }
+        }
+        guard let position, let id, let type, let timestamp, let body else {
+            throw CLIFailure(.failed, "the event store sent an event without position, id, type, timestamp or body; is it the version this CLI expects?")
+        }
+        self.init(
+            position: position, id: id, type: type, aggregateId: aggregateId, correlationId: correlationId, causationId: causationId,
+            timestamp: timestamp, headers: headers, body: body)
+    }
+}
+
+extension AMQPFieldValue {
+    /// A value from `JSONSerialization` as a header value.
+    init(json value: Any) {
+        switch value {
+        case let text as String:
+            self = .string(text)
+        case let number as NSNumber:
+            // JSON booleans come as NSNumber too; their Objective-C type is char.
+            switch String(cString: number.objCType) {
+            case "c", "B": self = .bool(number.boolValue)
+            case "d", "f": self = .double(number.doubleValue)
+            default: self = .int(number.int64Value)
+            }
+        case let array as [Any]:
+            self = .array(array.map(AMQPFieldValue.init(json:)))
+        case let object as [String: Any]:
+            self = .table(object.mapValues(AMQPFieldValue.init(json:)))
+        default:
+            self = .void
+        }
+    }
+}
+
+extension RPCClient {
+    /// One page of `events.query`, or the error the event store replied.
+    func queryEvents(_ query: EventQuery, timeout: Duration) async throws -> EventPage {
+        let request: Data
+        do {
+            request = try WireJSON.encode(query)
+        } catch {
+            throw CLIFailure(.failed, "could not encode the query: \(error)")
+        }
+        let reply = try await call("events.query", body: request, timeout: timeout)
+        if reply.isError { throw reply.serviceError }
+        return try EventPage(json: reply.body)
+    }
+}
+
+extension RPCClient.Reply {
+    /// The error an error reply carries (`{"error":{"code","message"}}`).
+    var serviceError: ServiceError {
+        struct ErrorBody: Decodable { var error: ServiceError }
+        return (try? WireJSON.decoder().decode(ErrorBody.self, from: body))?.error ?? .internal("an error reply that is not in the error format")
+    }
+}
+
+/// Reads a selection of the event store page by page, the next page already on its way while
+/// the caller works through the current one, and hands out events at most `rate` per second.
+struct EventStorePages: AsyncSequence, Sendable {
+    typealias Element = StoredEvent
+
+    let rpc: RPCClient
+    let query: EventQuery
+    let limit: Int?
+    let rate: Double?
+    let timeout: Duration
+
+    func makeAsyncIterator() -> Iterator {
+        Iterator(pages: self)
+    }
+
+    struct Iterator: AsyncIteratorProtocol {
+        let pages: EventStorePages
+        private var current: [StoredEvent] = []
+        private var index = 0
+        private var nextPage: Task<EventPage, any Error>?
+        private var started = false
+        private var handedOut = 0
+        private var clockStart = ContinuousClock.now
+
+        init(pages: EventStorePages) {
+            self.pages = pages
+        }
+
+        mutating func next() async throws -> StoredEvent? {
+            if let limit = pages.limit, handedOut >= limit { return nil }
+            if !started {
+                started = true
+                nextPage = fetch(after: nil)
+                clockStart = .now
+            }
+            while index == current.count {
+                guard let pending = nextPage else { return nil }
+                let page = try await pending.value
+                current = page.events
+                index = 0
+                nextPage = page.next.map { fetch(after: $0) }
+                if page.events.isEmpty, nextPage == nil { return nil }
+            }
+            if let rate = pages.rate {
+                // Paced token bucket: event n may leave at start + n / rate; sleep only when ahead.
+                let due = clockStart + .seconds(Double(handedOut) / rate)
+                if due > .now + .milliseconds(2) { try await Task.sleep(until: due) }
+            }
+            let event = current[index]
+            index += 1
+            handedOut += 1
+            return event
+        }
+
+        private func fetch(after cursor: String?) -> Task<EventPage, any Error> {
+            var query = pages.query
+            query.after = cursor
+            let rpc = pages.rpc
+            let timeout = pages.timeout
+            return Task {
+                do {
+                    return try await rpc.queryEvents(query, timeout: timeout)
+                } catch let error as ServiceError {
+                    throw Self.failure(error)
+                }
+            }
+        }
+
+        private static func failure(_ error: ServiceError) -> CLIFailure {
+            switch error.code {
+            case .timeout:
+                CLIFailure(.timeout, "the event store did not answer events.query in time: is it running? `warren topology` shows events.rpc")
+            case .unavailable:
+                CLIFailure(.failed, "the event store is unavailable (\(error.message)): start event-store (`make run`)")
+            case .invalid:
+                CLIFailure(.usage, "the event store refused the filters: \(error.message)")
+            default:
+                CLIFailure.from(error)
+            }
+        }
+    }
+}
+
+/// Counts a selection without keeping it, so a progress bar can show an ETA. Runs beside the
+/// replay, on a terminal only: it reads the selection a second time.
+func countEvents(rpc: RPCClient, query: EventQuery, limit: Int?, timeout: Duration) async -> Int? {
+    var query = query
+    var count = 0
+    repeat {
+        guard let page = try? await rpc.queryEvents(query, timeout: timeout) else { return nil }
+        count += page.events.count
+        if let limit, count >= limit { return limit }
+        guard let next = page.next else { return count }
+        query.after = next
+    } while !Task.isCancelled
+    return nil
+}

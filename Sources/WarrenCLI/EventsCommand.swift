@@ -1,0 +1,89 @@
+import ArgumentParser
+import Dispatch
+import Foundation
+import Warren
+import WarrenAMQP
+
+/// `warren events`: watch the event bus.
+struct EventsCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "events",
+        abstract: "Watch the events on warren.events.",
+        subcommands: [Tail.self]
+    )
+
+    struct Tail: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Print events as they are published, until Ctrl-C.",
+            discussion: """
+                Listens through a temporary queue of its own (exclusive, deleted when the
+                command ends), so no service's queue loses anything. One line per event: time,
+                type, id, correlation id and the start of the body; replays are marked. --json
+                prints every message in full, one JSON document per line.
+
+                Examples:
+                  warren events tail
+                  warren events tail --type 'order.*' --type 'payment.*'
+                  warren events tail --json | jq 'select(.properties.type == "order.cancelled")'
+                """
+        )
+
+        @Option(name: .customLong("type"), help: ArgumentHelp("Event types to show, a topic pattern like 'order.*' or 'order.#' (repeatable).", valueName: "pattern"))
+        var patterns: [String] = ["#"]
+
+        @OptionGroup var connection: ConnectionOptions
+        @OptionGroup var output: OutputOptions
+
+        func run() async throws {
+            try await reportingFailures {
+                let connection = try await connection.connect(purpose: "events tail")
+                let channel = try await connection.openChannel()
+                try await channel.declareExchange(EventPublisher.exchange, type: "topic", durable: true)
+                let queue = try await channel.declareQueue("", durable: false, exclusive: true, autoDelete: true).name
+                for pattern in patterns {
+                    try await channel.bindQueue(queue, exchange: EventPublisher.exchange, routingKey: pattern)
+                }
+                let events = try await channel.consume(queue: queue, noAck: true)
+                Terminal.note("listening on \(EventPublisher.exchange) for \(patterns.joined(separator: ", ")) (Ctrl-C to stop)")
+                let printing = Task { [json = output.json] in
+                    for try await delivery in events {
+                        if json {
+                            Terminal.json(JSONValue(delivery))
+                        } else {
+                            Terminal.out(Self.line(delivery))
+                        }
+                    }
+                }
+                let signals = Self.onInterrupt { printing.cancel() }
+                let result = await printing.result
+                signals.forEach { $0.cancel() }
+                await connection.close()
+                if case .failure(let error) = result, !(error is CancellationError) { throw error }
+            }
+        }
+
+        /// `time  type  id  correlation  body…`, the body cut to fit a line.
+        static func line(_ delivery: AMQPDelivery) -> String {
+            let properties = delivery.properties
+            let headers = properties.headers ?? [:]
+            let time = (properties.timestamp ?? Date()).formatted(.iso8601)
+            let type = properties.type ?? delivery.routingKey
+            let correlation = headers[WireHeader.correlationID]?.stringValue ?? properties.correlationID ?? "-"
+            var body = String(decoding: delivery.body.prefix(200), as: UTF8.self).replacingOccurrences(of: "\n", with: " ")
+            if body.count > 80 { body = String(body.prefix(79)) + "…" }
+            let replay = headers[WireHeader.replayed] == .bool(true) ? "  (replay)" : ""
+            return "\(time)  \(type)  \(properties.messageID ?? "-")  \(correlation)  \(body)\(replay)"
+        }
+
+        /// Ctrl-C and SIGTERM end the tail cleanly (exit 0) instead of killing the process.
+        static func onInterrupt(_ handler: @escaping @Sendable () -> Void) -> [any DispatchSourceSignal] {
+            [SIGINT, SIGTERM].map { signalNumber in
+                signal(signalNumber, SIG_IGN)
+                let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: .global())
+                source.setEventHandler(handler: handler)
+                source.resume()
+                return source
+            }
+        }
+    }
+}

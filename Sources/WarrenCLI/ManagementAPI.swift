@@ -1,0 +1,91 @@
+import ArgumentParser
+import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+import WarrenAMQP
+
+/// `--management-url`: where RabbitMQ's management API answers.
+struct ManagementOptions: ParsableArguments {
+    @Option(
+        name: .customLong("management-url"),
+        help: ArgumentHelp("RabbitMQ's management API.", discussion: "Default: WARREN_MANAGEMENT_URL, else http://localhost:15672. User, password and vhost come from the AMQP URL."))
+    var managementURL: String?
+
+    func api(for configuration: AMQPConfiguration) throws -> ManagementAPI {
+        let text = managementURL ?? ProcessInfo.processInfo.environment["WARREN_MANAGEMENT_URL"] ?? "http://localhost:15672"
+        guard let url = URL(string: text), url.scheme == "http" || url.scheme == "https" else {
+            throw CLIFailure(.usage, "--management-url '\(text)' is not an http(s) URL, e.g. http://localhost:15672")
+        }
+        return ManagementAPI(baseURL: url, user: configuration.user, password: configuration.password, vhost: configuration.vhost)
+    }
+}
+
+/// RabbitMQ's management HTTP API, for what AMQP cannot do: list queues and bindings.
+/// Depths and consumer counts are read over AMQP instead (exact and current, where the
+/// management statistics lag by seconds).
+struct ManagementAPI: Sendable {
+    struct Queue: Decodable, Sendable {
+        var name: String
+    }
+
+    struct Binding: Decodable, Sendable {
+        var source: String
+        var destination: String
+        var destination_type: String
+        var routing_key: String
+    }
+
+    let baseURL: URL
+    let user: String
+    let password: String
+    let vhost: String
+
+    func queues() async throws -> [Queue] {
+        try await get("api/queues/\(Self.escape(vhost))?columns=name", as: [Queue].self)
+    }
+
+    func bindings() async throws -> [Binding] {
+        try await get("api/bindings/\(Self.escape(vhost))", as: [Binding].self)
+    }
+
+    private func get<T: Decodable>(_ path: String, as type: T.Type) async throws -> T {
+        let base = baseURL.absoluteString.hasSuffix("/") ? baseURL.absoluteString : baseURL.absoluteString + "/"
+        guard let url = URL(string: base + path) else { throw CLIFailure(.usage, "cannot build a management URL from \(baseURL)") }
+        var request = URLRequest(url: url)
+        request.timeoutInterval = 10
+        request.setValue("Basic " + Data("\(user):\(password)".utf8).base64EncodedString(), forHTTPHeaderField: "Authorization")
+        let data: Data
+        let response: URLResponse
+        do {
+            (data, response) = try await URLSession.shared.data(for: request)
+        } catch {
+            throw CLIFailure(
+                .unreachable,
+                "cannot reach RabbitMQ's management API at \(baseURL): is the plugin on? `rabbitmq-plugins enable rabbitmq_management` (scripts/broker.sh does it); --management-url or WARREN_MANAGEMENT_URL points elsewhere")
+        }
+        let status = (response as? HTTPURLResponse)?.statusCode ?? 0
+        switch status {
+        case 200:
+            break
+        case 401:
+            throw CLIFailure(.unreachable, "the management API refused user '\(user)': it needs the management tag (`rabbitmqctl set_user_tags \(user) management`)")
+        case 404:
+            throw CLIFailure(.failed, "the management API does not know vhost '\(vhost)': check the vhost in --url or AMQP_URL")
+        default:
+            throw CLIFailure(.failed, "the management API answered \(status) for \(url.path)")
+        }
+        do {
+            return try JSONDecoder().decode(type, from: data)
+        } catch {
+            throw CLIFailure(.failed, "the management API at \(baseURL) sent something unexpected for \(url.path): is it RabbitMQ's?")
+        }
+    }
+
+    /// Vhosts and names go into the path percent-encoded; `/` becomes `%2F`.
+    static func escape(_ component: String) -> String {
+        var allowed = CharacterSet.alphanumerics
+        allowed.insert(charactersIn: "-._~")
+        return component.addingPercentEncoding(withAllowedCharacters: allowed) ?? component
+    }
+}

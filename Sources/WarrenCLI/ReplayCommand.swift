@@ -1,0 +1,262 @@
+import ArgumentParser
+import Foundation
+import Warren
+import WarrenAMQP
+
+/// `warren replay`: send recorded events again, to rebuild a projection or heal a consumer.
+struct ReplayCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "replay",
+        abstract: "Republish events from the event store, in their original order.",
+        discussion: """
+            Reads the events matching the filters from the event store (events.query) and
+            publishes them again with confirms, in order. With --to, only that service's
+            queue <service>.events gets them, so no other subscriber sees them; otherwise
+            they go to the warren.events exchange under their type and reach every
+            subscriber.
+
+            A replayed event keeps its id (message_id), type, body and headers, and
+            carries x-replayed: true. Its x-correlation-id is this replay's id (printed in
+            the summary), the original one moves to x-original-correlation-id. Consumers
+            that record applied ids skip events they already applied: to rebuild a
+            projection on purpose, clear the projection and its processed ids first, then
+            replay to that service only (--to).
+
+            --since and --until take ISO 8601 (2026-11-01, 2026-11-01T08:00:00Z) or a time
+            back from now (90s, 15m, 2h, 7d).
+
+            Examples:
+              warren replay --type 'order.*' --since 2h --to payments --dry-run
+              warren replay --aggregate 6f1c… --to orders
+              warren replay --correlation support-4711 --rate 100
+              warren replay --since 2026-11-01 --until 2026-11-02 --json
+            """
+    )
+
+    @Option(name: .customLong("type"), help: "Event types, a glob like 'order.*'.")
+    var type: String?
+
+    @Option(help: ArgumentHelp("Events at or after this time.", valueName: "time"))
+    var since: TimeArgument?
+
+    @Option(help: ArgumentHelp("Events before this time.", valueName: "time"))
+    var until: TimeArgument?
+
+    @Option(help: "Only the events of this aggregate (x-aggregate-id).")
+    var aggregate: String?
+
+    @Option(help: "Only the events of this flow (correlation id).")
+    var correlation: String?
+
+    @Option(help: ArgumentHelp("Only to this service's queue <service>.events instead of the exchange.", valueName: "service"))
+    var to: String?
+
+    @Option(help: "At most this many events per second.")
+    var rate: Double?
+
+    @Option(help: "At most this many events.")
+    var limit: Int?
+
+    @Flag(name: .customLong("dry-run"), help: "Count the events and show a sample; send nothing.")
+    var dryRun = false
+
+    @Option(name: .customLong("page-size"), help: "Events per events.query page (1…1000).")
+    var pageSize = 1000
+
+    @Option(help: "Publishes awaiting their confirm at once.")
+    var window = 1000
+
+    @Option(help: "How long one events.query may take.")
+    var timeout = DurationArgument(.seconds(30), description: "30s")
+
+    @OptionGroup var connection: ConnectionOptions
+    @OptionGroup var output: OutputOptions
+
+    func validate() throws {
+        if let rate, !(rate > 0) { throw ValidationError("--rate must be a positive number of events per second") }
+        if let limit, limit < 1 { throw ValidationError("--limit must be at least 1") }
+        guard (1...1000).contains(pageSize) else { throw ValidationError("--page-size must be between 1 and 1000") }
+        guard (1...65_535).contains(window) else { throw ValidationError("--window must be between 1 and 65535") }
+        if let since, let until, since.date >= until.date { throw ValidationError("--since must be before --until") }
+    }
+
+    var query: EventQuery {
+        EventQuery(
+            type: type, since: since?.iso8601, until: until?.iso8601, aggregateId: aggregate, correlationId: correlation,
+            after: nil, limit: min(pageSize, limit ?? pageSize))
+    }
+
+    func run() async throws {
+        try await reportingFailures {
+            let connection = try await connection.connect(purpose: "replay")
+            let rpc = try await RPCClient.start(connection: connection)
+            let events = EventStorePages(rpc: rpc, query: query, limit: limit, rate: dryRun ? nil : rate, timeout: timeout.duration)
+            if dryRun {
+                try await preview(events)
+            } else {
+                try await replay(events, rpc: rpc, connection: connection)
+            }
+            await rpc.close()
+            await connection.close()
+        }
+    }
+
+    private var targetName: String { to.map { "queue \($0).events" } ?? "exchange \(EventPublisher.exchange)" }
+
+    private func preview(_ events: EventStorePages) async throws {
+        var count = 0
+        var sample: [StoredEvent] = []
+        for try await event in events {
+            count += 1
+            if sample.count < 5 { sample.append(event) }
+        }
+        if output.json {
+            Terminal.json(.object([
+                "dryRun": .bool(true), "count": .int(Int64(count)), "target": .string(targetName),
+                "sample": .array(sample.map { .object(["position": .int($0.position), "id": .string($0.id), "type": .string($0.type), "timestamp": .string($0.timestamp)]) }),
+            ]))
+            return
+        }
+        Terminal.out("would replay \(count) event(s) to \(targetName); nothing was sent")
+        for event in sample {
+            Terminal.out("  #\(event.position)  \(event.timestamp)  \(event.type)  \(event.id)")
+        }
+        if count > sample.count { Terminal.out("  …") }
+    }
+
+    private func replay(_ events: EventStorePages, rpc: RPCClient, connection: AMQPConnection) async throws {
+        let channel = try await connection.openChannel()
+        let destination = try await checkDestination(channel)
+        try await channel.enableConfirms()
+        let replayID = UUID().uuidString.lowercased()
+        let progress = ReplayProgress()
+        if let limit { progress.setTotal(limit) }
+        let counting: Task<Void, Never>? =
+            progress.isTerminal
+            ? Task { [query, limit, timeout] in
+                if let total = await countEvents(rpc: rpc, query: query, limit: limit, timeout: timeout.duration) { progress.setTotal(total) }
+            } : nil
+
+        let messages = events.map { event in
+            ReplayedEvent(event, replayID: replayID, destination: destination).message
+        }
+        var done = 0
+        do {
+            try await OrderedPublisher(channel: channel, window: window).publish(messages) { _ in
+                done += 1
+                progress.advance(to: done)
+            }
+        } catch {
+            counting?.cancel()
+            progress.finish(done: done)
+            let failure = CLIFailure.from(error)
+            throw CLIFailure(
+                failure.kind,
+                "\(failure.message)\nreplay \(replayID) stopped after \(done) confirmed event(s); running it again is safe: consumers skip event ids they applied")
+        }
+        counting?.cancel()
+        progress.finish(done: done)
+        let seconds = progress.elapsed.seconds
+        let rate = seconds > 0 ? Double(done) / seconds : 0
+        if output.json {
+            Terminal.json(.object([
+                "replayed": .int(Int64(done)), "target": .string(targetName), "correlationId": .string(replayID),
+                "seconds": .double((seconds * 1000).rounded() / 1000), "eventsPerSecond": .double(rate.rounded()),
+            ]))
+        } else {
+            Terminal.out(String(format: "replayed %d event(s) to %@ in %.1f s (%.0f events/s); replay correlation id %@", done, targetName, seconds, rate, replayID))
+        }
+    }
+
+    /// Where the events go; fails before reading the store when that place does not exist.
+    private func checkDestination(_ channel: AMQPChannel) async throws -> ReplayedEvent.Destination {
+        if let to {
+            let queue = "\(to).events"
+            do {
+                _ = try await channel.inspectQueue(queue)
+            } catch AMQPError.channelClosed(404, _) {
+                throw CLIFailure(.failed, "there is no queue \(queue): is \(to) a service that subscribes to events? `warren topology` lists them")
+            }
+            return .queue(queue)
+        }
+        do {
+            try await channel.checkExchange(EventPublisher.exchange)
+        } catch AMQPError.channelClosed(404, _) {
+            throw CLIFailure(.failed, "there is no exchange \(EventPublisher.exchange): start the services first (`make run`)")
+        }
+        return .exchange(EventPublisher.exchange)
+    }
+}
+
+/// A stored event made ready to publish again: same id, type, body and headers, marked as a
+/// replay and carrying the replay's correlation id (the original one kept beside it).
+struct ReplayedEvent {
+    enum Destination: Sendable {
+        case queue(String)
+        case exchange(String)
+    }
+
+    static let originalCorrelationID = "x-original-correlation-id"
+
+    let event: StoredEvent
+    let replayID: String
+    let destination: Destination
+
+    init(_ event: StoredEvent, replayID: String, destination: Destination) {
+        self.event = event
+        self.replayID = replayID
+        self.destination = destination
+    }
+
+    var message: OutgoingMessage {
+        var headers = event.headers
+        if let original = event.correlationId ?? headers[WireHeader.correlationID]?.stringValue {
+            headers[Self.originalCorrelationID] = .string(original)
+        }
+        headers[WireHeader.correlationID] = .string(replayID)
+        headers[WireHeader.replayed] = .bool(true)
+        if let aggregate = event.aggregateId, headers[WireHeader.aggregateID] == nil { headers[WireHeader.aggregateID] = .string(aggregate) }
+        if let causation = event.causationId, headers[WireHeader.causationID] == nil { headers[WireHeader.causationID] = .string(causation) }
+        let properties = AMQPProperties(
+            contentType: "application/json", headers: headers, deliveryMode: .persistent, correlationID: replayID,
+            messageID: event.id, timestamp: ISOTime.parse(event.timestamp), type: event.type, appID: "warren-replay")
+        let body = event.body
+        switch destination {
+        case .queue(let queue):
+            return OutgoingMessage(body: body, exchange: "", routingKey: queue, mandatory: true, properties: properties)
+        case .exchange(let exchange):
+            return OutgoingMessage(body: body, exchange: exchange, routingKey: event.type, mandatory: false, properties: properties)
+        }
+    }
+}
+
+/// A point in time: ISO 8601 (`2026-11-01`, `2026-11-01T08:00:00Z`) or back from now (`2h`).
+struct TimeArgument: ExpressibleByArgument, Sendable {
+    let date: Date
+
+    init?(argument: String) {
+        if let date = ISOTime.parse(argument) {
+            self.date = date
+        } else if let back = DurationArgument(argument: argument) {
+            self.date = Date() - back.duration.seconds
+        } else {
+            return nil
+        }
+    }
+
+    var iso8601: String { ISOTime.format(date) }
+}
+
+/// ISO 8601 as the wire writes it (UTC, optional fractional seconds) or as people type a day.
+/// Format styles are values, made once: a formatter per event would cost more than its publish.
+enum ISOTime {
+    private static let plain = Date.ISO8601FormatStyle()
+    private static let fractional = Date.ISO8601FormatStyle(includingFractionalSeconds: true)
+    private static let day = Date.ISO8601FormatStyle().year().month().day()
+
+    static func parse(_ text: String) -> Date? {
+        (try? plain.parse(text)) ?? (try? fractional.parse(text)) ?? (try? day.parse(text))
+    }
+
+    static func format(_ date: Date) -> String { fractional.format(date) }
+}

@@ -1,0 +1,64 @@
+import ArgumentParser
+import Foundation
+import Logging
+
+/// `warren`: the operator's way into a running Warren system, straight through the broker.
+@main
+struct WarrenCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "warren",
+        abstract: "Call, publish, replay and inspect Warren services through RabbitMQ.",
+        discussion: """
+            Examples:
+              warren call users.get '{"id":"6f1c…"}'
+              warren publish order.created @order.json
+              warren replay --type 'order.*' --since 2h --to payments --dry-run
+              warren events tail --type 'payment.*'
+              warren dlq list
+              warren topology
+
+            The broker is AMQP_URL or --url (default amqp://guest:guest@localhost:5672/).
+            dlq and topology also read RabbitMQ's management API: WARREN_MANAGEMENT_URL or
+            --management-url (default http://localhost:15672), with the user, password and
+            vhost of the AMQP URL. Every command takes --json for output that scripts can
+            parse.
+
+            Exit codes:
+              0  success
+              1  the service replied with an error (or none could answer),
+                 or the broker refused the operation
+              2  usage error: a bad option, argument or JSON body
+              3  the broker (or its management API) is unreachable
+              4  timeout: no reply in time
+
+            Shell completion: warren --generate-completion-script bash|zsh|fish
+            """,
+        subcommands: [
+            CallCommand.self, PublishCommand.self, ReplayCommand.self, EventsCommand.self, DLQCommand.self,
+            TopologyCommand.self,
+        ]
+    )
+
+    /// Logs (from the AMQP client) go to stderr so that stdout carries only results.
+    static func main() async {
+        let level = ProcessInfo.processInfo.environment["LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:)) ?? .warning
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        do {
+            var command = try parseAsRoot()
+            if var command = command as? any AsyncParsableCommand {
+                try await command.run()
+            } else {
+                try command.run()
+            }
+        } catch {
+            // The parser's usage errors exit 64 (EX_USAGE); Warren documents 2 for them.
+            guard exitCode(for: error) == .validationFailure else { exit(withError: error) }
+            Terminal.note(fullMessage(for: error))
+            Foundation.exit(CLIFailure.Kind.usage.rawValue)
+        }
+    }
+}

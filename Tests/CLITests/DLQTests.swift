@@ -1,0 +1,164 @@
+import Foundation
+import Testing
+import Warren
+import WarrenAMQP
+import WarrenTestSupport
+
+/// Parks `count` dead letters in `<service>.events.dlq` as EventSubscriber does, ids m0, m1, …
+func parkDeadLetters(_ count: Int, service: String, on connection: AMQPConnection) async throws -> [String] {
+    let channel = try await connection.openChannel()
+    try await channel.declareQueue("\(service).events")
+    try await channel.declareQueue("\(service).events.dlq")
+    let ids = (0..<count).map { "m\($0)" }
+    // Without confirms each publish returns once the I/O thread has it, so they leave in order;
+    // then wait until the broker holds them all.
+    for (index, id) in ids.enumerated() {
+        let properties = AMQPProperties(
+            contentType: "application/json",
+            headers: [WireHeader.error: "payment provider down", WireHeader.attempts: 4, WireHeader.originalRoutingKey: "order.created"],
+            deliveryMode: .persistent, messageID: id, type: "order.created")
+        try await channel.publish(Data(#"{"n":\#(index)}"#.utf8), routingKey: "\(service).events.dlq", properties: properties)
+    }
+    for _ in 0..<1500 {
+        if try await channel.inspectQueue("\(service).events.dlq").messageCount == count { break }
+        try await Task.sleep(for: .milliseconds(20))
+    }
+    await channel.close()
+    return ids
+}
+
+/// Takes every message off a queue; their ids in order.
+func takeIDs(_ queue: String, on connection: AMQPConnection) async throws -> [String] {
+    let count = try await depth(queue, on: connection)
+    return try await drain(queue, on: connection, expecting: count).map { $0.properties.messageID ?? "-" }
+}
+
+/// Every message id in a queue, in order, leaving the queue as it was (as `dlq show` does).
+func ids(in queue: String, on connection: AMQPConnection) async throws -> [String] {
+    let channel = try await connection.openChannel()
+    let count = Int(try await channel.inspectQueue(queue).messageCount)
+    guard count > 0 else { return [] }
+    try await channel.setPrefetch(0)
+    let messages = try await channel.consume(queue: queue).first(count, within: .seconds(60))
+    await channel.close()
+    return messages.map { $0.properties.messageID ?? "-" }
+}
+
+@Suite("warren dlq", .timeLimit(.minutes(3)))
+struct DLQTests {
+    @Test("list shows every dead-letter queue with its count; --json parses")
+    func list() async throws {
+        try await TestVhost.with { vhost, connection in
+            _ = try await parkDeadLetters(3, service: "payments", on: connection)
+            let channel = try await connection.openChannel()
+            try await channel.declareQueue("orders.rpc.dlq")
+            try await channel.declareQueue("orders.rpc")
+            let result = try await WarrenCLI.run(["dlq", "list", "--json"], url: vhost.url)
+            #expect(result.status == 0, "\(result)")
+            let rows = try #require(result.json as? [[String: Any]], "\(result)")
+            #expect(rows.map { $0["queue"] as? String } == ["orders.rpc.dlq", "payments.events.dlq"])
+            #expect(rows.map { $0["messages"] as? Int } == [0, 3])
+            #expect(rows.map { $0["service"] as? String } == ["orders", "payments"])
+            let text = try await WarrenCLI.run(["dlq", "list"], url: vhost.url)
+            #expect(text.stdout.contains("payments.events.dlq"), "\(text)")
+        }
+    }
+
+    @Test("show leaves the queue as it was: same messages, same order")
+    func showLeavesQueue() async throws {
+        try await TestVhost.with { vhost, connection in
+            let parked = try await parkDeadLetters(30, service: "payments", on: connection)
+            let result = try await WarrenCLI.run(["dlq", "show", "payments", "--limit", "5", "--json"], url: vhost.url)
+            #expect(result.status == 0, "\(result)")
+            let queues = try #require(result.json as? [[String: Any]], "\(result)")
+            let shown = try #require(queues.first?["shown"] as? [[String: Any]])
+            #expect(queues.first?["messages"] as? Int == 30)
+            #expect(shown.map { ($0["properties"] as? [String: Any])?["message_id"] as? String } == Array(parked.prefix(5)))
+            #expect((shown.first?["headers"] as? [String: Any])?["x-error"] as? String == "payment provider down")
+            let text = try await WarrenCLI.run(["dlq", "show", "payments", "--limit", "100"], url: vhost.url)
+            #expect(text.status == 0, "\(text)")
+            #expect(text.stdout.contains("payments.events.dlq: 30 message(s)"))
+            #expect(text.stdout.contains("error: payment provider down"))
+            #expect(try await takeIDs("payments.events.dlq", on: connection) == parked)
+        }
+    }
+
+    @Test("requeue --all moves every message back to the service queue, in order, verdict headers dropped")
+    func requeueAll() async throws {
+        try await TestVhost.with { vhost, connection in
+            let parked = try await parkDeadLetters(200, service: "payments", on: connection)
+            let result = try await WarrenCLI.run(["dlq", "requeue", "payments", "--all"], url: vhost.url)
+            #expect(result.status == 0, "\(result)")
+            #expect(result.stdout.contains("requeued 200 message(s) from payments.events.dlq to payments.events"))
+            #expect(try await depth("payments.events.dlq", on: connection) == 0)
+            let back = try await drain("payments.events", on: connection, expecting: 200)
+            #expect(back.map { $0.properties.messageID } == parked)
+            let headers = back.first?.properties.headers ?? [:]
+            #expect(headers[WireHeader.originalRoutingKey] == "order.created")
+            #expect(headers[WireHeader.error] == nil)
+            #expect(headers[WireHeader.attempts] == nil)
+        }
+    }
+
+    @Test("requeue --id moves only those; the rest keep their places; an unknown id exits 1")
+    func requeueByID() async throws {
+        try await TestVhost.with { vhost, connection in
+            let parked = try await parkDeadLetters(20, service: "payments", on: connection)
+            let result = try await WarrenCLI.run(["dlq", "requeue", "payments.events.dlq", "--id", "m3", "--id", "m7", "--json"], url: vhost.url)
+            #expect(result.status == 0, "\(result)")
+            #expect(try await takeIDs("payments.events", on: connection) == ["m3", "m7"])
+            let unknown = try await WarrenCLI.run(["dlq", "requeue", "payments", "--id", "m99"], url: vhost.url)
+            #expect(unknown.status == 1, "\(unknown)")
+            #expect(unknown.stderr.contains("no dead letter with id m99"))
+            let neither = try await WarrenCLI.run(["dlq", "requeue", "payments"], url: vhost.url)
+            #expect(neither.status == 2)
+            #expect(try await takeIDs("payments.events.dlq", on: connection) == parked.filter { $0 != "m3" && $0 != "m7" })
+        }
+    }
+
+    @Test("requeue killed halfway loses nothing; running it again finishes the job")
+    func requeueInterrupted() async throws {
+        try await TestVhost.with { vhost, connection in
+            let parked = try await parkDeadLetters(20_000, service: "payments", on: connection)
+            let requeue = try WarrenCLI(["dlq", "requeue", "payments", "--all"], url: vhost.url)
+            var moved = 0
+            for _ in 0..<3000 where requeue.process.isRunning {
+                moved = try await depth("payments.events", on: connection)
+                if moved > 500 { break }
+                try await Task.sleep(for: .milliseconds(5))
+            }
+            kill(requeue.process.processIdentifier, SIGKILL)
+            let killed = try await requeue.finish()
+            #expect(killed.status == SIGKILL || killed.status == 0)
+            // Nothing lost: every id is in one of the two queues (a few may be in both).
+            try await Task.sleep(for: .milliseconds(500))  // the broker requeues the dead process's messages
+            let inDLQ = try await ids(in: "payments.events.dlq", on: connection)
+            let inQueue = try await ids(in: "payments.events", on: connection)
+            #expect(Set(inDLQ).union(inQueue) == Set(parked))
+            print("requeue killed after \(inQueue.count) of \(parked.count) were moved (\(Set(inDLQ).intersection(inQueue).count) in both)")
+
+            let again = try await WarrenCLI.run(["dlq", "requeue", "payments", "--all"], url: vhost.url)
+            #expect(again.status == 0, "\(again)")
+            #expect(try await depth("payments.events.dlq", on: connection) == 0)
+            #expect(Set(try await ids(in: "payments.events", on: connection)) == Set(parked))
+        }
+    }
+
+    @Test("purge asks first: without a terminal it needs --yes")
+    func purge() async throws {
+        try await TestVhost.with { vhost, connection in
+            _ = try await parkDeadLetters(4, service: "payments", on: connection)
+            let refused = try await WarrenCLI.run(["dlq", "purge", "payments"], url: vhost.url)
+            #expect(refused.status == 2, "\(refused)")
+            #expect(refused.stderr.contains("pass --yes"))
+            #expect(try await depth("payments.events.dlq", on: connection) == 4)
+            let purged = try await WarrenCLI.run(["dlq", "purge", "payments", "--yes", "--json"], url: vhost.url)
+            #expect(purged.status == 0, "\(purged)")
+            #expect((purged.json as? [[String: Any]])?.first?["purged"] as? Int == 4)
+            #expect(try await depth("payments.events.dlq", on: connection) == 0)
+            let unknown = try await WarrenCLI.run(["dlq", "purge", "nobody", "--yes"], url: vhost.url)
+            #expect(unknown.status == 1)
+            #expect(unknown.stderr.contains("warren dlq list"))
+        }
+    }
+}

@@ -1,0 +1,186 @@
+import Foundation
+import Testing
+import Warren
+import WarrenAMQP
+import WarrenTestSupport
+
+/// The `event-store` process against the real broker, each test in its own vhost.
+@Suite("Event store", .timeLimit(.minutes(3)))
+struct EventStoreTests {
+    @Test("each event is stored once, also when published twice with the same id or replayed")
+    func storedOnce() async throws {
+        try await EventStoreFixture.with { store in
+            let id = UUID().uuidString.lowercased()
+            try await store.publisher.publish("user.registered", ["name": "Ada"], eventID: id)
+            try await store.publisher.publish("user.registered", ["name": "Ada"], eventID: id)
+            // A replay: the same id again, marked as such.
+            try await store.publisher.publish(
+                Data(#"{"name":"Ada"}"#.utf8), envelope: Envelope(messageID: id, type: "user.registered"),
+                extraHeaders: [WireHeader.replayed: true])
+            let other = try await store.publisher.publish("user.updated", ["name": "Ada L."])
+            // The last event published is stored only after the three before it were handled.
+            let events = try await store.waitFor(2)
+            #expect(events.map { $0["id"] as? String } == [id, other.messageID])
+            try await Task.sleep(for: .milliseconds(500))
+            #expect(try await store.all().count == 2)
+            let first = try #require(events.first)
+            #expect(first["type"] as? String == "user.registered")
+            #expect(first["routingKey"] as? String == "user.registered")
+            #expect((first["body"] as? [String: Any])?["name"] as? String == "Ada")
+            #expect((first["headers"] as? [String: Any])?["x-correlation-id"] as? String == id)
+        }
+    }
+
+    @Test("each filter returns exactly the matching events, in position order")
+    func filters() async throws {
+        try await EventStoreFixture.with { store in
+            let day: TimeInterval = 86_400
+            let base = Date(timeIntervalSince1970: 1_795_132_800)  // 2026-11-20T00:00:00Z
+            let flowA = "flow-a-\(UUID().uuidString.prefix(6))"
+            let flowB = "flow-b-\(UUID().uuidString.prefix(6))"
+            let samples: [(type: String, aggregate: String?, flow: String, time: Date)] = [
+                ("user.registered", "u1", flowA, base),
+                ("order.created", "o1", flowA, base + 1 * day),
+                ("payment.succeeded", "o1", flowA, base + 2 * day),
+                ("order.confirmed", "o1", flowA, base + 3 * day),
+                ("order.created", "o2", flowB, base + 4 * day),
+                ("order.item.added", "o2", flowB, base + 5 * day),
+                ("orders.archived", nil, flowB, base + 6 * day),
+                ("payment.failed", "o2", flowB, base + 7 * day),
+            ]
+            var ids: [String] = []
+            for sample in samples {
+                let envelope = Envelope(correlationID: sample.flow, type: sample.type, aggregateID: sample.aggregate, timestamp: sample.time)
+                try await store.publisher.publish(Data(#"{"n":\#(ids.count)}"#.utf8), envelope: envelope)
+                ids.append(envelope.messageID)
+            }
+            let all = try await store.waitFor(samples.count)
+            // Replies and requests as schemas/event-store describes them; the check can fail.
+            let reply = "event-store/events.query.reply.schema.json"
+            #expect(try Schemas.problems([try await store.query(["limit": 1000]).get()], against: reply) == nil)
+            #expect(try Schemas.problems([["events": [], "next": NSNull(), "extra": 1]], against: reply) != nil)
+            let request = "event-store/events.query.request.schema.json"
+            #expect(try Schemas.problems([["type": "order.*", "since": "2026-11-20", "after": "12", "limit": 10]], against: request) == nil)
+            #expect(try Schemas.problems([["limit": 1001]], against: request) != nil)
+            #expect(all.map { $0["id"] as? String } == ids)
+            let positions = all.compactMap { $0["position"] as? Int }
+            #expect(positions == positions.sorted() && Set(positions).count == positions.count)
+
+            func matching(_ filter: [String: Any]) async throws -> [String] {
+                try await store.all(filter, pageSize: 2).compactMap { $0["id"] as? String }
+            }
+            func expected(_ indexes: [Int]) -> [String] { indexes.map { ids[$0] } }
+            #expect(try await matching(["type": "order.*"]) == expected([1, 3, 4, 5]))
+            #expect(try await matching(["type": "order.created"]) == expected([1, 4]))
+            #expect(try await matching(["type": "*.created"]) == expected([1, 4]))
+            #expect(try await matching(["type": "order*"]) == expected([1, 3, 4, 5, 6]))
+            #expect(try await matching(["type": "payment.*", "aggregateId": "o2"]) == expected([7]))
+            #expect(try await matching(["type": "nothing.*"]) == [])
+            #expect(try await matching(["aggregateId": "o1"]) == expected([1, 2, 3]))
+            #expect(try await matching(["correlationId": flowB]) == expected([4, 5, 6, 7]))
+            #expect(try await matching(["correlationId": flowA, "type": "order.*"]) == expected([1, 3]))
+            #expect(try await matching(["since": "2026-11-23"]) == expected([3, 4, 5, 6, 7]))
+            #expect(try await matching(["until": "2026-11-22T00:00:00Z"]) == expected([0, 1]))
+            #expect(try await matching(["since": "2026-11-21T01:00:00+01:00", "until": "2026-11-23T00:00:00.001Z"]) == expected([1, 2, 3]))
+            #expect(try await matching(["since": "2026-11-22", "type": "order.*", "correlationId": flowB]) == expected([4, 5]))
+            let first = try #require(all.first)
+            #expect(first["timestamp"] as? String == "2026-11-20T00:00:00.000Z")
+            #expect(first["aggregateId"] as? String == "u1")
+            #expect(first["correlationId"] as? String == flowA)
+            #expect(all[6]["aggregateId"] == nil)
+        }
+    }
+
+    @Test("paging with 'after' walks every event once, in order, and ends with next = null")
+    func paging() async throws {
+        try await EventStoreFixture.with { store in
+            var ids: [String] = []
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for index in 0..<250 {
+                    let id = UUID().uuidString.lowercased()
+                    ids.append(id)
+                    group.addTask { try await store.publisher.publish("thing.happened", ["index": index], eventID: id) }
+                }
+                try await group.waitForAll()
+            }
+            _ = try await store.waitFor(250)
+            for pageSize in [1000, 100, 7] {
+                let events = try await store.all(pageSize: pageSize)
+                #expect(events.count == 250)
+                #expect(Set(events.compactMap { $0["id"] as? String }) == Set(ids))
+                let positions = events.compactMap { $0["position"] as? Int }
+                #expect(positions == positions.sorted() && Set(positions).count == 250)
+            }
+            let firstPage = try await store.query(["limit": 100]).get()
+            #expect((firstPage["events"] as? [Any])?.count == 100)
+            #expect(firstPage["next"] is String)
+            let lastPage = try await store.query(["limit": 100, "after": "\(Int64.max)"]).get()
+            #expect((lastPage["events"] as? [Any])?.isEmpty == true)
+            #expect(lastPage["next"] is NSNull)
+            let defaultPage = try await store.query([:]).get()
+            #expect((defaultPage["events"] as? [Any])?.count == 100)
+        }
+    }
+
+    @Test("invalid inputs are refused as invalid, naming the field")
+    func invalidInputs() async throws {
+        let cases: [(request: [String: Any], field: String)] = [
+            (["limit": 0], "limit"), (["limit": 1001], "limit"), (["limit": "10"], "limit"),
+            (["since": "yesterday"], "since"), (["until": "2026-13-45T00:00:00Z"], "until"),
+            (["after": "abc"], "after"), (["after": "-1"], "after"), (["after": 5], "after"),
+            (["type": ""], "type"), (["aggregateId": String(repeating: "a", count: 256)], "aggregateId"),
+            (["aggregateID": "typo"], "aggregateID"),
+        ]
+        try await EventStoreFixture.with { store in
+            for (request, field) in cases {
+                let result = try await store.query(request)
+                guard case .failure(let error) = result else {
+                    Issue.record("\(request) was accepted")
+                    continue
+                }
+                #expect(error.code == .invalid, "\(request)")
+                #expect(error.message.contains("'\(field)'"), "\(request): \(error.message)")
+            }
+        }
+    }
+
+    @Test("a body that is not JSON comes back as base64, byte for byte; JSON comes back as it was")
+    func nonJSONBody() async throws {
+        try await EventStoreFixture.with { store in
+            let binary = Data([0xFF, 0x00, 0x41, 0x7B])
+            let text = Data("plain text, not JSON".utf8)
+            let json = Data(#"{"name":"Zoë ✓","nested":{"list":[1,2.5,null,true]},"quote":"\"\\"}"#.utf8)
+            for body in [binary, text, json] {
+                try await store.publisher.publish(body, envelope: Envelope(type: "blob.stored"))
+            }
+            let events = try await store.waitFor(3)
+            try #require(events.count == 3)
+            for (event, sent) in zip(events.prefix(2), [binary, text]) {
+                #expect(event["bodyEncoding"] as? String == "base64")
+                #expect((event["body"] as? String).flatMap { Data(base64Encoded: $0) } == sent)
+            }
+            #expect(events[2]["bodyEncoding"] == nil)
+            let expected = try JSONSerialization.jsonObject(with: json) as? NSDictionary
+            let page = try await store.query([:]).get()
+            #expect(try Schemas.problems([page], against: "event-store/events.query.reply.schema.json") == nil)
+            #expect(events[2]["body"] as? NSDictionary == expected)
+        }
+    }
+
+    @Test("an event without a message id is parked in events.events.dlq with x-error, not lost")
+    func unstorableIsParked() async throws {
+        try await EventStoreFixture.with { store in
+            try await store.channel.enableConfirms()
+            try await store.channel.publish(
+                Data(#"{"n":1}"#.utf8), exchange: EventPublisher.exchange, routingKey: "anonymous.event",
+                properties: AMQPProperties(contentType: "application/json", deliveryMode: .persistent, type: "anonymous.event"))
+            let after = try await store.publisher.publish("named.event", ["n": 2])
+            let parked = try #require(try await pollGet(store.channel, queue: "events.events.dlq", within: .seconds(30)))
+            #expect(parked.body == Data(#"{"n":1}"#.utf8))
+            #expect(parked.properties.headers?[WireHeader.error]?.stringValue?.contains("message_id") == true)
+            #expect(parked.properties.headers?[WireHeader.originalRoutingKey] == "anonymous.event")
+            // The events behind it were not held up.
+            #expect(try await store.waitFor(1).map { $0["id"] as? String } == [after.messageID])
+        }
+    }
+}
