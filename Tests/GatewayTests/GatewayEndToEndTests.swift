@@ -19,6 +19,7 @@ struct GatewayEndToEndTests {
             defer { data.remove() }
             do {
                 for service in [users, orders, payments, events] { try await service.waitUntilReady() }
+                try await waitForLog(events, "recording every event")  // bound to warren.events before the first order
                 try await gateway.waitUntilReady()
                 try await journey(gateway, users: users, orders: orders)
             } catch {
