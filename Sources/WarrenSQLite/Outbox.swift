@@ -150,8 +150,9 @@ public final class OutboxRelay: Service, Sendable {
         }
     }
 
-    /// Longer than any publish with confirms takes; a crashed relay's rows wait this long.
-    static let claimDuration: TimeInterval = 30
+    /// Longer than a batch's publish with confirms takes (well under a second); the events a
+    /// crashed relay had claimed go out this much later.
+    static let claimDuration: TimeInterval = 10
 
     private func update(_ sequences: [Int64], set assignment: String, _ value: (any DatabaseValueConvertible & Sendable)? = nil) async throws {
         try await database.write { @Sendable db in try Self.update(db, sequences, set: assignment, value) }

@@ -89,8 +89,9 @@ struct OutboxTests {
             }
             let relay = OutboxRelay(database: database, publisher: try await EventPublisher.start(connection: connection))
             try await relay.relayBatch()
-            // As if the process died after the confirm and before the UPDATE committed:
-            try await database.write { db in try db.execute(sql: "UPDATE warren_outbox SET sent_at = NULL") }
+            // As if the process died after the confirm and before the UPDATE committed, and its
+            // lease on the row has run out:
+            try await database.write { db in try db.execute(sql: "UPDATE warren_outbox SET sent_at = NULL, claimed_until = NULL") }
             try await relay.relayBatch()
 
             let first = try #require(try await pollGet(channel, queue: queue))
