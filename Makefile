@@ -9,8 +9,8 @@ run:
 
 # A test that hangs fails the run after 20 minutes instead of holding CI. Rounds, so that
 # timing-sensitive tests never share the machine with a crowd of processes: the libraries' tests
-# in parallel; then the tests that run the services as real processes (each suite one test at a
-# time); then those that measure a deadline to the millisecond, on a quiet machine; and last the
+# in parallel; then the tests that run the services as real processes, one at a time (each
+# starts several processes, and stand-in services live in the test process); then those that measure a deadline to the millisecond, on a quiet machine; and last the
 # load tests (100,000 persistent messages, a publish flood, bulk replays), one at a time.
 SYSTEM_TESTS := ServiceTests|EventStoreTests|CLITests|GatewayTests
 TIMED_TESTS := RPCTests/deadline
@@ -18,7 +18,7 @@ BULK_TESTS := manyConfirmedMessages|floodDoesNotStarveConsumer|ReplayThroughputT
 test: broker
 	$(SWIFT) build --build-tests
 	timeout --kill-after=30 900 $(SWIFT) test --skip-build --skip '$(SYSTEM_TESTS)|$(TIMED_TESTS)|$(BULK_TESTS)'
-	timeout --kill-after=30 1200 $(SWIFT) test --skip-build --filter '$(SYSTEM_TESTS)' --skip '$(BULK_TESTS)'
+	timeout --kill-after=30 1200 $(SWIFT) test --skip-build --no-parallel --filter '$(SYSTEM_TESTS)' --skip '$(BULK_TESTS)'
 	timeout --kill-after=30 300 $(SWIFT) test --skip-build --filter '$(TIMED_TESTS)'
 	timeout --kill-after=30 600 $(SWIFT) test --skip-build --no-parallel --filter '$(BULK_TESTS)'
 

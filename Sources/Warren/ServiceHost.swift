@@ -109,7 +109,13 @@ public enum ServiceHost {
             configuration: .init(
                 services: services.map { .init(service: $0) }, gracefulShutdownSignals: [.sigterm, .sigint],
                 logger: logger))
-        try await group.run()
+        do {
+            try await group.run()
+        } catch {
+            // One line an operator can act on, rather than a crash trace.
+            logger.critical("stopped on an error: \(error) (HTTP_PORT \(port) taken? broker gone?)")
+            exit(1)
+        }
         await rpc.close()
         logger.info("stopped")
     }

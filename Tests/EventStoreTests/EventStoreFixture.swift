@@ -13,7 +13,7 @@ import WarrenTestSupport
 final class EventStoreFixture: Sendable {
     let vhost: TestVhost
     let folder: TemporaryDirectory
-    let port = Int.random(in: 30_000..<45_000)
+    let port = freePort()
     let connection: AMQPConnection
     let channel: AMQPChannel
     let publisher: EventPublisher

@@ -59,7 +59,7 @@ public final class ServiceProcess: Sendable {
     /// Starts `executable` with the test's environment plus `environment` (which wins).
     public init(_ executable: String, environment: [String: String] = [:], port: Int? = nil) throws {
         self.executable = executable
-        self.port = port ?? Int.random(in: 30_000..<45_000)
+        self.port = port ?? freePort()
         var merged = ProcessInfo.processInfo.environment
         merged["HTTP_PORT"] = "\(self.port)"
         merged["LOG_FORMAT"] = "json"
@@ -139,4 +139,21 @@ public struct TemporaryDirectory: Sendable {
 
     public var path: String { url.path }
     public func remove() { try? FileManager.default.removeItem(at: url) }
+}
+
+/// A TCP port nothing listens on now: the kernel's pick for a socket bound to port 0.
+public func freePort() -> Int {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    defer { close(fd) }
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_addr.s_addr = INADDR_ANY
+    address.sin_port = 0
+    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+    let bound = withUnsafeMutablePointer(to: &address) { pointer in
+        pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { socketAddress in
+            bind(fd, socketAddress, length) == 0 && getsockname(fd, socketAddress, &length) == 0
+        }
+    }
+    return bound ? Int(UInt16(bigEndian: address.sin_port)) : Int.random(in: 30_000..<45_000)
 }

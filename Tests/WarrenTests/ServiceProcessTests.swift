@@ -11,7 +11,7 @@ import WarrenAMQP
 /// The example service (`warren-echo`) as a real process: what an operator sees.
 final class EchoProcess: Sendable {
     let name = "echo\(UUID().uuidString.prefix(6).lowercased())"
-    let port = Int.random(in: 30_000..<45_000)
+    let port = freePort()
     let process = Process()
     private let output = OutputBuffer()
 
