@@ -71,7 +71,7 @@ struct SQLiteOrderStore: OrderStore {
     }
 
     func order(id: String) async throws -> Order? {
-        try await database.read { db in try Row.fetchOne(db, sql: "SELECT * FROM orders WHERE id = ?", arguments: [id]).map(Order.init(row:)) }
+        try database.fetchOne("SELECT * FROM orders WHERE id = ?", arguments: [id]).map(Order.init(row:))
     }
 
     func list(userID: String, status: Order.Status?, after position: Int64?, limit: Int) async throws -> OrderPage {

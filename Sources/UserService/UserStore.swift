@@ -51,7 +51,7 @@ struct SQLiteUserStore: UserStore {
     }
 
     func user(id: String) async throws -> User? {
-        try await database.read { db in try Row.fetchOne(db, sql: "SELECT * FROM users WHERE id = ?", arguments: [id]).map(User.init(row:)) }
+        try database.fetchOne("SELECT * FROM users WHERE id = ?", arguments: [id]).map(User.init(row:))
     }
 
     func credentials(email: String) async throws -> (user: User, passwordHash: String)? {
