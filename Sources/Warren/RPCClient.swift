@@ -44,6 +44,8 @@ public final class RPCClient: Sendable {
     /// Fails calls at their deadline and starts probes; Dispatch timers are not Sendable, hence the lock.
     private let timer = Mutex<(any DispatchSourceTimer)?>(nil)
     private let logger: Logger
+    private let callCounts = MetricHandles(counter: "warren_rpc_calls_total", "operation", "outcome")
+    private let durations = MetricHandles(timer: "warren_rpc_call_duration_seconds", "operation")
 
     private init(channel: AMQPChannel, probeChannel: AMQPChannel, configuration: Configuration, logger: Logger) {
         self.channel = channel
@@ -135,9 +137,8 @@ public final class RPCClient: Sendable {
         case .success(let reply): outcome = reply.isError ? "error" : "ok"
         case .failure(let error): outcome = error.code.rawValue
         }
-        Counter(label: "warren_rpc_calls_total", dimensions: [("operation", operation), ("outcome", outcome)]).increment()
-        Metrics.Timer(label: "warren_rpc_call_duration_seconds", dimensions: [("operation", operation)])
-            .recordNanoseconds(Int64((ContinuousClock.now - started) / .nanoseconds(1)))
+        callCounts(operation, outcome).increment()
+        durations(operation).recordNanoseconds(Int64((ContinuousClock.now - started) / .nanoseconds(1)))
         return try result.get()
     }
 

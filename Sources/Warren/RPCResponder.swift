@@ -36,6 +36,8 @@ public final class RPCResponder: Service, Sendable {
     private let configuration: Configuration
     private let rpc: RPCClient?
     private let logger: Logger
+    private let requests = MetricHandles(counter: "warren_requests_total", "operation", "outcome")
+    private let durations = MetricHandles(timer: "warren_request_duration_seconds", "operation")
 
     public init(
         service: String, connection: AMQPConnection, handlers: RPCHandlers, configuration: Configuration = Configuration(),
@@ -90,6 +92,8 @@ public final class RPCResponder: Service, Sendable {
         let logger = envelope.logger(logger, type: envelope.type ?? "-")
         let started = ContinuousClock.now
         let operation = envelope.type ?? "-"
+        // The metrics' label: only operations this service has, so that clients cannot grow it.
+        let operationLabel = envelope.type.flatMap { handlers.handlers[$0] == nil ? nil : $0 } ?? "unknown"
 
         let result: Result<Data, ServiceError>
         if let deadline = envelope.deadline, deadline < Date() {
@@ -115,9 +119,8 @@ public final class RPCResponder: Service, Sendable {
         case .success: outcome = "ok"
         case .failure(let error): outcome = error.code.rawValue
         }
-        Counter(label: "warren_requests_total", dimensions: [("operation", operation), ("outcome", outcome)]).increment()
-        Metrics.Timer(label: "warren_request_duration_seconds", dimensions: [("operation", operation)])
-            .recordNanoseconds(Int64((ContinuousClock.now - started) / .nanoseconds(1)))
+        requests(operationLabel, outcome).increment()
+        durations(operationLabel).recordNanoseconds(Int64((ContinuousClock.now - started) / .nanoseconds(1)))
 
         if Task.isCancelled {
             // Drain timed out: leave it unacked; the broker gives it to another instance.

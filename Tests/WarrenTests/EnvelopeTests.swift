@@ -45,6 +45,15 @@ struct EnvelopeTests {
         #expect(headers["traceparent"] == .string(cause.traceparent!))
     }
 
+    @Test("a UUID field takes either case and refuses anything else")
+    func uuidCheck() throws {
+        try Check.uuid("9f1c2a4e-0b7d-4c1e-8f3a-2d5e6b7c8a90", "id")
+        try Check.uuid("9F1C2A4E-0B7D-4C1E-8F3A-2D5E6B7C8A90", "id")
+        for bad in ["", "9f1c2a4e-0b7d-4c1e-8f3a-2d5e6b7c8a9", "9f1c2a4e-0b7d-4c1e-8f3a-2d5e6b7c8a9g", "9f1c2a4e00b7d-4c1e-8f3a-2d5e6b7c8a90", "9f1c2a4e-0b7d-4c1e-8f3a-2d5e6b7c8a90 "] {
+            #expect(throws: ServiceError.self, "\(bad)") { try Check.uuid(bad, "id") }
+        }
+    }
+
     struct Order: Codable, Validatable {
         struct Item: Codable {
             var sku: String
