@@ -32,10 +32,29 @@ final class RequestIDs: Sendable {
             return uuid
         }
         guard var uuid = random else { return UUID().uuidString.lowercased() }
-        withUnsafeMutableBytes(of: &uuid) { bytes in
+        return withUnsafeMutableBytes(of: &uuid) { bytes in
             bytes[6] = (bytes[6] & 0x0F) | 0x40  // version 4
             bytes[8] = (bytes[8] & 0x3F) | 0x80  // RFC 4122 variant
+            return Self.lowercaseText(bytes)
         }
-        return UUID(uuid: uuid).uuidString.lowercased()
+    }
+
+    /// `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx` in lowercase, written at once (`uuidString` then
+    /// `lowercased()` builds the string twice).
+    static func lowercaseText(_ bytes: UnsafeMutableRawBufferPointer) -> String {
+        let digits = Array("0123456789abcdef".utf8)
+        return String(unsafeUninitializedCapacity: 36) { text in
+            var position = 0
+            for (index, byte) in bytes.prefix(16).enumerated() {
+                if index == 4 || index == 6 || index == 8 || index == 10 {
+                    text[position] = UInt8(ascii: "-")
+                    position += 1
+                }
+                text[position] = digits[Int(byte >> 4)]
+                text[position + 1] = digits[Int(byte & 0x0F)]
+                position += 2
+            }
+            return position
+        }
     }
 }

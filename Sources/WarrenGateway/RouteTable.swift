@@ -5,6 +5,8 @@ import Yams
 /// contract, not writing a handler. Pure data, so its reading and matching are testable alone.
 public struct RouteTable: Sendable {
     public let routes: [Route]
+    /// Every method some route takes.
+    public let methods: Set<String>
 
     /// What a request's method and path select.
     public enum Match: Sendable {
@@ -16,6 +18,7 @@ public struct RouteTable: Sendable {
 
     public init(routes: [Route]) {
         self.routes = routes
+        self.methods = Set(routes.map(\.method))
     }
 
     /// Reads every operation of an OpenAPI 3.1 document. Throws, naming the path and method,
@@ -40,7 +43,7 @@ public struct RouteTable: Sendable {
                 routes.append(try Self.route(path: path, method: method.uppercased(), operation: operation, shared: shared))
             }
         }
-        self.routes = routes
+        self.init(routes: routes)
     }
 
     /// The route for a request; `path` is the request's path without its query. Literal
@@ -74,7 +77,7 @@ public struct RouteTable: Sendable {
         for (segment, part) in zip(best.route.segments, parts) {
             guard case .parameter(let name) = segment else { continue }
             let text = String(decoding: part, as: UTF8.self)
-            guard let value = text.contains("%") ? text.removingPercentEncoding : text else { return .notFound }
+            guard let value = part.contains(UInt8(ascii: "%")) ? text.removingPercentEncoding : text else { return .notFound }
             parameters[name] = value
         }
         return .found(best.route, pathParameters: parameters)

@@ -1,6 +1,6 @@
 import Foundation
 import Testing
-import WarrenGateway
+@testable import WarrenGateway
 
 /// The route table, the request-to-message translation and the rate limiter, without a server.
 @Suite("Gateway pieces")
@@ -118,6 +118,18 @@ struct RouteTableTests {
         let get = try #require(Self.table.routes.first { $0.method == "GET" && $0.path == "/users/{id}" })
         let written = try MessageBody.build(route: get, pathParameters: ["id": "a\u{1}b"], query: [], body: nil, subject: "s")
         #expect(String(decoding: written, as: UTF8.self) == #"{"id":"a\u0001b"}"#)
+    }
+
+    @Test("request ids are distinct lowercase version 4 UUIDs")
+    func requestIDs() throws {
+        let ids = RequestIDs()
+        let made = (0..<1_000).map { _ in ids.next() }  // several refills of the random pool (256 ids each)
+        #expect(Set(made).count == made.count)
+        for id in made {
+            let uuid = try #require(UUID(uuidString: id), "\(id)")
+            #expect(uuid.uuidString.lowercased() == id)
+            #expect(Array(id.utf8)[14] == UInt8(ascii: "4"), "version 4: \(id)")
+        }
     }
 
     @Test("token bucket: the burst, then one token per 1/rate seconds")
