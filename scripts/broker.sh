@@ -27,6 +27,18 @@ if [ "${1:-}" != "--bench" ] && ! command -v check-jsonschema >/dev/null 2>&1; t
     python3 -m pip install --quiet --root-user-action=ignore check-jsonschema
 fi
 
+# Broker settings (scripts/rabbitmq.conf) go where RabbitMQ reads them at start. A broker
+# already running keeps its settings until it restarts.
+config_source="$(dirname "$0")/rabbitmq.conf"
+config_target=/etc/rabbitmq/conf.d/10-warren.conf
+if ! cmp -s "$config_source" "$config_target" 2>/dev/null; then
+    sudo_cmd=""
+    [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
+    $sudo_cmd mkdir -p "$(dirname "$config_target")"
+    $sudo_cmd cp "$config_source" "$config_target"
+    echo "==> wrote $config_target (a running broker applies it at its next start)"
+fi
+
 answering() { (exec 3<>"/dev/tcp/127.0.0.1/${1:-$AMQP_PORT}") 2>/dev/null; }
 
 # `warren dlq list` and `warren topology` list queues through the management API (AMQP
