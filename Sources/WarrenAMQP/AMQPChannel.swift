@@ -156,16 +156,39 @@ public final class AMQPChannel: Sendable {
             return
         }
         try checkPublish(exchange: exchange, routingKey: routingKey, properties: properties)
-        try await withUnsafeThrowingContinuation { (waiter: ConfirmWaiter) in
-            jobs.submit(
-                Job(
-                    run: { loop in
-                        loop.publish(
-                            handle, body: body, exchange: exchange, routingKey: routingKey, mandatory: mandatory,
-                            properties: properties, waiter: waiter)
-                    },
-                    fail: { waiter.resume(throwing: $0) }, onlyWrites: true))
+        try await withUnsafeThrowingContinuation { continuation in
+            submitConfirmed(body, exchange: exchange, routingKey: routingKey, mandatory: mandatory, properties: properties, waiter: .task(continuation))
         }
+    }
+
+    /// Publishes on a channel with confirms enabled and returns at once; `confirmed` runs when
+    /// the broker confirmed the message (`.success`), nacked it, returned it (`mandatory`), or
+    /// the connection was lost before it could say (`.failure`: `nacked`, `returned`,
+    /// `connectionLost`, …). For streams of publishes whose order matters (a replay): the
+    /// messages go out in the order of the calls, and no task waits per message. `confirmed`
+    /// runs on the connection's I/O thread, in confirm order (not always publish order: the broker acks an
+    /// unroutable message at once): it must only hand the result on.
+    public func publish(
+        _ body: Data, exchange: String = "", routingKey: String, mandatory: Bool = false,
+        properties: AMQPProperties = AMQPProperties(), confirmed: @escaping @Sendable (Result<Void, any Error>) -> Void
+    ) throws {
+        guard handle.confirmMode else { throw AMQPError.invalidArgument("publish(…, confirmed:) needs a channel with confirms enabled") }
+        try checkPublish(exchange: exchange, routingKey: routingKey, properties: properties)
+        submitConfirmed(body, exchange: exchange, routingKey: routingKey, mandatory: mandatory, properties: properties, waiter: .callback(confirmed))
+    }
+
+    private func submitConfirmed(
+        _ body: Data, exchange: String, routingKey: String, mandatory: Bool, properties: AMQPProperties, waiter: ConfirmWaiter
+    ) {
+        let handle = handle
+        jobs.submit(
+            Job(
+                run: { loop in
+                    loop.publish(
+                        handle, body: body, exchange: exchange, routingKey: routingKey, mandatory: mandatory,
+                        properties: properties, waiter: waiter)
+                },
+                fail: { waiter.resume(throwing: $0) }, onlyWrites: true))
     }
 
     /// Publishes without waiting for anything, in order with this channel's other work: for

@@ -91,6 +91,37 @@ struct PublishConsumeTests {
         }
     }
 
+    @Test("publish(…, confirmed:) reports every outcome once, returns as failures, with no task per message")
+    func confirmedCallbacks() async throws {
+        let queue = Broker.unique("callbacks")
+        try await withChannel(queues: [queue]) { _, channel in
+            try await channel.declareQueue(queue, durable: false)
+            #expect(throws: AMQPError.self, "a channel without confirms cannot report them") {
+                try channel.publish(Data("x".utf8), routingKey: queue) { _ in }
+            }
+            try await channel.enableConfirms()
+            let total = 1_000
+            let lostKey = Broker.unique("nowhere")
+            let (outcomes, sink) = AsyncStream<(Int, Bool)>.makeStream()
+            for index in 0..<total {
+                // Every 100th goes nowhere: a mandatory message no queue takes fails, the rest do not.
+                let routingKey = index % 100 == 99 ? lostKey : queue
+                try channel.publish(Data("\(index)".utf8), routingKey: routingKey, mandatory: true) { result in
+                    sink.yield((index, (try? result.get()) != nil))
+                }
+            }
+            var seen: [(Int, Bool)] = []
+            for await outcome in outcomes {
+                seen.append(outcome)
+                if seen.count == total { break }
+            }
+            // Confirms need not come in publish order: the broker acks an unroutable message at once.
+            #expect(seen.map(\.0).sorted() == Array(0..<total))
+            #expect(seen.filter { !$0.1 }.map(\.0).sorted() == Array(stride(from: 99, to: total, by: 100)))
+            #expect(try await channel.inspectQueue(queue).messageCount == UInt32(total - total / 100))
+        }
+    }
+
     @Test("a mandatory publish that no queue takes fails with the exchange and routing key")
     func mandatoryReturned() async throws {
         try await withChannel { _, channel in
