@@ -1,4 +1,3 @@
-import Dispatch
 import Foundation
 import WarrenAMQP
 
@@ -17,8 +16,9 @@ struct OutgoingMessage: Sendable {
 /// given: replays must reach a queue in the event store's order, and waiting for each confirm
 /// before the next publish caps throughput at one broker round trip per message.
 ///
-/// Order holds because every publish starts on one serial executor, in the order it was added,
-/// and `AMQPChannel.publish` hands its frame to the I/O thread's FIFO before it first suspends.
+/// Order holds because one task hands every message to the channel in turn, and the channel
+/// sends in the order of the calls. Confirms come back through a stream, without a task per
+/// message: a task each (with its hops between threads) cost more than the publish itself.
 struct OrderedPublisher {
     enum Outcome: Sendable {
         case confirmed
@@ -26,52 +26,46 @@ struct OrderedPublisher {
         case unrouted(routingKey: String)
     }
 
+
     let channel: AMQPChannel
     let window: Int
 
     /// Publishes every message of `messages`; `progress` sees each outcome, in confirm order, on
-    /// the calling task. Stops at the first failure (nack, lost connection) and throws it: the
-    /// messages after it may or may not have been published, those before it were confirmed.
+    /// the calling task, once a full window waits (or at the end). A message's `onConfirmed` runs
+    /// as soon as its confirm arrives, so that acks flow while the source waits for more. Stops
+    /// at the first failure (nack, lost connection) and throws it: the messages after it may or
+    /// may not have been published, those before it were confirmed.
     func publish<Messages: AsyncSequence>(
         _ messages: Messages, progress: (Outcome) -> Void
     ) async throws where Messages.Element == OutgoingMessage {
-        let executor = SerialTaskExecutor()
-        let channel = channel
-        try await withThrowingTaskGroup(of: Outcome.self) { group in
-            var inFlight = 0
-            for try await message in messages {
-                if inFlight >= window, let outcome = try await group.next() {
-                    inFlight -= 1
-                    progress(outcome)
-                }
-                group.addTask(executorPreference: executor) {
-                    do {
-                        try await channel.publish(
-                            message.body, exchange: message.exchange, routingKey: message.routingKey,
-                            mandatory: message.mandatory, properties: message.properties)
-                    } catch AMQPError.returned(_, let routingKey, _, _) {
-                        return .unrouted(routingKey: routingKey)
-                    }
-                    try message.onConfirmed?()
-                    return .confirmed
-                }
-                inFlight += 1
-            }
-            while let outcome = try await group.next() {
-                progress(outcome)
+        let (confirms, sink) = AsyncStream<Result<Void, any Error>>.makeStream()
+        defer { sink.finish() }
+        var pending = confirms.makeAsyncIterator()
+        var inFlight = 0
+
+        func settleOne() async throws {
+            guard let result = await pending.next() else { throw AMQPError.closed }
+            inFlight -= 1
+            do {
+                try result.get()
+                progress(.confirmed)
+            } catch AMQPError.returned(_, let routingKey, _, _) {
+                progress(.unrouted(routingKey: routingKey))
             }
         }
-    }
-}
 
-/// Runs tasks one at a time in the order they were enqueued, on a dispatch queue of its own.
-final class SerialTaskExecutor: TaskExecutor, @unchecked Sendable {
-    // Dispatch queues are thread-safe; the class holds nothing else.
-    private let queue = DispatchQueue(label: "warren.cli.publish")
-
-    func enqueue(_ job: consuming ExecutorJob) {
-        let job = UnownedJob(job)
-        let executor = asUnownedTaskExecutor()
-        queue.async { job.runSynchronously(on: executor) }
+        for try await message in messages {
+            while inFlight >= window { try await settleOne() }
+            let onConfirmed = message.onConfirmed
+            try channel.publish(
+                message.body, exchange: message.exchange, routingKey: message.routingKey, mandatory: message.mandatory,
+                properties: message.properties
+            ) { result in
+                // On the I/O thread: `onConfirmed` only hands work on (an ack is a queued job).
+                sink.yield(result.flatMap { _ in Result { try onConfirmed?() } })
+            }
+            inFlight += 1
+        }
+        while inFlight > 0 { try await settleOne() }
     }
 }
