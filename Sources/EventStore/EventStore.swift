@@ -18,7 +18,7 @@ struct EventStore {
             resources.logger.info("event log open", metadata: ["database": "\(path)"])
 
             var handlers = RPCHandlers()
-            handlers.onRaw("events.query", QueryRequest.self) { request, _ in
+            handlers.onRaw("events.query", EventsQuery.self) { request, _ in
                 try await log.page(request.eventQuery()).replyJSON
             }
             var configuration = EventIngestor.Configuration()

@@ -2,17 +2,6 @@ import Foundation
 import Warren
 import WarrenAMQP
 
-/// The event store's `events.query` request (see the README's event store section).
-struct EventQuery: Encodable, Sendable {
-    var type: String?
-    var since: String?
-    var until: String?
-    var aggregateId: String?
-    var correlationId: String?
-    var after: String?
-    var limit: Int
-}
-
 /// One page of `events.query`; `next` is the cursor of the following page, nil at the end.
 struct EventPage: Sendable {
     var events: [StoredEvent]
@@ -122,7 +111,7 @@ extension AMQPFieldValue {
 
 extension RPCClient {
     /// One page of `events.query`, or the error the event store replied.
-    func queryEvents(_ query: EventQuery, timeout: Duration) async throws -> EventPage {
+    func queryEvents(_ query: EventsQuery, timeout: Duration) async throws -> EventPage {
         let request: Data
         do {
             request = try WireJSON.encode(query)
@@ -149,7 +138,7 @@ struct EventStorePages: AsyncSequence, Sendable {
     typealias Element = StoredEvent
 
     let rpc: RPCClient
-    let query: EventQuery
+    let query: EventsQuery
     let limit: Int?
     let rate: Double?
     let timeout: Duration
@@ -228,7 +217,7 @@ struct EventStorePages: AsyncSequence, Sendable {
 
 /// Counts a selection without keeping it, so a progress bar can show an ETA. Runs beside the
 /// replay, on a terminal only: it reads the selection a second time.
-func countEvents(rpc: RPCClient, query: EventQuery, limit: Int?, timeout: Duration) async -> Int? {
+func countEvents(rpc: RPCClient, query: EventsQuery, limit: Int?, timeout: Duration) async -> Int? {
     var query = query
     var count = 0
     repeat {

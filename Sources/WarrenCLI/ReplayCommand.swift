@@ -80,8 +80,8 @@ struct ReplayCommand: AsyncParsableCommand {
         if let since, let until, since.date >= until.date { throw ValidationError("--since must be before --until") }
     }
 
-    var query: EventQuery {
-        EventQuery(
+    var query: EventsQuery {
+        EventsQuery(
             type: type, since: since?.iso8601, until: until?.iso8601, aggregateId: aggregate, correlationId: correlation,
             after: nil, limit: min(pageSize, limit ?? pageSize))
     }

@@ -22,16 +22,6 @@ struct FakeEvent: Codable, Sendable {
     var body: Body
 }
 
-struct FakeQuery: Codable, Sendable {
-    var type: String?
-    var since: String?
-    var until: String?
-    var aggregateId: String?
-    var correlationId: String?
-    var after: String?
-    var limit: Int?
-}
-
 struct FakePage: Codable, Sendable {
     var events: [FakeEvent]
     var next: String?
@@ -92,7 +82,7 @@ final class FakeEventStore: Sendable {
         func invalid(_ message: String) -> (String, Data) {
             ("error", Data(#"{"error":{"code":"invalid","message":"\#(message)"}}"#.utf8))
         }
-        guard let query = try? JSONDecoder().decode(FakeQuery.self, from: request) else { return invalid("not a query") }
+        guard let query = try? JSONDecoder().decode(EventsQuery.self, from: request) else { return invalid("not a query") }
         let limit = query.limit ?? 100
         guard (1...1000).contains(limit) else { return invalid("limit must be 1…1000") }
         func date(_ text: String?) -> Date?? {
