@@ -15,8 +15,13 @@ public enum WireJSON {
         return decoder
     }
 
+    // Shared by every call (each call keeps its own state; the options never change): making a
+    // coder per message showed in the per-request profile.
+    private static let sharedEncoder = encoder()
+    private static let sharedDecoder = decoder()
+
     public static func encode<T: Encodable>(_ value: T) throws -> Data {
-        try encoder().encode(value)
+        try sharedEncoder.encode(value)
     }
 
     /// Decodes a request or reply, turning every decoding failure into `invalid` with the
@@ -24,7 +29,7 @@ public enum WireJSON {
     public static func decode<T: Decodable>(_ type: T.Type, from data: Data) throws(ServiceError) -> T {
         let value: T
         do {
-            value = try decoder().decode(type, from: data)
+            value = try sharedDecoder.decode(type, from: data)
         } catch let error as DecodingError {
             throw .invalid(describe(error))
         } catch {
