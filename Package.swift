@@ -78,6 +78,7 @@ let package = Package(
             dependencies: [
                 "Warren",
                 .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "GRDBSQLite", package: "GRDB.swift"),
             ],
             swiftSettings: swiftSettings
         ),

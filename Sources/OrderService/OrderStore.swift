@@ -21,6 +21,13 @@ protocol OrderStore: Sendable {
 /// The default store: the service's own SQLite file, with the outbox beside the orders.
 struct SQLiteOrderStore: OrderStore {
     let database: DatabasePool
+    /// For `orders.get`, the service's most frequent request.
+    let reader: PointReader
+
+    init(database: DatabasePool) {
+        self.database = database
+        self.reader = PointReader(database)
+    }
 
     static func migrations(_ migrator: inout DatabaseMigrator) {
         migrator.registerMigration("orders") { db in
@@ -71,7 +78,7 @@ struct SQLiteOrderStore: OrderStore {
     }
 
     func order(id: String) async throws -> Order? {
-        try database.fetchOne("SELECT * FROM orders WHERE id = ?", arguments: [id]).map(Order.init(row:))
+        try reader.fetchOne("SELECT * FROM orders WHERE id = ?", arguments: [id]).map(Order.init(row:))
     }
 
     func list(userID: String, status: Order.Status?, after position: Int64?, limit: Int) async throws -> OrderPage {

@@ -20,6 +20,13 @@ protocol UserStore: Sendable {
 /// The default store: the service's own SQLite file, with the outbox beside the users.
 struct SQLiteUserStore: UserStore {
     let database: DatabasePool
+    /// For `users.get`, the service's most frequent request.
+    let reader: PointReader
+
+    init(database: DatabasePool) {
+        self.database = database
+        self.reader = PointReader(database)
+    }
 
     static func migrations(_ migrator: inout DatabaseMigrator) {
         migrator.registerMigration("users") { db in
@@ -51,7 +58,7 @@ struct SQLiteUserStore: UserStore {
     }
 
     func user(id: String) async throws -> User? {
-        try database.fetchOne("SELECT * FROM users WHERE id = ?", arguments: [id]).map(User.init(row:))
+        try reader.fetchOne("SELECT * FROM users WHERE id = ?", arguments: [id]).map(User.init(row:))
     }
 
     func credentials(email: String) async throws -> (user: User, passwordHash: String)? {

@@ -61,17 +61,3 @@ public enum PageCursor {
         return position
     }
 }
-
-extension DatabasePool {
-    /// One row by one SQL statement, read on the calling thread with a statement each reader
-    /// prepares once: for the point reads that serve most requests (`users.get`).
-    ///
-    /// The async `read` hops to a reader's queue and back and wraps the statement in BEGIN and
-    /// COMMIT, and preparing the SQL anew costs more than running it: measured, that was most of
-    /// `users.get`'s CPU. A single statement is its own read transaction in SQLite, so its row is
-    /// consistent without one. The calling thread waits only as long as the statement runs
-    /// (microseconds for a lookup by a unique key); anything that scans belongs in `read`.
-    public func fetchOne(_ sql: String, arguments: StatementArguments) throws -> Row? {
-        try unsafeRead { db in try Row.fetchOne(db.cachedStatement(sql: sql), arguments: arguments) }
-    }
-}

@@ -1,0 +1,59 @@
+import Foundation
+import GRDB
+import Testing
+import Warren
+import WarrenSQLite
+
+@Suite("Point reads straight through SQLite")
+struct PointReaderTests {
+    /// A service database (WAL) in a temporary folder, with one table of every column type.
+    private func withDatabase(_ body: (DatabasePool, PointReader) throws -> Void) throws {
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("warren-point-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let database = try ServiceDatabase.open(service: "points", environment: ["DATA_DIR": folder.path]) { migrator in
+            migrator.registerMigration("things") { db in
+                try db.create(table: "things") { table in
+                    table.primaryKey("id", .text)
+                    table.column("count", .integer)
+                    table.column("ratio", .double)
+                    table.column("bytes", .blob)
+                    table.column("note", .text)
+                    table.column("at", .datetime)
+                }
+            }
+        }
+        try body(database, PointReader(database))
+    }
+
+    @Test("a row reads as GRDB wrote it: text, integer, real, blob, null and a date; no row is nil")
+    func types() throws {
+        try withDatabase { database, reader in
+            let at = Date(timeIntervalSince1970: 1_795_000_000.25)
+            try database.write { db in
+                try db.execute(
+                    sql: "INSERT INTO things (id, count, ratio, bytes, note, at) VALUES (?, ?, ?, ?, ?, ?)",
+                    arguments: ["a", 42, 2.5, Data([0, 1, 255]), nil, at])
+            }
+            let row = try #require(try reader.fetchOne("SELECT * FROM things WHERE id = ?", arguments: ["a"]))
+            #expect(row["id"] as String == "a")
+            #expect(row["count"] as Int == 42)
+            #expect(row["ratio"] as Double == 2.5)
+            #expect(row["bytes"] as Data == Data([0, 1, 255]))
+            #expect(row["note"] as String? == nil)
+            #expect(row["at"] as Date == at)
+            #expect(try reader.fetchOne("SELECT * FROM things WHERE id = ?", arguments: ["b"]) == nil)
+        }
+    }
+
+    @Test("a reused statement sees rows committed after it was prepared, and bad SQL is an error")
+    func freshness() throws {
+        try withDatabase { database, reader in
+            for index in 0..<3 {
+                try database.write { db in try db.execute(sql: "INSERT INTO things (id, count) VALUES (?, ?)", arguments: ["\(index)", index]) }
+                let row = try #require(try reader.fetchOne("SELECT count FROM things WHERE id = ?", arguments: ["\(index)"]))
+                #expect(row["count"] as Int == index)
+            }
+            #expect(throws: PointReadError.self) { try reader.fetchOne("SELECT nothing FROM nowhere", arguments: []) }
+        }
+    }
+}
