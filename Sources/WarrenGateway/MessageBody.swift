@@ -96,6 +96,12 @@ public enum MessageBody {
 
     static func appendString(_ text: String, to out: inout String) {
         out += "\""
+        // Ids and most values need no escapes: appended whole, not scalar by scalar.
+        if !text.utf8.contains(where: { $0 < 0x20 || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\\") }) {
+            out += text
+            out += "\""
+            return
+        }
         for scalar in text.unicodeScalars {
             switch scalar {
             case "\"": out += "\\\""
