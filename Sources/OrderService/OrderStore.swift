@@ -11,7 +11,7 @@ protocol OrderStore: Sendable {
     func create(_ order: Order, idempotencyKey: String?, cause: Envelope) async throws -> Order
     func order(userID: String, idempotencyKey: String) async throws -> Order?
     func order(id: String) async throws -> Order?
-    func list(userID: String, status: Order.Status?, after position: Int64?, limit: Int) async throws -> OrderPage
+    func list(userID: String, status: Order.Status?, after position: Int64?, limit: Int) async throws -> Page<Order>
     /// Moves a pending order to `status` (with its event); leaves any other as it is and
     /// returns it. nil when there is no such order. `eventID`: the event that caused the
     /// change, applied at most once.
@@ -81,7 +81,7 @@ struct SQLiteOrderStore: OrderStore {
         try reader.fetchOne("SELECT * FROM orders WHERE id = ?", arguments: [id]).map(Order.init(row:))
     }
 
-    func list(userID: String, status: Order.Status?, after position: Int64?, limit: Int) async throws -> OrderPage {
+    func list(userID: String, status: Order.Status?, after position: Int64?, limit: Int) async throws -> Page<Order> {
         try await database.read { db in
             var sql = "SELECT * FROM orders WHERE user_id = ? AND position > ?"
             var arguments: StatementArguments = [userID, position ?? 0]
@@ -91,9 +91,7 @@ struct SQLiteOrderStore: OrderStore {
             }
             arguments += [limit + 1]
             let rows = try Row.fetchAll(db, sql: sql + " ORDER BY position LIMIT ?", arguments: arguments)
-            let page = rows.prefix(limit)
-            let next: Int64? = rows.count > limit ? page.last?["position"] : nil
-            return OrderPage(orders: page.map(Order.init(row:)), next: next.map(String.init))
+            return Page("orders", rows: rows, limit: limit, item: Order.init(row:))
         }
     }
 

@@ -62,19 +62,6 @@ struct ListOrders: Decodable, Sendable, Validatable {
     }
 }
 
-struct OrderPage: Encodable, Sendable {
-    var orders: [Order]
-    var next: String?
-
-    func encode(to encoder: any Encoder) throws {
-        var container = encoder.container(keyedBy: CodingKeys.self)
-        try container.encode(orders, forKey: .orders)
-        try container.encode(next, forKey: .next)  // null at the end, not absent
-    }
-
-    private enum CodingKeys: String, CodingKey { case orders, next }
-}
-
 /// What the order service reads of `users.get`'s reply (a tolerant reader: only what it needs).
 struct UserRef: Codable, Sendable {
     var id: String

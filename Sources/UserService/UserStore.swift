@@ -10,7 +10,7 @@ protocol UserStore: Sendable {
     func create(_ user: User, passwordHash: String, cause: Envelope) async throws -> User
     func user(id: String) async throws -> User?
     func credentials(email: String) async throws -> (user: User, passwordHash: String)?
-    func list(after position: Int64?, limit: Int) async throws -> UserPage
+    func list(after position: Int64?, limit: Int) async throws -> Page<User>
     /// nil when there is no such user; `conflict` when the new email is taken.
     func update(id: String, name: String?, email: String?, cause: Envelope) async throws -> User?
     /// false when there is no such user.
@@ -68,13 +68,11 @@ struct SQLiteUserStore: UserStore {
         }
     }
 
-    func list(after position: Int64?, limit: Int) async throws -> UserPage {
+    func list(after position: Int64?, limit: Int) async throws -> Page<User> {
         try await database.read { db in
             let rows = try Row.fetchAll(
                 db, sql: "SELECT * FROM users WHERE position > ? ORDER BY position LIMIT ?", arguments: [position ?? 0, limit + 1])
-            let page = rows.prefix(limit)
-            let next: Int64? = rows.count > limit ? page.last?["position"] : nil
-            return UserPage(users: page.map(User.init(row:)), next: next.map(String.init))
+            return Page("users", rows: rows, limit: limit, item: User.init(row:))
         }
     }
 

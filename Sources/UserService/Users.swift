@@ -39,19 +39,6 @@ struct ListUsers: Decodable, Sendable, Validatable {
     }
 }
 
-struct UserPage: Encodable, Sendable {
-    var users: [User]
-    var next: String?
-
-    func encode(to encoder: any Encoder) throws {
-        var container = encoder.container(keyedBy: CodingKeys.self)
-        try container.encode(users, forKey: .users)
-        try container.encode(next, forKey: .next)  // null at the end, not absent
-    }
-
-    private enum CodingKeys: String, CodingKey { case users, next }
-}
-
 struct UpdateUser: Decodable, Sendable, Validatable {
     var id: String
     var name: String?

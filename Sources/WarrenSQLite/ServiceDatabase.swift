@@ -61,3 +61,35 @@ public enum PageCursor {
         return position
     }
 }
+
+/// A page of a list reply, `{"<items>": […], "next": "…"}`: the rows under the name the
+/// contract gives them (`users`, `orders`) and the cursor of the following page, null (not
+/// absent) at the end.
+public struct Page<Item: Encodable & Sendable>: Encodable, Sendable {
+    public let key: String
+    public let items: [Item]
+    public let next: String?
+
+    /// A page from rows fetched in position order with one more than `limit` (`LIMIT limit + 1`):
+    /// that extra row only says whether a next page exists.
+    public init(_ key: String, rows: [Row], limit: Int, item: (Row) -> Item) {
+        let page = rows.prefix(limit)
+        let next: Int64? = rows.count > limit ? page.last?["position"] : nil
+        self.key = key
+        self.items = page.map(item)
+        self.next = next.map(String.init)
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: Key.self)
+        try container.encode(items, forKey: Key(stringValue: key))
+        try container.encode(next, forKey: Key(stringValue: "next"))
+    }
+
+    private struct Key: CodingKey {
+        let stringValue: String
+        var intValue: Int? { nil }
+        init(stringValue: String) { self.stringValue = stringValue }
+        init?(intValue: Int) { nil }
+    }
+}
