@@ -126,8 +126,14 @@ struct GatewayEndToEndTests {
         for name in ["users", "orders", "payments", "events"] { #expect(services[name]?["status"] as? String == "ok", "\(name)") }
         #expect(health.json["broker"] as? String == "connected")
         #expect(health.status == 200)
+        // A method no route has is refused and counted as "other" (the HTTP parser itself turns
+        // away methods it does not know, with 400).
+        let propfind = try await gateway.request("PROPFIND", "/health")
+        #expect(propfind.status == 405, "\(propfind.status) \(propfind.text)")
         let metrics = try await gateway.request("GET", "/metrics")
         #expect(metrics.text.contains(#"gateway_http_requests_total{route="/orders/{id}",method="GET",status="404"}"#))
+        #expect(metrics.text.contains(#"method="other""#))
+        #expect(!metrics.text.contains("PROPFIND"))
         #expect(metrics.text.contains("gateway_http_request_duration_seconds_bucket"))
         let document = try await gateway.request("GET", "/openapi.yaml")
         #expect(document.text.contains("x-warren-operation: users.get"))

@@ -119,9 +119,15 @@ struct ServiceProcessTests {
         let client = try await RPCClient.start(connection: connection)
         let envelope = Envelope(correlationID: "flow-\(echo.name)")
         _ = try await client.call("\(echo.name).echo", EchoBody(text: "hi"), as: EchoBody.self, envelope: envelope)
+        // An operation the service does not have is answered, and counted under "unknown": a
+        // client cannot add metric series by inventing names.
+        let invented = try await client.call("\(echo.name).invented-\(UUID().uuidString)", body: Data("{}".utf8))
+        #expect(invented.isError)
         let (_, metrics) = try await echo.get("/metrics")
         #expect(metrics.contains("warren_requests_total"))
         #expect(metrics.contains(#"operation="\#(echo.name).echo""#))
+        #expect(metrics.contains(#"operation="unknown""#))
+        #expect(!metrics.contains("invented-"))
         try await waitUntil {
             echo.logLines.contains { $0["msg"] as? String == "echoing" && $0["correlation_id"] as? String == "flow-\(echo.name)" }
         }
