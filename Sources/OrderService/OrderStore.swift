@@ -118,7 +118,7 @@ struct SQLiteOrderStore: OrderStore {
 
 extension Order {
     init(row: Row) {
-        let items = (try? WireJSON.decoder().decode([Item].self, from: Data((row["items"] as String).utf8))) ?? []
+        let items = (try? WireJSON.decodeTrusted([Item].self, from: Data((row["items"] as String).utf8))) ?? []
         self.init(
             id: row["id"], userId: row["user_id"], items: items, totalCents: row["total_cents"],
             status: Status(rawValue: row["status"]) ?? .pending, reason: row["reason"], createdAt: row["created_at"],

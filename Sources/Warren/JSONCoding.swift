@@ -24,6 +24,12 @@ public enum WireJSON {
         try sharedEncoder.encode(value)
     }
 
+    /// Decodes JSON this side trusts to follow the contract (a reply, a stored column) with the
+    /// shared decoder, as it is: a failure is the `DecodingError`, and nothing is validated.
+    public static func decodeTrusted<T: Decodable>(_ type: T.Type, from data: Data) throws -> T {
+        try sharedDecoder.decode(type, from: data)
+    }
+
     /// Decodes a request or reply, turning every decoding failure into `invalid` with the
     /// path of the failing field, so that a caller knows what to fix.
     public static func decode<T: Decodable>(_ type: T.Type, from data: Data) throws(ServiceError) -> T {
@@ -115,13 +121,13 @@ public enum Check {
 
     public static func uuid(_ value: String, _ field: String) throws(ServiceError) {
         // By hand: Foundation's parser costs more than the lookup the id is for.
-        let utf8 = value.utf8
+        func isHexDigit(_ byte: UInt8) -> Bool {
+            (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte) || (UInt8(ascii: "a")...UInt8(ascii: "f")).contains(byte | 0x20)
+        }
         let isUUID =
-            utf8.count == 36
-            && utf8.enumerated().allSatisfy { index, byte in
-                [8, 13, 18, 23].contains(index)
-                    ? byte == UInt8(ascii: "-")
-                    : (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte) || (UInt8(ascii: "a")...UInt8(ascii: "f")).contains(byte | 0x20)
+            value.utf8.count == 36
+            && value.utf8.enumerated().allSatisfy { index, byte in
+                index == 8 || index == 13 || index == 18 || index == 23 ? byte == UInt8(ascii: "-") : isHexDigit(byte)
             }
         guard isUUID else { throw .invalid("field '\(field)' must be a UUID") }
     }

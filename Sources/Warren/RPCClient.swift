@@ -222,16 +222,18 @@ public final class RPCClient: Sendable {
 extension RPCClient.Reply {
     /// Decodes an ok reply as `Response`, or throws the error reply's `ServiceError`.
     public func decode<Response: Decodable>(_ type: Response.Type, operation: String) throws(ServiceError) -> Response {
-        if isError {
-            guard let reply = try? WireJSON.decoder().decode(ErrorReply.self, from: body) else {
-                throw .internal("\(operation) replied with an error that is not in the error format")
-            }
-            throw reply.error
-        }
+        if isError { throw serviceError(operation: operation) }
         do {
-            return try WireJSON.decoder().decode(Response.self, from: body)
+            return try WireJSON.decodeTrusted(Response.self, from: body)
         } catch {
             throw .internal("\(operation) replied with a body that does not match its contract")
         }
+    }
+
+    /// The `ServiceError` an error reply carries (`{"error":{"code","message"}}`); `internal`
+    /// when the body is not in that format.
+    public func serviceError(operation: String) -> ServiceError {
+        (try? WireJSON.decodeTrusted(ErrorReply.self, from: body))?.error
+            ?? .internal("\(operation) replied with an error that is not in the error format")
     }
 }

@@ -166,8 +166,8 @@ public final class AMQPChannel: Sendable {
     /// the connection was lost before it could say (`.failure`: `nacked`, `returned`,
     /// `connectionLost`, …). For streams of publishes whose order matters (a replay): the
     /// messages go out in the order of the calls, and no task waits per message. `confirmed`
-    /// runs on the connection's I/O thread, in confirm order (not always publish order: the broker acks an
-    /// unroutable message at once): it must only hand the result on.
+    /// runs on the connection's I/O thread, in confirm order (not always publish order: the
+    /// broker acks an unroutable message at once): it must only hand the result on.
     public func publish(
         _ body: Data, exchange: String = "", routingKey: String, mandatory: Bool = false,
         properties: AMQPProperties = AMQPProperties(), confirmed: @escaping @Sendable (Result<Void, any Error>) -> Void

@@ -83,7 +83,7 @@ struct CallCommand: AsyncParsableCommand {
         if reply.isError {
             // Scripts get the error document as it came; people get its code and message.
             if output.json { Terminal.outRaw(reply.body + Data("\n".utf8)) }
-            let error = reply.serviceError
+            let error = reply.serviceError(operation: operation)
             throw CLIFailure(.failed, "\(operation) replied \(error.code.rawValue): \(error.message)")
         }
         if !output.json, let value = JSONValue.parse(reply.body) {

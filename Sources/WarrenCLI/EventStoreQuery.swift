@@ -119,16 +119,8 @@ extension RPCClient {
             throw CLIFailure(.failed, "could not encode the query: \(error)")
         }
         let reply = try await call("events.query", body: request, timeout: timeout)
-        if reply.isError { throw reply.serviceError }
+        if reply.isError { throw reply.serviceError(operation: "events.query") }
         return try EventPage(json: reply.body)
-    }
-}
-
-extension RPCClient.Reply {
-    /// The error an error reply carries (`{"error":{"code","message"}}`).
-    var serviceError: ServiceError {
-        struct ErrorBody: Decodable { var error: ServiceError }
-        return (try? WireJSON.decoder().decode(ErrorBody.self, from: body))?.error ?? .internal("an error reply that is not in the error format")
     }
 }
 

@@ -8,7 +8,8 @@ struct OutgoingMessage: Sendable {
     var routingKey: String
     var mandatory: Bool
     var properties: AMQPProperties
-    /// Runs once the broker confirmed the message (e.g. ack its dead-letter copy).
+    /// Runs once the broker confirmed the message (e.g. ack its dead-letter copy), on the
+    /// connection's I/O thread: it may only hand work on, as an ack does (a queued job).
     var onConfirmed: (@Sendable () throws -> Void)? = nil
 }
 

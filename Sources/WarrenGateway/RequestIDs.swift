@@ -42,19 +42,22 @@ final class RequestIDs: Sendable {
     /// `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx` in lowercase, written at once (`uuidString` then
     /// `lowercased()` builds the string twice).
     static func lowercaseText(_ bytes: UnsafeMutableRawBufferPointer) -> String {
-        let digits = Array("0123456789abcdef".utf8)
-        return String(unsafeUninitializedCapacity: 36) { text in
+        String(unsafeUninitializedCapacity: 36) { text in
             var position = 0
             for (index, byte) in bytes.prefix(16).enumerated() {
                 if index == 4 || index == 6 || index == 8 || index == 10 {
                     text[position] = UInt8(ascii: "-")
                     position += 1
                 }
-                text[position] = digits[Int(byte >> 4)]
-                text[position + 1] = digits[Int(byte & 0x0F)]
+                text[position] = hexDigit(byte >> 4)
+                text[position + 1] = hexDigit(byte & 0x0F)
                 position += 2
             }
             return position
         }
+    }
+
+    private static func hexDigit(_ value: UInt8) -> UInt8 {
+        value < 10 ? UInt8(ascii: "0") + value : UInt8(ascii: "a") + value - 10
     }
 }
