@@ -50,7 +50,9 @@ final class FakeEventStore: Sendable {
             events.append(FakeEvent(
                 position: Int64(index + 1), id: UUID().uuidString.lowercased(), type: Self.types[index % Self.types.count],
                 routingKey: Self.types[index % Self.types.count], aggregateId: "aggregate-\(index % 10)",
-                correlationId: "flow-\(index % 7)", causationId: nil, timestamp: date.formatted(.iso8601),
+                correlationId: "flow-\(index % 7)", causationId: nil,
+                // Both forms the event store may write: with and without fractional seconds.
+                timestamp: date.formatted(index % 2 == 0 ? .iso8601 : Date.ISO8601FormatStyle(includingFractionalSeconds: true)),
                 headers: ["x-correlation-id": "flow-\(index % 7)", "x-aggregate-id": "aggregate-\(index % 10)"],
                 body: .init(n: index, note: "event \(index)")))
         }

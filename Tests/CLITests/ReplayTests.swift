@@ -37,7 +37,8 @@ struct ReplayTests {
             // Small pages, so paging and the look-ahead are exercised.
             let result = try await WarrenCLI.run(["replay", "--to", "projection", "--page-size", "16", "--json"] + filter.arguments(store), url: vhost.url)
             #expect(result.status == 0, "\(result)")
-            let expected = store.events.indices.filter { filter.selects(store, $0) }.map { store.events[$0] }
+            let selected = store.events.indices.filter { filter.selects(store, $0) }
+            let expected = selected.map { store.events[$0] }
             #expect(!expected.isEmpty)
             let summary = try #require(result.json as? [String: Any], "\(result)")
             #expect(summary["replayed"] as? Int == expected.count)
@@ -46,8 +47,11 @@ struct ReplayTests {
             #expect(received.map { $0.properties.messageID } == expected.map(\.id))
             #expect(received.map { $0.properties.type } == expected.map(\.type))
             let replayID = try #require(summary["correlationId"] as? String)
-            for (delivery, event) in zip(received, expected) {
+            for (delivery, index) in zip(received, selected) {
+                let event = store.events[index]
                 let headers = delivery.properties.headers ?? [:]
+                // The AMQP timestamp carries whole seconds of the stored time.
+                #expect(delivery.properties.timestamp?.timeIntervalSince1970 == store.dates[index].timeIntervalSince1970.rounded(.down))
                 #expect(headers[WireHeader.replayed] == .bool(true))
                 #expect(headers[WireHeader.correlationID] == .string(replayID))
                 #expect(headers["x-original-correlation-id"] == .string(event.correlationId ?? ""))
