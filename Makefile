@@ -1,6 +1,7 @@
 # Warren: `make run` starts the system, `make test` runs every test against a real broker.
 SWIFT ?= swift
 BENCH_C := .build/amqp-bench-c
+STAND_IN := .build/users-responder
 
 .PHONY: run test build broker bench bench-events clean
 
@@ -35,8 +36,9 @@ bench:
 	$(SWIFT) build -c release --product user-service
 	@mkdir -p .build
 	cc -O2 -Wall -o $(BENCH_C) bench/amqp_bench.c -lrabbitmq -lpthread
+	cc -O2 -Wall -o $(STAND_IN) bench/users_responder.c -lrabbitmq
 	.build/release/warren-bench amqp --json --c-program $(BENCH_C)
-	.build/release/warren-bench gateway --json --c-program $(BENCH_C)
+	.build/release/warren-bench gateway --json --c-program $(BENCH_C) --stand-in $(STAND_IN)
 
 # The event store's numbers (README, The event store): appends at 0 and at 1 million events
 # through the broker, and 100,000 events paged through events.query, by the release build.
@@ -47,4 +49,4 @@ bench-events: broker
 
 clean:
 	$(SWIFT) package clean
-	rm -f $(BENCH_C)
+	rm -f $(BENCH_C) $(STAND_IN)

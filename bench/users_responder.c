@@ -12,6 +12,7 @@
  *
  * Build: cc -O2 -Wall -o .build/users-responder bench/users_responder.c -lrabbitmq
  */
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,6 +31,12 @@ int main(int argc, char **argv) {
     fprintf(stderr, "usage: users-responder AMQP_URL BODY\n");
     return 2;
   }
+  /* Started from a thread of a Swift program (warren-bench), it may inherit a mask that blocks
+   * SIGTERM, and then could not be stopped: take signals again. */
+  sigset_t none;
+  sigemptyset(&none);
+  sigprocmask(SIG_SETMASK, &none, NULL);
+
   struct amqp_connection_info info;
   char *url = strdup(argv[1]);
   if (amqp_parse_url(url, &info) != AMQP_STATUS_OK) {

@@ -15,9 +15,12 @@ struct GatewayBench: AsyncParsableCommand {
             Starts user-service and api-gateway (from --build-dir, release builds) in a vhost of its
             own, registers a user, takes a token, runs wrk at --connections against GET /users/{id},
             then the C program's rpc case at 64 in flight, and reads the gateway's RSS with 1,000
-            keep-alive connections open. Needs wrk and rabbitmqctl on this machine.
+            keep-alive connections open. With --stand-in it runs wrk once more with user-service
+            replaced by two instances of that C program (bench/users_responder.c), which answer
+            at almost no cost: what the gateway and the broker alone reach on this machine.
+            Needs wrk and rabbitmqctl on this machine.
             Example: make bench, or
-              warren-bench gateway --json --c-program .build/amqp-bench-c
+              warren-bench gateway --json --c-program .build/amqp-bench-c --stand-in .build/users-responder
             """
     )
 
@@ -36,6 +39,9 @@ struct GatewayBench: AsyncParsableCommand {
     @Option(help: "Path of the compiled C baseline; without it there is no ratio.")
     var cProgram: String?
 
+    @Option(help: "Path of the compiled bench/users_responder.c; with it, a second run measures the gateway without the real service.")
+    var standIn: String?
+
     @Option(help: "Keep-alive connections held open while the gateway's RSS is read.")
     var openConnections = 1000
 
@@ -44,6 +50,12 @@ struct GatewayBench: AsyncParsableCommand {
 
     @Flag(help: "Print one JSON object.")
     var json = false
+
+    func validate() throws {
+        if let standIn, !FileManager.default.isExecutableFile(atPath: standIn) {
+            throw ValidationError("\(standIn) is missing: build it with `cc -O2 -o \(standIn) bench/users_responder.c -lrabbitmq` (make bench does)")
+        }
+    }
 
     func run() async throws {
         WarrenBench.bootstrapLogging()
@@ -79,6 +91,10 @@ struct GatewayBench: AsyncParsableCommand {
         let rssOpen = try holdConnections(port: port, path: "/users/\(userID)", token: token, count: openConnections) {
             gateway.rssMegabytes()
         }
+        var standInRun: [String: Double]?
+        if let standIn {
+            standInRun = try await measureWithStandIn(standIn, base: base, userID: userID, token: token, url: vhostURL, replacing: users, logs: data)
+        }
         users.stop()
         gateway.stop()
 
@@ -93,6 +109,12 @@ struct GatewayBench: AsyncParsableCommand {
                 result["ratio"] = (rate / cRate * 1000).rounded() / 1000
             }
         }
+        if var standInRun {
+            if let rate = standInRun["requests_per_sec"], let cRate = ceiling?["requests_per_sec"], cRate > 0 {
+                standInRun["ratio"] = (rate / cRate * 1000).rounded() / 1000
+            }
+            result["gateway_with_c_stand_in"] = standInRun
+        }
         result["targets"] = ["ratio": "≥ 0.5", "p99_ms": "≤ 10", "rss_mb_with_1000_connections": "≤ 64"]
         if json {
             let data = try JSONSerialization.data(withJSONObject: result, options: [.prettyPrinted, .sortedKeys])
@@ -103,10 +125,35 @@ struct GatewayBench: AsyncParsableCommand {
                     format: "gateway %.0f/s p50 %.2f ms p99 %.2f ms | C ceiling %.0f/s | ratio %@ | RSS %.1f MB with %d connections",
                     http["requests_per_sec"] ?? 0, http["p50_ms"] ?? 0, http["p99_ms"] ?? 0, ceiling?["requests_per_sec"] ?? 0,
                     "\(result["ratio"] ?? "-")", rssOpen, openConnections))
+            if let standIn = result["gateway_with_c_stand_in"] as? [String: Double] {
+                print(
+                    String(
+                        format: "with the C stand-in for user-service: %.0f/s p50 %.2f ms p99 %.2f ms | ratio %@",
+                        standIn["requests_per_sec"] ?? 0, standIn["p50_ms"] ?? 0, standIn["p99_ms"] ?? 0, "\(standIn["ratio"].map { "\($0)" } ?? "-")"))
+            }
         }
     }
 
     // MARK: - Steps
+
+    /// Stops `users` and answers `users.get` with two instances of the C stand-in (one alone
+    /// answers one request at a time, so its round trips would set the pace), then runs wrk again.
+    func measureWithStandIn(
+        _ program: String, base: String, userID: String, token: String, url: String, replacing users: Child, logs: URL
+    ) async throws -> [String: Double] {
+        let user = try await Self.get("\(base)/users/\(userID)", token: token)
+        users.stop()
+        let standIns = try (1...2).map { instance in
+            try Child(program, arguments: [url, user], environment: [:], log: logs.appendingPathComponent("stand-in-\(instance).log"))
+        }
+        defer { for standIn in standIns { standIn.stop() } }
+        // The warm-up also covers the stand-ins' start: requests wait in users.rpc meanwhile.
+        _ = try runWrk(base: base, path: "/users/\(userID)", token: token, seconds: 2)
+        for standIn in standIns where !standIn.process.isRunning {
+            throw ValidationError("\(program) exited: \((try? String(contentsOf: standIn.log, encoding: .utf8)) ?? "")")
+        }
+        return try runWrk(base: base, path: "/users/\(userID)", token: token, seconds: seconds)
+    }
 
     static func registerUser(_ base: String) async throws -> (String, String) {
         let email = "bench-\(UUID().uuidString.prefix(8).lowercased())@example.com"
@@ -117,6 +164,18 @@ struct GatewayBench: AsyncParsableCommand {
             throw ValidationError("could not register a user and get a token: \(user) \(token)")
         }
         return (id, access)
+    }
+
+    /// The body of a GET with the token, as text.
+    static func get(_ address: String, token: String) async throws -> String {
+        guard let url = URL(string: address) else { throw ValidationError("bad URL \(address)") }
+        var request = URLRequest(url: url)
+        request.setValue("Bearer \(token)", forHTTPHeaderField: "Authorization")
+        let (data, response) = try await URLSession.shared.data(for: request)
+        guard (response as? HTTPURLResponse)?.statusCode == 200 else {
+            throw ValidationError("GET \(address) answered \(String(decoding: data, as: UTF8.self))")
+        }
+        return String(decoding: data, as: UTF8.self)
     }
 
     static func post(_ address: String, _ body: [String: String]) async throws -> [String: Any] {
@@ -197,13 +256,14 @@ final class Child {
     let process = Process()
     let log: URL
 
-    init(_ path: String, environment: [String: String], log: URL) throws {
+    init(_ path: String, arguments: [String] = [], environment: [String: String], log: URL) throws {
         guard FileManager.default.isExecutableFile(atPath: path) else {
             throw ValidationError("\(path) is missing: build it with `swift build -c release --product \(URL(fileURLWithPath: path).lastPathComponent)`")
         }
         self.log = log
         _ = FileManager.default.createFile(atPath: log.path, contents: nil)
         process.executableURL = URL(fileURLWithPath: path)
+        process.arguments = arguments
         process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
         process.standardOutput = try FileHandle(forWritingTo: log)
         process.standardError = process.standardOutput
