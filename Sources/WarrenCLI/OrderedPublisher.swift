@@ -19,9 +19,10 @@ struct OutgoingMessage: Sendable {
 /// before the next publish caps throughput at one broker round trip per message.
 ///
 /// Order holds because one task hands every message to the channel in turn, and the channel
-/// sends in the order of the calls. Confirms are collected on the I/O thread and taken in
-/// batches: once the window is full the task sleeps until a quarter of it is confirmed, rather
-/// than waking once per confirm (a wake-up per message cost more than the publish itself).
+/// sends in the order of the calls. Confirms are collected on the I/O thread; before each
+/// publish the task takes those already there without waiting, and once the window is full it
+/// sleeps until a quarter of it is confirmed. A wake-up per confirm (a stream element each) cost
+/// more than the publish itself.
 struct OrderedPublisher {
     enum Outcome: Sendable {
         case confirmed
@@ -33,7 +34,7 @@ struct OrderedPublisher {
     let window: Int
 
     /// Publishes every message of `messages`; `progress` sees each outcome, in confirm order, on
-    /// the calling task, once a full window waits (or at the end). A message's `onConfirmed` runs
+    /// the calling task, before the next publish (or at the end). A message's `onConfirmed` runs
     /// as soon as its confirm arrives, so that acks flow while the source waits for more. Stops
     /// at the first failure (nack, lost connection) and throws it: the messages after it may or
     /// may not have been published, those before it were confirmed.
@@ -42,9 +43,10 @@ struct OrderedPublisher {
     ) async throws where Messages.Element == OutgoingMessage {
         let confirms = ConfirmInbox()
         var inFlight = 0
+        var ready: [Result<Void, any Error>] = []
 
-        func settle(atLeast count: Int) async throws {
-            for result in await confirms.take(atLeast: count) {
+        func settle(_ results: [Result<Void, any Error>]) throws {
+            for result in results {
                 inFlight -= 1
                 do {
                     try result.get()
@@ -57,7 +59,10 @@ struct OrderedPublisher {
 
         let batch = max(1, window / 4)
         for try await message in messages {
-            if inFlight >= window { try await settle(atLeast: min(batch, inFlight)) }
+            confirms.takeReady(swappingWith: &ready)
+            try settle(ready)
+            ready.removeAll(keepingCapacity: true)
+            if inFlight >= window { try settle(await confirms.take(atLeast: min(batch, inFlight))) }
             let onConfirmed = message.onConfirmed
             try channel.publish(
                 message.body, exchange: message.exchange, routingKey: message.routingKey, mandatory: message.mandatory,
@@ -68,12 +73,12 @@ struct OrderedPublisher {
             }
             inFlight += 1
         }
-        while inFlight > 0 { try await settle(atLeast: inFlight) }
+        while inFlight > 0 { try settle(await confirms.take(atLeast: inFlight)) }
     }
 }
 
-/// Outcomes of confirmed publishes, added on the I/O thread and taken by the publishing task
-/// in batches. One task takes at a time.
+/// Outcomes of confirmed publishes, added on the I/O thread and taken by the publishing task.
+/// One task takes at a time.
 private final class ConfirmInbox: Sendable {
     private struct State {
         var results: [Result<Void, any Error>] = []
@@ -85,28 +90,40 @@ private final class ConfirmInbox: Sendable {
     func add(_ result: Result<Void, any Error>) {
         let ready = state.withLock { state -> (CheckedContinuation<[Result<Void, any Error>], Never>, [Result<Void, any Error>])? in
             state.results.append(result)
-            // A failure ends the publishing early: hand it over without waiting for the batch.
-            guard let waiter = state.waiter, state.results.count >= waiter.count || (try? result.get()) == nil else { return nil }
+            // A failure ends the publishing early: hand it over without waiting for the rest.
+            guard let waiter = state.waiter, state.results.count >= waiter.count || Self.isFailure(result) else { return nil }
             state.waiter = nil
-            defer { state.results.removeAll(keepingCapacity: true) }
-            return (waiter.continuation, state.results)
+            return (waiter.continuation, Self.takeAll(&state.results))
         }
         if let (continuation, results) = ready { continuation.resume(returning: results) }
+    }
+
+    /// The outcomes already here, swapped into `buffer` (which must be empty), without waiting:
+    /// no allocation when both arrays have room.
+    func takeReady(swappingWith buffer: inout [Result<Void, any Error>]) {
+        state.withLock { state in swap(&state.results, &buffer) }
     }
 
     /// Every outcome so far, once there are at least `count` (or one is a failure).
     func take(atLeast count: Int) async -> [Result<Void, any Error>] {
         await withCheckedContinuation { continuation in
             let ready = state.withLock { state -> [Result<Void, any Error>]? in
-                let failed = state.results.contains { (try? $0.get()) == nil }
-                guard state.results.count >= count || failed else {
+                guard state.results.count >= count || state.results.contains(where: Self.isFailure) else {
                     state.waiter = (count, continuation)
                     return nil
                 }
-                defer { state.results.removeAll(keepingCapacity: true) }
-                return state.results
+                return Self.takeAll(&state.results)
             }
             if let ready { continuation.resume(returning: ready) }
         }
+    }
+
+    private static func isFailure(_ result: Result<Void, any Error>) -> Bool {
+        if case .failure = result { true } else { false }
+    }
+
+    private static func takeAll(_ results: inout [Result<Void, any Error>]) -> [Result<Void, any Error>] {
+        defer { results = [] }
+        return results
     }
 }

@@ -130,19 +130,30 @@ struct ReplayTests {
         }
     }
 
-    @Test("--rate paces the replay")
+    @Test("--rate paces the replay, and progress shows confirms as they come")
     func rate() async throws {
         try await TestVhost.with { vhost, connection in
-            let store = try await FakeEventStore(count: 40, connection: connection)
+            let store = try await FakeEventStore(count: 60, connection: connection)
             let channel = try await connection.openChannel()
             try await channel.declareQueue("projection.events")
-            let result = try await WarrenCLI.run(["replay", "--to", "projection", "--rate", "20", "--json"], url: vhost.url)
+            let result = try await WarrenCLI.run(["replay", "--to", "projection", "--rate", "20", "--limit", "60", "--json"], url: vhost.url)
             #expect(result.status == 0, "\(result)")
             let summary = try #require(result.json as? [String: Any], "\(result)")
-            // 40 events at 20/s take at least ~2 s (the first leaves at once).
-            #expect((summary["seconds"] as? Double ?? 0) >= 1.8)
-            #expect(try await depth("projection.events", on: connection) == 40)
+            // 60 events at 20/s take at least ~3 s (the first leaves at once).
+            #expect((summary["seconds"] as? Double ?? 0) >= 2.8)
+            #expect(try await depth("projection.events", on: connection) == 60)
+            // Off a terminal a progress line comes every 2 s: the one in the middle counts the
+            // events confirmed so far, not only a full window of them.
+            #expect(Self.progressCounts(result.stderr).contains { (2..<60).contains($0) }, "\(result)")
             await store.stop()
+        }
+    }
+
+    /// N of each "replayed N/total" progress line.
+    static func progressCounts(_ text: String) -> [Int] {
+        text.split(separator: "\n").compactMap { line in
+            guard line.hasPrefix("replayed "), let count = line.dropFirst("replayed ".count).split(separator: "/").first else { return nil }
+            return Int(count)
         }
     }
 
