@@ -45,8 +45,12 @@ final class ReplayProgress: Sendable {
                 line = "[" + String(repeating: "#", count: filled) + String(repeating: "-", count: width - filled) + "] " + line
             }
         }
-        line += String(format: "  %.0f events/s", rate)
-        if total >= 0, rate > 0 { line += String(format: "  ETA %.0fs", Double(max(total - done, 0)) / rate) }
+        // In the first second the rate mostly measures the start-up (connecting, the first page):
+        // an ETA from it would be off by orders of magnitude.
+        if seconds >= 1 || done == total {
+            line += String(format: "  %.0f events/s", rate)
+            if total >= 0, rate > 0 { line += String(format: "  ETA %.0fs", Double(max(total - done, 0)) / rate) }
+        }
         if onTerminal { Terminal.status(line) } else { Terminal.note(line) }
     }
 }
