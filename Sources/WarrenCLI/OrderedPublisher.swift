@@ -90,7 +90,8 @@ private final class ConfirmInbox: Sendable {
     func add(_ result: Result<Void, any Error>) {
         let ready = state.withLock { state -> (CheckedContinuation<[Result<Void, any Error>], Never>, [Result<Void, any Error>])? in
             state.results.append(result)
-            // A failure ends the publishing early: hand it over without waiting for the rest.
+            // A failure (a nack, a lost connection; also a return, which is only an outcome)
+            // is handed over without waiting for the rest: a failure ends the publishing.
             guard let waiter = state.waiter, state.results.count >= waiter.count || Self.isFailure(result) else { return nil }
             state.waiter = nil
             return (waiter.continuation, Self.takeAll(&state.results))
