@@ -15,7 +15,7 @@ run:
 # load tests (100,000 persistent messages, a publish flood, bulk replays), one at a time.
 SYSTEM_TESTS := ServiceTests|EventStoreTests|CLITests|GatewayTests
 TIMED_TESTS := RPCTests/deadline
-BULK_TESTS := manyConfirmedMessages|floodDoesNotStarveConsumer|ReplayThroughputTests|requeueInterrupted
+BULK_TESTS := manyConfirmedMessages|floodDoesNotStarveConsumer|ReplayThroughputTests|requeueInterrupted|HostileFloodTests
 test: broker
 	$(SWIFT) build --build-tests
 	timeout --kill-after=30 900 $(SWIFT) test --skip-build --skip '$(SYSTEM_TESTS)|$(TIMED_TESTS)|$(BULK_TESTS)'
