@@ -247,15 +247,15 @@ struct TimeArgument: ExpressibleByArgument, Sendable {
     var iso8601: String { ISOTime.format(date) }
 }
 
-/// ISO 8601 as the wire writes it (UTC, optional fractional seconds) or as people type a day.
-/// Format styles are values, made once: a formatter per event would cost more than its publish.
+/// ISO 8601 as the wire writes it (UTC, optional fractional seconds, an offset) or as people
+/// type a day. Read by `WireTime`, the parser every part of Warren shares, so that an
+/// impossible date (`2026-02-30`, `24:00:00`) is refused rather than rolled over.
+/// The format style is a value, made once: a formatter per event would cost more than its publish.
 enum ISOTime {
-    private static let plain = Date.ISO8601FormatStyle()
     private static let fractional = Date.ISO8601FormatStyle(includingFractionalSeconds: true)
-    private static let day = Date.ISO8601FormatStyle().year().month().day()
 
     static func parse(_ text: String) -> Date? {
-        utc(text) ?? (try? plain.parse(text)) ?? (try? fractional.parse(text)) ?? (try? day.parse(text))
+        utc(text) ?? WireTime.parse(text)?.date
     }
 
     static func format(_ date: Date) -> String { fractional.format(date) }
