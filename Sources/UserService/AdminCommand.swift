@@ -40,6 +40,11 @@ enum AdminCommand {
         } catch {
             return fail(2, "'\(email)' is not an email address")
         }
+        // A mistyped DATA_DIR must not create an empty database and report "no such account".
+        let path = ServiceDatabase.path(service: "users", environment: environment)
+        guard FileManager.default.fileExists(atPath: path) else {
+            return fail(1, "no user database at \(path): set DATABASE_PATH or DATA_DIR as the service has them")
+        }
         do {
             let database = try ServiceDatabase.open(service: "users", environment: environment, migrations: SQLiteUserStore.migrations)
             guard let user = try await setRole(role, email: email, database: database) else {
@@ -48,7 +53,7 @@ enum AdminCommand {
             print("\(user.email) (\(user.id)) is now \(user.role == .admin ? "an admin" : "a plain user"); it takes effect with the next token")
             return 0
         } catch {
-            return fail(1, "cannot change the role in \(ServiceDatabase.path(service: "users", environment: environment)): \(error)")
+            return fail(1, "cannot change the role in \(path): \(error)")
         }
     }
 

@@ -3,8 +3,9 @@ public import Foundation
 /// A time as the wire writes it, read strictly: RFC 3339 (`2026-11-20T14:13:42Z`,
 /// `2026-11-20T15:13:42.5+01:00`) or a day alone (`2026-11-20`, midnight UTC).
 ///
-/// The one parser for every time read from outside (request bodies, `events.query`, the
-/// gateway's query parameters, the CLI's `--since`/`--until`): Foundation's ISO 8601 parser
+/// The one parser for every time read from outside (dates in request bodies through
+/// `WireJSON`, `events.query`'s `since`/`until` from any client, the gateway's `GET /events`
+/// included, and the CLI's `--since`/`--until`): Foundation's ISO 8601 parser
 /// rolls impossible dates over (`2026-02-30` becomes 2 March, `24:00:00` the next day), so a
 /// filter would silently mean another time. Here such a time is refused with the reason.
 /// Leap seconds (`:60`) are refused too: `Date` cannot hold them.

@@ -107,6 +107,13 @@ struct UserTests {
                 #expect(!result.stderr.isEmpty)
             }
             #expect((try await system.call("users.get", ["id": id])).string("role") == "user")
+
+            let elsewhere = try TemporaryDirectory()
+            defer { elsewhere.remove() }
+            let wrongDirectory = try UserAdmin.run(["grant-admin", "admin@example.com"], data: elsewhere.path)
+            #expect(wrongDirectory.status == 1)
+            #expect(wrongDirectory.stderr.contains("no user database"), "\(wrongDirectory)")
+            #expect(!FileManager.default.fileExists(atPath: elsewhere.url.appendingPathComponent("users.sqlite").path), "nothing created")
         }
     }
 
