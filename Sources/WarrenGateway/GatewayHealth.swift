@@ -113,10 +113,13 @@ final class GatewayHealth: Sendable {
     static func value<T: Sendable>(of task: Task<T, Never>, within limit: Duration) async -> T? {
         await withCheckedContinuation { (continuation: CheckedContinuation<T?, Never>) in
             let answer = FirstAnswer(continuation)
-            Task { answer.resume(returning: await task.value) }
-            Task {
+            let timer = Task {
                 try? await Task.sleep(for: limit)
                 answer.resume(returning: nil)
+            }
+            Task {
+                answer.resume(returning: await task.value)
+                timer.cancel()  // no sleeping task left behind per request
             }
         }
     }

@@ -81,6 +81,21 @@ struct GatewayConfigurationTests {
         #expect(wait.map { $0.isFinite && $0 > 0 } == true)
     }
 
+    @Test("a health answer waits at most its budget for an inspection that hangs, and takes one that comes in time")
+    func healthBudget() async {
+        let hanging = Task<Int, Never> {
+            try? await Task.sleep(for: .seconds(30))
+            return 1
+        }
+        let started = ContinuousClock.now
+        #expect(await GatewayHealth.value(of: hanging, within: .milliseconds(200)) == nil)
+        let took = ContinuousClock.now - started
+        #expect(took >= .milliseconds(190) && took < .milliseconds(700), "\(took)")
+        hanging.cancel()
+        let quick = Task<Int, Never> { 7 }
+        #expect(await GatewayHealth.value(of: quick, within: .seconds(5)) == 7)
+    }
+
     @Test("traceparent is passed on only as a W3C trace context", arguments: [
         ("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", true),
         ("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00", true),
