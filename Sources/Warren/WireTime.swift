@@ -35,8 +35,21 @@ public struct WireTime: Sendable, Hashable, Comparable, CustomStringConvertible 
     /// Reads `text`; throws `Invalid` naming what is wrong (an impossible day, hour 24, a
     /// leap second, a missing offset, an offset out of range, a year outside 0001–9999, …).
     public init(parsing text: String) throws(Invalid) {
+        // The text's own UTF-8, without a copy: a replay reads one time per event.
+        var text = text
+        self = try text.withUTF8 { Self.read($0) }.get()
+    }
+
+    private static func read(_ bytes: UnsafeBufferPointer<UInt8>) -> Result<WireTime, Invalid> {
+        do throws(Invalid) {
+            return .success(try readThrowing(bytes))
+        } catch {
+            return .failure(error)
+        }
+    }
+
+    private static func readThrowing(_ bytes: UnsafeBufferPointer<UInt8>) throws(Invalid) -> WireTime {
         func fail(_ reason: String) -> Invalid { Invalid(reason: reason) }
-        let bytes = Array(text.utf8)
         guard bytes.count <= Self.maxLength else { throw fail("it is longer than \(Self.maxLength) characters") }
         var index = 0
         func digits(_ count: Int, _ what: String) throws(Invalid) -> Int {
@@ -68,10 +81,7 @@ public struct WireTime: Sendable, Hashable, Comparable, CustomStringConvertible 
             throw fail("day \(day) does not exist in \(Self.monthNames[month - 1]) \(year), which has \(monthDays) days")
         }
         let days = Self.daysSince1970(year: year, month: month, day: day)
-        guard index < bytes.count else {
-            self.init(secondsSince1970: Int64(days) * 86_400)
-            return
-        }
+        guard index < bytes.count else { return WireTime(secondsSince1970: Int64(days) * 86_400) }
 
         _ = try expect("Tt", "'T' between the date and the time")
         let hour = try digits(2, "hour")
@@ -113,7 +123,7 @@ public struct WireTime: Sendable, Hashable, Comparable, CustomStringConvertible 
         // Every term is bounded by the checks above: far from overflowing 64 bits.
         let seconds = Int64(days) * 86_400 + Int64(hour * 3_600 + minute * 60 + second - offsetSeconds)
         guard (Self.earliest...Self.latest).contains(seconds) else { throw fail("in UTC it falls outside the years 0001 to 9999") }
-        self.init(secondsSince1970: seconds, nanoseconds: Int32(nanoseconds))
+        return WireTime(secondsSince1970: seconds, nanoseconds: Int32(nanoseconds))
     }
 
     /// The time, or nil if `text` is not a wire time; `init(parsing:)` says why.
