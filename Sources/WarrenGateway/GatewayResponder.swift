@@ -156,7 +156,7 @@ struct GatewayResponder: HTTPResponder {
         let body = try await readBody(request, route: route)
         let message = try MessageBody.build(
             route: route, pathParameters: pathParameters, query: request.uri.queryParameters.map { (String($0.key), String($0.value)) },
-            body: body, subject: caller?.subject)
+            body: body, subject: caller.map { Check.canonicalID($0.subject) })
 
         let deadline = Date() + route.timeout.timeInterval
         let envelope = Envelope(

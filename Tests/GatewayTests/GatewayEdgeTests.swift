@@ -145,6 +145,8 @@ struct GatewayEdgeTests {
             // A token whose subject is in upper case (another issuer's habit) is the same caller.
             let upperToken = try await token(subject: me.uppercased())
             #expect(try await gateway.request("GET", "/mine/\(me)", token: upperToken).status == 200)
+            let stamped = try await gateway.request("POST", "/stamp", json: ["userId": "someone"], token: upperToken)
+            #expect(try JSONDecoder().decode(Seen.self, from: stamped.body).body?["userId"] == me, "the subject in its stored form")
             // Anything that is not the same UUID stays someone else's.
             for other in [UUID().uuidString, me + "%20", me + "%00", "%20" + me, me.replacingOccurrences(of: "-", with: "")] {
                 let result = try await gateway.request("GET", "/mine/\(other)", token: good)
