@@ -32,8 +32,6 @@ trap stop INT TERM
 export AMQP_URL="${AMQP_URL:-amqp://guest:guest@localhost:5672/}"
 export LOG_FORMAT="${LOG_FORMAT:-text}"
 export DATA_DIR="${DATA_DIR:-data}"
-# Development only: this address registers as an admin.
-export ADMIN_EMAILS="${ADMIN_EMAILS:-admin@warren.local}"
 # DEVELOPMENT ONLY: the gateway signs tokens with this marked secret (it refuses it when
 # WARREN_ENV=production). Set JWT_SECRET to a random value anywhere else.
 export JWT_SECRET="${JWT_SECRET:-warren-DEVELOPMENT-ONLY-secret-do-not-use-in-production}"
@@ -44,5 +42,7 @@ done
 
 echo "==> RabbitMQ at $AMQP_URL; databases in $DATA_DIR/"
 for service in "${services[@]}"; do echo "    ${service%%:*}: http://localhost:${service##*:}/health"; done
+echo "    Registering never makes an admin; to make one, register the account, then:"
+echo "      DATA_DIR=$DATA_DIR .build/debug/user-service grant-admin <email>"
 echo "    Ctrl-C stops everything."
 wait

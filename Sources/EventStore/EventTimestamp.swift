@@ -16,15 +16,6 @@ enum EventTimestamp {
             + ".\(pad(Int((millisecondsPart + 1000) % 1000), 3))Z"
     }
 
-    /// Reads ISO 8601 as callers write it: `2026-11-20T14:13:42Z`, with fractional seconds or
-    /// an offset (`+01:00`), or a date alone (`2026-11-20`, midnight UTC).
-    static func parse(_ text: String) -> Date? {
-        if text.utf8.count == 10 {
-            return try? Date(text, strategy: Date.ISO8601FormatStyle().year().month().day())
-        }
-        return try? Date(text, strategy: Date.ISO8601FormatStyle(includingFractionalSeconds: true))
-    }
-
     private static func pad(_ value: Int, _ width: Int) -> String {
         let digits = String(value)
         return digits.count >= width ? digits : String(repeating: "0", count: width - digits.count) + digits

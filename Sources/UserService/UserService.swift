@@ -7,18 +7,36 @@ import WarrenSQLite
 /// service's own SQLite database, and `user.registered` / `user.updated` / `user.deleted`
 /// events through the transactional outbox.
 ///
+/// Registration never grants a role: every account starts as `user`. An operator makes an
+/// admin with `user-service grant-admin <email>` against the service's database (the same
+/// `DATABASE_PATH` / `DATA_DIR`), which proves access to the deployment rather than to an
+/// address (`AdminCommand`).
+///
 /// Environment (besides the service host's): `DATABASE_PATH` or `DATA_DIR`, `BCRYPT_COST`
-/// (12), `ADMIN_EMAILS` (comma-separated addresses that get the admin role when they register).
+/// (4 to 31, default 12).
 @main
 struct UserService {
     static func main() async throws {
+        let arguments = Array(CommandLine.arguments.dropFirst())
+        guard arguments.isEmpty else {
+            exit(await AdminCommand.run(arguments, environment: ProcessInfo.processInfo.environment))
+        }
+        let cost: UInt8
+        do throws(ServiceError) {
+            cost = try Passwords.cost(ProcessInfo.processInfo.environment["BCRYPT_COST"])
+        } catch {
+            FileHandle.standardError.write(Data("user-service: \(error.message)\n".utf8))
+            exit(1)
+        }
         try await ServiceHost.run(name: "users", defaultHTTPPort: 8091) { resources in
             let environment = resources.environment
+            if let listed = environment["ADMIN_EMAILS"], !listed.trimmingCharacters(in: .whitespaces).isEmpty {
+                resources.logger.warning(
+                    "ADMIN_EMAILS is no longer read: registering never grants a role. Make an admin with `user-service grant-admin <email>`")
+            }
             let database = try ServiceDatabase.open(service: "users", environment: environment, migrations: SQLiteUserStore.migrations)
             let relay = OutboxRelay(database: database, publisher: resources.events, logger: resources.logger)
-            let admins = Set((environment["ADMIN_EMAILS"] ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces).lowercased() })
-            let passwords = Passwords(cost: UInt8(environment["BCRYPT_COST"] ?? "") ?? 12)
-            let handlers = UserHandlers(store: SQLiteUserStore(database: database), passwords: passwords, admins: admins, relay: relay)
+            let handlers = UserHandlers(store: SQLiteUserStore(database: database), passwords: Passwords(cost: cost), relay: relay)
             return ServiceDefinition(handlers: handlers.all, services: ServiceDatabase.relays([relay], environment: environment, logger: resources.logger))
         }
     }
@@ -27,36 +45,35 @@ struct UserService {
 struct UserHandlers {
     let store: any UserStore
     let passwords: Passwords
-    let admins: Set<String>
     let relay: OutboxRelay
 
     var all: RPCHandlers {
         var handlers = RPCHandlers()
         handlers.on("users.create", CreateUser.self) { request, context in
-            let user = User(
-                id: UUID().uuidString.lowercased(), name: request.name, email: request.email,
-                role: admins.contains(request.email.lowercased()) ? .admin : .user, createdAt: Date())
-            let created = try await store.create(user, passwordHash: await passwords.hash(request.password), cause: context.envelope)
+            // Never a role from the request or the address: admins are made by an operator.
+            let user = User(id: UUID().uuidString.lowercased(), name: request.name, email: request.email, role: .user, createdAt: Date())
+            let created = try await store.create(user, passwordHash: try await passwords.hash(request.password), cause: context.envelope)
             relay.wake()
             context.logger.info("user registered", metadata: ["user_id": "\(created.id)", "role": "\(created.role.rawValue)"])
             return created
         }
+        // Ids in one form (lower case), whatever case the caller wrote them in.
         handlers.on("users.get", UserID.self) { request, _ in
-            try await existing(store.user(id: request.id), request.id)
+            try await existing(store.user(id: request.canonicalID), request.id)
         }
         handlers.on("users.list", ListUsers.self) { request, _ in
             try await store.list(after: request.cursor.map { try PageCursor.position($0) }, limit: request.limit ?? 20)
         }
         handlers.on("users.update", UpdateUser.self) { request, context in
-            let user = try await existing(store.update(id: request.id, name: request.name, email: request.email, cause: context.envelope), request.id)
+            let user = try await existing(store.update(id: Check.canonicalID(request.id), name: request.name, email: request.email, cause: context.envelope), request.id)
             relay.wake()
             return user
         }
         handlers.on("users.delete", UserID.self) { request, context in
-            guard try await store.delete(id: request.id, cause: context.envelope) else { throw ServiceError.notFound("no user \(request.id)") }
+            guard try await store.delete(id: request.canonicalID, cause: context.envelope) else { throw ServiceError.notFound("no user \(request.id)") }
             relay.wake()
             context.logger.info("user deleted", metadata: ["user_id": "\(request.id)"])
-            return Deleted(id: request.id)
+            return Deleted(id: request.canonicalID)
         }
         handlers.on("users.authenticate", Credentials.self) { request, context in
             // The same work and the same answer whether the email is unknown or the password wrong.

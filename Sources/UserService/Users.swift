@@ -28,6 +28,8 @@ struct CreateUser: Decodable, Sendable, Validatable {
 struct UserID: Codable, Sendable, Validatable {
     var id: String
     func validate() throws(ServiceError) { try Check.uuid(id, "id") }
+    /// The id as stored (lower case).
+    var canonicalID: String { Check.canonicalID(id) }
 }
 
 struct ListUsers: Decodable, Sendable, Validatable {
@@ -60,22 +62,31 @@ struct Deleted: Encodable, Sendable {
 struct Credentials: Decodable, Sendable, Validatable {
     var email: String
     var password: String
+    /// The same limits bcrypt imposes at registration: a longer password, or one with NUL,
+    /// would be compared as its first 72 bytes or its part before NUL, and so match an account
+    /// whose password is only that part. (A shorter one cannot match any account, but is
+    /// refused no differently from a wrong one.)
     func validate() throws(ServiceError) {
         try Check.length(email, "email", 1...254)
-        try Check.length(password, "password", 1...1_000)
+        guard (1...72).contains(password.utf8.count) else { throw .invalid("field 'password' must be 1 to 72 bytes long") }
+        try Check.noNUL(password, "password")
     }
 }
 
 extension Check {
     static func name(_ value: String) throws(ServiceError) {
         try length(value, "name", 1...100)
+        try singleLine(value, "name")
         guard !value.allSatisfy(\.isWhitespace) else { throw .invalid("field 'name' must not be blank") }
     }
 
-    /// bcrypt reads at most 72 bytes: a longer password would be silently cut, so it is refused.
+    /// What bcrypt can keep exactly: its C code reads at most 72 bytes and stops at NUL, so a
+    /// longer password, or one with NUL (`"\u0000secret-one"` would be the empty password),
+    /// would be silently cut. Both are refused.
     static func password(_ value: String) throws(ServiceError) {
         guard (8...72).contains(value.utf8.count) else {
             throw .invalid("field 'password' must be 8 to 72 bytes long")
         }
+        try noNUL(value, "password")
     }
 }

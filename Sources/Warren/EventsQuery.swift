@@ -10,7 +10,8 @@ public struct EventsQuery: Codable, Sendable, Equatable, Validatable {
 
     /// An event type or glob (`order.*`); `*` alone matches every type.
     public var type: String?
-    /// ISO 8601 times (or days); the event store parses them.
+    /// Wire times (`WireTime`: RFC 3339 such as `2026-11-20T14:13:42Z`, or a day); `since`
+    /// inclusive, `until` exclusive. An impossible time (`2026-02-30`) is `invalid`.
     public var since: String?
     public var until: String?
     public var aggregateId: String?
@@ -61,9 +62,11 @@ public struct EventsQuery: Codable, Sendable, Equatable, Validatable {
         limit = try container.decodeIfPresent(Int.self, forKey: .limit)
     }
 
-    /// Everything but the times, whose format the event store owns.
+    /// Every field, so that a client (`warren replay`) and the event store refuse the same.
     public func validate() throws(ServiceError) {
         try Check.range(limit ?? Self.defaultLimit, "limit", 1...Self.maxLimit)
+        if let since { try Check.time(since, "since") }
+        if let until { try Check.time(until, "until") }
         if let type { try Check.length(type, "type", 1...255) }
         if let aggregateId { try Check.length(aggregateId, "aggregateId", 1...255) }
         if let correlationId { try Check.length(correlationId, "correlationId", 1...255) }

@@ -119,10 +119,10 @@ public struct AMQPConfiguration: Sendable, Equatable {
             let userInfo = authority[..<at]
             authority = authority[authority.index(after: at)...]
             let parts = userInfo.split(separator: ":", maxSplits: 1, omittingEmptySubsequences: false)
-            guard let user = Self.percentDecode(parts[0]) else { throw fail("the user name is not valid percent-encoding") }
+            guard let user = Self.percentDecode(parts[0]) else { throw fail("the user name is not valid percent-encoding of UTF-8 without %00") }
             self.user = user
             if parts.count == 2 {
-                guard let password = Self.percentDecode(parts[1]) else { throw fail("the password is not valid percent-encoding") }
+                guard let password = Self.percentDecode(parts[1]) else { throw fail("the password is not valid percent-encoding of UTF-8 without %00") }
                 self.password = password
             }
         }
@@ -139,7 +139,7 @@ public struct AMQPConfiguration: Sendable, Equatable {
             portPart = authority[authority.index(after: colon)...]
         }
         if !hostPart.isEmpty {
-            guard let host = Self.percentDecode(hostPart) else { throw fail("the host is not valid percent-encoding") }
+            guard let host = Self.percentDecode(hostPart) else { throw fail("the host is not valid percent-encoding of UTF-8 without %00") }
             self.host = host
         }
         if let portPart, !portPart.isEmpty {
@@ -148,25 +148,29 @@ public struct AMQPConfiguration: Sendable, Equatable {
         }
         if let path, !path.isEmpty {
             guard !path.contains("/") else { throw fail("the vhost must be one path segment; write '/' as %2F") }
-            guard let vhost = Self.percentDecode(path) else { throw fail("the vhost is not valid percent-encoding") }
+            guard let vhost = Self.percentDecode(path) else { throw fail("the vhost is not valid percent-encoding of UTF-8 without %00") }
             self.vhost = vhost
         }
         for item in query.split(separator: "&") where !item.isEmpty {
             let pair = item.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
             let key = String(pair[0])
-            guard pair.count == 2, let value = Self.percentDecode(pair[1]) else { throw fail("query item '\(item)' needs a value") }
+            guard pair.count == 2, let value = Self.percentDecode(pair[1]) else {
+                throw fail("query item '\(item)' needs a value, in percent-encoding of UTF-8 without %00")
+            }
             switch key {
             case "heartbeat":
-                guard let seconds = Int(value), seconds >= 0 else { throw fail("heartbeat must be whole seconds") }
+                guard let seconds = Int(value), (0...65_535).contains(seconds) else { throw fail("heartbeat must be whole seconds from 0 to 65535") }
                 heartbeat = .seconds(seconds)
             case "frame_max":
-                guard let frameMax = Int(value), frameMax >= 4096 else { throw fail("frame_max must be at least 4096") }
+                guard let frameMax = Int(value), (4096...Int(Int32.max)).contains(frameMax) else {
+                    throw fail("frame_max must be from 4096 to \(Int32.max)")
+                }
                 self.frameMax = frameMax
             case "channel_max":
                 guard let channelMax = Int(value), (1...65535).contains(channelMax) else { throw fail("channel_max must be from 1 to 65535") }
                 self.channelMax = channelMax
             case "connection_timeout":
-                guard let ms = Int(value), ms > 0 else { throw fail("connection_timeout must be milliseconds") }
+                guard let ms = Int(value), (1...86_400_000).contains(ms) else { throw fail("connection_timeout must be milliseconds from 1 to 86400000") }
                 connectTimeout = .milliseconds(ms)
             case "connection_name":
                 connectionName = value
@@ -197,6 +201,8 @@ public struct AMQPConfiguration: Sendable, Equatable {
             guard let high = iterator.next().flatMap(hexValue), let low = iterator.next().flatMap(hexValue) else { return nil }
             bytes.append(high << 4 | low)
         }
+        // NUL would end the C string librabbitmq is handed (login, host, certificate paths).
+        guard !bytes.contains(0) else { return nil }
         return String(validating: bytes, as: UTF8.self)
     }
 

@@ -28,6 +28,7 @@ public final class AMQPConnection: Sendable {
         _ configuration: AMQPConfiguration,
         logger: Logger = Logger(label: "warren.amqp")
     ) async throws -> AMQPConnection {
+        try WireLimits.checkConfiguration(configuration)
         let jobs = try JobQueue()
         let status = ConnectionStatus()
         var logger = logger
@@ -56,6 +57,10 @@ public final class AMQPConnection: Sendable {
 
     /// True while the socket is up and logged in; false during recovery. For health checks.
     public var isConnected: Bool { status.isConnected }
+
+    /// True while the broker blocks this connection (`connection.blocked`: a memory or disk
+    /// alarm); a publish would wait until it ends. For health checks.
+    public var isBlocked: Bool { status.isBlocked }
 
     /// How many times the connection was lost and re-established; for metrics and tests.
     public var recoveries: Int { status.recoveries }

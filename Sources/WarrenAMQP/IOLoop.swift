@@ -67,7 +67,15 @@ final class ConnectionStatus: Sendable {
     private let finished = Mutex<(done: Bool, waiters: [CheckedContinuation<Void, Never>])>((false, []))
 
     var isConnected: Bool { connected.load(ordering: .relaxed) }
-    func setConnected(_ value: Bool) { connected.store(value, ordering: .relaxed) }
+    func setConnected(_ value: Bool) {
+        connected.store(value, ordering: .relaxed)
+        blocked.store(false, ordering: .relaxed)  // a new connection starts unblocked
+    }
+
+    /// Between the broker's `connection.blocked` and `connection.unblocked` (a resource alarm).
+    private let blocked = Atomic<Bool>(false)
+    var isBlocked: Bool { blocked.load(ordering: .relaxed) }
+    func setBlocked(_ value: Bool) { blocked.store(value, ordering: .relaxed) }
 
     var recoveries: Int { recoveryCount.load(ordering: .relaxed) }
     func recovered() { recoveryCount.add(1, ordering: .relaxed) }
@@ -354,8 +362,10 @@ final class IOLoop {
             acknowledgeConnectionClose()
             lose(.connectionClosed(code: close.reply_code, text: String(amqpBytes: close.reply_text)))
         case WARREN_METHOD_CONNECTION_BLOCKED:
+            status.setBlocked(true)
             logger.warning("the broker blocked publishing on this connection (memory or disk alarm)")
         case WARREN_METHOD_CONNECTION_UNBLOCKED:
+            status.setBlocked(false)
             logger.info("the broker unblocked publishing on this connection")
         default:
             break

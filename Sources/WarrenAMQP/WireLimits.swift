@@ -12,6 +12,35 @@ enum WireLimits {
         }
     }
 
+    /// What librabbitmq takes as C strings (`const char *`: the login, the host, certificate
+    /// paths) ends at the first NUL; such a value is refused rather than cut.
+    static func checkCString(_ value: String, _ what: @autoclosure () -> String) throws(AMQPError) {
+        guard !value.utf8.contains(0) else {
+            throw .invalidArgument("\(what()) contains NUL (\\0); librabbitmq reads it as a C string and would cut it there")
+        }
+    }
+
+    /// A configuration as librabbitmq will read it: C strings without NUL, the vhost a short
+    /// string (`connection.open`; librabbitmq writes its length in one byte unchecked), and
+    /// the numbers it takes as C `int`s in their range.
+    static func checkConfiguration(_ configuration: AMQPConfiguration) throws(AMQPError) {
+        try checkCString(configuration.host, "the host")
+        try checkCString(configuration.user, "the user name")
+        try checkCString(configuration.password, "the password")
+        try checkCString(configuration.vhost, "the vhost")
+        try checkCString(configuration.connectionName, "the connection name")
+        for path in [configuration.tls?.caCertificatePath, configuration.tls?.certificatePath, configuration.tls?.keyPath] {
+            if let path { try checkCString(path, "the TLS file path '\(path)'") }
+        }
+        try checkShortString(configuration.vhost, "the vhost")
+        guard (0...65_535).contains(configuration.heartbeat.components.seconds) else {
+            throw .invalidArgument("the heartbeat must be from 0 to 65535 seconds")
+        }
+        guard (4096...Int(Int32.max)).contains(configuration.frameMax) else { throw .invalidArgument("frame_max must be from 4096 to \(Int32.max)") }
+        guard (0...65_535).contains(configuration.channelMax) else { throw .invalidArgument("channel_max must be from 0 to 65535") }
+        guard (1...65_535).contains(configuration.port) else { throw .invalidArgument("the port must be from 1 to 65535") }
+    }
+
     /// Checks every key (nested too) and returns the table's encoded size in bytes.
     @discardableResult
     static func checkTable(_ table: AMQPTable, _ what: @autoclosure () -> String) throws(AMQPError) -> Int {

@@ -247,69 +247,17 @@ struct TimeArgument: ExpressibleByArgument, Sendable {
     var iso8601: String { ISOTime.format(date) }
 }
 
-/// ISO 8601 as the wire writes it (UTC, optional fractional seconds) or as people type a day.
-/// Format styles are values, made once: a formatter per event would cost more than its publish.
+/// ISO 8601 as the wire writes it (UTC, optional fractional seconds, an offset) or as people
+/// type a day, read by `WireTime`, the one parser of times every part of Warren shares: an
+/// impossible date (`2026-02-30`, `24:00:00`, `:60`) is refused rather than rolled over. It
+/// reads the text in place, so it also serves the event store's timestamps, one per event.
+/// The format style is a value, made once: a formatter per event would cost more than its publish.
 enum ISOTime {
-    private static let plain = Date.ISO8601FormatStyle()
     private static let fractional = Date.ISO8601FormatStyle(includingFractionalSeconds: true)
-    private static let day = Date.ISO8601FormatStyle().year().month().day()
 
     static func parse(_ text: String) -> Date? {
-        utc(text) ?? (try? plain.parse(text)) ?? (try? fractional.parse(text)) ?? (try? day.parse(text))
+        WireTime.parse(text)?.date
     }
 
     static func format(_ date: Date) -> String { fractional.format(date) }
-
-    /// The event store's own form, `2026-11-25T19:35:08.123Z`, read by hand: a replay reads one
-    /// per event, and Foundation's parser cost a twentieth of the CLI's time. Anything else
-    /// (offsets, a day alone) is nil here and left to Foundation.
-    static func utc(_ text: String) -> Date? {
-        text.utf8.withContiguousStorageIfAvailable { bytes -> Date? in
-            guard bytes.count >= 20, bytes.last == UInt8(ascii: "Z") else { return nil }
-            func number(_ from: Int, _ count: Int) -> Int? {
-                var value = 0
-                for index in from..<from + count {
-                    let digit = Int(bytes[index]) - 48
-                    guard (0...9).contains(digit) else { return nil }
-                    value = value * 10 + digit
-                }
-                return value
-            }
-            func separator(_ index: Int, _ character: Unicode.Scalar) -> Bool { bytes[index] == UInt8(ascii: character) }
-            guard separator(4, "-"), separator(7, "-"), separator(10, "T"), separator(13, ":"), separator(16, ":"),
-                let year = number(0, 4), let month = number(5, 2), let day = number(8, 2),
-                let hour = number(11, 2), let minute = number(14, 2), let second = number(17, 2),
-                (1...12).contains(month), day >= 1, day <= daysIn(month: month, year: year),
-                hour < 24, minute < 60, second < 60
-            else { return nil }
-            var fraction = 0.0
-            if bytes.count > 20 {
-                guard separator(19, "."), bytes.count > 21 else { return nil }
-                var scale = 0.1
-                for index in 20..<bytes.count - 1 {
-                    let digit = Int(bytes[index]) - 48
-                    guard (0...9).contains(digit) else { return nil }
-                    fraction += Double(digit) * scale
-                    scale /= 10
-                }
-            }
-            // Days since 1970-01-01 in the proleptic Gregorian calendar (Howard Hinnant's days_from_civil).
-            let y = month <= 2 ? year - 1 : year
-            let era = (y >= 0 ? y : y - 399) / 400
-            let yearOfEra = y - era * 400
-            let dayOfYear = (153 * (month + (month > 2 ? -3 : 9)) + 2) / 5 + day - 1
-            let dayOfEra = yearOfEra * 365 + yearOfEra / 4 - yearOfEra / 100 + dayOfYear
-            let days = era * 146_097 + dayOfEra - 719_468
-            let seconds = days * 86_400 + hour * 3_600 + minute * 60 + second
-            return Date(timeIntervalSince1970: Double(seconds) + fraction)
-        } ?? nil
-    }
-
-    private static func daysIn(month: Int, year: Int) -> Int {
-        switch month {
-        case 2: year % 4 == 0 && (year % 100 != 0 || year % 400 == 0) ? 29 : 28
-        case 4, 6, 9, 11: 30
-        default: 31
-        }
-    }
 }

@@ -42,7 +42,9 @@ public enum Gateway {
             throw error
         }
         if configuration.usesDevelopmentSecret {
-            logger.warning("JWT_SECRET is not set: signing tokens with the DEVELOPMENT secret; never do this in production")
+            logger.warning(
+                "JWT_SECRET is unset or the development secret: signing tokens with the DEVELOPMENT secret; never do this in production",
+                metadata: ["warren_env": "\(configuration.environmentName.rawValue)"])
         }
 
         let connection: AMQPConnection

@@ -9,6 +9,8 @@ public struct GatewayConfiguration: Sendable {
     public var openAPIPath = "schemas/openapi.yaml"
     public var jwtSecret = TokenAuthority.developmentSecret
     public var usesDevelopmentSecret = true
+    /// `WARREN_ENV`; production refuses a weak or development `JWT_SECRET`.
+    public var environmentName = DeploymentEnvironment.development
     public var tokenLifetime = Duration.seconds(3600)
     /// Requests per second per client address; 0 turns rate limiting off.
     public var rateLimitPerSecond = 50.0
@@ -27,29 +29,74 @@ public struct GatewayConfiguration: Sendable {
             }
             return value
         }
+        func integer(_ name: String, _ range: ClosedRange<Int>) throws(GatewayConfigurationError) -> Int? {
+            guard let text = environment[name], !text.isEmpty else { return nil }
+            guard let value = Int(text), range.contains(value) else {
+                throw GatewayConfigurationError("\(name)='\(text)' must be a whole number from \(range.lowerBound) to \(range.upperBound)")
+            }
+            return value
+        }
         host = environment["HTTP_HOST"] ?? host
-        port = try number("HTTP_PORT", 0...65_535).map { Int($0) } ?? port
+        port = try integer("HTTP_PORT", 0...65_535) ?? port
         amqpURL = environment["AMQP_URL"] ?? amqpURL
         openAPIPath = environment["OPENAPI_PATH"] ?? openAPIPath
-        tokenLifetime = try number("JWT_TTL_SECONDS", 1...31_536_000).map { .seconds(Int($0)) } ?? tokenLifetime
+        tokenLifetime = try integer("JWT_TTL_SECONDS", 1...31_536_000).map { .seconds($0) } ?? tokenLifetime
+        // 0 (off), or at least one request per 1,000 s: a rate nearer 0 makes waits no client can honour.
         rateLimitPerSecond = try number("RATE_LIMIT_PER_SECOND", 0...1_000_000) ?? rateLimitPerSecond
+        if rateLimitPerSecond > 0, rateLimitPerSecond < 0.001 {
+            throw GatewayConfigurationError("RATE_LIMIT_PER_SECOND='\(rateLimitPerSecond)' must be 0 (off) or from 0.001 to 1000000")
+        }
         rateLimitBurst = try number("RATE_LIMIT_BURST", 0...1_000_000) ?? max(rateLimitBurst, rateLimitPerSecond)
         corsOrigins = (environment["CORS_ORIGINS"] ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
 
-        let production = environment["WARREN_ENV"] == "production"
+        environmentName = try DeploymentEnvironment(environment["WARREN_ENV"])
         if let secret = environment["JWT_SECRET"], !secret.isEmpty {
             jwtSecret = secret
-            usesDevelopmentSecret = secret == TokenAuthority.developmentSecret
+            usesDevelopmentSecret = TokenAuthority.isDevelopmentSecret(secret)
         }
-        if production {
-            guard !usesDevelopmentSecret else {
-                throw GatewayConfigurationError(
-                    "WARREN_ENV=production needs JWT_SECRET: set it to a random secret of at least 32 bytes "
-                        + "(e.g. `openssl rand -base64 48`); the development secret is refused in production")
-            }
-            guard jwtSecret.utf8.count >= 32 else {
-                throw GatewayConfigurationError("JWT_SECRET is \(jwtSecret.utf8.count) bytes; production needs at least 32 (e.g. `openssl rand -base64 48`)")
-            }
+        if environmentName == .production {
+            try Self.checkProductionSecret(jwtSecret, usesDevelopmentSecret: usesDevelopmentSecret)
+        }
+    }
+
+    /// At least 32 bytes, at least 8 distinct bytes, and not the development secret in any
+    /// spelling: a token signed with a guessable secret is a token anyone can forge.
+    static func checkProductionSecret(_ secret: String, usesDevelopmentSecret: Bool) throws(GatewayConfigurationError) {
+        let advice = "set JWT_SECRET to a random secret of at least 32 bytes (e.g. `openssl rand -base64 48`)"
+        guard !usesDevelopmentSecret else {
+            throw GatewayConfigurationError("WARREN_ENV=production refuses the development JWT_SECRET (in any spelling): \(advice)")
+        }
+        guard secret.utf8.count >= 32 else {
+            throw GatewayConfigurationError("JWT_SECRET is \(secret.utf8.count) bytes; production needs at least 32: \(advice)")
+        }
+        let distinct = Set(secret.utf8).count
+        guard distinct >= minimumDistinctBytes else {
+            throw GatewayConfigurationError(
+                "JWT_SECRET has only \(distinct) distinct bytes; production needs at least \(minimumDistinctBytes), as a random secret has: \(advice)")
+        }
+    }
+
+    /// A random secret of 32 bytes or more, even in hex, has about 14 distinct bytes; a
+    /// repeated word or `aaaa…` has fewer than 8.
+    static let minimumDistinctBytes = 8
+}
+
+/// `WARREN_ENV`, read case-insensitively: `production` (or `prod`), `development` (or `dev`,
+/// the default when unset), `test`. Any other name stops the start: a misspelt `prodution`
+/// must not fall back to development rules.
+public enum DeploymentEnvironment: String, Sendable, CaseIterable {
+    case production, development, test
+
+    public init(_ text: String?) throws(GatewayConfigurationError) {
+        let name = (text ?? "").trimmingCharacters(in: .whitespaces).lowercased()
+        switch name {
+        case "": self = .development
+        case "production", "prod": self = .production
+        case "development", "dev": self = .development
+        case "test": self = .test
+        default:
+            throw GatewayConfigurationError(
+                "WARREN_ENV='\(text ?? "")' is not an environment Warren knows: use production (or prod), development (or dev) or test")
         }
     }
 }

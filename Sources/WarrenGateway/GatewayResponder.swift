@@ -91,14 +91,19 @@ struct GatewayResponder: HTTPResponder {
         if request.method == .options, !configuration.corsOrigins.isEmpty, request.headers[.origin] != nil {
             return preflight(request)
         }
-        if let limiter, let wait = limiter.acquire(context.remoteAddress?.ipAddress ?? "unknown") {
-            let seconds = max(1, Int(wait.rounded(.up)))
+        let path = String(request.uri.path)
+        let match = routes.match(method: request.method.rawValue, path: path)
+        // Health and metrics are never rate-limited: a monitor polling them must not be told 429
+        // (nor lock out the clients behind the same address).
+        var exempt = false
+        if case .found(let route, _) = match, route.target == .health || route.target == .metrics { exempt = true }
+        if !exempt, let limiter, let wait = limiter.acquire(context.remoteAddress?.ipAddress ?? "unknown") {
+            let seconds = Int(min(max(1, wait.rounded(.up)), 3_600))
             throw GatewayError(
                 status: 429, code: "rate_limited", message: "too many requests from your address: retry after \(seconds) s",
                 headers: [("Retry-After", "\(seconds)")])
         }
-        let path = String(request.uri.path)
-        switch routes.match(method: request.method.rawValue, path: path) {
+        switch match {
         case .notFound:
             throw .notFound("no route \(path); GET /openapi.yaml lists them")
         case .methodNotAllowed(let allowed):
@@ -115,6 +120,9 @@ struct GatewayResponder: HTTPResponder {
     private func serve(
         _ route: Route, pathParameters: [String: String], request: Request, requestID: String, logger: Logger
     ) async throws(GatewayError) -> Response {
+        // Ids in one form (a UUID in lower case) for every comparison and for the services, which
+        // store them so: `/users/<own id in upper case>` is the caller's own account.
+        let pathParameters = pathParameters.mapValues(Check.canonicalID)
         let operation: String
         switch route.target {
         case .operation(let name): operation = name
@@ -139,7 +147,7 @@ struct GatewayResponder: HTTPResponder {
             if route.access == .admin, !verified.isAdmin {
                 throw .forbidden("\(route.method) \(route.path) is for admins only")
             }
-            if let parameter = route.selfParameter, !verified.isAdmin, pathParameters[parameter] != verified.subject {
+            if let parameter = route.selfParameter, !verified.isAdmin, pathParameters[parameter] != Check.canonicalID(verified.subject) {
                 throw .forbidden("you can only act on your own account (\(parameter) must be your user id)")
             }
             caller = verified
@@ -148,10 +156,11 @@ struct GatewayResponder: HTTPResponder {
         let body = try await readBody(request, route: route)
         let message = try MessageBody.build(
             route: route, pathParameters: pathParameters, query: request.uri.queryParameters.map { (String($0.key), String($0.value)) },
-            body: body, subject: caller?.subject)
+            body: body, subject: caller.map { Check.canonicalID($0.subject) })
 
         let deadline = Date() + route.timeout.timeInterval
-        let envelope = Envelope(messageID: requestID, correlationID: requestID, deadline: deadline, traceparent: request.headers[.traceparent])
+        let envelope = Envelope(
+            messageID: requestID, correlationID: requestID, deadline: deadline, traceparent: Self.traceparent(request.headers[.traceparent]))
         if let ownership = route.ownership, let lookup = ownership.lookup, let caller, !caller.isAdmin {
             let resource = try await call(lookup, body: message, route: route, envelope: envelope)
             try Self.checkOwner(resource, field: ownership.field, caller: caller)
@@ -218,7 +227,7 @@ struct GatewayResponder: HTTPResponder {
         guard let owner = object?[field] as? String else {
             throw GatewayError(.internal("the reply has no '\(field)' to check who owns it"))
         }
-        guard owner == caller.subject else { throw .notFound("not found") }
+        guard Check.canonicalID(owner) == Check.canonicalID(caller.subject) else { throw .notFound("not found") }
     }
 
     private func tokenResponse(for reply: Data, logger: Logger) async throws(GatewayError) -> Response {
@@ -264,6 +273,24 @@ struct GatewayResponder: HTTPResponder {
         guard let header, (1...128).contains(header.utf8.count),
             header.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F && $0 != UInt8(ascii: "\"") && $0 != UInt8(ascii: "\\") })
         else { return nil }
+        return header
+    }
+
+    /// The client's `traceparent` if it is a W3C trace context (`00-<32 hex>-<16 hex>-<2 hex>`),
+    /// else nil (W3C: start a new trace). It goes into an AMQP header as it is, so nothing
+    /// longer or stranger than the format is passed on.
+    static func traceparent(_ header: String?) -> String? {
+        guard let header, header.utf8.count == 55 else { return nil }
+        let bytes = Array(header.utf8)
+        func isHex(_ byte: UInt8) -> Bool { (48...57).contains(byte) || (97...102).contains(byte) }
+        for (index, byte) in bytes.enumerated() {
+            let dash = index == 2 || index == 35 || index == 52
+            guard dash ? byte == UInt8(ascii: "-") : isHex(byte) else { return nil }
+        }
+        let version = header.prefix(2), traceID = bytes[3..<35], parentID = bytes[36..<52]
+        guard version != "ff", traceID.contains(where: { $0 != UInt8(ascii: "0") }), parentID.contains(where: { $0 != UInt8(ascii: "0") }) else {
+            return nil
+        }
         return header
     }
 

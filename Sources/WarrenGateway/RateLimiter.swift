@@ -14,8 +14,9 @@ public final class RateLimiter: Sendable {
     /// Past this many clients, buckets that have refilled (idle clients) are dropped.
     private let pruneAbove: Int
 
+    /// `perSecond` must be above 0 (the configuration refuses less than 0.001).
     public init(perSecond: Double, burst: Double, pruneAbove: Int = 10_000) {
-        self.perSecond = perSecond
+        self.perSecond = max(perSecond, 0.001)
         self.burst = max(burst, 1)
         self.pruneAbove = pruneAbove
     }
@@ -42,7 +43,8 @@ public final class RateLimiter: Sendable {
     }
 
     private func prune(_ buckets: inout [String: Bucket], now: ContinuousClock.Instant) {
-        let refill = Duration.nanoseconds(Int64(burst / perSecond * 1e9))
+        // Bounded before the conversion: a large burst at a low rate is more nanoseconds than Int64 holds.
+        let refill = Duration.milliseconds(Int64(min(burst / perSecond, 1e9) * 1000))
         buckets = buckets.filter { now - $0.value.updated < refill }
     }
 }

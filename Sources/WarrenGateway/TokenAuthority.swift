@@ -29,6 +29,13 @@ public struct TokenAuthority: Sendable {
     /// Used when `JWT_SECRET` is unset outside production; printed in warnings, refused in production.
     public static let developmentSecret = "warren-DEVELOPMENT-ONLY-secret-do-not-use-in-production"
 
+    /// True for the development secret in any spelling: letter case, separators, spaces, or
+    /// with something added around it (`…-production-2`). Only its letters are compared.
+    public static func isDevelopmentSecret(_ secret: String) -> Bool {
+        func letters(_ text: String) -> String { String(text.lowercased().unicodeScalars.filter { $0.properties.isAlphabetic || ("0"..."9").contains($0) }) }
+        return letters(secret).contains(letters(developmentSecret))
+    }
+
     public let lifetime: Duration
     private let keys: JWTKeyCollection
     private let verified = VerifiedTokens()

@@ -65,8 +65,16 @@ private final class Connection: @unchecked Sendable {  // handed between threads
             sqlite3_clear_bindings(statement)
         }
         for (index, argument) in arguments.enumerated() {
-            // SQLITE_TRANSIENT: SQLite copies the text, which lives only for this call.
-            let status = sqlite3_bind_text(statement, Int32(index + 1), argument, -1, unsafeBitCast(-1, to: sqlite3_destructor_type.self))
+            // With its length, not -1 (read up to NUL): an argument with NUL must not match a row
+            // that holds only its prefix. SQLITE_TRANSIENT: SQLite copies the text.
+            var text = argument
+            let position = Int32(index + 1)
+            let transient = unsafeBitCast(-1, to: sqlite3_destructor_type.self)
+            let status: Int32 = text.withUTF8 { bytes in
+                guard let count = Int32(exactly: bytes.count) else { return SQLITE_TOOBIG }
+                guard let base = bytes.baseAddress else { return sqlite3_bind_text(statement, position, "", 0, transient) }
+                return base.withMemoryRebound(to: CChar.self, capacity: bytes.count) { sqlite3_bind_text(statement, position, $0, count, transient) }
+            }
             guard status == SQLITE_OK else { throw error("binding argument \(index + 1)") }
         }
         switch sqlite3_step(statement) {
@@ -94,7 +102,10 @@ private final class Connection: @unchecked Sendable {  // handed between threads
             switch sqlite3_column_type(statement, column) {
             case SQLITE_INTEGER: values[name] = sqlite3_column_int64(statement, column)
             case SQLITE_FLOAT: values[name] = sqlite3_column_double(statement, column)
-            case SQLITE_TEXT: values[name] = String(cString: sqlite3_column_text(statement, column))
+            case SQLITE_TEXT:
+                // By length: text stored with NUL comes back whole, not cut at the NUL.
+                let count = Int(sqlite3_column_bytes(statement, column))
+                values[name] = sqlite3_column_text(statement, column).map { String(decoding: UnsafeBufferPointer(start: $0, count: count), as: UTF8.self) } ?? ""
             case SQLITE_BLOB:
                 let count = Int(sqlite3_column_bytes(statement, column))
                 values[name] = sqlite3_column_blob(statement, column).map { Data(bytes: $0, count: count) } ?? Data()

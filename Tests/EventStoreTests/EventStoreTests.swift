@@ -130,6 +130,11 @@ struct EventStoreTests {
             (["after": "abc"], "after"), (["after": "-1"], "after"), (["after": 5], "after"),
             (["type": ""], "type"), (["aggregateId": String(repeating: "a", count: 256)], "aggregateId"),
             (["aggregateID": "typo"], "aggregateID"),
+            // Times that do not exist are refused, never rolled over; NUL would cut a filter in SQLite.
+            (["since": "2026-02-30"], "since"), (["until": "2026-01-01T24:00:00Z"], "until"),
+            (["since": "2016-12-31T23:59:60Z"], "since"), (["since": "2026-11-20T14:13:42"], "since"),
+            (["until": "2026-11-20T14:13:42+24:00"], "until"), (["type": "order.created\u{0}junk"], "type"),
+            (["aggregateId": "a\u{0}"], "aggregateId"), (["correlationId": "\u{0}"], "correlationId"),
         ]
         try await EventStoreFixture.with { store in
             for (request, field) in cases {

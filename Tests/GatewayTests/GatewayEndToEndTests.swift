@@ -10,7 +10,7 @@ struct GatewayEndToEndTests {
     func journey() async throws {
         try await withVhost("gateway-e2e") { vhost in
             let data = try TemporaryDirectory()
-            let environment = ["AMQP_URL": vhost.url, "DATA_DIR": data.path, "BCRYPT_COST": "4", "ADMIN_EMAILS": "root@example.com"]
+            let environment = ["AMQP_URL": vhost.url, "DATA_DIR": data.path, "BCRYPT_COST": "4"]
             let users = try ServiceProcess("user-service", environment: environment)
             let orders = try ServiceProcess("order-service", environment: environment)
             let payments = try ServiceProcess("payment-service", environment: environment)
@@ -21,7 +21,7 @@ struct GatewayEndToEndTests {
                 for service in [users, orders, payments, events] { try await service.waitUntilReady() }
                 try await waitForLog(events, "recording every event")  // bound to warren.events before the first order
                 try await gateway.waitUntilReady()
-                try await journey(gateway, users: users, orders: orders)
+                try await journey(gateway, users: users, orders: orders, data: data.path)
             } catch {
                 Issue.record("failed: \(error)\ngateway log:\n\(gateway.process.log.suffix(3000))")
             }
@@ -30,7 +30,93 @@ struct GatewayEndToEndTests {
         }
     }
 
-    private func journey(_ gateway: GatewayProcess, users: ServiceProcess, orders: ServiceProcess) async throws {
+    /// Bodies the issue names, sent as raw JSON: each is 400 `invalid` naming the field, never a token.
+    static let hostileRegistrations: [(body: String, field: String)] = [
+        (#"{"name":"Eve","email":"eve1@example.com","password":"\u0000secret-one"}"#, "password"),
+        (#"{"name":"Eve","email":"eve2@example.com","password":"abcdefgh\u0000tail-part"}"#, "password"),
+        (#"{"name":"Eve","email":"eve3@example.com","password":"long enough\u0000"}"#, "password"),
+        (#"{"name":"Eve","email":"eve4@example.com","password":"\#(String(repeating: "x", count: 73))"}"#, "password"),
+        (#"{"name":"E\u0000ve","email":"eve5@example.com","password":"long enough"}"#, "name"),
+        (#"{"name":"Eve","email":"root@example.com\u0000.evil","password":"long enough"}"#, "email"),
+        (#"{"name":"Eve","email":"eve7@example.com","password":"\ud800long enough"}"#, "JSON"),
+    ]
+
+    static let hostileLogins = [#""\u0000""#, #""\u0000anything""#, #""abcdefgh\u0000OTHER""#, "\"" + String(repeating: "k", count: 72) + "X\""]
+
+    static let impossibleTimes = ["2026-02-30", "2026-13-01", "2026-01-01T24:00:00Z", "2016-12-31T23:59:60Z", "2026-01-01T12:00:00+24:00", "2026-01-01T12:00:00"]
+
+    @Test("hostile input through the gateway: NUL and over-long passwords, ids in upper case, impossible times")
+    func hostile() async throws {
+        try await withVhost("gateway-hostile") { vhost in
+            let data = try TemporaryDirectory()
+            let environment = ["AMQP_URL": vhost.url, "DATA_DIR": data.path, "BCRYPT_COST": "4"]
+            let users = try ServiceProcess("user-service", environment: environment)
+            let events = try ServiceProcess("event-store", environment: environment)
+            let gateway = try GatewayProcess(vhost: vhost)
+            defer { data.remove() }
+            do {
+                for service in [users, events] { try await service.waitUntilReady() }
+                try await gateway.waitUntilReady()
+                try await hostile(gateway, data: data.path)
+            } catch {
+                Issue.record("failed: \(error)\ngateway log:\n\(gateway.process.log.suffix(3000))")
+            }
+            await gateway.stop()
+            for service in [users, events] { await service.stop() }
+        }
+    }
+
+    private func hostile(_ gateway: GatewayProcess, data: String) async throws {
+        func post(_ path: String, _ body: String) async throws -> GatewayProcess.HTTPResult {
+            try await gateway.request("POST", path, body: Data(body.utf8), contentType: "application/json")
+        }
+        for (body, field) in Self.hostileRegistrations {
+            let result = try await post("/users", body)
+            #expect(result.status == 400, "\(body) → \(result.status) \(result.text)")
+            #expect(result.error["code"] as? String == "invalid")
+            #expect((result.error["message"] as? String ?? "").contains(field), "\(body) → \(result.text)")
+        }
+        // An account with a 72-byte password, and an empty-prefix one that the old code would have made.
+        let password = String(repeating: "k", count: 72)
+        let kay = try await post("/users", #"{"name":"Kay","email":"kay@example.com","password":"\#(password)"}"#)
+        #expect(kay.status == 201, "\(kay.text)")
+        let kayID = try #require(kay.json["id"] as? String)
+        for login in Self.hostileLogins {
+            for email in ["kay@example.com", "eve1@example.com", "eve2@example.com"] {
+                let result = try await post("/auth/token", #"{"email":"\#(email)","password":\#(login)}"#)
+                #expect(result.status == 400 || result.status == 401, "\(email) \(login) → \(result.status)")
+                #expect(result.json["access_token"] == nil)
+            }
+        }
+        let issued = try await post("/auth/token", #"{"email":"kay@example.com","password":"\#(password)"}"#)
+        let kayToken = try #require(issued.json["access_token"] as? String, "\(issued.text)")
+
+        // Your own id in upper case is still yours; someone else's is not.
+        let upper = try await gateway.request("GET", "/users/\(kayID.uppercased())", token: kayToken)
+        #expect(upper.status == 200, "\(upper.text)")
+        #expect(upper.json["id"] as? String == kayID)
+        #expect(try await gateway.request("PATCH", "/users/\(kayID.uppercased())", json: ["name": "Kay K."], token: kayToken).status == 200)
+        #expect(try await gateway.request("GET", "/users/\(UUID().uuidString)", token: kayToken).status == 403)
+
+        // Times: an admin (made by the operator's command) asks the event store.
+        let root = try await post("/users", #"{"name":"Root","email":"root@example.com","password":"root password"}"#)
+        #expect(root.json["role"] as? String == "user")
+        #expect(try grantAdmin("ROOT@example.com", data: data) == 0)
+        let rootToken = try #require(
+            try await post("/auth/token", #"{"email":"root@example.com","password":"root password"}"#).json["access_token"] as? String)
+        for time in Self.impossibleTimes {
+            for field in ["since", "until"] {
+                let query = "\(field)=\(time.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? time)"
+                let result = try await gateway.request("GET", "/events?\(query)", token: rootToken)
+                #expect(result.status == 400, "\(query) → \(result.status) \(result.text)")
+                #expect((result.error["message"] as? String ?? "").contains("'\(field)'"), "\(result.text)")
+            }
+        }
+        let valid = try await gateway.request("GET", "/events?since=2026-02-28&until=2100-01-01T00:00:00%2B01:00", token: rootToken)
+        #expect(valid.status == 200, "\(valid.text)")
+    }
+
+    private func journey(_ gateway: GatewayProcess, users: ServiceProcess, orders: ServiceProcess, data: String) async throws {
         let password = "correct horse battery"
         // Registration and tokens.
         let ada = try await gateway.request(
@@ -47,7 +133,8 @@ struct GatewayEndToEndTests {
         let duplicate = try await gateway.request("POST", "/users", json: ["name": "Ada", "email": "ada@example.com", "password": password])
         #expect(duplicate.status == 409)
         let root = try await gateway.request("POST", "/users", json: ["name": "Root", "email": "root@example.com", "password": password])
-        #expect(root.json["role"] as? String == "admin")
+        #expect(root.json["role"] as? String == "user", "registering never makes an admin")
+        #expect(try grantAdmin("root@example.com", data: data) == 0, "the operator's command does")
         let bob = try await gateway.request("POST", "/users", json: ["name": "Bob", "email": "bob@example.com", "password": password])
         let bobID = try #require(bob.json["id"] as? String)
 
@@ -153,4 +240,20 @@ struct GatewayEndToEndTests {
         #expect(!gateway.process.log.contains(password))
         #expect(!users.log.contains(password))
     }
+}
+
+/// `user-service grant-admin <email>` against the user service's database, as an operator runs
+/// it; returns the exit status.
+func grantAdmin(_ email: String, data: String) throws -> Int32 {
+    let process = Process()
+    process.executableURL = ServiceProcess.buildDirectory.appendingPathComponent("user-service")
+    process.arguments = ["grant-admin", email]
+    var environment = ProcessInfo.processInfo.environment
+    environment["DATA_DIR"] = data
+    process.environment = environment
+    process.standardOutput = FileHandle.nullDevice
+    process.standardError = FileHandle.nullDevice
+    try process.run()
+    process.waitUntilExit()
+    return process.terminationStatus
 }

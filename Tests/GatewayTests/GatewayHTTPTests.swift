@@ -114,7 +114,7 @@ final class StandIn: Sendable {
     let gateway: GatewayProcess
     private let task: Mutex<Task<Void, any Error>?> = Mutex(nil)
 
-    init(environment: [String: String] = [:]) async throws {
+    init(environment: [String: String] = [:], openAPI: String = testContract) async throws {
         vhost = try TestVhost.create("gateway")
         connection = try await AMQPConnection.connect(url: vhost.url, connectionName: "gateway-test-standin")
         var handlers = RPCHandlers()
@@ -144,7 +144,7 @@ final class StandIn: Sendable {
             try await Task.sleep(for: .milliseconds(10))
         }
         await channel.close()
-        gateway = try GatewayProcess(vhost: vhost, openAPI: testContract, environment: environment)
+        gateway = try GatewayProcess(vhost: vhost, openAPI: openAPI, environment: environment)
         try await gateway.waitUntilReady()
     }
 
@@ -157,8 +157,8 @@ final class StandIn: Sendable {
 }
 
 /// Runs `body` with a fresh stand-in and gateway, removed afterwards whatever happens.
-func withStandIn(environment: [String: String] = [:], _ body: (StandIn) async throws -> Void) async throws {
-    let standIn = try await StandIn(environment: environment)
+func withStandIn(environment: [String: String] = [:], openAPI: String = testContract, _ body: (StandIn) async throws -> Void) async throws {
+    let standIn = try await StandIn(environment: environment, openAPI: openAPI)
     do {
         try await body(standIn)
     } catch {

@@ -47,7 +47,6 @@ final class System: Sendable {
     func launch(_ service: String, environment: [String: String] = [:], instance: String = "") async throws -> ServiceProcess {
         var merged = [
             "AMQP_URL": vhost.url, "DATA_DIR": data.path, "BCRYPT_COST": "4", "LOG_LEVEL": "debug",
-            "ADMIN_EMAILS": "admin@example.com",
         ]
         for (key, value) in environment { merged[key] = value }
         let process = try ServiceProcess(service, environment: merged)

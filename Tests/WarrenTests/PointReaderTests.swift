@@ -45,6 +45,24 @@ struct PointReaderTests {
         }
     }
 
+    @Test("text with NUL is bound and read by its length: no prefix matches, nothing comes back cut", arguments: [
+        "a\u{0}b", "\u{0}", "\u{0}lead", "trail\u{0}", "",
+    ])
+    func nul(text: String) throws {
+        try withDatabase { database, reader in
+            // Written by SQL, not GRDB, whose text binding stops at NUL.
+            try database.write { db in
+                try db.execute(sql: "INSERT INTO things (id, note) VALUES ('x' || char(0) || 'y', 'n' || char(0) || 'o')")
+                try db.execute(sql: "INSERT INTO things (id, note) VALUES ('x', 'plain')")
+            }
+            let row = try #require(try reader.fetchOne("SELECT * FROM things WHERE id = ?", arguments: ["x\u{0}y"]))
+            #expect(row["note"] as String == "n\u{0}o")
+            #expect(try reader.fetchOne("SELECT * FROM things WHERE id = ?", arguments: ["x\u{0}"]) == nil)
+            #expect(try reader.fetchOne("SELECT note FROM things WHERE id = ?", arguments: ["x"])?["note"] as String? == "plain")
+            #expect(try reader.fetchOne("SELECT * FROM things WHERE id = ?", arguments: [text]) == nil, "\(text.debugDescription)")
+        }
+    }
+
     @Test("a reused statement sees rows committed after it was prepared, and bad SQL is an error")
     func freshness() throws {
         try withDatabase { database, reader in
