@@ -157,16 +157,19 @@ public struct AMQPConfiguration: Sendable, Equatable {
             guard pair.count == 2, let value = Self.percentDecode(pair[1]) else { throw fail("query item '\(item)' needs a value") }
             switch key {
             case "heartbeat":
-                guard let seconds = Int(value), seconds >= 0 else { throw fail("heartbeat must be whole seconds") }
+                // AMQP carries the heartbeat in 16 bits.
+                guard let seconds = Int(value), (0...65535).contains(seconds) else { throw fail("heartbeat must be whole seconds from 0 to 65535") }
                 heartbeat = .seconds(seconds)
             case "frame_max":
-                guard let frameMax = Int(value), frameMax >= 4096 else { throw fail("frame_max must be at least 4096") }
+                guard let frameMax = Int(value), (4096...Int(Int32.max)).contains(frameMax) else {
+                    throw fail("frame_max must be from 4096 to \(Int32.max)")
+                }
                 self.frameMax = frameMax
             case "channel_max":
                 guard let channelMax = Int(value), (1...65535).contains(channelMax) else { throw fail("channel_max must be from 1 to 65535") }
                 self.channelMax = channelMax
             case "connection_timeout":
-                guard let ms = Int(value), ms > 0 else { throw fail("connection_timeout must be milliseconds") }
+                guard let ms = Int(value), (1...3_600_000).contains(ms) else { throw fail("connection_timeout must be milliseconds from 1 to 3600000") }
                 connectTimeout = .milliseconds(ms)
             case "connection_name":
                 connectionName = value

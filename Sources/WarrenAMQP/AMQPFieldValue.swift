@@ -43,3 +43,32 @@ extension AMQPFieldValue {
         return nil
     }
 }
+
+extension AMQPFieldValue {
+    /// The value as a whole number within `range`, for numeric headers any client may send
+    /// (`x-deadline`, `x-attempts`): an integer of any width, a double (rounded; Java and Go
+    /// clients send floats) or decimal digits in a string. Values beyond the range are clamped
+    /// to it, ±infinity included; NaN, text that is not an integer and every other type are
+    /// nil (absent). Never traps, whatever arrived.
+    public func integer(clampedTo range: ClosedRange<Int64>) -> Int64? {
+        switch self {
+        case .int(let value):
+            return min(max(value, range.lowerBound), range.upperBound)
+        case .double(let value):
+            guard !value.isNaN else { return nil }
+            let rounded = value.rounded()
+            // Compared as doubles first: only a value strictly inside the range is converted.
+            if rounded <= Double(range.lowerBound) { return range.lowerBound }
+            if rounded >= Double(range.upperBound) { return range.upperBound }
+            return Int64(exactly: rounded).map { min(max($0, range.lowerBound), range.upperBound) }
+        case .string(let text):
+            if let value = Int64(text) { return min(max(value, range.lowerBound), range.upperBound) }
+            // Digits too many for 64 bits are still a number: beyond either end of the range.
+            let digits = text.utf8.drop { $0 == UInt8(ascii: "-") || $0 == UInt8(ascii: "+") }
+            guard text.utf8.count - digits.count <= 1, !digits.isEmpty, digits.allSatisfy({ (0x30...0x39).contains($0) }) else { return nil }
+            return text.hasPrefix("-") ? range.lowerBound : range.upperBound
+        default:
+            return nil
+        }
+    }
+}

@@ -5,6 +5,9 @@
 /// for that call only.
 enum WireLimits {
     static let shortString = 255
+    /// How deep tables and arrays in headers are decoded; deeper values become `.void`. Warren
+    /// itself never nests; the bound keeps hostile nesting from exhausting the I/O thread's stack.
+    static let maxNesting = 32
 
     static func checkShortString(_ value: String, _ what: @autoclosure () -> String) throws(AMQPError) {
         guard value.utf8.count <= shortString else {
