@@ -15,7 +15,8 @@ enum WireLimits {
         }
     }
 
-    /// Checks every key (nested too) and returns the table's encoded size in bytes.
+    /// Checks every key (nested too) and every double (finite), and returns the table's encoded
+    /// size in bytes.
     @discardableResult
     static func checkTable(_ table: AMQPTable, _ what: @autoclosure () -> String) throws(AMQPError) -> Int {
         var size = 4
@@ -29,7 +30,12 @@ enum WireLimits {
     private static func encodedSize(_ value: AMQPFieldValue, _ what: String) throws(AMQPError) -> Int {
         switch value {
         case .bool: return 1
-        case .int, .double, .timestamp: return 8
+        case .double(let double):
+            // RabbitMQ closes the whole connection (541 INTERNAL_ERROR) on a NaN or infinite
+            // float, failing every channel on it: refused here, for this call only.
+            guard double.isFinite else { throw .invalidArgument("\(what) hold \(double), which RabbitMQ refuses: send a finite number") }
+            return 8
+        case .int, .timestamp: return 8
         case .decimal: return 5
         case .void: return 0
         case .string(let string): return 4 + string.utf8.count

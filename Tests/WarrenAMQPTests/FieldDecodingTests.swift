@@ -75,7 +75,12 @@ struct FieldDecodingTests {
         #expect(again.keys.sorted() == ["x-value"])
         let scratch = ScratchPool()
         _ = scratch.properties(AMQPProperties(headers: headers, timestamp: Date(timeIntervalSince1970: 1.8446744073709552e19)))
-        #expect(throws: Never.self) { try WireLimits.checkTable(headers, "headers") }
+        // Sending it again is refused only for NaN and infinity, which RabbitMQ itself refuses.
+        if case .double(let double) = value, !double.isFinite {
+            #expect(throws: AMQPError.self) { try WireLimits.checkTable(headers, "headers") }
+        } else {
+            #expect(throws: Never.self) { try WireLimits.checkTable(headers, "headers") }
+        }
     }
 
     @Test("an unsigned 64-bit integer above Int64.max saturates instead of wrapping negative")
