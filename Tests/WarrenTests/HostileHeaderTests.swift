@@ -157,6 +157,38 @@ struct HostileHeaderTests {
     }
 }
 
+/// A request with integer fields, as the services' requests have (limit, quantity, cents).
+private struct Numbers: Decodable {
+    struct Item: Decodable { var quantity: Int }
+    var limit: Int?
+    var items: [Item]?
+}
+
+@Suite("JSON numbers in requests and events")
+struct JSONNumberTests {
+    @Test("a number no 64-bit integer holds is an invalid reply naming the field, never a trap", arguments: [
+        (#"{"limit":1e300}"#, "limit"), (#"{"limit":9223372036854775808}"#, "limit"), (#"{"limit":1.5}"#, "limit"),
+        (#"{"limit":-9223372036854775809}"#, "limit"), (#"{"items":[{"quantity":1e19}]}"#, "items[0].quantity"),
+        (#"{"items":[{"quantity":2.5e-300}]}"#, "items[0].quantity"), (#"{"limit":"7"}"#, "limit"), (#"{"limit":true}"#, "limit"),
+    ])
+    func misfit(body: String, field: String) {
+        do {
+            _ = try WireJSON.decode(Numbers.self, from: Data(body.utf8))
+            Issue.record("\(body) was accepted")
+        } catch {
+            #expect(error.code == .invalid)
+            #expect(error.message.contains("'\(field)'"), "\(body): \(error.message)")
+        }
+    }
+
+    @Test("whole numbers within 64 bits decode, also written with an exponent or .0", arguments: [
+        (#"{"limit":9223372036854775807}"#, Int.max), (#"{"limit":-9223372036854775808}"#, Int.min), (#"{"limit":1e2}"#, 100), (#"{"limit":7.0}"#, 7),
+    ])
+    func fits(body: String, expected: Int) throws {
+        #expect(try WireJSON.decode(Numbers.self, from: Data(body.utf8)).limit == expected)
+    }
+}
+
 @Suite("Consumer health")
 struct ConsumerHealthTests {
     @Test("a consumer is healthy while consuming, stalled when it holds deliveries and none finishes, unhealthy when not consuming")
