@@ -197,6 +197,30 @@ struct EventStoreTests {
         }
     }
 
+    @Test("an unstorable event whose copy cannot be parked (near-frame headers) is dead-lettered by the broker, once; recording goes on")
+    func nearFrameUnstorable() async throws {
+        try await EventStoreFixture.with { store in
+            try await store.channel.enableConfirms()
+            let type = "anonymous.event"
+            // No message id (unstorable); headers as large as the frame allows, less 5 bytes.
+            let fixed = 14 + (1 + type.utf8.count) + 10 + 4 + (1 + 3 + 1 + 4)
+            try await store.channel.publish(
+                Data(#"{"n":1}"#.utf8), exchange: EventPublisher.exchange, routingKey: type,
+                properties: AMQPProperties(headers: ["pad": .string(String(repeating: "p", count: 131_072 - 8 - fixed - 5))], type: type))
+            let after = try await store.publisher.publish("named.event", ["n": 2])
+            #expect(try await store.waitFor(1).map { $0["id"] as? String } == [after.messageID])
+            var parked: UInt32 = 0
+            for _ in 0..<100 where parked == 0 {
+                parked = try await store.channel.inspectQueue("events.events.dlq").messageCount
+                if parked == 0 { try await Task.sleep(for: .milliseconds(100)) }
+            }
+            #expect(parked == 1)
+            try await Task.sleep(for: .milliseconds(500))
+            #expect(try await store.channel.inspectQueue("events.events").messageCount == 0)
+            #expect(try await store.channel.inspectQueue("events.events.dlq").messageCount == 1)
+        }
+    }
+
     @Test("an event without a message id is parked in events.events.dlq with x-error, not lost")
     func unstorableIsParked() async throws {
         try await EventStoreFixture.with { store in

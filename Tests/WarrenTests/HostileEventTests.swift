@@ -94,6 +94,28 @@ struct HostileEventTests {
         }
     }
 
+    @Test("a queue left by an older Warren without dead-lettering: the subscriber stops with an error naming it and what to do; /health shows it stopped")
+    func oldQueueWithoutDeadLettering() async throws {
+        let connection = try await Broker.connect()
+        let channel = try await connection.openChannel()
+        let service = "t\(UUID().uuidString.prefix(8).lowercased())"
+        try await channel.declareQueue("\(service).events")  // as declared before, without arguments
+        let subscriber = EventSubscriber(service: service, connection: connection, patterns: ["\(service).#"]) { _ in }
+        do {
+            try await subscriber.run()
+            Issue.record("the subscriber ran on a queue with other arguments")
+        } catch let error as QueueArgumentsMismatch {
+            #expect(error.queue == "\(service).events")
+            #expect(error.description.contains("delete_queue \(service).events"))
+        }
+        let status = ConsumerHealth.process.statuses().first { $0.queue == "\(service).events" }
+        #expect(status?.state == .stopped)
+        #expect(status?.detail?.contains("other arguments") == true)
+        let cleanup = try await connection.openChannel()
+        for queue in ["\(service).events", "\(service).events.dlq"] { _ = try? await cleanup.deleteQueue(queue) }
+        await connection.close()
+    }
+
     @Test("disagreeing type sources: through warren.events the routing key decides; straight in, x-original-routing-key decides")
     func disagreeingTypes() async throws {
         let seen = Seen()
