@@ -13,11 +13,14 @@ public final class ConsumerHealth: Sendable {
 
     /// One consumer's state, as `/health` shows it.
     public struct Status: Sendable, Equatable {
+        /// `starting` until the broker confirms the consumer, `restarting` while the queue is
+        /// declared again after the broker cancelled it, `stopped` once the loop ended.
         public enum State: String, Sendable {
             case starting, consuming, restarting, stopped
         }
 
         public var queue: String
+        /// Only `consuming` is healthy (and then only while not stalled).
         public var state: State
         /// Deliveries handed to handlers and not finished yet.
         public var inFlight: Int
@@ -102,6 +105,7 @@ public final class ConsumerHealth: Sendable {
             }
         }
 
+        /// The broker cancelled the consumer; the loop declares the queue again after a pause.
         public func restarting(_ reason: String) {
             health.update(id) { entry in
                 entry.state = .restarting
@@ -110,6 +114,7 @@ public final class ConsumerHealth: Sendable {
             }
         }
 
+        /// The loop ended: on shutdown, or on an error (`reason`) that also ends the process.
         public func stopped(_ reason: String) {
             health.update(id) { entry in
                 entry.state = .stopped

@@ -6,8 +6,9 @@ public enum TopicPattern {
     /// Whether `key` matches `pattern` (`order.*` matches `order.created`, not `order.a.b`;
     /// `order.#` matches `order`, `order.created` and `order.a.b`).
     public static func matches(_ pattern: String, _ key: String) -> Bool {
-        let patternWords = pattern.split(separator: ".", omittingEmptySubsequences: false)
-        let keyWords = key.split(separator: ".", omittingEmptySubsequences: false)
+        // As RabbitMQ splits them: the empty key (or pattern) is no words at all.
+        let patternWords = pattern.isEmpty ? [] : pattern.split(separator: ".", omittingEmptySubsequences: false)
+        let keyWords = key.isEmpty ? [] : key.split(separator: ".", omittingEmptySubsequences: false)
         // matched[i][j]: the first i pattern words match the first j key words. Iterative, so
         // a pattern full of `#` costs words × words, never exponential time.
         var previous = [Bool](repeating: false, count: keyWords.count + 1)
