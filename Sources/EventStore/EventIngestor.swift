@@ -150,7 +150,7 @@ final class EventIngestor: Service, Sendable {
         var properties = delivery.properties.deadLettered(error: reason, originalRoutingKey: delivery.routingKey, attempts: 1)
         properties.deliveryMode = .persistent
         do {
-            try await channel.publish(delivery.body, routingKey: Self.deadLetterQueue, properties: properties)
+            try await channel.publish(delivery.body, routingKey: Self.deadLetterQueue, mandatory: true, properties: properties)
             Counter(label: "events_dead_lettered_total").increment()
             logger.error("parked an event the store cannot keep", metadata: ["dlq": "\(Self.deadLetterQueue)", "error": "\(reason)"])
             return true

@@ -228,7 +228,8 @@ public final class EventSubscriber: Service, Sendable {
     /// `<service>.events.dlq` itself, so it is neither lost nor handed back to loop.
     private func setAside(_ delivery: AMQPDelivery, to target: String, properties: AMQPProperties, logger: Logger, forwarding: AMQPChannel) async {
         do {
-            try await forwarding.publish(delivery.body, routingKey: target, properties: properties)
+            // Mandatory: a deleted retry or dead-letter queue is a failure here, not a silent loss.
+            try await forwarding.publish(delivery.body, routingKey: target, mandatory: true, properties: properties)
         } catch {
             logger.error(
                 "could not publish the event's copy; rejecting it so that the broker dead-letters it",

@@ -69,6 +69,20 @@ struct HostileEventTests {
         }
     }
 
+    @Test("the retry queue was deleted: the copy comes back unroutable, and the event reaches the DLQ through the broker instead of vanishing")
+    func retryQueueDeleted() async throws {
+        let seen = Seen()
+        try await withSubscriber(handler: Self.failingOnZero(seen)) { service, publisher, channel in
+            _ = try await channel.deleteQueue("\(service).events.retry.100ms")
+            let sent = try await publisher.publish("\(service).thing.failed", Happened(n: 0))
+            let parked = try #require(try await pollGet(channel, queue: "\(service).events.dlq"))
+            #expect(parked.properties.messageID == sent.messageID)
+            #expect(parked.properties.headers?["x-death"] != nil)
+            try parked.ack()
+            try await stillServes(service, publisher, seen)
+        }
+    }
+
     @Test("an event of a type the service does not subscribe to, sent straight to its queue, is parked and not handled",
           arguments: [
             (type: String?.some("order.cancelled"), original: String?.none),
