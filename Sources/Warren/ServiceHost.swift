@@ -86,12 +86,13 @@ public enum ServiceHost {
         let resources = ServiceResources(connection: connection, rpc: rpc, events: events, logger: logger, environment: environment)
         let definition = try await setup(resources)
 
-        let drain = Duration.seconds(Int(environment["DRAIN_TIMEOUT_SECONDS"] ?? "") ?? 10)
+        // Bounded: a drain of 2^63 s would trap when added to the clock at shutdown.
+        let drain = Duration.seconds(number(environment, "DRAIN_TIMEOUT_SECONDS", 0...86_400, logger: logger) ?? 10)
         let responder = RPCResponder(
             service: name, connection: connection, handlers: definition.handlers,
             configuration: .init(
                 prefetch: UInt16(environment["RPC_PREFETCH"] ?? "") ?? 64,
-                concurrency: Int(environment["RPC_CONCURRENCY"] ?? "") ?? 64, drainTimeout: drain),
+                concurrency: number(environment, "RPC_CONCURRENCY", 1...10_000, logger: logger) ?? 64, drainTimeout: drain),
             rpc: rpc, logger: logger)
         var services: [any Service] = [connection]
         services += definition.services
@@ -102,8 +103,8 @@ public enum ServiceHost {
                     service: name, connection: connection, patterns: subscription.patterns, configuration: subscription.configuration,
                     processed: subscription.processed, logger: logger, handler: subscription.handler))
         }
-        let port = Int(environment["HTTP_PORT"] ?? "") ?? defaultHTTPPort
-        let stallAfter = Duration.seconds(Int(environment["HEALTH_STALL_SECONDS"] ?? "").flatMap { $0 > 0 ? $0 : nil } ?? 120)
+        let port = number(environment, "HTTP_PORT", 0...65_535, logger: logger) ?? defaultHTTPPort
+        let stallAfter = Duration.seconds(number(environment, "HEALTH_STALL_SECONDS", 1...86_400, logger: logger) ?? 120)
         services.append(
             adminServer(name: name, port: port, connection: connection, registry: registry, stallAfter: stallAfter, logger: logger))
 
@@ -169,6 +170,16 @@ public enum ServiceHost {
 
     private static func jsonString(_ text: String) -> String {
         (try? WireJSON.encode(text)).map { String(decoding: $0, as: UTF8.self) } ?? #""""#
+    }
+
+    /// An integer setting within `range`; anything else is logged and the default is used.
+    static func number(_ environment: [String: String], _ name: String, _ range: ClosedRange<Int>, logger: Logger) -> Int? {
+        guard let text = environment[name], !text.isEmpty else { return nil }
+        guard let value = Int(text), range.contains(value) else {
+            logger.error("\(name)='\(text)' is not an integer from \(range.lowerBound) to \(range.upperBound); using the default")
+            return nil
+        }
+        return value
     }
 
     /// Text on a terminal, JSON lines elsewhere (or as `LOG_FORMAT` says).

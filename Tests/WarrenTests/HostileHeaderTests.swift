@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 import PropertyBased
 import Testing
 @testable import Warren
@@ -186,6 +187,16 @@ struct JSONNumberTests {
     ])
     func fits(body: String, expected: Int) throws {
         #expect(try WireJSON.decode(Numbers.self, from: Data(body.utf8)).limit == expected)
+    }
+}
+
+@Suite("Service settings from the environment")
+struct EnvironmentNumberTests {
+    @Test("an integer setting outside its range, or not an integer, falls back to the default instead of trapping later", arguments: [
+        ("9223372036854775807", Int?.none), ("99999999999999999999", nil), ("-1", nil), ("1e3", nil), ("", nil), ("86400", 86_400), ("0", 0),
+    ])
+    func drainTimeout(text: String, expected: Int?) {
+        #expect(ServiceHost.number(["DRAIN_TIMEOUT_SECONDS": text], "DRAIN_TIMEOUT_SECONDS", 0...86_400, logger: Logger(label: "test")) == expected)
     }
 }
 
