@@ -140,6 +140,23 @@ struct HostileHeaderTests {
         #expect(TopicPattern.matches(row.pattern, row.key) == row.matches, "\(row.pattern) vs \(row.key)")
     }
 
+    @Test("topic matching agrees with the plain recursive definition on random patterns and keys")
+    func topicMatchingProperty() async {
+        /// The definition, word by word: exponential in `#`s, fine for five words.
+        func reference(_ pattern: ArraySlice<String>, _ key: ArraySlice<String>) -> Bool {
+            guard let word = pattern.first else { return key.isEmpty }
+            if word == "#" { return reference(pattern.dropFirst(), key) || (!key.isEmpty && reference(pattern, key.dropFirst())) }
+            guard let first = key.first, word == "*" || word == first else { return false }
+            return reference(pattern.dropFirst(), key.dropFirst())
+        }
+        let patternWords = Gen<String?>.element(of: ["a", "b", "*", "#"]).map { $0 ?? "a" }.array(of: 0...5)
+        let keyWords = Gen<String?>.element(of: ["a", "b"]).map { $0 ?? "a" }.array(of: 0...5)
+        await propertyCheck(count: 3_000, input: patternWords, keyWords) { pattern, key in
+            let expected = reference(pattern[...], key[...])
+            #expect(TopicPattern.matches(pattern.joined(separator: "."), key.joined(separator: ".")) == expected, "\(pattern) \(key)")
+        }
+    }
+
     @Test("x-error is cut to 1 KiB, on a character boundary")
     func errorShortened() {
         let long = String(repeating: "é", count: 5_000)
