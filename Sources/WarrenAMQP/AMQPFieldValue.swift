@@ -7,7 +7,13 @@ public typealias AMQPTable = [String: AMQPFieldValue]
 ///
 /// Integers of every width decode to `.int` and encode as signed 64-bit, floats decode to
 /// `.double`: RabbitMQ rejects the unsigned field types of librabbitmq, and one integer case is
-/// what a caller wants to match on.
+/// what a caller wants to match on. An unsigned 64-bit value above `Int64.max` decodes as
+/// `Int64.max`. A timestamp is whole seconds on the wire: any `Date` encodes, clamped to 1970
+/// and 2^64 - 1 s. Tables and arrays nested deeper than 32 levels decode as `.void`. Doubles
+/// must be finite to be sent (RabbitMQ refuses NaN and infinity).
+///
+/// Read numbers from other clients with `integer(clampedTo:)`: it accepts every type they
+/// use for numbers and never traps.
 public enum AMQPFieldValue: Sendable, Hashable {
     case bool(Bool)
     case int(Int64)
