@@ -48,6 +48,22 @@ struct HostileEventServiceTests {
 
             // Both still serve: an order is charged and confirmed.
             let userID = try await newUser(system)
+
+            // Numbers in requests that no 64-bit integer holds: `invalid`, naming the field.
+            let requests: [(String, String, String)] = [
+                ("orders.create", #"{"userId":"\#(userID)","items":[{"sku":"a","quantity":1e300,"unitPriceCents":1}]}"#, "items[0].quantity"),
+                ("orders.create", #"{"userId":"\#(userID)","items":[{"sku":"a","quantity":1,"unitPriceCents":9223372036854775808}]}"#, "items[0].unitPriceCents"),
+                ("orders.create", #"{"userId":"\#(userID)","items":[{"sku":"a","quantity":1.5,"unitPriceCents":1}]}"#, "items[0].quantity"),
+                ("orders.create", #"{"userId":"\#(userID)","items":[{"sku":"a","quantity":-1,"unitPriceCents":1}]}"#, "items[0].quantity"),
+                ("orders.list", #"{"userId":"\#(userID)","limit":-9223372036854775809}"#, "limit"),
+                ("users.list", #"{"limit":1e300}"#, "limit"),
+            ]
+            for (operation, body, field) in requests {
+                let reply = try await system.callRaw(operation, Data(body.utf8))
+                #expect(reply.errorCode == "invalid", "\(operation) \(body): \(reply.json)")
+                #expect(reply.errorMessage.contains("'\(field)'"), "\(operation) \(body): \(reply.errorMessage)")
+            }
+
             let created = try await system.call("orders.create", ["userId": userID, "items": [["sku": "pen", "quantity": 1, "unitPriceCents": 100]]])
             let orderID = try #require(created.string("id"))
             let confirmed = try await system.eventually("orders.get", ["id": orderID]) { $0.string("status") == "confirmed" }
