@@ -35,7 +35,10 @@ public struct Event: Sendable {
 /// cannot be published (it no longer fits in a frame once `x-error` is added, the broker
 /// refuses it), the event is rejected without requeue and the broker itself dead-letters it to
 /// `<service>.events.dlq` (the queue is declared with `x-dead-letter-exchange` and
-/// `x-dead-letter-routing-key`; the broker's `x-death` header then says `rejected`).
+/// `x-dead-letter-routing-key`; the broker's `x-death` header then says `rejected`). An event
+/// whose headers leave less than `brokerHeadersAllowance` free in a frame is not retried but
+/// parked: the broker's `x-death` on the way back from a retry queue would make it larger than
+/// a frame, and a consumer's connection fails on such a message each time it is delivered.
 ///
 /// The handler only sees the types it subscribed to. An event's type is decided thus:
 /// - delivered through `warren.events`: its routing key, the key the broker matched against
@@ -148,6 +151,10 @@ public final class EventSubscriber: Service, Sendable {
         await channel.close()
     }
 
+    /// Bytes kept free in a retry copy's content header for what the broker adds on the way
+    /// back: `x-death` (one entry of up to ~900 bytes per queue it passed) and `x-first-death-*`.
+    static let brokerHeadersAllowance = 8 * 1024
+
     /// The event type of a delivery, as the type doc above decides it; nil when it has none.
     static func eventType(of delivery: AMQPDelivery) -> String? {
         if delivery.exchange == EventPublisher.exchange { return delivery.routingKey }
@@ -211,7 +218,14 @@ public final class EventSubscriber: Service, Sendable {
         let properties = delivery.properties.deadLettered(error: reason, originalRoutingKey: event.type, attempts: event.attempt)
         let retries = configuration.retryDelays
         let target: String
-        if serviceError?.code != .invalid, event.attempt >= 1, event.attempt <= retries.count {
+        // A retry comes back with the broker's x-death added (it grows with each retry queue);
+        // a copy with less room than that would come back larger than a frame, which no
+        // librabbitmq consumer can read: its connection would fail on it again and again.
+        let roomForRetry = ((try? properties.contentHeaderSize) ?? .max) <= forwarding.maxContentHeaderSize - Self.brokerHeadersAllowance
+        if !roomForRetry {
+            event.logger.warning("the event's headers leave no room for the broker's x-death on a retry: parking it instead", metadata: ["error": "\(reason)"])
+        }
+        if serviceError?.code != .invalid, roomForRetry, event.attempt >= 1, event.attempt <= retries.count {
             target = retryQueue(retries[event.attempt - 1])
             Counter(label: "warren_events_retried_total", dimensions: [("type", event.type)]).increment()
             event.logger.warning("event handler failed; will retry", metadata: ["error": "\(reason)", "attempt": "\(event.attempt)", "retry_queue": "\(target)"])

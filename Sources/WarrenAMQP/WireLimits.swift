@@ -50,6 +50,14 @@ enum WireLimits {
 
     /// The content header (class, weight, body size, flags, then the properties) must fit in one frame.
     static func checkProperties(_ properties: AMQPProperties, frameMax: Int) throws(AMQPError) {
+        let size = try contentHeaderSize(properties)
+        guard size <= frameMax - 8 else {
+            throw .invalidArgument("the message properties take \(size) bytes; one frame holds \(frameMax - 8)")
+        }
+    }
+
+    /// The content header's size in bytes; throws for what AMQP cannot carry at all.
+    static func contentHeaderSize(_ properties: AMQPProperties) throws(AMQPError) -> Int {
         var size = 14
         // On every publish: no allocation here.
         func add(_ value: String?, _ name: StaticString) throws(AMQPError) {
@@ -68,8 +76,16 @@ enum WireLimits {
         try add(properties.appID, "app_id")
         if let headers = properties.headers { size += try checkTable(headers, "the headers") }
         size += 1 + 1 + 8
-        guard size <= frameMax - 8 else {
-            throw .invalidArgument("the message properties take \(size) bytes; one frame holds \(frameMax - 8)")
-        }
+        return size
+    }
+}
+
+extension AMQPProperties {
+    /// The bytes of the content header these properties make on the wire; it must fit in one
+    /// frame (`AMQPChannel.maxContentHeaderSize`). Throws `invalidArgument` for what AMQP cannot
+    /// carry at all (a property or key over 255 bytes, a NaN double). For a sender that must
+    /// leave room, e.g. for the `x-death` header the broker adds when it dead-letters a copy.
+    public var contentHeaderSize: Int {
+        get throws(AMQPError) { try WireLimits.contentHeaderSize(self) }
     }
 }

@@ -69,6 +69,32 @@ struct HostileEventTests {
         }
     }
 
+    @Test("headers that leave the retry copy just room to fit: the broker's x-death would push it past a frame, so it is parked instead of looping",
+          arguments: [200, 600, 1_500])
+    func retryCopyWithoutRoomForXDeath(spare: Int) async throws {
+        let seen = Seen()
+        try await withSubscriber(handler: Self.failingOnZero(seen)) { service, publisher, channel in
+            try await channel.enableConfirms()
+            let type = "\(service).payment.failed"
+            let messageID = "spare-\(spare)"
+            let fixed = 14 + (1 + messageID.utf8.count) + (1 + type.utf8.count) + 10 + 4 + (1 + 3 + 1 + 4)
+            let padding = String(repeating: "p", count: 131_072 - 8 - fixed - spare)
+            try await channel.publish(
+                Data(#"{"n":0}"#.utf8), exchange: EventPublisher.exchange, routingKey: type,
+                properties: AMQPProperties(headers: ["pad": .string(padding)], messageID: messageID, type: type))
+            var parked: UInt32 = 0
+            for _ in 0..<100 where parked == 0 {
+                parked = try await channel.inspectQueue("\(service).events.dlq").messageCount
+                if parked == 0 { try await Task.sleep(for: .milliseconds(50)) }
+            }
+            #expect(parked == 1)
+            try await Task.sleep(for: .milliseconds(800))
+            #expect(seen.events.filter { $0.envelope.messageID == messageID }.count <= 3)
+            #expect(try await channel.inspectQueue("\(service).events").messageCount == 0)
+            try await stillServes(service, publisher, seen)
+        }
+    }
+
     @Test("the retry queue was deleted: the copy comes back unroutable, and the event reaches the DLQ through the broker instead of vanishing")
     func retryQueueDeleted() async throws {
         let seen = Seen()
