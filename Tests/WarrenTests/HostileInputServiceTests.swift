@@ -6,6 +6,25 @@ import WarrenAMQP
 
 /// The example service as a real process, fed what used to kill it. Runs in the system-test
 /// round (its name matches the Makefile's SYSTEM_TESTS): each test starts a process.
+/// Runs `body` with a fresh echo process and a connection, and stops both whatever happens.
+private func withEcho(
+    environment: [String: String] = [:], _ body: (EchoProcess, AMQPConnection, AMQPChannel) async throws -> Void
+) async throws {
+    let echo = try EchoProcess(environment: environment)
+    let connection = try await Broker.connect()
+    let channel = try await connection.openChannel()
+    do {
+        try await echo.waitUntilHealthy()
+        try await body(echo, connection, channel)
+    } catch {
+        await echo.cleanUp(channel)
+        await connection.close()
+        throw error
+    }
+    await echo.cleanUp(channel)
+    await connection.close()
+}
+
 @Suite("A service process under hostile input", .timeLimit(.minutes(2)))
 struct HostileInputServiceTests {
     /// Sends a raw request to `<echo>.rpc` with `deadline` as x-deadline and returns the reply,
@@ -27,28 +46,24 @@ struct HostileInputServiceTests {
             .int(Int64.max), .int(Int64.min),
           ])
     func hostileDeadline(deadline: AMQPFieldValue) async throws {
-        let echo = try EchoProcess()
-        let connection = try await Broker.connect()
-        let channel = try await connection.openChannel()
-        try await echo.waitUntilHealthy()
-        let replyQueue = Broker.unique("replies")
-        try await channel.declareQueue(replyQueue, durable: false, exclusive: true, autoDelete: true)
+        try await withEcho { echo, connection, channel in
+            let replyQueue = Broker.unique("replies")
+            try await channel.declareQueue(replyQueue, durable: false, exclusive: true, autoDelete: true)
 
-        let reply = try #require(try await call(echo, channel: channel, replyQueue: replyQueue, deadline: deadline, text: "hostile"))
-        let status = reply.properties.headers?[WireHeader.status]?.stringValue
-        let expired = deadline == .double(-1e300) || deadline == .int(Int64.min)
-        #expect(status == (expired ? "error" : "ok"), "\(String(decoding: reply.body, as: UTF8.self))")
-        if expired { #expect(String(decoding: reply.body, as: UTF8.self).contains("timeout")) }
-        try reply.ack()
+            let reply = try #require(try await call(echo, channel: channel, replyQueue: replyQueue, deadline: deadline, text: "hostile"))
+            let status = reply.properties.headers?[WireHeader.status]?.stringValue
+            let expired = deadline == .double(-1e300) || deadline == .int(Int64.min)
+            #expect(status == (expired ? "error" : "ok"), "\(String(decoding: reply.body, as: UTF8.self))")
+            if expired { #expect(String(decoding: reply.body, as: UTF8.self).contains("timeout")) }
+            try reply.ack()
 
-        #expect(echo.process.isRunning)
-        let client = try await RPCClient.start(connection: connection)
-        let next = try await client.call("\(echo.name).echo", EchoBody(text: "next"), as: EchoBody.self)
-        #expect(next.text == "next")
-        #expect(echo.process.isRunning)
-        await client.close()
-        await echo.cleanUp(channel)
-        await connection.close()
+            #expect(echo.process.isRunning)
+            let client = try await RPCClient.start(connection: connection)
+            let next = try await client.call("\(echo.name).echo", EchoBody(text: "next"), as: EchoBody.self)
+            #expect(next.text == "next")
+            #expect(echo.process.isRunning)
+            await client.close()
+        }
     }
 
     @Test("a NaN or infinite header is refused before it is sent (RabbitMQ would close the connection); the connection stays usable",
@@ -71,29 +86,25 @@ struct HostileInputServiceTests {
 
     @Test("/health reports a consumer that holds a request and finishes none for HEALTH_STALL_SECONDS, and recovers after")
     func stalledConsumer() async throws {
-        let echo = try EchoProcess(environment: ["HEALTH_STALL_SECONDS": "1", "RPC_CONCURRENCY": "1"])
-        let connection = try await Broker.connect()
-        let channel = try await connection.openChannel()
-        try await echo.waitUntilHealthy()
-        let (status, health) = try await echo.get("/health")
-        #expect(status == 200)
-        #expect(health.contains(#""queue":"\#(echo.name).rpc","state":"consuming""#))
+        try await withEcho(environment: ["HEALTH_STALL_SECONDS": "1", "RPC_CONCURRENCY": "1"]) { echo, connection, _ in
+            let (status, health) = try await echo.get("/health")
+            #expect(status == 200)
+            #expect(health.contains(#""queue":"\#(echo.name).rpc","state":"consuming""#))
 
-        let client = try await RPCClient.start(connection: connection)
-        let slow = Task { try await client.call("\(echo.name).echo", EchoBody(text: "slow", sleepMilliseconds: 4000), as: EchoBody.self, timeout: .seconds(10)) }
-        var stalled: (Int, String) = (0, "")
-        for _ in 0..<30 {
-            stalled = try await echo.get("/health")
-            if stalled.0 == 503 { break }
-            try await Task.sleep(for: .milliseconds(200))
+            let client = try await RPCClient.start(connection: connection)
+            let slow = Task { try await client.call("\(echo.name).echo", EchoBody(text: "slow", sleepMilliseconds: 4000), as: EchoBody.self, timeout: .seconds(10)) }
+            var stalled: (Int, String) = (0, "")
+            for _ in 0..<30 {
+                stalled = try await echo.get("/health")
+                if stalled.0 == 503 { break }
+                try await Task.sleep(for: .milliseconds(200))
+            }
+            #expect(stalled.0 == 503)
+            #expect(stalled.1.contains(#""state":"stalled""#), "\(stalled.1)")
+            #expect(try await slow.value.text == "slow")
+            let (after, _) = try await echo.get("/health")
+            #expect(after == 200)
+            await client.close()
         }
-        #expect(stalled.0 == 503)
-        #expect(stalled.1.contains(#""state":"stalled""#), "\(stalled.1)")
-        #expect(try await slow.value.text == "slow")
-        let (after, _) = try await echo.get("/health")
-        #expect(after == 200)
-        await client.close()
-        await echo.cleanUp(channel)
-        await connection.close()
     }
 }
