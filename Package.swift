@@ -40,6 +40,8 @@ let package = Package(
         .package(url: "https://github.com/vapor/jwt-kit.git", from: "5.7.1"),
         .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
         .package(url: "https://github.com/apple/swift-crypto.git", from: "4.1.0"),
+        // Tests only: property-based tests of the wire decoders.
+        .package(url: "https://github.com/x-sheep/swift-property-based.git", from: "2.0.1"),
     ],
     targets: [
         // The thin C wrapper over librabbitmq: only what Swift cannot call directly.
@@ -185,7 +187,10 @@ let package = Package(
         ),
         .testTarget(
             name: "WarrenAMQPTests",
-            dependencies: ["WarrenAMQP", "WarrenTestSupport"],
+            dependencies: [
+                "WarrenAMQP", "WarrenTestSupport", "CRabbitMQ",
+                .product(name: "PropertyBased", package: "swift-property-based"),
+            ],
             swiftSettings: swiftSettings
         ),
         .testTarget(
@@ -195,6 +200,7 @@ let package = Package(
                 "WarrenSQLite",
                 "WarrenTestSupport",
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "PropertyBased", package: "swift-property-based"),
             ],
             swiftSettings: swiftSettings
         ),

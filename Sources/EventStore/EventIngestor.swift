@@ -13,7 +13,10 @@ import WarrenAMQP
 /// An event that cannot be stored (no message id, or rejected by the database on its own) is
 /// parked in `events.events.dlq` with `x-error` and acked: never lost, and never holding up the
 /// events behind it. If the database refuses a whole batch, each event is tried alone, so only
-/// the ones at fault are parked.
+/// the ones at fault are parked. If parking itself fails (the copy with `x-error` does not fit
+/// in a frame, the broker refuses it), the event is rejected without requeue and the broker
+/// dead-letters it into `events.events.dlq` (the queue's `x-dead-letter-*` arguments): never
+/// handed back to loop. `/health` shows the consumer (ConsumerHealth).
 final class EventIngestor: Service, Sendable {
     struct Configuration: Sendable {
         /// Unacked events the broker sends ahead; the next batch fills while one commits.
@@ -37,34 +40,45 @@ final class EventIngestor: Service, Sendable {
     }
 
     func run() async throws {
+        let health = ConsumerHealth.process.track(queue: Self.queue)
         while true {
             do {
-                try await ingest()
+                try await ingest(health: health)
+                health.stopped(Task.isShuttingDownGracefully ? "shutting down" : "the consumer ended")
                 return
             } catch AMQPError.consumerCancelled {
-                guard !Task.isCancelled, !Task.isShuttingDownGracefully else { return }
+                guard !Task.isCancelled, !Task.isShuttingDownGracefully else {
+                    health.stopped("shutting down")
+                    return
+                }
+                health.restarting("the broker cancelled the consumer; declaring the queue again")
                 logger.warning("the broker cancelled the consumer (was the queue deleted?); declaring it again", metadata: ["queue": "\(Self.queue)"])
                 try await Task.sleep(for: .seconds(1))
+            } catch {
+                health.stopped("\(error)")
+                throw error
             }
         }
     }
 
-    private func ingest() async throws {
+    private func ingest(health: ConsumerHealth.Tracker) async throws {
         let channel = try await connection.openChannel()
         let parking = try await connection.openChannel()
         do {
             try await channel.declareExchange(EventPublisher.exchange, type: "topic", durable: true)
-            try await channel.declareQueue(Self.queue)
+            try await DeadLettering.declare(Self.queue, deadLetterQueue: Self.deadLetterQueue, on: channel)
             try await channel.bindQueue(Self.queue, exchange: EventPublisher.exchange, routingKey: "#")
-            try await parking.declareQueue(Self.deadLetterQueue)
             try await parking.enableConfirms()
             try await channel.setPrefetch(configuration.prefetch)
             let inbox = DeliveryInbox()
             let tag = try await channel.consume(queue: Self.queue, onIOThread: inbox.receive)
+            health.consuming()
             logger.info("recording every event", metadata: ["queue": "\(Self.queue)", "batch_size": "\(configuration.batchSize)"])
             try await withGracefulShutdownHandler {
                 while let batch = try await inbox.next(upTo: configuration.batchSize) {
+                    health.received(batch.count)
                     await store(batch, parking: parking)
+                    health.finished(batch.count)
                 }
             } onGracefulShutdown: {
                 // Stop the broker sending more; what is in hand is still stored and acked.
@@ -121,7 +135,8 @@ final class EventIngestor: Service, Sendable {
                 try last.ack(multiple: true)
             } else {
                 for delivery in batch {
-                    if failedToPark.contains(delivery.deliveryTag) { try delivery.nack(requeue: true) } else { try delivery.ack() }
+                    // Not parked by copy: the broker dead-letters it (never requeued to loop).
+                    if failedToPark.contains(delivery.deliveryTag) { try delivery.reject(requeue: false) } else { try delivery.ack() }
                 }
             }
         } catch {
@@ -132,20 +147,17 @@ final class EventIngestor: Service, Sendable {
 
     /// Keeps the event for a person, with the reason; false if the broker did not take it.
     private func park(_ delivery: AMQPDelivery, reason: String, on channel: AMQPChannel) async -> Bool {
-        var properties = delivery.properties
-        var headers = properties.headers ?? [:]
-        headers[WireHeader.error] = .string(reason)
-        headers[WireHeader.originalRoutingKey] = .string(delivery.routingKey)
-        headers[WireHeader.attempts] = .int(1)
-        properties.headers = headers
+        var properties = delivery.properties.deadLettered(error: reason, originalRoutingKey: delivery.routingKey, attempts: 1)
         properties.deliveryMode = .persistent
         do {
-            try await channel.publish(delivery.body, routingKey: Self.deadLetterQueue, properties: properties)
+            try await channel.publish(delivery.body, routingKey: Self.deadLetterQueue, mandatory: true, properties: properties)
             Counter(label: "events_dead_lettered_total").increment()
             logger.error("parked an event the store cannot keep", metadata: ["dlq": "\(Self.deadLetterQueue)", "error": "\(reason)"])
             return true
         } catch {
-            logger.error("could not park an event; requeueing it", metadata: ["error": "\(error)", "reason": "\(reason)"])
+            logger.error(
+                "could not park a copy of the event; rejecting it so that the broker dead-letters it",
+                metadata: ["error": "\(error)", "reason": "\(reason)", "dlq": "\(Self.deadLetterQueue)"])
             return false
         }
     }

@@ -43,11 +43,19 @@ struct Payment: Codable, Sendable {
     var createdAt: Date
 }
 
-/// What the payment service reads of an `order.created` event.
-struct PlacedOrder: Decodable, Sendable {
+/// What the payment service reads of an `order.created` event. Anyone can publish one, so it
+/// is checked like a request: a total that is negative or not a whole number of cents in 64
+/// bits (`1e300`, `1.5`, `9223372036854775808`) makes the event `invalid` and it is parked.
+struct PlacedOrder: Decodable, Sendable, Validatable {
     var id: String
     var userId: String
     var totalCents: Int
+
+    func validate() throws(ServiceError) {
+        try Check.length(id, "id", 1...255)
+        try Check.length(userId, "userId", 1...255)
+        try Check.range(totalCents, "totalCents", 0...Int.max)
+    }
 }
 
 struct PaymentQuery: Decodable, Sendable, Validatable {

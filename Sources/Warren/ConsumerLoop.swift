@@ -10,6 +10,9 @@ func runHandlers(
     for deliveries: AMQPConsumer, concurrency: Int, drainTimeout: Duration, logger: Logger,
     handle: @escaping @Sendable (AMQPDelivery) async -> Void
 ) async throws {
+    // What /health reads: the loop is consuming, and how many deliveries it holds.
+    let health = ConsumerHealth.Tracker.current
+    health?.consuming()
     try await withThrowingTaskGroup(of: Bool.self) { group in
         var running = 0
         for try await delivery in deliveries {
@@ -17,8 +20,10 @@ func runHandlers(
                 _ = try await group.next()
                 running -= 1
             }
+            health?.received()
             group.addTask {
                 await handle(delivery)
+                health?.finished()
                 return true
             }
             running += 1
@@ -43,16 +48,30 @@ func runHandlers(
 
 /// Runs `serve` until it returns (graceful shutdown). If the broker cancels the consumer
 /// because someone deleted its queue, `serve` runs again after a pause (declaring the queue
-/// anew) rather than taking the whole service down.
-func serveUntilShutdown(queue: String, logger: Logger, _ serve: () async throws -> Void) async throws {
-    while true {
-        do {
-            try await serve()
-            return
-        } catch AMQPError.consumerCancelled {
-            guard !Task.isCancelled, !Task.isShuttingDownGracefully else { return }
-            logger.warning("the broker cancelled the consumer (was the queue deleted?); declaring it again", metadata: ["queue": "\(queue)"])
-            try await Task.sleep(for: .seconds(1))
+/// anew) rather than taking the whole service down. The consumer's state is reported to
+/// `health` for `/health`: restarting meanwhile, stopped once `serve` ends.
+func serveUntilShutdown(
+    queue: String, logger: Logger, health: ConsumerHealth = .process, _ serve: () async throws -> Void
+) async throws {
+    let tracker = health.track(queue: queue)
+    try await ConsumerHealth.Tracker.$current.withValue(tracker) {
+        while true {
+            do {
+                try await serve()
+                tracker.stopped(Task.isShuttingDownGracefully ? "shutting down" : "the consumer ended")
+                return
+            } catch AMQPError.consumerCancelled {
+                guard !Task.isCancelled, !Task.isShuttingDownGracefully else {
+                    tracker.stopped("shutting down")
+                    return
+                }
+                tracker.restarting("the broker cancelled the consumer; declaring the queue again")
+                logger.warning("the broker cancelled the consumer (was the queue deleted?); declaring it again", metadata: ["queue": "\(queue)"])
+                try await Task.sleep(for: .seconds(1))
+            } catch {
+                tracker.stopped("\(error)")
+                throw error
+            }
         }
     }
 }

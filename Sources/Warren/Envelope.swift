@@ -73,23 +73,31 @@ public struct Envelope: Sendable {
             headers: headers)
     }
 
-    /// A deadline may come as an integer or, from clients whose headers are all strings, as digits.
-    private static func deadline(from value: AMQPFieldValue?) -> Date? {
-        let milliseconds: Int64?
-        switch value {
-        case .int(let value): milliseconds = value
-        case .string(let text): milliseconds = Int64(text)
-        case .double(let value): milliseconds = Int64(value)
-        default: milliseconds = nil
-        }
-        return milliseconds.map { Date(timeIntervalSince1970: Double($0) / 1000) }
+    /// The latest deadline there is: 9999-12-31T23:59:59.999Z in epoch milliseconds. Later ones
+    /// (up to `1e300` or +infinity) mean "no hurry" and are read as this.
+    static let latestDeadlineMilliseconds: Int64 = 253_402_300_799_999
+
+    /// A deadline may come as an integer of any width, as a double (Java and Go clients send
+    /// floats) or, from clients whose headers are all strings, as digits. Never traps: before
+    /// 1970 (negative, -infinity) is read as 1970, i.e. expired; past year 9999 (+infinity)
+    /// as the end of 9999; NaN, other text and other types as no deadline.
+    static func deadline(from value: AMQPFieldValue?) -> Date? {
+        guard let milliseconds = value?.integer(clampedTo: 0...latestDeadlineMilliseconds) else { return nil }
+        return Date(timeIntervalSince1970: Double(milliseconds) / 1000)
+    }
+
+    /// Epoch milliseconds for the `x-deadline` header, clamped like `deadline(from:)`, so a
+    /// deadline set by any code (or read off the wire) is written without trapping.
+    static func milliseconds(_ deadline: Date) -> Int64 {
+        let milliseconds = (deadline.timeIntervalSince1970 * 1000).rounded()
+        return AMQPFieldValue.double(milliseconds).integer(clampedTo: 0...latestDeadlineMilliseconds) ?? 0
     }
 
     /// The AMQP properties that carry this envelope, with a JSON body.
     public func properties(persistent: Bool = false) -> AMQPProperties {
         var headers = self.headers
         if let causationID { headers[WireHeader.causationID] = .string(causationID) }
-        if let deadline { headers[WireHeader.deadline] = .int(Int64((deadline.timeIntervalSince1970 * 1000).rounded())) }
+        if let deadline { headers[WireHeader.deadline] = .int(Envelope.milliseconds(deadline)) }
         if let traceparent { headers[WireHeader.traceparent] = .string(traceparent) }
         if let aggregateID { headers[WireHeader.aggregateID] = .string(aggregateID) }
         return AMQPProperties(
@@ -115,15 +123,32 @@ public struct Envelope: Sendable {
 }
 
 extension AMQPProperties {
+    /// The longest `x-error` kept, in UTF-8 bytes: a handler's error may quote a whole body,
+    /// and the copy set aside must still fit in one frame beside the original headers.
+    public static let maxErrorLength = 1024
+
     /// The properties of a message set aside (retry or dead-letter queue), with the headers that
-    /// say why (schemas/warren/dead-letter-headers.schema.json).
-    func deadLettered(error: String, originalRoutingKey: String, attempts: Int? = nil) -> AMQPProperties {
+    /// say why (schemas/warren/dead-letter-headers.schema.json). `error` is cut to
+    /// `maxErrorLength` bytes.
+    public func deadLettered(error: String, originalRoutingKey: String, attempts: Int? = nil) -> AMQPProperties {
         var properties = self
         var headers = properties.headers ?? [:]
-        headers[WireHeader.error] = .string(error)
+        headers[WireHeader.error] = .string(Self.shortened(error))
         headers[WireHeader.originalRoutingKey] = .string(originalRoutingKey)
-        if let attempts { headers[WireHeader.attempts] = .int(Int64(attempts)) }
+        if let attempts { headers[WireHeader.attempts] = .int(Int64(clamping: attempts)) }
         properties.headers = headers
         return properties
+    }
+
+    static func shortened(_ error: String) -> String {
+        guard error.utf8.count > maxErrorLength else { return error }
+        var cut = ""
+        var length = 0
+        for character in error {
+            length += character.utf8.count
+            guard length <= maxErrorLength - 3 else { break }  // 3: the ellipsis
+            cut.append(character)
+        }
+        return cut + "…"
     }
 }

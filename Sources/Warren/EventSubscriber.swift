@@ -30,6 +30,25 @@ public struct Event: Sendable {
 /// `x-attempts` and `x-original-routing-key`. Never lost, never retried forever, never blocking
 /// the events behind it. An `invalid` error (the event can never be handled) is parked at once.
 /// With `processed` set, an event id already applied is acked without running the handler.
+///
+/// Every delivery ends acked or set aside. When the copy for a retry or the dead-letter queue
+/// cannot be published (it no longer fits in a frame once `x-error` is added, the broker
+/// refuses it), the event is rejected without requeue and the broker itself dead-letters it to
+/// `<service>.events.dlq` (the queue is declared with `x-dead-letter-exchange` and
+/// `x-dead-letter-routing-key`; the broker's `x-death` header then says `rejected`). An event
+/// whose headers leave less than `brokerHeadersAllowance` free in a frame is not retried but
+/// parked: the broker's `x-death` on the way back from a retry queue would make it larger than
+/// a frame, and a consumer's connection fails on such a message each time it is delivered.
+///
+/// The handler only sees the types it subscribed to. An event's type is decided thus:
+/// - delivered through `warren.events`: its routing key, the key the broker matched against
+///   the bindings (a disagreeing AMQP `type` or `x-original-routing-key` is ignored);
+/// - put straight into the queue (a retry coming back through the default exchange, a replay
+///   with `warren replay --to`, a dead letter requeued, anyone's publish to the queue), where
+///   the routing key is only the queue's name: `x-original-routing-key`, which Warren's
+///   retries and parking set to the type decided at the first delivery, else the AMQP `type`.
+/// An event whose type matches none of the patterns (AMQP topic matching), or that has no
+/// type, is parked with the reason and the handler does not run.
 public final class EventSubscriber: Service, Sendable {
     public typealias Handler = @Sendable (Event) async throws -> Void
 
@@ -85,7 +104,8 @@ public final class EventSubscriber: Service, Sendable {
     /// Declares the queue, its bindings, the retry queues and the dead-letter queue.
     public func declareTopology(on channel: AMQPChannel) async throws {
         try await channel.declareExchange(EventPublisher.exchange, type: "topic", durable: true)
-        try await channel.declareQueue(queue)
+        // The dead-letter queue first: the broker drops what it dead-letters to a missing queue.
+        try await DeadLettering.declare(queue, deadLetterQueue: deadLetterQueue, on: channel)
         for pattern in patterns {
             try await channel.bindQueue(queue, exchange: EventPublisher.exchange, routingKey: pattern)
         }
@@ -96,7 +116,6 @@ public final class EventSubscriber: Service, Sendable {
                 "x-dead-letter-routing-key": .string(queue),
             ])
         }
-        try await channel.declareQueue(deadLetterQueue)
     }
 
     public func run() async throws {
@@ -132,11 +151,42 @@ public final class EventSubscriber: Service, Sendable {
         await channel.close()
     }
 
+    /// Bytes kept free in a retry copy's content header for what the broker adds on the way
+    /// back: `x-death` (one entry of up to ~900 bytes per queue it passed) and `x-first-death-*`.
+    static let brokerHeadersAllowance = 8 * 1024
+
+    /// The event type of a delivery, as the type doc above decides it; nil when it has none.
+    static func eventType(of delivery: AMQPDelivery) -> String? {
+        if delivery.exchange == EventPublisher.exchange { return delivery.routingKey }
+        return delivery.properties.headers?[WireHeader.originalRoutingKey]?.stringValue ?? delivery.properties.type
+    }
+
+    /// 1 on first delivery, then the previous `x-attempts` plus one. The header may hold
+    /// anything: a negative, non-numeric or wrong-typed one counts as absent, a huge one as
+    /// `Int.max` (which is past every retry, so the event is parked).
+    static func attempt(from headers: AMQPTable) -> Int {
+        let previous = Int(clamping: headers[WireHeader.attempts]?.integer(clampedTo: 0...Int64.max) ?? 0)
+        let (next, overflow) = previous.addingReportingOverflow(1)
+        return overflow ? .max : next
+    }
+
     private func handle(_ delivery: AMQPDelivery, forwarding: AMQPChannel) async {
         let envelope = Envelope(delivery: delivery)
         let headers = delivery.properties.headers ?? [:]
-        let type = headers[WireHeader.originalRoutingKey]?.stringValue ?? delivery.properties.type ?? delivery.routingKey
-        let attempt = Int(headers[WireHeader.attempts]?.intValue ?? 0) + 1
+        let attempt = Self.attempt(from: headers)
+        guard let type = Self.eventType(of: delivery), TopicPattern.matches(any: patterns, type) else {
+            let type = Self.eventType(of: delivery)
+            let reason =
+                type.map { "event type '\($0)' is not one \(service) subscribes to (\(patterns.joined(separator: ", ")))" }
+                ?? "the event has no type: it came straight to \(queue) without an AMQP 'type' or x-original-routing-key"
+            let logger = envelope.logger(logger, type: type ?? "-")
+            Counter(label: "warren_events_dead_lettered_total", dimensions: [("type", "unsubscribed")]).increment()
+            logger.error("event of a type this service does not subscribe to: parked, not handled", metadata: ["error": "\(reason)"])
+            await setAside(
+                delivery, to: deadLetterQueue, properties: delivery.properties.deadLettered(error: reason, originalRoutingKey: type ?? delivery.routingKey, attempts: attempt),
+                logger: logger, forwarding: forwarding)
+            return
+        }
         let logger = envelope.logger(logger, type: type)
         let event = Event(
             envelope: envelope, type: type, body: delivery.body, attempt: attempt,
@@ -168,7 +218,14 @@ public final class EventSubscriber: Service, Sendable {
         let properties = delivery.properties.deadLettered(error: reason, originalRoutingKey: event.type, attempts: event.attempt)
         let retries = configuration.retryDelays
         let target: String
-        if serviceError?.code != .invalid, event.attempt <= retries.count {
+        // A retry comes back with the broker's x-death added (it grows with each retry queue);
+        // a copy with less room than that would come back larger than a frame, which no
+        // librabbitmq consumer can read: its connection would fail on it again and again.
+        let roomForRetry = ((try? properties.contentHeaderSize) ?? .max) <= forwarding.maxContentHeaderSize - Self.brokerHeadersAllowance
+        if !roomForRetry {
+            event.logger.warning("the event's headers leave no room for the broker's x-death on a retry: parking it instead", metadata: ["error": "\(reason)"])
+        }
+        if serviceError?.code != .invalid, roomForRetry, event.attempt >= 1, event.attempt <= retries.count {
             target = retryQueue(retries[event.attempt - 1])
             Counter(label: "warren_events_retried_total", dimensions: [("type", event.type)]).increment()
             event.logger.warning("event handler failed; will retry", metadata: ["error": "\(reason)", "attempt": "\(event.attempt)", "retry_queue": "\(target)"])
@@ -177,13 +234,34 @@ public final class EventSubscriber: Service, Sendable {
             Counter(label: "warren_events_dead_lettered_total", dimensions: [("type", event.type)]).increment()
             event.logger.error("event parked in the dead-letter queue", metadata: ["error": "\(reason)", "attempts": "\(event.attempt)"])
         }
+        await setAside(delivery, to: target, properties: properties, logger: event.logger, forwarding: forwarding)
+    }
+
+    /// Publishes the copy to `target` (confirmed) and acks the original. If the copy cannot be
+    /// published, the original is rejected without requeue: the broker dead-letters it into
+    /// `<service>.events.dlq` itself, so it is neither lost nor handed back to loop.
+    private func setAside(_ delivery: AMQPDelivery, to target: String, properties: AMQPProperties, logger: Logger, forwarding: AMQPChannel) async {
         do {
-            try await forwarding.publish(delivery.body, routingKey: target, properties: properties)
+            // Mandatory: a deleted retry or dead-letter queue is a failure here, not a silent loss.
+            try await forwarding.publish(delivery.body, routingKey: target, mandatory: true, properties: properties)
+        } catch {
+            logger.error(
+                "could not publish the event's copy; rejecting it so that the broker dead-letters it",
+                metadata: ["error": "\(error)", "target": "\(target)", "dlq": "\(deadLetterQueue)"])
+            Counter(label: "warren_events_rejected_total").increment()
+            do {
+                try delivery.reject(requeue: false)
+            } catch {
+                // The channel closed since: the broker redelivers it, and it comes here again.
+                logger.warning("could not reject the event; the broker will redeliver it", metadata: ["error": "\(error)"])
+            }
+            return
+        }
+        do {
             try delivery.ack()
         } catch {
-            // Not forwarded: hand it back so nothing is lost; it comes again (marked redelivered).
-            event.logger.error("could not forward a failed event; requeueing it", metadata: ["error": "\(error)"])
-            try? delivery.nack(requeue: true)
+            // The copy is kept; the redelivered original is set aside again (events are idempotent).
+            logger.warning("could not ack the event after setting it aside; the broker will redeliver it", metadata: ["error": "\(error)"])
         }
     }
 }

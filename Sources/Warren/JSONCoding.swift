@@ -48,6 +48,9 @@ public enum WireJSON {
         do {
             value = try sharedDecoder.decode(type, from: data)
         } catch let error as DecodingError {
+            if case .dataCorrupted(let context) = error, context.codingPath.isEmpty, let field = misfitNumber(in: data) {
+                throw .invalid("field '\(field)' must be a whole number within 64 bits")
+            }
             throw .invalid(describe(error))
         } catch {
             throw .invalid("the body is not valid JSON")
@@ -56,6 +59,29 @@ public enum WireJSON {
             try validatable.validate()
         }
         return value
+    }
+
+    /// The path of the first number no 64-bit integer holds (`1e300`, `1.5`, `2^63`): Foundation's
+    /// JSONDecoder reports such a number in an `Int` field as "not valid JSON", with no field,
+    /// which would leave the caller guessing. Only asked after decoding failed that way.
+    static func misfitNumber(in data: Data) -> String? {
+        guard let object = try? JSONSerialization.jsonObject(with: data, options: [.fragmentsAllowed]) else { return nil }
+        func visit(_ value: Any, _ path: String) -> String? {
+            if let object = value as? [String: Any] {
+                for (key, inner) in object.sorted(by: { $0.key < $1.key }) {
+                    if let found = visit(inner, path.isEmpty ? key : "\(path).\(key)") { return found }
+                }
+            } else if let array = value as? [Any] {
+                for (index, inner) in array.enumerated() {
+                    if let found = visit(inner, "\(path)[\(index)]") { return found }
+                }
+            } else if !(value is Bool), let number = value as? NSNumber {
+                let double = number.doubleValue
+                if !double.isFinite || double.rounded() != double || abs(double) >= 9.223372036854775807e18 { return path }
+            }
+            return nil
+        }
+        return visit(object, "")
     }
 
     static func describe(_ error: DecodingError) -> String {

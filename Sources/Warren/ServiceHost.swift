@@ -57,7 +57,8 @@ public struct ServiceDefinition: Sendable {
 ///
 /// Environment: `AMQP_URL`, `LOG_LEVEL` (info), `LOG_FORMAT` (`text` on a terminal, else
 /// `json`), `HTTP_PORT` (the service's default), `RPC_PREFETCH` (64), `RPC_CONCURRENCY` (64),
-/// `DRAIN_TIMEOUT_SECONDS` (10).
+/// `DRAIN_TIMEOUT_SECONDS` (10), `HEALTH_STALL_SECONDS` (120: deliveries held this long with
+/// no handler finishing make `/health` report the consumer as stalled).
 public enum ServiceHost {
     public static func run(
         name: String, defaultHTTPPort: Int,
@@ -85,12 +86,13 @@ public enum ServiceHost {
         let resources = ServiceResources(connection: connection, rpc: rpc, events: events, logger: logger, environment: environment)
         let definition = try await setup(resources)
 
-        let drain = Duration.seconds(Int(environment["DRAIN_TIMEOUT_SECONDS"] ?? "") ?? 10)
+        // Bounded: a drain of 2^63 s would trap when added to the clock at shutdown.
+        let drain = Duration.seconds(number(environment, "DRAIN_TIMEOUT_SECONDS", 0...86_400, logger: logger) ?? 10)
         let responder = RPCResponder(
             service: name, connection: connection, handlers: definition.handlers,
             configuration: .init(
                 prefetch: UInt16(environment["RPC_PREFETCH"] ?? "") ?? 64,
-                concurrency: Int(environment["RPC_CONCURRENCY"] ?? "") ?? 64, drainTimeout: drain),
+                concurrency: number(environment, "RPC_CONCURRENCY", 1...10_000, logger: logger) ?? 64, drainTimeout: drain),
             rpc: rpc, logger: logger)
         var services: [any Service] = [connection]
         services += definition.services
@@ -101,8 +103,10 @@ public enum ServiceHost {
                     service: name, connection: connection, patterns: subscription.patterns, configuration: subscription.configuration,
                     processed: subscription.processed, logger: logger, handler: subscription.handler))
         }
-        let port = Int(environment["HTTP_PORT"] ?? "") ?? defaultHTTPPort
-        services.append(adminServer(name: name, port: port, connection: connection, registry: registry, logger: logger))
+        let port = number(environment, "HTTP_PORT", 0...65_535, logger: logger) ?? defaultHTTPPort
+        let stallAfter = Duration.seconds(number(environment, "HEALTH_STALL_SECONDS", 1...86_400, logger: logger) ?? 120)
+        services.append(
+            adminServer(name: name, port: port, connection: connection, registry: registry, stallAfter: stallAfter, logger: logger))
 
         logger.info("ready", metadata: ["queue": "\(name).rpc", "http_port": "\(port)", "broker": "\(redacted(url))"])
         let group = ServiceGroup(
@@ -120,14 +124,19 @@ public enum ServiceHost {
         logger.info("stopped")
     }
 
-    /// `/health` (broker connectivity, 503 while disconnected) and `/metrics` (Prometheus text).
-    static func adminServer(name: String, port: Int, connection: AMQPConnection, registry: PrometheusCollectorRegistry, logger: Logger) -> some Service {
+    /// `/health`: broker connectivity and each consumer's state (ConsumerHealth); 503 while the
+    /// broker is disconnected or any consumer is not taking messages (starting, restarting,
+    /// stopped, or stalled for `stallAfter`). `/metrics`: Prometheus text.
+    static func adminServer(
+        name: String, port: Int, connection: AMQPConnection, registry: PrometheusCollectorRegistry, stallAfter: Duration,
+        health: ConsumerHealth = .process, logger: Logger
+    ) -> some Service {
         let router = Router()
         router.get("health") { _, _ -> Response in
-            let connected = connection.isConnected
-            let body = #"{"service":"\#(name)","status":"\#(connected ? "ok" : "degraded")","broker":"\#(connected ? "connected" : "disconnected")"}"#
+            let (healthy, body) = healthReport(
+                name: name, connected: connection.isConnected, consumers: health.statuses(), stallAfter: stallAfter)
             return Response(
-                status: connected ? .ok : .serviceUnavailable, headers: [.contentType: "application/json"],
+                status: healthy ? .ok : .serviceUnavailable, headers: [.contentType: "application/json"],
                 body: .init(byteBuffer: ByteBuffer(string: body)))
         }
         router.get("metrics") { _, _ -> Response in
@@ -136,6 +145,41 @@ public enum ServiceHost {
                 body: .init(byteBuffer: ByteBuffer(bytes: registry.emitToBuffer())))
         }
         return Application(router: router, configuration: .init(address: .hostname("0.0.0.0", port: port), serverName: name), logger: logger)
+    }
+
+    /// The `/health` body: `{"service","status":"ok|degraded","broker":"connected|disconnected",
+    /// "consumers":[{"queue","state","inFlight","heldSeconds","detail"?}],"problems":[…]}`.
+    static func healthReport(name: String, connected: Bool, consumers: [ConsumerHealth.Status], stallAfter: Duration) -> (healthy: Bool, body: String) {
+        var problems: [String] = connected ? [] : ["the broker is disconnected"]
+        var items: [String] = []
+        for consumer in consumers {
+            let stalled = consumer.state == .consuming && consumer.heldFor > stallAfter
+            let state = stalled ? "stalled" : consumer.state.rawValue
+            if consumer.state != .consuming || stalled {
+                problems.append("\(consumer.queue): \(state)" + (consumer.detail.map { " (\($0))" } ?? ""))
+            }
+            var item = #"{"queue":\#(jsonString(consumer.queue)),"state":"\#(state)","inFlight":\#(consumer.inFlight),"heldSeconds":\#(consumer.heldFor.components.seconds)"#
+            if let detail = consumer.detail { item += #","detail":\#(jsonString(detail))"# }
+            items.append(item + "}")
+        }
+        let healthy = problems.isEmpty
+        let body = #"{"service":\#(jsonString(name)),"status":"\#(healthy ? "ok" : "degraded")","broker":"\#(connected ? "connected" : "disconnected")","#
+            + #""consumers":[\#(items.joined(separator: ","))],"problems":[\#(problems.map(jsonString).joined(separator: ","))]}"#
+        return (healthy, body)
+    }
+
+    private static func jsonString(_ text: String) -> String {
+        (try? WireJSON.encode(text)).map { String(decoding: $0, as: UTF8.self) } ?? #""""#
+    }
+
+    /// An integer setting within `range`; anything else is logged and the default is used.
+    static func number(_ environment: [String: String], _ name: String, _ range: ClosedRange<Int>, logger: Logger) -> Int? {
+        guard let text = environment[name], !text.isEmpty else { return nil }
+        guard let value = Int(text), range.contains(value) else {
+            logger.error("\(name)='\(text)' is not an integer from \(range.lowerBound) to \(range.upperBound); using the default")
+            return nil
+        }
+        return value
     }
 
     /// Text on a terminal, JSON lines elsewhere (or as `LOG_FORMAT` says).

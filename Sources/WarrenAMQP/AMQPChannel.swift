@@ -128,6 +128,10 @@ public final class AMQPChannel: Sendable {
         try WireLimits.checkTable(arguments, "the arguments")
     }
 
+    /// The largest content header (`AMQPProperties.contentHeaderSize`) a publish on this channel
+    /// may carry: the connection's frame size less the frame's own 8 bytes.
+    public var maxContentHeaderSize: Int { handle.frameMax - 8 }
+
     private func checkPublish(exchange: String, routingKey: String, properties: AMQPProperties) throws(AMQPError) {
         try WireLimits.checkShortString(exchange, "exchange name")
         try WireLimits.checkShortString(routingKey, "routing key")

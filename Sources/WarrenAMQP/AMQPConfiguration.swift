@@ -159,7 +159,8 @@ public struct AMQPConfiguration: Sendable, Equatable {
             }
             switch key {
             case "heartbeat":
-                guard let seconds = Int(value), (0...65_535).contains(seconds) else { throw fail("heartbeat must be whole seconds from 0 to 65535") }
+                // AMQP carries the heartbeat in 16 bits.
+                guard let seconds = Int(value), (0...65535).contains(seconds) else { throw fail("heartbeat must be whole seconds from 0 to 65535") }
                 heartbeat = .seconds(seconds)
             case "frame_max":
                 guard let frameMax = Int(value), (4096...Int(Int32.max)).contains(frameMax) else {

@@ -190,7 +190,7 @@ final class IOLoop {
             socket = amqp_tcp_socket_new(connection)
         }
         guard let socket else { throw refused("cannot create a socket") }
-        let opened = warren_amqp_socket_open(socket, configuration.host, Int32(configuration.port), microseconds(configuration.connectTimeout))
+        let opened = warren_amqp_socket_open(socket, configuration.host, Int32(clamping: configuration.port), microseconds(configuration.connectTimeout))
         guard opened == AMQP_STATUS_OK.rawValue else { throw refused(Self.statusText(opened)) }
 
         var handshake = timeval(configuration.connectTimeout)
@@ -199,8 +199,8 @@ final class IOLoop {
         amqp_set_rpc_timeout(connection, &rpcTimeout)
 
         let reply = warren_amqp_login(
-            connection, configuration.vhost, Int32(configuration.channelMax), Int32(configuration.frameMax),
-            Int32(configuration.heartbeat.components.seconds), configuration.user, configuration.password,
+            connection, configuration.vhost, Int32(clamping: configuration.channelMax), Int32(clamping: configuration.frameMax),
+            Int32(clamping: configuration.heartbeat.components.seconds), configuration.user, configuration.password,
             configuration.connectionName)
         switch reply.reply_type {
         case AMQP_RESPONSE_NORMAL:
@@ -967,8 +967,12 @@ final class IOLoop {
     }
 }
 
+/// Saturates instead of overflowing: a configured timeout may be any `Duration`.
 private func microseconds(_ duration: Duration) -> Int64 {
-    duration.components.seconds * 1_000_000 + duration.components.attoseconds / 1_000_000_000_000
+    let (seconds, overflow) = duration.components.seconds.multipliedReportingOverflow(by: 1_000_000)
+    if overflow { return duration.components.seconds < 0 ? .min : .max }
+    let (total, overflowAdding) = seconds.addingReportingOverflow(duration.components.attoseconds / 1_000_000_000_000)
+    return overflowAdding ? .max : total
 }
 
 extension timeval {

@@ -62,7 +62,7 @@ final class ScratchPool {
             field.value.bytes = bytes(data)
         case .timestamp(let date):
             field.kind = kind(AMQP_FIELD_KIND_TIMESTAMP)
-            field.value.u64 = UInt64(max(0, date.timeIntervalSince1970.rounded(.down)))
+            field.value.u64 = date.amqpTimestamp
         case .decimal(let scale, let value):
             field.kind = kind(AMQP_FIELD_KIND_DECIMAL)
             field.value.decimal = amqp_decimal_t(decimals: scale, value: value)
@@ -119,7 +119,7 @@ final class ScratchPool {
             flags |= UInt32(WARREN_FLAG_PRIORITY)
         }
         if let timestamp = properties.timestamp {
-            result.timestamp = UInt64(max(0, timestamp.timeIntervalSince1970.rounded(.down)))
+            result.timestamp = timestamp.amqpTimestamp
             flags |= UInt32(WARREN_FLAG_TIMESTAMP)
         }
         result._flags = flags
@@ -128,6 +128,18 @@ final class ScratchPool {
 }
 
 private func kind(_ kind: amqp_field_value_kind_t) -> UInt8 { UInt8(truncatingIfNeeded: kind.rawValue) }
+
+extension Date {
+    /// Whole seconds since 1970 as AMQP's unsigned 64-bit timestamp: a date before 1970 (or NaN)
+    /// is 0 and one past the field's range is its maximum, because a decoded message may carry
+    /// any value and forwarding it (a retry, a dead letter) must not trap.
+    var amqpTimestamp: UInt64 {
+        let seconds = timeIntervalSince1970.rounded(.down)
+        guard seconds > 0 else { return 0 }  // also NaN
+        guard seconds < 18_446_744_073_709_551_616.0 else { return .max }  // 2^64
+        return UInt64(seconds)
+    }
+}
 
 // MARK: - Decoding what the library hands back (it owns the memory: copy it all out).
 
@@ -151,16 +163,22 @@ extension Data {
     }
 }
 
-func decodeTable(_ table: amqp_table_t) -> AMQPTable {
+/// Decodes a field table librabbitmq has parsed. Tables and arrays nested deeper than
+/// `WireLimits.maxNesting` become `.void`: the recursion runs on the I/O thread, whose stack a
+/// 128 KiB frame of nested arrays (5 bytes a level) would otherwise exhaust.
+func decodeTable(_ table: amqp_table_t, depth: Int = 0) -> AMQPTable {
     var result: AMQPTable = [:]
-    guard let entries = table.entries else { return result }
+    guard let entries = table.entries, table.num_entries > 0 else { return result }
     for index in 0..<Int(table.num_entries) {
-        result[String(amqpBytes: entries[index].key)] = decodeField(entries[index].value)
+        result[String(amqpBytes: entries[index].key)] = decodeField(entries[index].value, depth: depth)
     }
     return result
 }
 
-func decodeField(_ field: amqp_field_value_t) -> AMQPFieldValue {
+/// One field value. Every integer kind becomes `.int`: an unsigned 64-bit one above
+/// `Int64.max` saturates there instead of wrapping to a negative number. A timestamp is any
+/// `Date` (a u64 of seconds always converts to a finite `Double`); readers bound it themselves.
+func decodeField(_ field: amqp_field_value_t, depth: Int = 0) -> AMQPFieldValue {
     switch UInt32(field.kind) {
     case AMQP_FIELD_KIND_BOOLEAN.rawValue: return .bool(field.value.boolean != 0)
     case AMQP_FIELD_KIND_I8.rawValue: return .int(Int64(field.value.i8))
@@ -170,7 +188,7 @@ func decodeField(_ field: amqp_field_value_t) -> AMQPFieldValue {
     case AMQP_FIELD_KIND_I32.rawValue: return .int(Int64(field.value.i32))
     case AMQP_FIELD_KIND_U32.rawValue: return .int(Int64(field.value.u32))
     case AMQP_FIELD_KIND_I64.rawValue: return .int(field.value.i64)
-    case AMQP_FIELD_KIND_U64.rawValue: return .int(Int64(truncatingIfNeeded: field.value.u64))
+    case AMQP_FIELD_KIND_U64.rawValue: return .int(Int64(clamping: field.value.u64))
     case AMQP_FIELD_KIND_F32.rawValue: return .double(Double(field.value.f32))
     case AMQP_FIELD_KIND_F64.rawValue: return .double(field.value.f64)
     case AMQP_FIELD_KIND_UTF8.rawValue: return .string(String(amqpBytes: field.value.bytes))
@@ -179,12 +197,48 @@ func decodeField(_ field: amqp_field_value_t) -> AMQPFieldValue {
         return .timestamp(Date(timeIntervalSince1970: TimeInterval(field.value.u64)))
     case AMQP_FIELD_KIND_DECIMAL.rawValue:
         return .decimal(scale: field.value.decimal.decimals, value: field.value.decimal.value)
-    case AMQP_FIELD_KIND_TABLE.rawValue: return .table(decodeTable(field.value.table))
+    case AMQP_FIELD_KIND_TABLE.rawValue:
+        guard depth < WireLimits.maxNesting else { return .void }
+        return .table(decodeTable(field.value.table, depth: depth + 1))
     case AMQP_FIELD_KIND_ARRAY.rawValue:
+        guard depth < WireLimits.maxNesting else { return .void }
         let array = field.value.array
-        guard let entries = array.entries else { return .array([]) }
-        return .array((0..<Int(array.num_entries)).map { decodeField(entries[$0]) })
+        guard let entries = array.entries, array.num_entries > 0 else { return .array([]) }
+        return .array((0..<Int(array.num_entries)).map { decodeField(entries[$0], depth: depth + 1) })
     default: return .void
+    }
+}
+
+/// Decodes a field table in its wire form (a 4-byte length, then the entries) the way a
+/// delivery's headers are decoded; nil when librabbitmq refuses the bytes. For tests that feed
+/// the decoder hostile bytes without a broker.
+func decodeTable(wire: Data) -> AMQPTable? {
+    var pool = amqp_pool_t()
+    init_amqp_pool(&pool, 4096)
+    defer { empty_amqp_pool(&pool) }
+    var wire = wire
+    return wire.withUnsafeMutableBytes { buffer -> AMQPTable? in
+        guard let base = buffer.baseAddress else { return nil }
+        var table = amqp_table_t()
+        var offset = 0
+        guard amqp_decode_table(amqp_bytes_t(len: buffer.count, bytes: base), &pool, &table, &offset) == 0 else {  // AMQP_STATUS_OK
+            return nil
+        }
+        return decodeTable(table)
+    }
+}
+
+/// Encodes a table as Warren puts it on the wire (ScratchPool), then decodes those bytes: the
+/// round trip a header makes from one Warren process to another. nil if it does not fit 1 MiB.
+func roundTrip(_ table: AMQPTable) -> AMQPTable? {
+    let scratch = ScratchPool()
+    var encoded = scratch.table(table)
+    var buffer = Data(count: 1 << 20)
+    return buffer.withUnsafeMutableBytes { raw -> AMQPTable? in
+        guard let base = raw.baseAddress else { return nil }
+        var offset = 0
+        guard amqp_encode_table(amqp_bytes_t(len: raw.count, bytes: base), &encoded, &offset) == 0 else { return nil }
+        return decodeTable(wire: Data(bytes: base, count: offset))
     }
 }
 

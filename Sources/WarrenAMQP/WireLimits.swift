@@ -5,6 +5,9 @@
 /// for that call only.
 enum WireLimits {
     static let shortString = 255
+    /// How deep tables and arrays in headers are decoded; deeper values become `.void`. Warren
+    /// itself never nests; the bound keeps hostile nesting from exhausting the I/O thread's stack.
+    static let maxNesting = 32
 
     static func checkShortString(_ value: String, _ what: @autoclosure () -> String) throws(AMQPError) {
         guard value.utf8.count <= shortString else {
@@ -41,7 +44,8 @@ enum WireLimits {
         guard (1...65_535).contains(configuration.port) else { throw .invalidArgument("the port must be from 1 to 65535") }
     }
 
-    /// Checks every key (nested too) and returns the table's encoded size in bytes.
+    /// Checks every key (nested too) and every double (finite), and returns the table's encoded
+    /// size in bytes.
     @discardableResult
     static func checkTable(_ table: AMQPTable, _ what: @autoclosure () -> String) throws(AMQPError) -> Int {
         var size = 4
@@ -55,7 +59,12 @@ enum WireLimits {
     private static func encodedSize(_ value: AMQPFieldValue, _ what: String) throws(AMQPError) -> Int {
         switch value {
         case .bool: return 1
-        case .int, .double, .timestamp: return 8
+        case .double(let double):
+            // RabbitMQ closes the whole connection (541 INTERNAL_ERROR) on a NaN or infinite
+            // float, failing every channel on it: refused here, for this call only.
+            guard double.isFinite else { throw .invalidArgument("\(what) hold \(double), which RabbitMQ refuses: send a finite number") }
+            return 8
+        case .int, .timestamp: return 8
         case .decimal: return 5
         case .void: return 0
         case .string(let string): return 4 + string.utf8.count
@@ -70,6 +79,14 @@ enum WireLimits {
 
     /// The content header (class, weight, body size, flags, then the properties) must fit in one frame.
     static func checkProperties(_ properties: AMQPProperties, frameMax: Int) throws(AMQPError) {
+        let size = try contentHeaderSize(properties)
+        guard size <= frameMax - 8 else {
+            throw .invalidArgument("the message properties take \(size) bytes; one frame holds \(frameMax - 8)")
+        }
+    }
+
+    /// The content header's size in bytes; throws for what AMQP cannot carry at all.
+    static func contentHeaderSize(_ properties: AMQPProperties) throws(AMQPError) -> Int {
         var size = 14
         // On every publish: no allocation here.
         func add(_ value: String?, _ name: StaticString) throws(AMQPError) {
@@ -88,8 +105,16 @@ enum WireLimits {
         try add(properties.appID, "app_id")
         if let headers = properties.headers { size += try checkTable(headers, "the headers") }
         size += 1 + 1 + 8
-        guard size <= frameMax - 8 else {
-            throw .invalidArgument("the message properties take \(size) bytes; one frame holds \(frameMax - 8)")
-        }
+        return size
+    }
+}
+
+extension AMQPProperties {
+    /// The bytes of the content header these properties make on the wire; it must fit in one
+    /// frame (`AMQPChannel.maxContentHeaderSize`). Throws `invalidArgument` for what AMQP cannot
+    /// carry at all (a property or key over 255 bytes, a NaN double). For a sender that must
+    /// leave room, e.g. for the `x-death` header the broker adds when it dead-letters a copy.
+    public var contentHeaderSize: Int {
+        get throws(AMQPError) { try WireLimits.contentHeaderSize(self) }
     }
 }

@@ -135,6 +135,9 @@ struct EventStoreTests {
             (["since": "2016-12-31T23:59:60Z"], "since"), (["since": "2026-11-20T14:13:42"], "since"),
             (["until": "2026-11-20T14:13:42+24:00"], "until"), (["type": "order.created\u{0}junk"], "type"),
             (["aggregateId": "a\u{0}"], "aggregateId"), (["correlationId": "\u{0}"], "correlationId"),
+            // Numbers no 64-bit integer holds, or not whole: refused, never trapped on.
+            (["limit": 1e300], "limit"), (["limit": -1], "limit"), (["limit": UInt64(9_223_372_036_854_775_808)], "limit"),
+            (["limit": 1.5], "limit"), (["limit": Int64.min], "limit"), (["after": "9223372036854775808"], "after"),
         ]
         try await EventStoreFixture.with { store in
             for (request, field) in cases {
@@ -169,6 +172,57 @@ struct EventStoreTests {
             let page = try await store.query([:]).get()
             #expect(try Schemas.problems([page], against: "event-store/events.query.reply.schema.json") == nil)
             #expect(events[2]["body"] as? NSDictionary == expected)
+        }
+    }
+
+    @Test("hostile numbers in an event (timestamp 2^64-1 s, Int64.max, ±1e300-ish doubles, deep nesting) are stored; recording goes on")
+    func hostileNumbersStored() async throws {
+        try await EventStoreFixture.with { store in
+            try await store.channel.enableConfirms()
+            var nested: AMQPFieldValue = .int(1)
+            for _ in 0..<40 { nested = .array([nested]) }
+            try await store.channel.publish(
+                Data(#"{"n":1}"#.utf8), exchange: EventPublisher.exchange, routingKey: "hostile.event",
+                properties: AMQPProperties(
+                    contentType: "application/json",
+                    headers: [
+                        "x-attempts": .int(Int64.max), "x-deadline": .double(1e300), "huge": .double(-Double.greatestFiniteMagnitude),
+                        "far": .timestamp(Date(timeIntervalSince1970: 1.9e19)), "nested": nested,
+                    ],
+                    deliveryMode: .persistent, messageID: "hostile-1", timestamp: Date(timeIntervalSince1970: 1.9e19), type: "hostile.event"))
+            let after = try await store.publisher.publish("named.event", ["n": 2])
+            let events = try await store.waitFor(2)
+            #expect(events.map { $0["id"] as? String } == ["hostile-1", after.messageID])
+            let hostile = try #require(events.first)
+            #expect(hostile["timestamp"] as? String == "9999-12-31T23:59:59.999Z")
+            let headers = try #require(hostile["headers"] as? [String: Any])
+            #expect(headers["far"] as? String == "9999-12-31T23:59:59.999Z")
+            #expect((headers["huge"] as? NSNumber)?.doubleValue == -Double.greatestFiniteMagnitude)
+            #expect((headers["x-attempts"] as? NSNumber)?.int64Value == Int64.max)
+        }
+    }
+
+    @Test("an unstorable event whose copy cannot be parked (near-frame headers) is dead-lettered by the broker, once; recording goes on")
+    func nearFrameUnstorable() async throws {
+        try await EventStoreFixture.with { store in
+            try await store.channel.enableConfirms()
+            let type = "anonymous.event"
+            // No message id (unstorable); headers as large as the frame allows, less 5 bytes.
+            let fixed = 14 + (1 + type.utf8.count) + 10 + 4 + (1 + 3 + 1 + 4)
+            try await store.channel.publish(
+                Data(#"{"n":1}"#.utf8), exchange: EventPublisher.exchange, routingKey: type,
+                properties: AMQPProperties(headers: ["pad": .string(String(repeating: "p", count: 131_072 - 8 - fixed - 5))], type: type))
+            let after = try await store.publisher.publish("named.event", ["n": 2])
+            #expect(try await store.waitFor(1).map { $0["id"] as? String } == [after.messageID])
+            var parked: UInt32 = 0
+            for _ in 0..<100 where parked == 0 {
+                parked = try await store.channel.inspectQueue("events.events.dlq").messageCount
+                if parked == 0 { try await Task.sleep(for: .milliseconds(100)) }
+            }
+            #expect(parked == 1)
+            try await Task.sleep(for: .milliseconds(500))
+            #expect(try await store.channel.inspectQueue("events.events").messageCount == 0)
+            #expect(try await store.channel.inspectQueue("events.events.dlq").messageCount == 1)
         }
     }
 

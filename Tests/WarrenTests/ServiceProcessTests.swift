@@ -15,7 +15,7 @@ final class EchoProcess: Sendable {
     let process = Process()
     private let output = OutputBuffer()
 
-    init() throws {
+    init(environment extra: [String: String] = [:]) throws {
         let executable = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
             .appendingPathComponent("../../.build/debug/warren-echo").standardized
         process.executableURL = executable
@@ -25,6 +25,7 @@ final class EchoProcess: Sendable {
         environment["LOG_FORMAT"] = "json"
         environment["RPC_PREFETCH"] = "200"
         environment["RPC_CONCURRENCY"] = "200"
+        for (key, value) in extra { environment[key] = value }
         process.environment = environment
         let pipe = Pipe()
         process.standardOutput = pipe
