@@ -16,6 +16,12 @@ extension IncomingEvent {
         guard let id = properties.messageID, !id.isEmpty else {
             throw Unstorable(reason: "the event has no message_id: the event store cannot tell it from a redelivery; publish it with one")
         }
+        if let unstorable = Envelope(delivery: delivery).unstorableField {
+            throw Unstorable(reason: unstorable.message)
+        }
+        guard !delivery.routingKey.utf8.contains(0) else {
+            throw Unstorable(reason: "the routing key contains NUL (\\0), which cannot be stored exactly")
+        }
         let headersJSON: String
         do {
             headersJSON = String(decoding: try encoder.encode(headers.mapValues(HeaderJSON.init)), as: UTF8.self)

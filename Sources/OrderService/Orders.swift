@@ -68,7 +68,14 @@ struct UserRef: Codable, Sendable {
 }
 
 /// What the order service reads of a `payment.succeeded` / `payment.failed` event.
-struct PaymentOutcome: Decodable, Sendable {
+struct PaymentOutcome: Decodable, Sendable, Validatable {
     var orderId: String
     var reason: String?
+
+    /// Anyone may publish a payment event: the order id must be one, and the reason is kept
+    /// with the order as text.
+    func validate() throws(ServiceError) {
+        try Check.uuid(orderId, "orderId")
+        if let reason { try Check.length(reason, "reason", 0...1_000) }
+    }
 }

@@ -106,6 +106,21 @@ public struct Envelope: Sendable {
             messageID: messageID, timestamp: timestamp ?? Date(), type: type)
     }
 
+    /// Why this envelope cannot be kept exactly, if it cannot: its ids and type are stored as
+    /// text (processed event ids, the command inbox, the outbox, the event store) through GRDB,
+    /// which hands SQLite C strings, so a NUL would cut `id\0x` to `id` and make two messages
+    /// one. Such a message is refused (`invalid`, naming the field), never stored cut.
+    public var unstorableField: ServiceError? {
+        let fields: [(String, String?)] = [
+            ("message_id", messageID), ("the correlation id", correlationID), (WireHeader.causationID, causationID),
+            ("type", type), (WireHeader.aggregateID, aggregateID),
+        ]
+        for case (let name, let value?) in fields where value.utf8.contains(0) {
+            return .invalid("\(name) contains NUL (\\0), which cannot be stored exactly")
+        }
+        return nil
+    }
+
     /// `logger` with the ids of this message in its metadata, for every line written while
     /// handling it.
     public func logger(_ logger: Logger, type: String) -> Logger {
