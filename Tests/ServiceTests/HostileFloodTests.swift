@@ -46,11 +46,11 @@ struct HostileFloodTests {
             // Every service queue drained: each delivery ended (acked, rejected or answered).
             var queuesLeft: [String: UInt32] = [:]
             for queue in HostileCatalog.operations.map(\.queue) + ["payments.events", "orders.events", "events.events"] {
-                var depth = try await client.channel.inspectQueue(queue).messageCount
+                var depth = try await client.inspection.inspectQueue(queue).messageCount
                 let queueDeadline = ContinuousClock.now + .seconds(60)
                 while depth > 0, ContinuousClock.now < queueDeadline {
                     try await Task.sleep(for: .milliseconds(250))
-                    depth = try await client.channel.inspectQueue(queue).messageCount
+                    depth = try await client.inspection.inspectQueue(queue).messageCount
                 }
                 if depth > 0 { queuesLeft[queue] = depth }
             }

@@ -23,6 +23,9 @@ struct HostileMessage: Sendable, CustomTestStringConvertible {
     let properties: AMQPProperties
     let body: Data
     let fate: Fate
+    /// Sent with an `x-padding` header as long as the client lets the message be: a copy with
+    /// one more header no longer fits in a frame.
+    var fillsFrame = false
     var messageID: String { properties.messageID ?? "" }
     var testDescription: String { name }
 }
@@ -47,11 +50,15 @@ enum HostileCatalog {
 
     static func messages(replyTo: String) -> [HostileMessage] {
         var messages: [HostileMessage] = []
-        func add(_ name: String, exchange: String = "", _ routingKey: String, _ body: Data, _ fate: HostileMessage.Fate, _ edit: (inout AMQPProperties) -> Void) {
+        func add(
+            _ name: String, exchange: String = "", _ routingKey: String, _ body: Data, _ fate: HostileMessage.Fate, fillsFrame: Bool = false,
+            _ edit: (inout AMQPProperties) -> Void
+        ) {
             var properties = AMQPProperties(contentType: "application/json", messageID: "hostile-\(UUID().uuidString.lowercased())")
             properties.correlationID = properties.messageID
             edit(&properties)
-            messages.append(HostileMessage(name: name, exchange: exchange, routingKey: routingKey, properties: properties, body: body, fate: fate))
+            messages.append(
+                HostileMessage(name: name, exchange: exchange, routingKey: routingKey, properties: properties, body: body, fate: fate, fillsFrame: fillsFrame))
         }
 
         for (queue, operation, valid) in operations {
@@ -98,15 +105,13 @@ enum HostileCatalog {
                 $0.replyTo = replyTo
                 $0.headers = ["x-nested": HostileValues.nested(depth: 1_000)]
             }
-            add("\(queue): near-frame headers on a real call", queue, body, .replied) {
+            add("\(queue): near-frame headers on a real call", queue, body, .replied, fillsFrame: true) {
                 $0.type = operation
                 $0.replyTo = replyTo
-                $0.headers = HostileValues.nearFrameHeaders()
             }
             for copy in 0..<wedgeCount {
-                add("\(queue): near-frame fire-and-forget of an unknown type #\(copy)", queue, body, .parked("\(queue).dlq")) {
+                add("\(queue): near-frame fire-and-forget of an unknown type #\(copy)", queue, body, .parked("\(queue).dlq"), fillsFrame: true) {
                     $0.type = "no.such.operation"
-                    $0.headers = HostileValues.nearFrameHeaders()
                 }
                 add("\(queue): a reply nobody can receive #\(copy)", queue, body, .survives) {
                     $0.type = operation
@@ -132,9 +137,11 @@ enum HostileCatalog {
             }
         }
         for copy in 0..<wedgeCount {
-            add("order.created, near-frame headers, failing handler #\(copy)", exchange: EventPublisher.exchange, "order.created", Data("{}".utf8), .parked("payments.events.dlq")) {
+            add(
+                "order.created, near-frame headers, failing handler #\(copy)", exchange: EventPublisher.exchange, "order.created", Data("{}".utf8),
+                .parked("payments.events.dlq"), fillsFrame: true
+            ) {
                 $0.type = "order.created"
-                $0.headers = HostileValues.nearFrameHeaders()
             }
             add("order.cancelled straight into payments.events #\(copy)", "payments.events", Data(#"{"orderId":"00000000-0000-4000-8000-000000000001","userId":"u","totalCents":100}"#.utf8), .parked("payments.events.dlq")) {
                 $0.type = "order.cancelled"
@@ -147,13 +154,15 @@ enum HostileCatalog {
 /// Publishes hostile messages as a plain AMQP client and keeps every reply that comes back.
 final class HostileClient: Sendable {
     let channel: AMQPChannel
+    /// For `basic.get` and inspection: a channel without consumers.
+    let inspection: AMQPChannel
     let replyQueue: String
     private let replies = Mutex<[String: String]>([:])
 
     static func start(connection: AMQPConnection) async throws -> HostileClient {
         let channel = try await connection.openChannel()
         let queue = try await channel.declareQueue("", durable: false, exclusive: true, autoDelete: true).name
-        let client = HostileClient(channel: channel, replyQueue: queue)
+        let client = HostileClient(channel: channel, inspection: try await connection.openChannel(), replyQueue: queue)
         _ = try await channel.consume(queue: queue, noAck: true) { event in
             guard case .delivery(let delivery) = event, let id = delivery.properties.correlationID else { return }
             let status = delivery.properties.headers?[WireHeader.status]?.stringValue ?? "none"
@@ -162,13 +171,30 @@ final class HostileClient: Sendable {
         return client
     }
 
-    private init(channel: AMQPChannel, replyQueue: String) {
+    private init(channel: AMQPChannel, inspection: AMQPChannel, replyQueue: String) {
         self.channel = channel
+        self.inspection = inspection
         self.replyQueue = replyQueue
     }
 
     func send(_ message: HostileMessage) throws {
-        try channel.send(message.body, exchange: message.exchange, routingKey: message.routingKey, properties: message.properties)
+        guard message.fillsFrame else {
+            try channel.send(message.body, exchange: message.exchange, routingKey: message.routingKey, properties: message.properties)
+            return
+        }
+        // The longest padding the client accepts (it refuses a content header over a frame
+        // before sending anything), found from above.
+        var padding = 131_072
+        while padding > 0 {
+            var properties = message.properties
+            properties.headers = (properties.headers ?? [:]).merging(HostileValues.nearFrameHeaders(bytes: padding)) { $1 }
+            do {
+                try channel.send(message.body, exchange: message.exchange, routingKey: message.routingKey, properties: properties)
+                return
+            } catch AMQPError.invalidArgument {
+                padding -= 16
+            }
+        }
     }
 
     var replyCount: Int { replies.withLock { $0.count } }
@@ -192,7 +218,7 @@ final class HostileClient: Sendable {
     /// each with its reason (`x-error`, or the broker's `x-death` reason).
     func drain(_ queue: String) async throws -> [String: String] {
         var parked: [String: String] = [:]
-        while let delivery = try await channel.get(queue: queue, noAck: true) {
+        while let delivery = try await inspection.get(queue: queue, noAck: true) {
             let headers = delivery.properties.headers ?? [:]
             var reason = headers[WireHeader.error]?.stringValue
             if reason == nil, case .array(let deaths)? = headers["x-death"], case .table(let death)? = deaths.first {
