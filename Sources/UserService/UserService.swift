@@ -19,7 +19,10 @@ struct UserService {
             let admins = Set((environment["ADMIN_EMAILS"] ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces).lowercased() })
             let passwords = Passwords(cost: UInt8(environment["BCRYPT_COST"] ?? "") ?? 12)
             let handlers = UserHandlers(store: SQLiteUserStore(database: database), passwords: passwords, admins: admins, relay: relay)
-            return ServiceDefinition(handlers: handlers.all, services: ServiceDatabase.relays([relay], environment: environment, logger: resources.logger))
+            let inbox = SQLiteCommandInbox(database: database, logger: resources.logger)
+            return ServiceDefinition(
+                handlers: handlers.all, services: ServiceDatabase.relays([relay], environment: environment, logger: resources.logger) + [inbox],
+                inbox: inbox)
         }
     }
 }
@@ -32,11 +35,12 @@ struct UserHandlers {
 
     var all: RPCHandlers {
         var handlers = RPCHandlers()
-        handlers.on("users.create", CreateUser.self) { request, context in
+        handlers.onCommand("users.create", CreateUser.self) { request, context in
             let user = User(
                 id: UUID().uuidString.lowercased(), name: request.name, email: request.email,
                 role: admins.contains(request.email.lowercased()) ? .admin : .user, createdAt: Date())
-            let created = try await store.create(user, passwordHash: await passwords.hash(request.password), cause: context.envelope)
+            let created = try await store.create(
+                user, passwordHash: await passwords.hash(request.password), cause: context.envelope, command: context.command)
             relay.wake()
             context.logger.info("user registered", metadata: ["user_id": "\(created.id)", "role": "\(created.role.rawValue)"])
             return created
@@ -47,13 +51,14 @@ struct UserHandlers {
         handlers.on("users.list", ListUsers.self) { request, _ in
             try await store.list(after: request.cursor.map { try PageCursor.position($0) }, limit: request.limit ?? 20)
         }
-        handlers.on("users.update", UpdateUser.self) { request, context in
-            let user = try await existing(store.update(id: request.id, name: request.name, email: request.email, cause: context.envelope), request.id)
+        handlers.onCommand("users.update", UpdateUser.self) { request, context in
+            let user = try await existing(
+                store.update(id: request.id, name: request.name, email: request.email, cause: context.envelope, command: context.command), request.id)
             relay.wake()
             return user
         }
-        handlers.on("users.delete", UserID.self) { request, context in
-            guard try await store.delete(id: request.id, cause: context.envelope) else { throw ServiceError.notFound("no user \(request.id)") }
+        handlers.onCommand("users.delete", UserID.self) { request, context in
+            guard try await store.delete(id: request.id, cause: context.envelope, command: context.command) else { throw ServiceError.notFound("no user \(request.id)") }
             relay.wake()
             context.logger.info("user deleted", metadata: ["user_id": "\(request.id)"])
             return Deleted(id: request.id)
