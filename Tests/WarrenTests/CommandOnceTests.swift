@@ -237,7 +237,7 @@ struct RequestDeliveryEndsTests {
             // The largest header the client lets through: adding x-error makes the copy too big for a frame.
             var padding = 131_072
             while true {
-                let properties = AMQPProperties(headers: ["pad": .string(String(repeating: "p", count: padding))], messageID: "big", type: "\(service.name).nope")
+                let properties = AMQPProperties(headers: ["pad": .string(String(repeating: "p", count: padding))], messageID: "big-00", type: "\(service.name).nope")
                 do {
                     try await channel.publish(Data("{}".utf8), routingKey: "\(service.name).rpc.nowhere", properties: properties)
                     break
@@ -249,7 +249,8 @@ struct RequestDeliveryEndsTests {
                 let type = index.isMultiple(of: 2) ? "\(service.name).nope" : nil  // unknown type, or none
                 try await channel.publish(
                     Data("{}".utf8), routingKey: "\(service.name).rpc",
-                    properties: AMQPProperties(headers: ["pad": .string(String(repeating: "p", count: padding))], messageID: "big-\(index)", type: type))
+                    properties: AMQPProperties(
+                        headers: ["pad": .string(String(repeating: "p", count: padding))], messageID: "big-\(index < 10 ? "0" : "")\(index)", type: type))
             }
             let reply = try await client.call("\(service.name).echo", Echo(text: "still serving"), as: Echo.self, timeout: .seconds(10))
             #expect(reply.text == "still serving")
@@ -284,9 +285,10 @@ struct RequestDeliveryEndsTests {
                     Data(#"{"text":"hostile"}"#.utf8), routingKey: "\(service.name).rpc",
                     properties: AMQPProperties(correlationID: "h-\(index)", replyTo: replyTo, type: "\(service.name).echo"))
             }
+            // One at a time: the third runs only once the second was acked.
+            try await waitUntil { service.executed.withLock { $0 }.filter { $0 == "hostile" }.count == 3 }
             let reply = try await client.call("\(service.name).echo", Echo(text: "next"), as: Echo.self, timeout: .seconds(5))
             #expect(reply.text == "next", "\(label)")
-            #expect(service.executed.withLock { $0 }.filter { $0 == "hostile" }.count == 3, "\(label)")
         }
     }
 
@@ -310,7 +312,9 @@ struct RequestDeliveryEndsTests {
         configuration.connectionName = "test-broker-down"
         let connection = try await AMQPConnection.connect(configuration)
         let client = try await RPCClient.start(connection: connection)
-        proxy.stop()
+        // The link dies and new ones hang: the client cannot reconnect until `restore()`.
+        proxy.blackhole()
+        proxy.cut()
         try await waitUntil(within: .seconds(10)) { !connection.isConnected }
         let started = ContinuousClock.now
         await #expect {
@@ -319,8 +323,12 @@ struct RequestDeliveryEndsTests {
             (error as? ServiceError)?.code == .unavailable
         }
         #expect(started.duration(to: .now) < .milliseconds(500))
+        proxy.cut()
+        proxy.restore()
+        try await waitUntil(within: .seconds(30)) { connection.isConnected }
         await client.close()
         await connection.close()
+        proxy.stop()
     }
 
     @Test("a request queue declared earlier without dead-lettering is a clear error naming it and what to do")
