@@ -88,11 +88,13 @@ public final class RPCClient: Sendable {
 
     deinit { timer.withLock { $0?.cancel() } }
 
-    /// Stops the deadline timer and fails calls still waiting; the connection stays open.
+    /// Stops the deadline timer and fails calls still waiting (`timeout`: they were sent); the
+    /// connection stays open.
     public func close() async {
         timer.withLock { $0?.cancel() }
         for call in calls.withLock({ $0.removeAll() }) {
-            call.waiter.resume(returning: .failure(.unavailable("the RPC client was closed")))
+            // Sent, and perhaps executed: the outcome is unknown.
+            call.waiter.resume(returning: .failure(.timeout("the RPC client was closed while waiting for \(call.queue): the outcome is unknown")))
         }
         await channel.close()
         await probeChannel.close()

@@ -21,12 +21,27 @@ public struct RequestContext: Sendable {
         self.command = command
     }
 
-    /// Calls another service's operation within this request's flow and deadline.
+    /// Calls another service's operation within this request's flow and deadline. Inside a
+    /// command, the call's `message_id` is derived from the command's, the operation and the
+    /// request body: when the command is redelivered and runs again, a command it calls is the
+    /// same command to that service (answered from its inbox, not executed twice).
     public func call<Request: Encodable & Sendable, Response: Decodable>(
         _ operation: String, _ request: Request, as response: Response.Type = Response.self, timeout: Duration? = nil
     ) async throws(ServiceError) -> Response {
         guard let rpc else { throw .internal("this service was started without an RPC client") }
-        return try await rpc.call(operation, request, as: response, timeout: timeout, envelope: envelope.caused(type: operation))
+        let body: Data
+        do {
+            body = try WireJSON.encode(request)
+        } catch {
+            throw .internal("could not encode the request for \(operation)")
+        }
+        var caused = envelope.caused(type: operation)
+        if let command {
+            caused.messageID = Command.derivedMessageID(
+                idempotencyKey: command.messageID, scope: [operation, String(decoding: body, as: UTF8.self)])
+        }
+        let reply = try await rpc.call(operation, body: body, timeout: timeout, envelope: caused)
+        return try reply.decode(Response.self, operation: operation)
     }
 }
 

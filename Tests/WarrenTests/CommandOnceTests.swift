@@ -49,8 +49,14 @@ final class PlacingService: Sendable {
 
     var rows: Int { (try? database.read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM placed") }) ?? -1 }
 
-    func start() async throws {
+    func start(rpc: RPCClient? = nil) async throws {
         var handlers = RPCHandlers()
+        // A command that calls `place` and then fails before recording anything of its own, as
+        // if it crashed after the call: run again, it must not place twice.
+        handlers.onCommand("\(name).relay", Place.self) { [name] request, context -> Placed in
+            _ = try await context.call("\(name).place", request, as: Placed.self)
+            throw ServiceError.unavailable("crashed after placing, on purpose")
+        }
         handlers.onCommand("\(name).place", Place.self) { [self] request, context in
             executions.withLock { $0 += 1 }
             if let sleep = request.sleepMilliseconds { try await Task.sleep(for: .milliseconds(sleep)) }
@@ -61,7 +67,7 @@ final class PlacingService: Sendable {
             }
             return placed
         }
-        let responder = RPCResponder(service: name, connection: connection, handlers: handlers, inbox: inbox)
+        let responder = RPCResponder(service: name, connection: connection, handlers: handlers, rpc: rpc, inbox: inbox)
         let group = ServiceGroup(services: [responder], gracefulShutdownSignals: [], logger: Logger(label: "test"))
         self.group.withLock { $0 = group }
         task.withLock { $0 = Task { try await group.run() } }
@@ -123,8 +129,8 @@ final class RawCaller: Sendable {
 func withPlacing(name: String = #function, _ body: (PlacingService, RPCClient, AMQPConnection) async throws -> Void) async throws {
     let connection = try await Broker.connect(name: name)
     let service = try PlacingService(connection: connection)
-    try await service.start()
     let client = try await RPCClient.start(connection: connection)
+    try await service.start(rpc: client)
     let result: Result<Void, any Error>
     do {
         result = .success(try await body(service, client, connection))
@@ -181,6 +187,36 @@ struct CommandInboxTests {
             #expect(service.rows == 1)
             #expect(service.executions.withLock { $0 } == 2, "both ran; the second's transaction rolled back")
         }
+    }
+
+    @Test("a command run again calls the commands it called with the same message_id: the inner effect happens once")
+    func nestedCommandOnce() async throws {
+        try await withPlacing { service, client, _ in
+            let envelope = Envelope(messageID: "outer-\(UUID().uuidString)")
+            for _ in 0..<2 {
+                await #expect(throws: ServiceError.self) {
+                    _ = try await client.call("\(service.name).relay", Place(text: "inner"), as: Placed.self, envelope: envelope)
+                }
+            }
+            #expect(service.rows == 1)
+            #expect(service.executions.withLock { $0 } == 1)
+        }
+    }
+
+    @Test("derived message ids: fixed length, and different for any difference in key or scope")
+    func derivedIDs() {
+        let ids = [
+            Command.derivedMessageID(idempotencyKey: "k", scope: ["ab", "c"]),
+            Command.derivedMessageID(idempotencyKey: "k", scope: ["a", "bc"]),
+            Command.derivedMessageID(idempotencyKey: "K", scope: ["ab", "c"]),
+            Command.derivedMessageID(idempotencyKey: String(repeating: "k", count: 10_000), scope: ["", "", ""]),
+            Command.derivedMessageID(idempotencyKey: "\u{0}", scope: []),
+        ]
+        #expect(Set(ids).count == ids.count)
+        #expect(ids.allSatisfy { $0.utf8.count == 69 && $0.hasPrefix("idem-") })
+        #expect(Command.derivedMessageID(idempotencyKey: "k", scope: ["ab", "c"]) == ids[0])
+        #expect(Command(messageID: "m", operation: "a.b", body: Data("{}".utf8)).fingerprint
+            != Command(messageID: "m", operation: "a.c", body: Data("{}".utf8)).fingerprint)
     }
 
     @Test("a redelivery past its deadline that already committed gets its stored reply, not 'timeout: not executed'")
