@@ -91,7 +91,8 @@ public final class TCPProxy: Sendable {
             if state.withLock({ $0.blackholed }) { continue }
             var offset = 0
             while offset < count {
-                let written = buffer[offset..<count].withUnsafeBytes { write(destination, $0.baseAddress, $0.count) }
+                // MSG_NOSIGNAL: a peer that closed must not SIGPIPE the whole test process.
+                let written = buffer[offset..<count].withUnsafeBytes { send(destination, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
                 guard written > 0 else { break }
                 offset += written
             }
