@@ -71,6 +71,11 @@ public final class RPCResponder: Service, Sendable {
     }
 
     public func run() async throws {
+        if inbox == nil, !handlers.commands.isEmpty {
+            logger.warning(
+                "commands registered without a command inbox: a redelivered command runs again",
+                metadata: ["operations": "\(handlers.commands.sorted().joined(separator: ","))"])
+        }
         try await serveUntilShutdown(queue: queue, logger: logger) { try await serve() }
         logger.info("stopped serving", metadata: ["queue": "\(queue)"])
     }
@@ -177,18 +182,16 @@ public final class RPCResponder: Service, Sendable {
         _ handler: RPCHandlers.Handler, type: String, delivery: AMQPDelivery, envelope: Envelope, logger: Logger
     ) async -> Result<Data, ServiceError> {
         var command: Command?
-        if handlers.commands.contains(type), let messageID = delivery.properties.messageID, !messageID.isEmpty {
+        if handlers.commands.contains(type), let inbox, let messageID = delivery.properties.messageID, !messageID.isEmpty {
             let candidate = Command(messageID: messageID, operation: type, body: delivery.body)
-            if let inbox {
-                do {
-                    if let stored = try await inbox.storedReply(for: messageID) {
-                        return answer(candidate, from: stored, logger: logger)
-                    }
-                } catch {
-                    // Executing without the check could apply the command twice: refuse, it is retryable.
-                    logger.error("command inbox lookup failed", metadata: ["error": "\(String(reflecting: error))"])
-                    return .failure(.unavailable("the service could not check whether this command was already executed; it was not executed now"))
+            do {
+                if let stored = try await inbox.storedReply(for: messageID) {
+                    return answer(candidate, from: stored, logger: logger)
                 }
+            } catch {
+                // Executing without the check could apply the command twice: refuse, it is retryable.
+                logger.error("command inbox lookup failed", metadata: ["error": "\(String(reflecting: error))"])
+                return .failure(.unavailable("the service could not check whether this command was already executed; it was not executed now"))
             }
             command = candidate
         }

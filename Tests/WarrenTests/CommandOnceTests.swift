@@ -203,6 +203,28 @@ struct CommandInboxTests {
         }
     }
 
+    @Test("replies older than the retention are pruned; newer ones stay")
+    func pruning() async throws {
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("warren-prune-\(UUID().uuidString).sqlite")
+        defer { try? FileManager.default.removeItem(at: file) }
+        let database = try DatabaseQueue(path: file.path)
+        var migrator = DatabaseMigrator()
+        SQLiteCommandInbox.registerMigration(&migrator)
+        try migrator.migrate(database)
+        let inbox = SQLiteCommandInbox(database: database, retention: 3_600)
+        let command = Command(messageID: "old", operation: "a.b", body: Data("{}".utf8))
+        try await database.write { db in try SQLiteCommandInbox.record(command, reply: ["ok": true], in: db) }
+        #expect(try await inbox.prune() == 0)
+        #expect(try await inbox.storedReply(for: "old")?.body == Data(#"{"ok":true}"#.utf8))
+        #expect(try await inbox.prune(now: Date().addingTimeInterval(3_601)) == 1)
+        #expect(try await inbox.storedReply(for: "old") == nil)
+        // Recording the same command twice in one store is refused, so the caller's transaction rolls back.
+        try await database.write { db in try SQLiteCommandInbox.record(command, reply: ["ok": true], in: db) }
+        await #expect(throws: CommandAlreadyApplied.self) {
+            try await database.write { db in try SQLiteCommandInbox.record(command, reply: ["ok": false], in: db) }
+        }
+    }
+
     @Test("derived message ids: fixed length, and different for any difference in key or scope")
     func derivedIDs() {
         let ids = [
