@@ -275,16 +275,6 @@ struct GatewayResponder: HTTPResponder {
         return header
     }
 
-    /// The client's `Idempotency-Key`: 1 to 128 visible ASCII characters (a UUID is typical);
-    /// anything else, including the header sent twice, is `invalid` rather than silently ignored.
-    static func idempotencyKey(_ header: String?) throws(GatewayError) -> String? {
-        guard let header else { return nil }
-        guard (1...128).contains(header.utf8.count), header.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F }) else {
-            throw .invalid("header Idempotency-Key must be 1 to 128 visible ASCII characters (no spaces; sent once), e.g. a UUID")
-        }
-        return header
-    }
-
     private func allowedOrigin(_ origin: String?) -> String? {
         guard let origin, !configuration.corsOrigins.isEmpty else { return nil }
         if configuration.corsOrigins.contains("*") { return "*" }
@@ -311,5 +301,4 @@ struct GatewayResponder: HTTPResponder {
 extension HTTPField.Name {
     static let requestID = Self("X-Request-ID")!
     static let traceparent = Self("traceparent")!
-    static let idempotencyKey = Self("Idempotency-Key")!
 }
