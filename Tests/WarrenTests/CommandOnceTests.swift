@@ -399,7 +399,7 @@ struct RequestDeliveryEndsTests {
             try await RPCResponder.declareQueues(queue: queue, deadLetterQueue: queue + ".dlq", on: try await connection.openChannel())
         } throws: { error in
             let text = "\(error)"
-            return text.contains(queue) && text.contains("delete_queue") && text.contains("x-dead-letter-exchange")
+            return text.contains(queue) && text.contains("delete_queue") && text.contains(queue + ".dlq")
         }
         let cleanup = try await connection.openChannel()
         _ = try? await cleanup.deleteQueue(queue)
