@@ -71,6 +71,8 @@ let package = Package(
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "Hummingbird", package: "hummingbird"),
+                // SHA-256 for command fingerprints and derived message ids (CommandInbox.swift).
+                .product(name: "Crypto", package: "swift-crypto"),
             ],
             swiftSettings: swiftSettings
         ),
@@ -223,7 +225,11 @@ let package = Package(
         // The domain services as real processes, each test in a vhost of its own.
         .testTarget(
             name: "ServiceTests",
-            dependencies: ["Warren", "WarrenAMQP", "WarrenTestSupport"],
+            dependencies: [
+                "Warren", "WarrenAMQP", "WarrenTestSupport",
+                // To hold a service's database write lock from the test (CommandOnceTests).
+                .product(name: "GRDBSQLite", package: "GRDB.swift"),
+            ],
             swiftSettings: swiftSettings
         ),
         // The `warren` binary run as a process against the real broker, each test in its own vhost.

@@ -16,10 +16,12 @@ struct OrderService {
         try await ServiceHost.run(name: "orders", defaultHTTPPort: 8092) { resources in
             let database = try ServiceDatabase.open(service: "orders", environment: resources.environment, migrations: SQLiteOrderStore.migrations)
             let relay = OutboxRelay(database: database, publisher: resources.events, logger: resources.logger)
+            let inbox = SQLiteCommandInbox(database: database, logger: resources.logger)
             let orders = OrderHandlers(store: SQLiteOrderStore(database: database), relay: relay)
             return ServiceDefinition(
                 handlers: orders.handlers, subscription: orders.payments,
-                services: ServiceDatabase.relays([relay], environment: resources.environment, logger: resources.logger))
+                services: ServiceDatabase.relays([relay], environment: resources.environment, logger: resources.logger) + [inbox],
+                inbox: inbox)
         }
     }
 }
@@ -30,17 +32,24 @@ struct OrderHandlers {
 
     var handlers: RPCHandlers {
         var handlers = RPCHandlers()
-        handlers.on("orders.create", CreateOrder.self) { request, context in
+        // A command: a redelivery of one that committed (same message_id) is answered from the
+        // inbox, which `store.create` writes in the order's transaction.
+        handlers.onCommand("orders.create", CreateOrder.self) { request, context in
             if let key = request.idempotencyKey, let first = try await store.order(userID: request.userId, idempotencyKey: key) {
                 return try sameOrder(first, as: request)
             }
-            // The user must exist now; `not_found`, `unavailable` and `timeout` reach the caller as they are.
-            _ = try await context.call("users.get", ["id": request.userId], as: UserRef.self)
+            // The user must exist now; `not_found` reaches the caller as it is. Nothing is stored
+            // yet, so whatever became of `users.get`, this order certainly was not placed.
+            do {
+                _ = try await context.call("users.get", ["id": request.userId], as: UserRef.self)
+            } catch let error as ServiceError where error.code == .timeout || error.code == .unavailable {
+                throw ServiceError.unavailable("could not check the user (\(error.message)); no order was placed")
+            }
             let now = Date()
             let order = Order(
                 id: UUID().uuidString.lowercased(), userId: request.userId, items: request.items, totalCents: request.totalCents,
                 status: .pending, createdAt: now, updatedAt: now)
-            let stored = try await store.create(order, idempotencyKey: request.idempotencyKey, cause: context.envelope)
+            let stored = try await store.create(order, idempotencyKey: request.idempotencyKey, cause: context.envelope, command: context.command)
             guard stored.id == order.id else { return try sameOrder(stored, as: request) }
             relay.wake()
             context.logger.info("order placed", metadata: ["order_id": "\(order.id)", "total_cents": "\(order.totalCents)"])
@@ -53,8 +62,11 @@ struct OrderHandlers {
         handlers.on("orders.list", ListOrders.self) { request, _ in
             try await store.list(userID: request.userId, status: request.status, after: request.cursor.map { try PageCursor.position($0) }, limit: request.limit ?? 20)
         }
-        handlers.on("orders.cancel", OrderID.self) { request, context in
-            guard let order = try await store.settle(id: request.id, to: .cancelled, reason: "cancelled by the customer", eventID: nil, cause: context.envelope)
+        handlers.onCommand("orders.cancel", OrderID.self) { request, context in
+            guard
+                let order = try await store.settle(
+                    id: request.id, to: .cancelled, reason: "cancelled by the customer", eventID: nil, cause: context.envelope,
+                    command: context.command)
             else { throw ServiceError.notFound("no order \(request.id)") }
             if order.status == .confirmed { throw ServiceError.conflict("order \(request.id) is confirmed and paid: it can no longer be cancelled") }
             relay.wake()
@@ -70,7 +82,9 @@ struct OrderHandlers {
             let payment = try event.decode(PaymentOutcome.self)
             let target: Order.Status = event.type == "payment.succeeded" ? .confirmed : .cancelled
             let reason = target == .cancelled ? "payment failed: \(payment.reason ?? "declined")" : nil
-            guard let order = try await store.settle(id: payment.orderId, to: target, reason: reason, eventID: event.envelope.messageID, cause: event.envelope)
+            guard
+                let order = try await store.settle(
+                    id: payment.orderId, to: target, reason: reason, eventID: event.envelope.messageID, cause: event.envelope, command: nil)
             else { throw ServiceError.invalid("payment for an unknown order \(payment.orderId)") }
             relay.wake()
             if order.status != target {

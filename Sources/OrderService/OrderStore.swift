@@ -6,16 +6,19 @@ import WarrenSQLite
 /// What the handlers need of storage. A protocol so that a PostgreSQL store can serve several
 /// hosts without touching the handlers; each change writes its event in the same transaction.
 protocol OrderStore: Sendable {
-    /// Stores a new order and its `order.created` event; when the user already placed an
-    /// order with the same idempotency key, returns that one instead (nothing new is stored).
-    func create(_ order: Order, idempotencyKey: String?, cause: Envelope) async throws -> Order
+    /// Stores a new order and its `order.created` event, and `command` with the order as its
+    /// reply in the command inbox, in one transaction; when the user already placed an order
+    /// with the same idempotency key, returns that one instead (nothing new is stored). Throws
+    /// `CommandAlreadyApplied` if the command committed already.
+    func create(_ order: Order, idempotencyKey: String?, cause: Envelope, command: Command?) async throws -> Order
     func order(userID: String, idempotencyKey: String) async throws -> Order?
     func order(id: String) async throws -> Order?
     func list(userID: String, status: Order.Status?, after position: Int64?, limit: Int) async throws -> Page<Order>
     /// Moves a pending order to `status` (with its event); leaves any other as it is and
     /// returns it. nil when there is no such order. `eventID`: the event that caused the
-    /// change, applied at most once.
-    func settle(id: String, to status: Order.Status, reason: String?, eventID: String?, cause: Envelope) async throws -> Order?
+    /// change, applied at most once. `command`: the request that caused it, recorded with the
+    /// changed order as its reply (only when the order changed: other outcomes are not effects).
+    func settle(id: String, to status: Order.Status, reason: String?, eventID: String?, cause: Envelope, command: Command?) async throws -> Order?
 }
 
 /// The default store: the service's own SQLite file, with the outbox beside the orders.
@@ -48,9 +51,11 @@ struct SQLiteOrderStore: OrderStore {
         }
     }
 
-    func create(_ order: Order, idempotencyKey: String?, cause: Envelope) async throws -> Order {
+    func create(_ order: Order, idempotencyKey: String?, cause: Envelope, command: Command?) async throws -> Order {
         do {
             return try await database.write { db in
+                // First: a command that already committed is refused before anything is written.
+                try SQLiteCommandInbox.record(command, reply: order, in: db)
                 try db.execute(
                     sql: """
                         INSERT INTO orders (id, user_id, items, total_cents, status, idempotency_key, created_at, updated_at)
@@ -95,7 +100,7 @@ struct SQLiteOrderStore: OrderStore {
         }
     }
 
-    func settle(id: String, to status: Order.Status, reason: String?, eventID: String?, cause: Envelope) async throws -> Order? {
+    func settle(id: String, to status: Order.Status, reason: String?, eventID: String?, cause: Envelope, command: Command?) async throws -> Order? {
         try await database.write { db in
             if let eventID, try !SQLiteProcessedMessages.record(eventID, in: db) {
                 return try Row.fetchOne(db, sql: "SELECT * FROM orders WHERE id = ?", arguments: [id]).map(Order.init(row:))
@@ -111,6 +116,7 @@ struct SQLiteOrderStore: OrderStore {
                 sql: "UPDATE orders SET status = ?, reason = ?, updated_at = ? WHERE id = ?",
                 arguments: [status.rawValue, reason, order.updatedAt, id])
             try Outbox.enqueue(db, type: "order.\(status.rawValue)", payload: order, aggregateID: id, causedBy: cause)
+            try SQLiteCommandInbox.record(command, reply: order, in: db)
             return order
         }
     }

@@ -37,7 +37,10 @@ struct UserService {
             let database = try ServiceDatabase.open(service: "users", environment: environment, migrations: SQLiteUserStore.migrations)
             let relay = OutboxRelay(database: database, publisher: resources.events, logger: resources.logger)
             let handlers = UserHandlers(store: SQLiteUserStore(database: database), passwords: Passwords(cost: cost), relay: relay)
-            return ServiceDefinition(handlers: handlers.all, services: ServiceDatabase.relays([relay], environment: environment, logger: resources.logger))
+            let inbox = SQLiteCommandInbox(database: database, logger: resources.logger)
+            return ServiceDefinition(
+                handlers: handlers.all, services: ServiceDatabase.relays([relay], environment: environment, logger: resources.logger) + [inbox],
+                inbox: inbox)
         }
     }
 }
@@ -49,10 +52,11 @@ struct UserHandlers {
 
     var all: RPCHandlers {
         var handlers = RPCHandlers()
-        handlers.on("users.create", CreateUser.self) { request, context in
+        handlers.onCommand("users.create", CreateUser.self) { request, context in
             // Never a role from the request or the address: admins are made by an operator.
             let user = User(id: UUID().uuidString.lowercased(), name: request.name, email: request.email, role: .user, createdAt: Date())
-            let created = try await store.create(user, passwordHash: try await passwords.hash(request.password), cause: context.envelope)
+            let created = try await store.create(
+                user, passwordHash: try await passwords.hash(request.password), cause: context.envelope, command: context.command)
             relay.wake()
             context.logger.info("user registered", metadata: ["user_id": "\(created.id)", "role": "\(created.role.rawValue)"])
             return created
@@ -64,13 +68,18 @@ struct UserHandlers {
         handlers.on("users.list", ListUsers.self) { request, _ in
             try await store.list(after: request.cursor.map { try PageCursor.position($0) }, limit: request.limit ?? 20)
         }
-        handlers.on("users.update", UpdateUser.self) { request, context in
-            let user = try await existing(store.update(id: Check.canonicalID(request.id), name: request.name, email: request.email, cause: context.envelope), request.id)
+        handlers.onCommand("users.update", UpdateUser.self) { request, context in
+            let user = try await existing(
+                store.update(
+                    id: Check.canonicalID(request.id), name: request.name, email: request.email, cause: context.envelope, command: context.command),
+                request.id)
             relay.wake()
             return user
         }
-        handlers.on("users.delete", UserID.self) { request, context in
-            guard try await store.delete(id: request.canonicalID, cause: context.envelope) else { throw ServiceError.notFound("no user \(request.id)") }
+        handlers.onCommand("users.delete", UserID.self) { request, context in
+            guard try await store.delete(id: request.canonicalID, cause: context.envelope, command: context.command) else {
+                throw ServiceError.notFound("no user \(request.id)")
+            }
             relay.wake()
             context.logger.info("user deleted", metadata: ["user_id": "\(request.id)"])
             return Deleted(id: request.canonicalID)

@@ -6,15 +6,17 @@ import WarrenSQLite
 /// What the handlers need of storage. A protocol so that a PostgreSQL store can serve several
 /// hosts without touching the handlers; each change writes its event in the same transaction.
 protocol UserStore: Sendable {
-    /// Throws `conflict` when the email (case-insensitive) is taken.
-    func create(_ user: User, passwordHash: String, cause: Envelope) async throws -> User
+    /// Throws `conflict` when the email (case-insensitive) is taken. Each change records
+    /// `command` (nil for none) with its reply in the command inbox, in the change's transaction,
+    /// and throws `CommandAlreadyApplied` if that command committed already.
+    func create(_ user: User, passwordHash: String, cause: Envelope, command: Command?) async throws -> User
     func user(id: String) async throws -> User?
     func credentials(email: String) async throws -> (user: User, passwordHash: String)?
     func list(after position: Int64?, limit: Int) async throws -> Page<User>
     /// nil when there is no such user; `conflict` when the new email is taken.
-    func update(id: String, name: String?, email: String?, cause: Envelope) async throws -> User?
+    func update(id: String, name: String?, email: String?, cause: Envelope, command: Command?) async throws -> User?
     /// false when there is no such user.
-    func delete(id: String, cause: Envelope) async throws -> Bool
+    func delete(id: String, cause: Envelope, command: Command?) async throws -> Bool
 }
 
 /// The default store: the service's own SQLite file, with the outbox beside the users.
@@ -44,8 +46,9 @@ struct SQLiteUserStore: UserStore {
         }
     }
 
-    func create(_ user: User, passwordHash: String, cause: Envelope) async throws -> User {
+    func create(_ user: User, passwordHash: String, cause: Envelope, command: Command?) async throws -> User {
         try await write { db in
+            try SQLiteCommandInbox.record(command, reply: user, in: db)
             try db.execute(
                 sql: """
                     INSERT INTO users (id, name, email, email_key, role, password_hash, created_at, updated_at)
@@ -76,7 +79,7 @@ struct SQLiteUserStore: UserStore {
         }
     }
 
-    func update(id: String, name: String?, email: String?, cause: Envelope) async throws -> User? {
+    func update(id: String, name: String?, email: String?, cause: Envelope, command: Command?) async throws -> User? {
         try await write { db in
             guard let row = try Row.fetchOne(db, sql: "SELECT * FROM users WHERE id = ?", arguments: [id]) else { return nil }
             var user = User(row: row)
@@ -86,15 +89,17 @@ struct SQLiteUserStore: UserStore {
                 sql: "UPDATE users SET name = ?, email = ?, email_key = ?, updated_at = ? WHERE id = ?",
                 arguments: [user.name, user.email, user.email.lowercased(), Date(), id])
             try Outbox.enqueue(db, type: "user.updated", payload: user, aggregateID: id, causedBy: cause)
+            try SQLiteCommandInbox.record(command, reply: user, in: db)
             return user
         }
     }
 
-    func delete(id: String, cause: Envelope) async throws -> Bool {
+    func delete(id: String, cause: Envelope, command: Command?) async throws -> Bool {
         try await write { db in
             try db.execute(sql: "DELETE FROM users WHERE id = ?", arguments: [id])
             guard db.changesCount > 0 else { return false }
             try Outbox.enqueue(db, type: "user.deleted", payload: UserID(id: id), aggregateID: id, causedBy: cause)
+            try SQLiteCommandInbox.record(command, reply: Deleted(id: id), in: db)
             return true
         }
     }

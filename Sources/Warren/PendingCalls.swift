@@ -17,6 +17,11 @@ struct PendingCalls<Waiter> {
         calls[id] = call
     }
 
+    /// Whether a call with this id waits: a second call with the same id needs another one.
+    func contains(_ id: String) -> Bool {
+        calls[id] != nil
+    }
+
     /// The call a reply answers, or nil for a late or foreign reply (already timed out).
     mutating func complete(_ id: String) -> Call? {
         calls.removeValue(forKey: id)

@@ -10,9 +10,16 @@ import Dispatch
 /// Requests go to `<service>.rpc` (the operation's prefix: `users.get` → `users.rpc`) with
 /// `reply_to` set to RabbitMQ's direct reply-to and a correlation id; replies are matched on the
 /// I/O thread. Every call has a deadline, sent as header `x-deadline` and as the message's
-/// `expiration`, so a request nobody took in time dies in the queue. A call fails fast with
-/// `unavailable` when the queue is missing (the broker returns the mandatory request) or has no
-/// consumer (checked once a call has waited `probeAfter`), and when the connection drops.
+/// `expiration`, so a request nobody took in time dies in the queue.
+///
+/// Errors tell the truth about whether the request ran: `unavailable` only when it certainly
+/// did not (the queue is missing, so the broker returned the mandatory request; or the
+/// connection was down before the publish — answered at once, not at the deadline). When the
+/// outcome is unknown the error is `timeout`: at the deadline; when the queue has no consumer
+/// (checked once a call has waited `probeAfter`: the request stays queued until its deadline
+/// and runs if an instance starts before then); and when the connection drops while waiting
+/// for the reply. A retry with the same `message_id` is then safe for commands (the service's
+/// command inbox answers it if it ran).
 public final class RPCClient: Sendable {
     public struct Configuration: Sendable {
         public var defaultTimeout: Duration
@@ -37,6 +44,7 @@ public final class RPCClient: Sendable {
     typealias Waiter = UnsafeContinuation<Result<Reply, ServiceError>, Never>
 
     public let configuration: Configuration
+    private let connection: AMQPConnection
     private let channel: AMQPChannel
     private let probeChannel: AMQPChannel
     private let calls = Mutex(PendingCalls<Waiter>())
@@ -47,7 +55,8 @@ public final class RPCClient: Sendable {
     private let callCounts = MetricHandles(counter: "warren_rpc_calls_total", "operation", "outcome")
     private let durations = MetricHandles(timer: "warren_rpc_call_duration_seconds", "operation")
 
-    private init(channel: AMQPChannel, probeChannel: AMQPChannel, configuration: Configuration, logger: Logger) {
+    private init(connection: AMQPConnection, channel: AMQPChannel, probeChannel: AMQPChannel, configuration: Configuration, logger: Logger) {
+        self.connection = connection
         self.channel = channel
         self.probeChannel = probeChannel
         self.configuration = configuration
@@ -60,7 +69,7 @@ public final class RPCClient: Sendable {
         logger: Logger = Logger(label: "warren.rpc")
     ) async throws -> RPCClient {
         let client = RPCClient(
-            channel: try await connection.openChannel(), probeChannel: try await connection.openChannel(),
+            connection: connection, channel: try await connection.openChannel(), probeChannel: try await connection.openChannel(),
             configuration: configuration, logger: logger)
         try await client.channel.onReturn { [weak client] returned in client?.returned(returned) }
         // Direct reply-to must be consumed (no-ack) on the channel that publishes the requests.
@@ -79,11 +88,13 @@ public final class RPCClient: Sendable {
 
     deinit { timer.withLock { $0?.cancel() } }
 
-    /// Stops the deadline timer and fails calls still waiting; the connection stays open.
+    /// Stops the deadline timer and fails calls still waiting (`timeout`: they were sent); the
+    /// connection stays open.
     public func close() async {
         timer.withLock { $0?.cancel() }
         for call in calls.withLock({ $0.removeAll() }) {
-            call.waiter.resume(returning: .failure(.unavailable("the RPC client was closed")))
+            // Sent, and perhaps executed: the outcome is unknown.
+            call.waiter.resume(returning: .failure(.timeout("the RPC client was closed while waiting for \(call.queue): the outcome is unknown")))
         }
         await channel.close()
         await probeChannel.close()
@@ -92,8 +103,10 @@ public final class RPCClient: Sendable {
     /// Replies that came after their call had given up (timed out); they are dropped.
     public var lateReplies: Int { lateReplyCount.load(ordering: .relaxed) }
 
-    /// Calls `operation` with a JSON body and returns the reply as it came.
-    /// Throws `timeout` at the deadline and `unavailable` when the service cannot answer.
+    /// Calls `operation` with a JSON body and returns the reply as it came. The envelope's
+    /// `messageID` is the request's `message_id` (the key of the service's command inbox: give a
+    /// retry of a command the same one). Throws `unavailable` when the request was certainly not
+    /// executed, `timeout` when its outcome is unknown (see the type's comment).
     public func call(
         _ operation: String, body: Data, timeout: Duration? = nil, envelope: Envelope = Envelope()
     ) async throws(ServiceError) -> Reply {
@@ -105,19 +118,34 @@ public final class RPCClient: Sendable {
         let ownDeadline = Date() + timeout.timeInterval
         let deadline = envelope.deadline.map { min($0, ownDeadline) } ?? ownDeadline
         envelope.deadline = deadline
-        // The AMQP correlation id matches this reply to this call, so it must be unique even when
-        // one flow makes several calls at once; the flow's id travels in `x-correlation-id`.
-        let callID = envelope.messageID
         envelope.headers[WireHeader.correlationID] = .string(envelope.correlationID)
         var properties = envelope.properties()
-        properties.correlationID = callID
-        let remaining = max(1, Int((deadline.timeIntervalSinceNow * 1000).rounded(.up)))
+        // Clamped to 1 ms … 1 day before the conversion: a deadline from a request may say anything.
+        let milliseconds = (deadline.timeIntervalSinceNow * 1000).rounded(.up)
+        let remaining = milliseconds.isFinite ? Int(min(max(milliseconds, 1), 86_400_000)) : 1
         properties.expiration = String(remaining)
 
+        let messageID = envelope.messageID
         let started = ContinuousClock.now
         let call = (queue: queue, deadline: started + .milliseconds(remaining), probeAt: started + configuration.probeAfter)
+        guard connection.isConnected else {
+            // Nothing was sent: certainly not executed, and no reason to wait for the deadline.
+            let failure = ServiceError.unavailable("not connected to the message broker: \(operation) was not sent")
+            callCounts(operation, failure.code.rawValue).increment()
+            throw failure
+        }
         let result = await withUnsafeContinuation { (waiter: Waiter) in
-            calls.withLock { $0.add(callID, .init(waiter: waiter, queue: call.queue, deadline: call.deadline, probeAt: call.probeAt)) }
+            // The AMQP correlation id matches this reply to this call, so it must be unique even
+            // when one flow makes several calls at once, or a client retries a command with the
+            // same message id while the first call still waits; the flow's id travels in
+            // `x-correlation-id`.
+            let callID = calls.withLock { calls in
+                let id = calls.contains(messageID) ? UUID().uuidString.lowercased() : messageID
+                calls.add(id, .init(waiter: waiter, queue: call.queue, deadline: call.deadline, probeAt: call.probeAt))
+                return id
+            }
+            var properties = properties
+            properties.correlationID = callID
             do {
                 try channel.send(body, routingKey: queue, mandatory: true, properties: properties)
             } catch {
@@ -178,9 +206,14 @@ public final class RPCClient: Sendable {
             let isError = delivery.properties.headers?[WireHeader.status]?.stringValue == "error"
             call.waiter.resume(returning: .success(Reply(isError: isError, body: delivery.body, properties: delivery.properties)))
         case .interrupted, .ended:
-            // Replies to the old direct reply-to address can never arrive.
+            // Replies to the old direct reply-to address can never arrive. The requests may have
+            // been executed (or may still be): the outcome is unknown, which is not `unavailable`.
             for call in calls.withLock({ $0.removeAll() }) {
-                call.waiter.resume(returning: .failure(.unavailable("the connection to the message broker was lost")))
+                call.waiter.resume(
+                    returning: .failure(
+                        .timeout(
+                            "the connection to the message broker was lost while waiting for \(call.queue): the request may have been executed; the outcome is unknown (retry with the same message_id)"
+                        )))
             }
         }
     }
@@ -203,8 +236,9 @@ public final class RPCClient: Sendable {
     }
 
     /// A call has waited a while: if requests sit in its queue and nobody consumes it, no reply
-    /// will come. (No consumer but an empty queue means the request was taken, e.g. by an
-    /// instance draining on shutdown, which still answers.)
+    /// will come in time. (No consumer but an empty queue means the request was taken, e.g. by
+    /// an instance draining on shutdown, which still answers.) The request stays queued until
+    /// its `expiration` and runs if an instance starts before then: its outcome is unknown.
     private func probe(_ queue: String) async {
         let info: AMQPQueueInfo
         do {
@@ -214,7 +248,11 @@ public final class RPCClient: Sendable {
         }
         guard info.consumerCount == 0, info.messageCount > 0 else { return }
         for call in calls.withLock({ $0.removeAll(queue: queue) }) {
-            call.waiter.resume(returning: .failure(.unavailable("no instance of the service is consuming \(queue)")))
+            call.waiter.resume(
+                returning: .failure(
+                    .timeout(
+                        "no instance of the service is consuming \(queue): the request waits there until its deadline and runs if an instance starts before then, so its outcome is unknown (retry with the same message_id)"
+                    )))
         }
     }
 }

@@ -8,13 +8,40 @@ public struct RequestContext: Sendable {
     /// Carries `correlation_id`, `message_id` and `type` in its metadata.
     public let logger: Logger
     let rpc: RPCClient?
+    /// Set for an operation registered with `onCommand` whose request has a `message_id`: the
+    /// handler's store records it, with the reply, in the transaction of the effects
+    /// (`SQLiteCommandInbox.record`). nil for reads, and for requests without a `message_id`
+    /// (which cannot be recognised when redelivered).
+    public let command: Command?
 
-    /// Calls another service's operation within this request's flow and deadline.
+    init(envelope: Envelope, logger: Logger, rpc: RPCClient?, command: Command? = nil) {
+        self.envelope = envelope
+        self.logger = logger
+        self.rpc = rpc
+        self.command = command
+    }
+
+    /// Calls another service's operation within this request's flow and deadline. Inside a
+    /// command, the call's `message_id` is derived from the command's, the operation and the
+    /// request body: when the command is redelivered and runs again, a command it calls is the
+    /// same command to that service (answered from its inbox, not executed twice).
     public func call<Request: Encodable & Sendable, Response: Decodable>(
         _ operation: String, _ request: Request, as response: Response.Type = Response.self, timeout: Duration? = nil
     ) async throws(ServiceError) -> Response {
         guard let rpc else { throw .internal("this service was started without an RPC client") }
-        return try await rpc.call(operation, request, as: response, timeout: timeout, envelope: envelope.caused(type: operation))
+        let body: Data
+        do {
+            body = try WireJSON.encode(request)
+        } catch {
+            throw .internal("could not encode the request for \(operation)")
+        }
+        var caused = envelope.caused(type: operation)
+        if let command {
+            caused.messageID = Command.derivedMessageID(
+                idempotencyKey: command.messageID, scope: [operation, String(decoding: body, as: UTF8.self)])
+        }
+        let reply = try await rpc.call(operation, body: body, timeout: timeout, envelope: caused)
+        return try reply.decode(Response.self, operation: operation)
     }
 }
 
@@ -24,6 +51,8 @@ public struct RPCHandlers: Sendable {
     typealias Handler = @Sendable (Data, RequestContext) async throws -> Data
 
     var handlers: [String: Handler] = [:]
+    /// The operations with effects: looked up in the service's command inbox before they run.
+    var commands: Set<String> = []
 
     public init() {}
 
@@ -33,11 +62,26 @@ public struct RPCHandlers: Sendable {
         _ operation: String, _ request: Request.Type = Request.self,
         _ handler: @escaping @Sendable (Request, RequestContext) async throws -> Response
     ) {
+        commands.remove(operation)
         handlers[operation] = { body, context in
             let request = try WireJSON.decode(Request.self, from: body.isEmpty ? Data("{}".utf8) : body)
             let response = try await handler(request, context)
             return try WireJSON.encode(response)
         }
+    }
+
+    /// Registers an operation with effects that must happen once (`orders.create`). Decoded and
+    /// validated as for `on`. Before it runs, the responder looks the request's `message_id` up
+    /// in the service's `CommandInbox`: a command that already committed is answered with its
+    /// stored reply (a reused id with a different request is `conflict`) and not executed again.
+    /// The handler must pass `context.command` to its store, which records it with the reply in
+    /// the same transaction as the effects; nothing else makes a redelivery safe.
+    public mutating func onCommand<Request: Decodable & Sendable, Response: Encodable & Sendable>(
+        _ operation: String, _ request: Request.Type = Request.self,
+        _ handler: @escaping @Sendable (Request, RequestContext) async throws -> Response
+    ) {
+        on(operation, request, handler)
+        commands.insert(operation)
     }
 
     /// Registers `operation` with a handler that returns the reply body already encoded, as
@@ -48,6 +92,7 @@ public struct RPCHandlers: Sendable {
         _ operation: String, _ request: Request.Type = Request.self,
         _ handler: @escaping @Sendable (Request, RequestContext) async throws -> Data
     ) {
+        commands.remove(operation)
         handlers[operation] = { body, context in
             try await handler(try WireJSON.decode(Request.self, from: body.isEmpty ? Data("{}".utf8) : body), context)
         }

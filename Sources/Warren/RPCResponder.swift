@@ -14,17 +14,32 @@ public import WarrenAMQP
 /// fire-and-forget command: processed, or parked in `<service>.rpc.dlq` with `x-error` if it
 /// cannot be. The request is acked only after its reply is handed to the broker connection.
 /// On graceful shutdown it stops taking requests and finishes those it holds.
+///
+/// Every delivery ends acked or dead-lettered, whatever its size or content: `<service>.rpc` is
+/// declared with `x-dead-letter-exchange` → `<service>.rpc.dlq`, so a command whose copy cannot
+/// be published (it would not fit in a frame) is rejected and the broker itself parks it.
+/// Replies go out on a channel of their own: a reply the broker refuses (a bad `reply_to`)
+/// closes that channel, never the one the requests and their acks travel on.
+///
+/// Operations registered with `RPCHandlers.onCommand` are looked up in `inbox` by `message_id`
+/// first: a redelivered command that already committed is answered with its stored reply, not
+/// executed again (without a `message_id` no such check is possible).
 public final class RPCResponder: Service, Sendable {
     public struct Configuration: Sendable {
         public var prefetch: UInt16
         public var concurrency: Int
         /// The longest graceful shutdown waits for handlers still running.
         public var drainTimeout: Duration
+        /// The largest reply body sent, in bytes; a larger one is replaced by an `internal`
+        /// error reply. Below the broker's `max_message_size` (16 MiB by default since
+        /// RabbitMQ 4), which would otherwise refuse the reply by closing the channel.
+        public var maxReplyBytes: Int
 
-        public init(prefetch: UInt16 = 64, concurrency: Int = 64, drainTimeout: Duration = .seconds(10)) {
+        public init(prefetch: UInt16 = 64, concurrency: Int = 64, drainTimeout: Duration = .seconds(10), maxReplyBytes: Int = 16 << 20) {
             self.prefetch = prefetch
             self.concurrency = concurrency
             self.drainTimeout = drainTimeout
+            self.maxReplyBytes = maxReplyBytes
         }
     }
 
@@ -35,25 +50,32 @@ public final class RPCResponder: Service, Sendable {
     private let handlers: RPCHandlers
     private let configuration: Configuration
     private let rpc: RPCClient?
+    private let inbox: (any CommandInbox)?
     private let logger: Logger
     private let requests = MetricHandles(counter: "warren_requests_total", "operation", "outcome")
     private let durations = MetricHandles(timer: "warren_request_duration_seconds", "operation")
 
     public init(
         service: String, connection: AMQPConnection, handlers: RPCHandlers, configuration: Configuration = Configuration(),
-        rpc: RPCClient? = nil, logger: Logger = Logger(label: "warren.responder")
+        rpc: RPCClient? = nil, inbox: (any CommandInbox)? = nil, logger: Logger = Logger(label: "warren.responder")
     ) {
         self.service = service
         self.connection = connection
         self.handlers = handlers
         self.configuration = configuration
         self.rpc = rpc
+        self.inbox = inbox
         var logger = logger
         logger[metadataKey: "service"] = "\(service)"
         self.logger = logger
     }
 
     public func run() async throws {
+        if inbox == nil, !handlers.commands.isEmpty {
+            logger.warning(
+                "commands registered without a command inbox: a redelivered command runs again",
+                metadata: ["operations": "\(handlers.commands.sorted().joined(separator: ","))"])
+        }
         try await serveUntilShutdown(queue: queue, logger: logger) { try await serve() }
         logger.info("stopped serving", metadata: ["queue": "\(queue)"])
     }
@@ -61,33 +83,52 @@ public final class RPCResponder: Service, Sendable {
     private func serve() async throws {
         let channel = try await connection.openChannel()
         let parking = try await connection.openChannel()
+        let replies = try await connection.openChannel()
         do {
             try await channel.setPrefetch(configuration.prefetch)
-            try await channel.declareQueue(queue)
             try await parking.enableConfirms()
-            try await parking.declareQueue(deadLetterQueue)
+            try await Self.declareQueues(queue: queue, deadLetterQueue: deadLetterQueue, on: parking)
             let requests = try await channel.consume(queue: queue)
             logger.info("serving", metadata: ["queue": "\(queue)", "operations": "\(handlers.operations.joined(separator: ","))"])
             try await withGracefulShutdownHandler {
                 try await runHandlers(
                     for: requests, concurrency: configuration.concurrency, drainTimeout: configuration.drainTimeout, logger: logger
                 ) { delivery in
-                    await self.handle(delivery, replyOn: channel, parking: parking)
+                    await self.handle(delivery, replyOn: replies, parking: parking)
                 }
             } onGracefulShutdown: {
                 // Stop the broker sending more; what was already delivered is still handled.
                 Task { await requests.cancel() }
             }
         } catch {
+            await replies.close()
             await parking.close()
             await channel.close()
             throw error
         }
+        await replies.close()
         await parking.close()
         await channel.close()
     }
 
-    private func handle(_ delivery: AMQPDelivery, replyOn channel: AMQPChannel, parking: AMQPChannel) async {
+    /// The arguments that make the broker itself dead-letter a rejected request into `deadLetterQueue`.
+    public static func queueArguments(deadLetterQueue: String) -> AMQPTable {
+        ["x-dead-letter-exchange": .string(""), "x-dead-letter-routing-key": .string(deadLetterQueue)]
+    }
+
+    /// Declares the dead-letter queue, then the request queue dead-lettering into it. A request
+    /// queue declared earlier without those arguments cannot be changed by a declare (the
+    /// broker answers 406 PRECONDITION_FAILED): that becomes an error saying what to do.
+    public static func declareQueues(queue: String, deadLetterQueue: String, on channel: AMQPChannel) async throws {
+        try await channel.declareQueue(deadLetterQueue)
+        do {
+            try await channel.declareQueue(queue, arguments: queueArguments(deadLetterQueue: deadLetterQueue))
+        } catch AMQPError.channelClosed(let code, let text) where code == 406 {
+            throw RPCQueueMismatch(queue: queue, deadLetterQueue: deadLetterQueue, brokerText: text)
+        }
+    }
+
+    private func handle(_ delivery: AMQPDelivery, replyOn replies: AMQPChannel, parking: AMQPChannel) async {
         let envelope = Envelope(delivery: delivery)
         let logger = envelope.logger(logger, type: envelope.type ?? "-")
         let started = ContinuousClock.now
@@ -96,18 +137,8 @@ public final class RPCResponder: Service, Sendable {
         let operationLabel = envelope.type.flatMap { handlers.handlers[$0] == nil ? nil : $0 } ?? "unknown"
 
         let result: Result<Data, ServiceError>
-        if let deadline = envelope.deadline, deadline < Date() {
-            logger.info("request past its deadline: not executed")
-            result = .failure(.timeout("the request's deadline passed before it was handled"))
-        } else if let type = envelope.type, let handler = handlers.handlers[type] {
-            do {
-                result = .success(try await handler(delivery.body, RequestContext(envelope: envelope, logger: logger, rpc: rpc)))
-            } catch let error as ServiceError {
-                result = .failure(error)
-            } catch {
-                logger.error("handler failed", metadata: ["error": "\(String(reflecting: error))"])
-                result = .failure(.internal("internal error (correlation id \(envelope.correlationID))"))
-            }
+        if let type = envelope.type, let handler = handlers.handlers[type] {
+            result = await run(handler, type: type, delivery: delivery, envelope: envelope, logger: logger)
         } else if envelope.type == nil {
             result = .failure(.invalid("the request has no AMQP 'type' property naming the operation"))
         } else {
@@ -128,38 +159,137 @@ public final class RPCResponder: Service, Sendable {
         }
         do {
             if let replyTo = delivery.properties.replyTo {
-                try reply(result, to: replyTo, correlationID: delivery.properties.correlationID, on: channel)
+                reply(result, to: replyTo, correlationID: delivery.properties.correlationID, on: replies, logger: logger)
                 try delivery.ack()
             } else if case .failure(let error) = result, error.code == .invalid {
                 // A command nobody waits for, and it can never succeed: keep it for a person.
-                try await park(delivery, reason: error, on: parking)
-                try delivery.ack()
+                try await park(delivery, reason: error, on: parking, logger: logger)
             } else {
                 if case .failure(let error) = result { logger.warning("command failed", metadata: ["error": "\(error)"]) }
                 try delivery.ack()
             }
         } catch {
-            // The connection dropped: the broker redelivers the request to some instance.
+            // The connection dropped: the broker redelivers the request to some instance (a
+            // command that committed is then answered from the inbox).
             logger.warning("could not finish a request; it will be redelivered", metadata: ["error": "\(error)"])
         }
     }
 
-    private func reply(_ result: Result<Data, ServiceError>, to replyTo: String, correlationID: String?, on channel: AMQPChannel) throws {
+    /// Runs the handler, or answers from the command inbox: a command whose `message_id` already
+    /// committed is not executed again, whatever its deadline (it was executed: saying `timeout`
+    /// would not be true).
+    private func run(
+        _ handler: RPCHandlers.Handler, type: String, delivery: AMQPDelivery, envelope: Envelope, logger: Logger
+    ) async -> Result<Data, ServiceError> {
+        var command: Command?
+        if handlers.commands.contains(type), let inbox, let messageID = delivery.properties.messageID, !messageID.isEmpty {
+            let candidate = Command(messageID: messageID, operation: type, body: delivery.body)
+            do {
+                if let stored = try await inbox.storedReply(for: messageID) {
+                    return answer(candidate, from: stored, logger: logger)
+                }
+            } catch {
+                // Executing without the check could apply the command twice: refuse, it is retryable.
+                logger.error("command inbox lookup failed", metadata: ["error": "\(String(reflecting: error))"])
+                return .failure(.unavailable("the service could not check whether this command was already executed; it was not executed now"))
+            }
+            command = candidate
+        }
+        if let deadline = envelope.deadline, deadline < Date() {
+            logger.info("request past its deadline: not executed")
+            return .failure(.timeout("the request's deadline passed before it was handled"))
+        }
+        do {
+            return .success(try await handler(delivery.body, RequestContext(envelope: envelope, logger: logger, rpc: rpc, command: command)))
+        } catch let error as ServiceError {
+            return .failure(error)
+        } catch let applied as CommandAlreadyApplied {
+            // Another delivery of the same command committed while this one ran: its reply is the answer.
+            if let command, let inbox, let stored = try? await inbox.storedReply(for: applied.messageID) {
+                return answer(command, from: stored, logger: logger)
+            }
+            logger.error("command reported applied but its reply is not in the inbox", metadata: ["error": "\(applied)"])
+            return .failure(.internal("internal error (correlation id \(envelope.correlationID))"))
+        } catch {
+            logger.error("handler failed", metadata: ["error": "\(String(reflecting: error))"])
+            return .failure(.internal("internal error (correlation id \(envelope.correlationID))"))
+        }
+    }
+
+    private func answer(_ command: Command, from stored: StoredReply, logger: Logger) -> Result<Data, ServiceError> {
+        guard stored.operation == command.operation, stored.fingerprint == command.fingerprint else {
+            logger.warning("message id reused for a different request: refused")
+            return .failure(
+                .conflict("message_id '\(command.messageID)' was already used for a different \(stored.operation) request; use a new id (or Idempotency-Key) for a new request"))
+        }
+        logger.info("command already executed: answered with its stored reply, not executed again")
+        Counter(label: "warren_commands_deduplicated_total", dimensions: [("queue", queue)]).increment()
+        return .success(stored.body)
+    }
+
+    /// Sends the reply; a reply that cannot be sent is logged and the request is still acked
+    /// (it was handled; sending it again would not help). One too large for the broker becomes
+    /// an `internal` error reply.
+    private func reply(_ result: Result<Data, ServiceError>, to replyTo: String, correlationID: String?, on channel: AMQPChannel, logger: Logger) {
+        var result = result
+        if case .success(let data) = result, data.count > configuration.maxReplyBytes {
+            logger.error("reply too large to send", metadata: ["bytes": "\(data.count)", "limit": "\(configuration.maxReplyBytes)"])
+            result = .failure(.internal("the reply would be \(data.count) bytes, more than the \(configuration.maxReplyBytes) a reply may have"))
+        }
         let (status, body): (String, Data)
         switch result {
         case .success(let data): (status, body) = ("ok", data)
         case .failure(let error): (status, body) = ("error", (try? WireJSON.encode(ErrorReply(error: error))) ?? Data())
         }
-        try channel.send(
-            body, routingKey: replyTo,
-            properties: AMQPProperties(
-                contentType: "application/json", headers: [WireHeader.status: .string(status)], correlationID: correlationID))
+        do {
+            try channel.send(
+                body, routingKey: replyTo,
+                properties: AMQPProperties(
+                    contentType: "application/json", headers: [WireHeader.status: .string(status)], correlationID: correlationID))
+        } catch {
+            logger.warning("could not send the reply; the request is acked all the same", metadata: ["reply_to": "\(replyTo)", "error": "\(error)"])
+        }
     }
 
-    private func park(_ delivery: AMQPDelivery, reason: ServiceError, on channel: AMQPChannel) async throws {
+    /// Copies the command to the dead-letter queue with `x-error` (confirmed) and acks it; if the
+    /// copy cannot be made (too large for a frame once `x-error` is added, or refused), rejects
+    /// it so that the broker dead-letters the original itself. Throws only if the connection is
+    /// gone, when the broker redelivers it.
+    private func park(_ delivery: AMQPDelivery, reason: ServiceError, on channel: AMQPChannel, logger: Logger) async throws {
         let properties = delivery.properties.deadLettered(error: reason.message, originalRoutingKey: delivery.routingKey)
-        try await channel.publish(delivery.body, routingKey: deadLetterQueue, properties: properties)
+        do {
+            try await channel.publish(delivery.body, routingKey: deadLetterQueue, mandatory: true, properties: properties)
+            try delivery.ack()
+        } catch let error as AMQPError where Self.isConnectionFailure(error) {
+            throw error
+        } catch {
+            logger.warning("could not copy an invalid command to the dead-letter queue; rejecting it so the broker parks it", metadata: ["error": "\(error)"])
+            try delivery.reject(requeue: false)
+        }
         Counter(label: "warren_dead_lettered_total", dimensions: [("queue", queue)]).increment()
         logger.warning("parked an invalid command", metadata: ["dlq": "\(deadLetterQueue)", "error": "\(reason.message)"])
+    }
+
+    private static func isConnectionFailure(_ error: AMQPError) -> Bool {
+        switch error {
+        case .connectionLost, .connectionClosed, .staleDelivery, .closed: return true
+        default: return false
+        }
+    }
+}
+
+/// `<service>.rpc` exists without the dead-letter arguments this version declares it with.
+public struct RPCQueueMismatch: Error, CustomStringConvertible {
+    public let queue: String
+    public let deadLetterQueue: String
+    public let brokerText: String
+
+    public var description: String {
+        """
+        queue '\(queue)' exists with other arguments than x-dead-letter-exchange="" and \
+        x-dead-letter-routing-key="\(deadLetterQueue)" (\(brokerText)). Stop every instance, move or drain what \
+        it holds, delete it (`rabbitmqctl delete_queue \(queue)`, add `-p <vhost>` if needed) and start the \
+        service again: it declares the queue anew.
+        """
     }
 }

@@ -42,11 +42,15 @@ public struct ServiceDefinition: Sendable {
     public var handlers: RPCHandlers
     public var subscription: Subscription?
     public var services: [any Service]
+    /// Where the replies of `onCommand` operations are kept, so that a redelivered command is
+    /// answered, not executed again.
+    public var inbox: (any CommandInbox)?
 
-    public init(handlers: RPCHandlers, subscription: Subscription? = nil, services: [any Service] = []) {
+    public init(handlers: RPCHandlers, subscription: Subscription? = nil, services: [any Service] = [], inbox: (any CommandInbox)? = nil) {
         self.handlers = handlers
         self.subscription = subscription
         self.services = services
+        self.inbox = inbox
     }
 }
 
@@ -93,7 +97,7 @@ public enum ServiceHost {
             configuration: .init(
                 prefetch: UInt16(environment["RPC_PREFETCH"] ?? "") ?? 64,
                 concurrency: number(environment, "RPC_CONCURRENCY", 1...10_000, logger: logger) ?? 64, drainTimeout: drain),
-            rpc: rpc, logger: logger)
+            rpc: rpc, inbox: definition.inbox, logger: logger)
         var services: [any Service] = [connection]
         services += definition.services
         services.append(responder)

@@ -38,10 +38,23 @@ public struct GatewayError: Error, Sendable, Equatable {
         case .notFound: status = 404
         case .conflict: status = 409
         case .internal: status = 500
+        // 503 only for "certainly not executed"; an unknown outcome is a timeout (504).
         case .unavailable: status = 503
         case .timeout: status = 504
         }
         self.init(status: status, code: error.code.rawValue, message: error.message)
+    }
+
+    /// A failed call to an operation that may have effects (not a GET): a `timeout` there means
+    /// the outcome is unknown, and the message says how to retry safely. Other errors as `init(_:)`.
+    public init(_ error: ServiceError, method: String, idempotencyKey: String?) {
+        self.init(error)
+        guard error.code == .timeout, method != "GET", method != "HEAD" else { return }
+        if let idempotencyKey {
+            message = "the outcome is unknown (\(error.message)): retry with the same Idempotency-Key '\(idempotencyKey)'; if it ran, the retry gets its answer instead of running it again"
+        } else {
+            message = "the outcome is unknown (\(error.message)): the request may have run; send an Idempotency-Key header so that a retry can never run it twice"
+        }
     }
 
     /// The JSON body, with the request id so a user can quote it and an operator find the logs.

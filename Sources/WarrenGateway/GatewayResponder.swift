@@ -152,6 +152,7 @@ struct GatewayResponder: HTTPResponder {
             }
             caller = verified
         }
+        let idempotencyKey = try Self.idempotencyKey(request.headers[.idempotencyKey])
 
         let body = try await readBody(request, route: route)
         let message = try MessageBody.build(
@@ -165,7 +166,12 @@ struct GatewayResponder: HTTPResponder {
             let resource = try await call(lookup, body: message, route: route, envelope: envelope)
             try Self.checkOwner(resource, field: ownership.field, caller: caller)
         }
-        let reply = try await call(operation, body: message, route: route, envelope: envelope)
+        // With a key, the command's message_id is derived from it (and whose, and where), so a
+        // client's retry through any gateway instance is a redelivery to the service's inbox.
+        let commandID = idempotencyKey.map {
+            Command.derivedMessageID(idempotencyKey: $0, scope: [caller?.subject ?? "", route.method, String(request.uri.path)])
+        }
+        let reply = try await call(operation, body: message, route: route, envelope: envelope, messageID: commandID, idempotencyKey: idempotencyKey)
         if let ownership = route.ownership, ownership.lookup == nil, let caller, !caller.isAdmin {
             try Self.checkOwner(reply, field: ownership.field, caller: caller)
         }
@@ -176,14 +182,16 @@ struct GatewayResponder: HTTPResponder {
     }
 
     /// One request message; an error reply or a failed call becomes the matching HTTP error.
-    private func call(_ operation: String, body: Data, route: Route, envelope: Envelope) async throws(GatewayError) -> Data {
+    private func call(
+        _ operation: String, body: Data, route: Route, envelope: Envelope, messageID: String? = nil, idempotencyKey: String? = nil
+    ) async throws(GatewayError) -> Data {
         var envelope = envelope
-        envelope.messageID = ids.next()  // also the call's AMQP correlation id: unique per call
+        envelope.messageID = messageID ?? ids.next()
         let reply: RPCClient.Reply
         do {
             reply = try await rpc.call(operation, body: body, timeout: route.timeout, envelope: envelope)
         } catch {
-            throw GatewayError(error)
+            throw GatewayError(error, method: route.method, idempotencyKey: idempotencyKey)
         }
         guard reply.isError else { return reply.body }
         guard let object = try? JSONSerialization.jsonObject(with: reply.body) as? [String: Any],
@@ -311,7 +319,7 @@ struct GatewayResponder: HTTPResponder {
         var response = Response(status: .noContent)
         guard allowedOrigin(request.headers[.origin]) != nil else { return response }
         response.headers[.accessControlAllowMethods] = "GET, POST, PATCH, DELETE, OPTIONS"
-        response.headers[.accessControlAllowHeaders] = "Authorization, Content-Type, X-Request-ID, traceparent"
+        response.headers[.accessControlAllowHeaders] = "Authorization, Content-Type, X-Request-ID, Idempotency-Key, traceparent"
         response.headers[.accessControlMaxAge] = "600"
         return response
     }

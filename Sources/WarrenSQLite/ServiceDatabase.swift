@@ -7,7 +7,7 @@ public import Warren
 /// Opens a service's own SQLite database the same way for every service: the path from the
 /// environment, WAL so that readers never wait for the writer, a busy timeout so that several
 /// instances of a service on one host can share the file, and the service's migrations (plus
-/// the outbox and processed-message tables) applied before anything else runs.
+/// the outbox, processed-message and command-inbox tables) applied before anything else runs.
 public enum ServiceDatabase {
     /// `DATABASE_PATH`, or `$DATA_DIR/<service>.sqlite` (`DATA_DIR` defaults to `data`).
     public static func path(service: String, environment: [String: String]) -> String {
@@ -33,6 +33,7 @@ public enum ServiceDatabase {
         var migrator = DatabaseMigrator()
         Outbox.registerMigration(&migrator)
         SQLiteProcessedMessages.registerMigration(&migrator)
+        SQLiteCommandInbox.registerMigration(&migrator)
         migrations(&migrator)
         try migrator.migrate(pool)
         return pool

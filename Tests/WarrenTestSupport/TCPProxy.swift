@@ -5,20 +5,20 @@ import Synchronization
 /// A TCP proxy in front of the broker, so tests can cut the network between client and broker:
 /// `blackhole()` silently drops traffic both ways (a dead link only heartbeats can detect),
 /// `cut()` closes every connection (the client sees a reset). New connections are forwarded
-/// again after `restore()`.
-final class TCPProxy: Sendable {
+/// again after `restore()`. (Shared by the test targets: moved here from WarrenAMQPTests.)
+public final class TCPProxy: Sendable {
     private struct State {
         var sockets: [Int32] = []
         var blackholed = false
         var stopped = false
     }
 
-    let port: UInt16
+    public let port: UInt16
     private let listener: Int32
     private let target: UInt16
     private let state = Mutex(State())
 
-    init(targetPort: UInt16 = 5672) throws {
+    public init(targetPort: UInt16 = 5672) throws {
         target = targetPort
         let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         self.listener = listener
@@ -36,12 +36,12 @@ final class TCPProxy: Sendable {
         thread.start()
     }
 
-    func blackhole() { state.withLock { $0.blackholed = true } }
+    public func blackhole() { state.withLock { $0.blackholed = true } }
 
-    func restore() { state.withLock { $0.blackholed = false } }
+    public func restore() { state.withLock { $0.blackholed = false } }
 
     /// Closes every proxied connection, as a broken link would.
-    func cut() {
+    public func cut() {
         let sockets = state.withLock { state in
             defer { state.sockets = [] }
             return state.sockets
@@ -49,7 +49,7 @@ final class TCPProxy: Sendable {
         for fd in sockets { shutdown(fd, Int32(SHUT_RDWR)) }
     }
 
-    func stop() {
+    public func stop() {
         state.withLock { $0.stopped = true }
         shutdown(listener, Int32(SHUT_RDWR))
         close(listener)
@@ -91,12 +91,24 @@ final class TCPProxy: Sendable {
             if state.withLock({ $0.blackholed }) { continue }
             var offset = 0
             while offset < count {
-                let written = buffer[offset..<count].withUnsafeBytes { write(destination, $0.baseAddress, $0.count) }
+                // MSG_NOSIGNAL: a peer that closed must not SIGPIPE the whole test process.
+                let written = buffer[offset..<count].withUnsafeBytes { send(destination, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
                 guard written > 0 else { break }
                 offset += written
             }
         }
         shutdown(destination, Int32(SHUT_RDWR))
         shutdown(source, Int32(SHUT_RDWR))
+    }
+}
+
+extension TCPProxy {
+    /// `url` (an AMQP URL of the local broker, with user and vhost) pointed at this proxy instead.
+    public func url(through url: String) -> String {
+        guard let scheme = url.range(of: "://") else { return url }
+        let authorityEnd = url[scheme.upperBound...].firstIndex(of: "/") ?? url.endIndex
+        let authority = url[scheme.upperBound..<authorityEnd]
+        let credentials = authority.lastIndex(of: "@").map { String(authority[...$0]) } ?? ""
+        return "\(url[..<scheme.upperBound])\(credentials)127.0.0.1:\(port)\(url[authorityEnd...])"
     }
 }
