@@ -87,7 +87,7 @@ public final class RPCResponder: Service, Sendable {
         do {
             try await channel.setPrefetch(configuration.prefetch)
             try await parking.enableConfirms()
-            try await Self.declareQueues(queue: queue, deadLetterQueue: deadLetterQueue, on: parking)
+            try await DeadLettering.declare(queue, deadLetterQueue: deadLetterQueue, on: parking)
             let requests = try await channel.consume(queue: queue)
             logger.info("serving", metadata: ["queue": "\(queue)", "operations": "\(handlers.operations.joined(separator: ","))"])
             try await withGracefulShutdownHandler {
@@ -109,23 +109,6 @@ public final class RPCResponder: Service, Sendable {
         await replies.close()
         await parking.close()
         await channel.close()
-    }
-
-    /// The arguments that make the broker itself dead-letter a rejected request into `deadLetterQueue`.
-    public static func queueArguments(deadLetterQueue: String) -> AMQPTable {
-        ["x-dead-letter-exchange": .string(""), "x-dead-letter-routing-key": .string(deadLetterQueue)]
-    }
-
-    /// Declares the dead-letter queue, then the request queue dead-lettering into it. A request
-    /// queue declared earlier without those arguments cannot be changed by a declare (the
-    /// broker answers 406 PRECONDITION_FAILED): that becomes an error saying what to do.
-    public static func declareQueues(queue: String, deadLetterQueue: String, on channel: AMQPChannel) async throws {
-        try await channel.declareQueue(deadLetterQueue)
-        do {
-            try await channel.declareQueue(queue, arguments: queueArguments(deadLetterQueue: deadLetterQueue))
-        } catch AMQPError.channelClosed(let code, let text) where code == 406 {
-            throw RPCQueueMismatch(queue: queue, deadLetterQueue: deadLetterQueue, brokerText: text)
-        }
     }
 
     private func handle(_ delivery: AMQPDelivery, replyOn replies: AMQPChannel, parking: AMQPChannel) async {
@@ -275,21 +258,5 @@ public final class RPCResponder: Service, Sendable {
         case .connectionLost, .connectionClosed, .staleDelivery, .closed: return true
         default: return false
         }
-    }
-}
-
-/// `<service>.rpc` exists without the dead-letter arguments this version declares it with.
-public struct RPCQueueMismatch: Error, CustomStringConvertible {
-    public let queue: String
-    public let deadLetterQueue: String
-    public let brokerText: String
-
-    public var description: String {
-        """
-        queue '\(queue)' exists with other arguments than x-dead-letter-exchange="" and \
-        x-dead-letter-routing-key="\(deadLetterQueue)" (\(brokerText)). Stop every instance, move or drain what \
-        it holds, delete it (`rabbitmqctl delete_queue \(queue)`, add `-p <vhost>` if needed) and start the \
-        service again: it declares the queue anew.
-        """
     }
 }

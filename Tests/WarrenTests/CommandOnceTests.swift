@@ -396,7 +396,7 @@ struct RequestDeliveryEndsTests {
         let queue = Broker.unique("rpc-old") + ".rpc"
         try await channel.declareQueue(queue)
         await #expect {
-            try await RPCResponder.declareQueues(queue: queue, deadLetterQueue: queue + ".dlq", on: try await connection.openChannel())
+            try await DeadLettering.declare(queue, deadLetterQueue: queue + ".dlq", on: try await connection.openChannel())
         } throws: { error in
             let text = "\(error)"
             return text.contains(queue) && text.contains("delete_queue") && text.contains(queue + ".dlq")
