@@ -54,10 +54,12 @@ struct DLQCommand: AsyncParsableCommand {
                 } else if rows.isEmpty {
                     Terminal.out("no dead-letter queues")
                 } else {
-                    let width = max(5, rows.map(\.queue.name.count).max() ?? 0)
+                    // Names come from the management API: escaped before they are measured.
+                    let names = rows.map { Terminal.escape($0.queue.name) }
+                    let width = max(5, names.map(\.count).max() ?? 0)
                     Terminal.out("QUEUE".padding(toLength: width, withPad: " ", startingAt: 0) + "  MESSAGES")
-                    for row in rows {
-                        Terminal.out(row.queue.name.padding(toLength: width, withPad: " ", startingAt: 0) + "  \(row.messages)")
+                    for (name, row) in zip(names, rows) {
+                        Terminal.out(name.padding(toLength: width, withPad: " ", startingAt: 0) + "  \(row.messages)")
                     }
                 }
             }
@@ -103,7 +105,7 @@ struct DLQCommand: AsyncParsableCommand {
                     return
                 }
                 for (queue, messages, total) in shown {
-                    Terminal.out("\(queue.name): \(total) message(s)\(total > messages.count ? ", the oldest \(messages.count) shown" : "")")
+                    Terminal.out("\(Terminal.escape(queue.name)): \(total) message(s)\(total > messages.count ? ", the oldest \(messages.count) shown" : "")")
                     for (index, delivery) in messages.enumerated() {
                         Terminal.out(Self.describe(delivery, index: index + 1))
                     }
@@ -111,15 +113,18 @@ struct DLQCommand: AsyncParsableCommand {
             }
         }
 
+        /// Three lines per message; every piece of it is from outside, so each is escaped, line
+        /// breaks included (a body's `\n` shows as `\n`), and cannot forge or drive anything.
         static func describe(_ delivery: AMQPDelivery, index: Int) -> String {
             let properties = delivery.properties
             let headers = properties.headers ?? [:]
-            let type = headers[WireHeader.originalRoutingKey]?.stringValue ?? properties.type ?? "-"
+            let type = Terminal.escape(headers[WireHeader.originalRoutingKey]?.stringValue ?? properties.type ?? "-")
             let attempts = headers[WireHeader.attempts]?.intValue.map { "  attempts \($0)" } ?? ""
-            let error = headers[WireHeader.error]?.stringValue ?? "-"
-            let body = String(decoding: delivery.body.prefix(300), as: UTF8.self)
+            let error = Terminal.escape(headers[WireHeader.error]?.stringValue ?? "-")
+            let body = Terminal.escape(String(decoding: delivery.body.prefix(300), as: UTF8.self))
+            let id = properties.messageID.map { Terminal.escape($0) } ?? "(no message id)"
             return """
-                \(index). \(properties.messageID ?? "(no message id)")  \(type)\(attempts)
+                \(index). \(id)  \(type)\(attempts)
                    error: \(error)
                    body:  \(body)
                 """
@@ -173,7 +178,9 @@ struct DLQCommand: AsyncParsableCommand {
                         "notFound": .array(missing.sorted().map(JSONValue.string)),
                     ]))
                 } else {
-                    for (queue, count) in moved { Terminal.out("requeued \(count) message(s) from \(queue.name) to \(queue.target)") }
+                    for (queue, count) in moved {
+                        Terminal.out("requeued \(count) message(s) from \(Terminal.escape(queue.name)) to \(Terminal.escape(queue.target))")
+                    }
                 }
                 if !missing.isEmpty {
                     throw CLIFailure(.failed, "no dead letter with id \(missing.sorted().joined(separator: ", ")): `warren dlq show \(service)` lists them")
@@ -205,7 +212,7 @@ struct DLQCommand: AsyncParsableCommand {
                     guard Terminal.stdinIsTTY else {
                         throw CLIFailure(.usage, "purging deletes \(counts.joined(separator: " and ")) for good; pass --yes to confirm")
                     }
-                    FileHandle.standardError.write(Data("delete \(counts.joined(separator: " and ")) for good? type yes: ".utf8))
+                    Terminal.prompt("delete \(counts.joined(separator: " and ")) for good? type yes: ")
                     guard readLine()?.trimmingCharacters(in: .whitespaces).lowercased() == "yes" else {
                         throw CLIFailure(.failed, "nothing was purged")
                     }
@@ -217,7 +224,7 @@ struct DLQCommand: AsyncParsableCommand {
                 if output.json {
                     Terminal.json(.array(purged.map { .object(["queue": .string($0), "purged": .int(Int64($1))]) }))
                 } else {
-                    for (name, count) in purged { Terminal.out("purged \(count) message(s) from \(name)") }
+                    for (name, count) in purged { Terminal.out("purged \(count) message(s) from \(Terminal.escape(name))") }
                 }
             }
         }

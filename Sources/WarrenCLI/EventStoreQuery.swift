@@ -93,10 +93,12 @@ extension AMQPFieldValue {
         case let text as String:
             self = .string(text)
         case let number as NSNumber:
-            // JSON booleans come as NSNumber too; their Objective-C type is char.
+            // JSON booleans come as NSNumber too; their Objective-C type is char. An integer
+            // beyond Int64 (type Q) stays a number as a double instead of wrapping around.
             switch String(cString: number.objCType) {
             case "c", "B": self = .bool(number.boolValue)
             case "d", "f": self = .double(number.doubleValue)
+            case "Q": self = Int64(exactly: number.uint64Value).map(AMQPFieldValue.int) ?? .double(number.doubleValue)
             default: self = .int(number.int64Value)
             }
         case let array as [Any]:
@@ -126,6 +128,8 @@ extension RPCClient {
 
 /// Reads a selection of the event store page by page, the next page already on its way while
 /// the caller works through the current one, and hands out events at most `rate` per second.
+/// With `routes`, only the events a queue's bindings route to it; the others are counted by
+/// type in `skipped` (and count neither against `limit` nor the rate).
 struct EventStorePages: AsyncSequence, Sendable {
     typealias Element = StoredEvent
 
@@ -134,9 +138,19 @@ struct EventStorePages: AsyncSequence, Sendable {
     let limit: Int?
     let rate: Double?
     let timeout: Duration
+    var routes: QueueRoutes? = nil
+    /// Events left out by `routes`, by type.
+    let skipped = Shared<[String: Int]>([:])
 
     func makeAsyncIterator() -> Iterator {
         Iterator(pages: self)
+    }
+
+    /// Whether `event` goes out; one that the routes leave out is counted in `skipped`.
+    func admits(_ event: StoredEvent) -> Bool {
+        guard let routes, !routes.routes(event.type) else { return true }
+        skipped.update { $0[event.type, default: 0] += 1 }
+        return false
     }
 
     struct Iterator: AsyncIteratorProtocol {
@@ -159,21 +173,26 @@ struct EventStorePages: AsyncSequence, Sendable {
                 nextPage = fetch(after: nil)
                 clockStart = .now
             }
-            while index == current.count {
-                guard let pending = nextPage else { return nil }
-                let page = try await pending.value
-                current = page.events
-                index = 0
-                nextPage = page.next.map { fetch(after: $0) }
-                if page.events.isEmpty, nextPage == nil { return nil }
-            }
+            var event: StoredEvent
+            repeat {
+                while index == current.count {
+                    guard let pending = nextPage else { return nil }
+                    let page = try await pending.value
+                    current = page.events
+                    index = 0
+                    nextPage = page.next.map { fetch(after: $0) }
+                    if page.events.isEmpty, nextPage == nil { return nil }
+                }
+                event = current[index]
+                index += 1
+            } while !pages.admits(event)
             if let rate = pages.rate {
                 // Paced token bucket: event n may leave at start + n / rate; sleep only when ahead.
-                let due = clockStart + .seconds(Double(handedOut) / rate)
+                // Capped, so that no count and rate make a `Duration` out of range.
+                let offset = Swift.min(Double(handedOut) / rate, DurationArgument.longest / .seconds(1))
+                let due = clockStart + .seconds(offset)
                 if due > .now + .milliseconds(2) { try await Task.sleep(until: due) }
             }
-            let event = current[index]
-            index += 1
             handedOut += 1
             return event
         }
@@ -209,15 +228,49 @@ struct EventStorePages: AsyncSequence, Sendable {
 
 /// Counts a selection without keeping it, so a progress bar can show an ETA. Runs beside the
 /// replay, on a terminal only: it reads the selection a second time.
-func countEvents(rpc: RPCClient, query: EventsQuery, limit: Int?, timeout: Duration) async -> Int? {
+func countEvents(rpc: RPCClient, query: EventsQuery, limit: Int?, routes: QueueRoutes?, timeout: Duration) async -> Int? {
     var query = query
     var count = 0
     repeat {
         guard let page = try? await rpc.queryEvents(query, timeout: timeout) else { return nil }
-        count += page.events.count
+        count += routes.map { routes in page.events.count(where: { routes.routes($0.type) }) } ?? page.events.count
         if let limit, count >= limit { return limit }
         guard let next = page.next else { return count }
         query.after = next
     } while !Task.isCancelled
     return nil
+}
+
+/// The binding keys by which the `warren.events` topic exchange routes to one queue: a replay
+/// straight into that queue sends only what the exchange would have put there.
+struct QueueRoutes: Sendable {
+    let queue: String
+    let bindingKeys: [String]
+
+    init(queue: String, bindingKeys: [String]) {
+        self.queue = queue
+        self.bindingKeys = bindingKeys
+    }
+
+    /// The keys of the bindings from `warren.events` to `queue` among `bindings` (all of a vhost).
+    init(queue: String, bindings: [ManagementAPI.Binding]) {
+        let keys = bindings.filter { $0.source == EventPublisher.exchange && $0.destination_type == "queue" && $0.destination == queue }
+        self.init(queue: queue, bindingKeys: Set(keys.map(\.routing_key)).sorted())
+    }
+
+    /// Whether the exchange would route an event published under `routingKey` to the queue.
+    func routes(_ routingKey: String) -> Bool {
+        bindingKeys.contains { TopicPattern.matches($0, routingKey) }
+    }
+
+    /// For people: which events were (or would be) left out and why; nil when none were.
+    func skippedLine(_ skipped: [String: Int], would: Bool) -> String? {
+        guard !skipped.isEmpty else { return nil }
+        let total = skipped.values.reduce(0, +)
+        let byCount = skipped.sorted { $0.value != $1.value ? $0.value > $1.value : $0.key < $1.key }
+        var types = byCount.prefix(10).map { "\(Terminal.escape($0.key)) (\($0.value))" }.joined(separator: ", ")
+        if byCount.count > 10 { types += ", … \(byCount.count - 10) more type(s)" }
+        let keys = bindingKeys.map { Terminal.escape($0) }.joined(separator: ", ")
+        return "\(would ? "would skip" : "skipped") \(total) event(s) that \(EventPublisher.exchange) does not route to \(Terminal.escape(queue)) (bound for \(keys)): \(types)"
+    }
 }

@@ -133,9 +133,9 @@ struct PublishCommand: AsyncParsableCommand {
             return
         }
         let what = ids.count == 1 ? "event \(ids[0])" : "\(ids.count) events"
-        Terminal.out("published \(what) as \(routingKey) to \(target.name)")
+        Terminal.out("published \(what) as \(Terminal.escape(routingKey)) to \(Terminal.escape(target.name))")
         if unrouted > 0, queue == nil {
-            Terminal.note("warning: no queue is bound for \(routingKey) on \(exchange): \(unrouted) event(s) reached nobody")
+            Terminal.note("warning: no queue is bound for \(Terminal.escape(routingKey)) on \(Terminal.escape(exchange)): \(unrouted) event(s) reached nobody")
         }
     }
 }
