@@ -41,7 +41,7 @@ extension EventPage {
                 }
             }
         } catch let error as JSONScanner.Malformed {
-            throw CLIFailure(.failed, "the event store's answer to events.query is not JSON (at byte \(error.offset))")
+            throw CLIFailure(.failed, "the event store's answer to events.query \(error.reason) (at byte \(error.offset))")
         } catch let error as CLIFailure {
             throw error
         } catch {
@@ -147,10 +147,19 @@ struct EventStorePages: AsyncSequence, Sendable {
     }
 
     /// Whether `event` goes out; one that the routes leave out is counted in `skipped`.
-    func admits(_ event: StoredEvent) -> Bool {
-        guard let routes, !routes.routes(event.type) else { return true }
-        skipped.update { $0[event.type, default: 0] += 1 }
-        return false
+    /// `decided` remembers the answer per type: a replay has few types and many events.
+    func admits(_ event: StoredEvent, decided: inout [String: Bool]) -> Bool {
+        guard let routes else { return true }
+        let routed: Bool
+        if let known = decided[event.type] {
+            routed = known
+        } else {
+            routed = routes.routes(event.type)
+            // Bounded, in case a store sends a new type with every event.
+            if decided.count < 10_000 { decided[event.type] = routed }
+        }
+        if !routed { skipped.update { $0[event.type, default: 0] += 1 } }
+        return routed
     }
 
     struct Iterator: AsyncIteratorProtocol {
@@ -158,9 +167,12 @@ struct EventStorePages: AsyncSequence, Sendable {
         private var current: [StoredEvent] = []
         private var index = 0
         private var nextPage: Task<EventPage, any Error>?
+        /// Every cursor followed so far: a store that hands one out twice is going round in circles.
+        private var cursors: Set<String> = []
         private var started = false
         private var handedOut = 0
         private var clockStart = ContinuousClock.now
+        private var decided: [String: Bool] = [:]
 
         init(pages: EventStorePages) {
             self.pages = pages
@@ -178,6 +190,11 @@ struct EventStorePages: AsyncSequence, Sendable {
                 while index == current.count {
                     guard let pending = nextPage else { return nil }
                     let page = try await pending.value
+                    // Pages that lead back to one already read would be read (and replayed) forever.
+                    if let next = page.next, !cursors.insert(next).inserted {
+                        throw CLIFailure(
+                            .failed, "the event store sent the cursor \(Terminal.escape(next)) for events.query a second time; stopped instead of replaying the same pages forever")
+                    }
                     current = page.events
                     index = 0
                     nextPage = page.next.map { fetch(after: $0) }
@@ -185,7 +202,7 @@ struct EventStorePages: AsyncSequence, Sendable {
                 }
                 event = current[index]
                 index += 1
-            } while !pages.admits(event)
+            } while !pages.admits(event, decided: &decided)
             if let rate = pages.rate {
                 // Paced token bucket: event n may leave at start + n / rate; sleep only when ahead.
                 // Capped, so that no count and rate make a `Duration` out of range.
@@ -216,9 +233,9 @@ struct EventStorePages: AsyncSequence, Sendable {
             case .timeout:
                 CLIFailure(.timeout, "the event store did not answer events.query in time: is it running? `warren topology` shows events.rpc")
             case .unavailable:
-                CLIFailure(.failed, "the event store is unavailable (\(error.message)): start event-store (`make run`)")
+                CLIFailure(.failed, "the event store is unavailable (\(Terminal.escape(error.message))): start event-store (`make run`)")
             case .invalid:
-                CLIFailure(.usage, "the event store refused the filters: \(error.message)")
+                CLIFailure(.usage, "the event store refused the filters: \(Terminal.escape(error.message))")
             default:
                 CLIFailure.from(error)
             }
@@ -235,7 +252,7 @@ func countEvents(rpc: RPCClient, query: EventsQuery, limit: Int?, routes: QueueR
         guard let page = try? await rpc.queryEvents(query, timeout: timeout) else { return nil }
         count += routes.map { routes in page.events.count(where: { routes.routes($0.type) }) } ?? page.events.count
         if let limit, count >= limit { return limit }
-        guard let next = page.next else { return count }
+        guard let next = page.next, next != query.after else { return page.next == nil ? count : nil }
         query.after = next
     } while !Task.isCancelled
     return nil

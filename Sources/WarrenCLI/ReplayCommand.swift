@@ -43,10 +43,10 @@ struct ReplayCommand: AsyncParsableCommand {
     @Option(name: .customLong("type"), help: "Event types, a glob like 'order.*'.")
     var type: String?
 
-    @Option(help: ArgumentHelp("Events at or after this time.", valueName: "time"))
+    @Option(help: ArgumentHelp("Events at or after this time: ISO 8601, or back from now (90s, 2h, 7d; at most a century).", valueName: "time"))
     var since: TimeArgument?
 
-    @Option(help: ArgumentHelp("Events before this time.", valueName: "time"))
+    @Option(help: ArgumentHelp("Events before this time: ISO 8601, or back from now.", valueName: "time"))
     var until: TimeArgument?
 
     @Option(help: "Only the events of this aggregate (x-aggregate-id).")
