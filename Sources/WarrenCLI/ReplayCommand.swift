@@ -184,8 +184,12 @@ struct ReplayCommand: AsyncParsableCommand {
                 }
             } : nil
 
+        // The event being published: one the channel refuses (a type or id beyond AMQP's 255
+        // bytes) is the event store's, not a usage error, and the operator needs to know which.
+        let current = Shared<StoredEvent?>(nil)
         let messages = events.map { event in
-            ReplayedEvent(event, replayID: replayID, destination: destination).message
+            current.set(event)
+            return ReplayedEvent(event, replayID: replayID, destination: destination).message
         }
         var done = 0
         do {
@@ -196,7 +200,12 @@ struct ReplayCommand: AsyncParsableCommand {
         } catch {
             counting?.cancel()
             progress.finish(done: done)
-            let failure = CLIFailure.from(error)
+            var failure = CLIFailure.from(error)
+            if case .invalidArgument(let detail) = error as? AMQPError, let event = current.value {
+                failure = CLIFailure(
+                    .failed,
+                    "event #\(event.position) (id \(Terminal.escape(event.id))) cannot be published as the event store holds it: \(Terminal.escape(detail)); --since or --type can leave it out")
+            }
             throw CLIFailure(
                 failure.kind,
                 "\(failure.message)\nreplay \(replayID) stopped after \(done) confirmed event(s); running it again is safe: consumers skip event ids they applied")
