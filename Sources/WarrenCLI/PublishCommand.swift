@@ -15,6 +15,12 @@ struct PublishCommand: AsyncParsableCommand {
             --lines, stdin holds one JSON body per line; every line is checked before the
             first is published.
 
+            --queue to a subscriber's queue (<service>.events) publishes only an event type
+            the queue's bindings to warren.events would route to it, read from RabbitMQ's
+            management API: a subscriber would take another type for something it is not.
+            Another type, a queue bound to nothing, or no answer from the management API
+            refuse before anything is sent.
+
             Examples:
               warren publish order.created '{"id":"…","userId":"…","totalCents":1200}'
               warren publish user.updated @user.json --header x-aggregate-id=6f1c…
@@ -51,6 +57,7 @@ struct PublishCommand: AsyncParsableCommand {
     var lines = false
 
     @OptionGroup var connection: ConnectionOptions
+    @OptionGroup var management: ManagementOptions
     @OptionGroup var output: OutputOptions
 
     func validate() throws {
@@ -65,6 +72,7 @@ struct PublishCommand: AsyncParsableCommand {
             let connection = try await connection.connect(purpose: "publish")
             let channel = try await connection.openChannel()
             let target = try await checkTarget(channel)
+            if let queue, queue.hasSuffix(".events") { try await checkRoutes(to: queue) }
             try await channel.enableConfirms()
 
             let correlationID = self.correlationID ?? UUID().uuidString.lowercased()
@@ -122,6 +130,29 @@ struct PublishCommand: AsyncParsableCommand {
             throw CLIFailure(.failed, "there is no exchange \(exchange): services declare warren.events when they start (`make run`)")
         }
         return (exchange, routingKey, "exchange \(exchange)")
+    }
+
+    /// Refuses to put an event straight into a subscriber's queue that its bindings would not
+    /// route there (the same rule as `replay --to`), or when the bindings cannot be read.
+    private func checkRoutes(to queue: String) async throws {
+        let bindings: [ManagementAPI.Binding]
+        do {
+            bindings = try await management.api(for: try connection.configuration(purpose: "publish")).bindings()
+        } catch let failure as CLIFailure where failure.kind != .usage {
+            throw CLIFailure(
+                failure.kind, "\(failure.message)\npublish --queue reads which event types \(Terminal.escape(queue)) is bound for; nothing was sent")
+        }
+        let routes = QueueRoutes(queue: queue, bindings: bindings)
+        guard !routes.bindingKeys.isEmpty else {
+            throw CLIFailure(
+                .failed,
+                "queue \(Terminal.escape(queue)) is not bound to \(EventPublisher.exchange): no subscriber takes events there; nothing was sent (`warren topology` shows the bindings)")
+        }
+        guard routes.routes(routingKey) else {
+            throw CLIFailure(
+                .failed,
+                "queue \(Terminal.escape(queue)) is bound to \(EventPublisher.exchange) for \(routes.bindingKeys.map { Terminal.escape($0) }.joined(separator: ", ")), not for \(Terminal.escape(routingKey)): its subscriber would take it for something it is not; nothing was sent (publish to the exchange, without --queue, to reach whoever subscribes to it)")
+        }
     }
 
     private func report(ids: [String], unrouted: Int, target: (exchange: String, routingKey: String, name: String)) {
