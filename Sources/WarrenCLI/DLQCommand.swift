@@ -142,6 +142,12 @@ struct DLQCommand: AsyncParsableCommand {
                 (Ctrl-C, a crash, a lost connection) loses nothing, at worst a message is in
                 both queues, and consumers skip event ids they already applied. Messages not
                 selected keep their places.
+
+                An event goes back to <service>.events only when the queue's bindings to
+                warren.events route its type (read from RabbitMQ's management API, as replay
+                --to does): one that reached the dead letters without having been routed there
+                stays, is counted by type, and the command exits 1. Without the management
+                API nothing is requeued from an events dead-letter queue.
                 """
         )
 
@@ -155,6 +161,7 @@ struct DLQCommand: AsyncParsableCommand {
         var all = false
 
         @OptionGroup var connection: ConnectionOptions
+        @OptionGroup var management: ManagementOptions
         @OptionGroup var output: OutputOptions
 
         func validate() throws {
@@ -164,29 +171,66 @@ struct DLQCommand: AsyncParsableCommand {
         func run() async throws {
             try await reportingFailures {
                 let amqp = try await connection.connect(purpose: "dlq requeue")
-                var moved: [(DeadLetterQueue, Int)] = []
+                let queues = try await DeadLetterQueue.existing(for: service, on: amqp)
+                let routes = try await DLQCommand.eventRoutes(for: queues, management: management, connection: connection)
+                var moved: [(queue: DeadLetterQueue, result: DeadLetterQueue.Requeued)] = []
                 var missing = Set(ids)
-                for queue in try await DeadLetterQueue.existing(for: service, on: amqp) {
-                    let (count, found) = try await queue.requeue(ids: all ? nil : Set(ids), on: amqp)
-                    missing.subtract(found)
-                    moved.append((queue, count))
+                for queue in queues {
+                    let result = try await queue.requeue(ids: all ? nil : Set(ids), routes: routes[queue.target], on: amqp)
+                    missing.subtract(result.found)
+                    moved.append((queue, result))
                 }
                 await amqp.close()
                 if output.json {
                     Terminal.json(.object([
-                        "requeued": .array(moved.map { .object(["from": .string($0.name), "to": .string($0.target), "messages": .int(Int64($1))]) }),
+                        "requeued": .array(moved.map { queue, result in
+                            .object([
+                                "from": .string(queue.name), "to": .string(queue.target), "messages": .int(Int64(result.moved)),
+                                "kept": .int(Int64(result.kept.values.reduce(0, +))), "keptTypes": .object(result.kept.mapValues { .int(Int64($0)) }),
+                            ])
+                        }),
                         "notFound": .array(missing.sorted().map(JSONValue.string)),
                     ]))
                 } else {
-                    for (queue, count) in moved {
-                        Terminal.out("requeued \(count) message(s) from \(Terminal.escape(queue.name)) to \(Terminal.escape(queue.target))")
+                    for (queue, result) in moved {
+                        Terminal.out("requeued \(result.moved) message(s) from \(Terminal.escape(queue.name)) to \(Terminal.escape(queue.target))")
                     }
                 }
-                if !missing.isEmpty {
-                    throw CLIFailure(.failed, "no dead letter with id \(missing.sorted().joined(separator: ", ")): `warren dlq show \(service)` lists them")
+                let kept = moved.compactMap { queue, result in routes[queue.target]?.skippedLine(result.kept, verb: "kept back") }
+                if !missing.isEmpty || !kept.isEmpty {
+                    var problems = kept.map { $0 + "; they stay in the dead letters" }
+                    if !missing.isEmpty {
+                        problems.append("no dead letter with id \(missing.sorted().map { Terminal.escape($0) }.joined(separator: ", ")): `warren dlq show \(service)` lists them")
+                    }
+                    throw CLIFailure(.failed, problems.joined(separator: "\n"))
                 }
             }
         }
+    }
+
+    /// The routes of every `<service>.events` the dead letters go back to, by queue name. Refuses
+    /// when they cannot be read, or a queue has none: guessing could hand a service an event it
+    /// never subscribed to.
+    static func eventRoutes(for queues: [DeadLetterQueue], management: ManagementOptions, connection: ConnectionOptions) async throws -> [String: QueueRoutes] {
+        let targets = queues.map(\.target).filter { $0.hasSuffix(".events") }
+        guard !targets.isEmpty else { return [:] }
+        let bindings: [ManagementAPI.Binding]
+        do {
+            bindings = try await management.api(for: try connection.configuration(purpose: "dlq requeue")).bindings()
+        } catch let failure as CLIFailure where failure.kind != .usage {
+            throw CLIFailure(failure.kind, "\(failure.message)\ndlq requeue reads which event types each <service>.events is bound for; nothing was requeued")
+        }
+        var routes: [String: QueueRoutes] = [:]
+        for target in targets {
+            let queueRoutes = QueueRoutes(queue: target, bindings: bindings)
+            guard !queueRoutes.bindingKeys.isEmpty else {
+                throw CLIFailure(
+                    .failed,
+                    "queue \(Terminal.escape(target)) is not bound to \(EventPublisher.exchange): its service subscribes to nothing, so no event may go back there; nothing was requeued")
+            }
+            routes[target] = queueRoutes
+        }
+        return routes
     }
 
     struct Purge: AsyncParsableCommand {

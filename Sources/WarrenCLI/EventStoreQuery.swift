@@ -280,14 +280,15 @@ struct QueueRoutes: Sendable {
         bindingKeys.contains { TopicPattern.matches($0, routingKey) }
     }
 
-    /// For people: which events were (or would be) left out and why; nil when none were.
-    func skippedLine(_ skipped: [String: Int], would: Bool) -> String? {
+    /// For people: which events were (or would be) left out and why, `verb` saying how
+    /// ("skipped", "would skip"); nil when none were.
+    func skippedLine(_ skipped: [String: Int], verb: String) -> String? {
         guard !skipped.isEmpty else { return nil }
         let total = skipped.values.reduce(0, +)
         let byCount = skipped.sorted { $0.value != $1.value ? $0.value > $1.value : $0.key < $1.key }
         var types = byCount.prefix(10).map { "\(Terminal.escape($0.key)) (\($0.value))" }.joined(separator: ", ")
         if byCount.count > 10 { types += ", … \(byCount.count - 10) more type(s)" }
         let keys = bindingKeys.map { Terminal.escape($0) }.joined(separator: ", ")
-        return "\(would ? "would skip" : "skipped") \(total) event(s) that \(EventPublisher.exchange) does not route to \(Terminal.escape(queue)) (bound for \(keys)): \(types)"
+        return "\(verb) \(total) event(s) that \(EventPublisher.exchange) does not route to \(Terminal.escape(queue)) (bound for \(keys)): \(types)"
     }
 }

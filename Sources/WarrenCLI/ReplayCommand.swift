@@ -168,7 +168,7 @@ struct ReplayCommand: AsyncParsableCommand {
             Terminal.out("  #\(event.position)  \(fields.joined(separator: "  "))")
         }
         if count > sample.count { Terminal.out("  …") }
-        if let line = events.routes?.skippedLine(skipped, would: true) { Terminal.out(line) }
+        if let line = events.routes?.skippedLine(skipped, verb: "would skip") { Terminal.out(line) }
     }
 
     private func replay(_ events: EventStorePages, rpc: RPCClient, channel: AMQPChannel, destination: ReplayedEvent.Destination) async throws {
@@ -223,7 +223,7 @@ struct ReplayCommand: AsyncParsableCommand {
             ]))
         } else {
             Terminal.out(String(format: "replayed %d event(s) to %@ in %.1f s (%.0f events/s); replay correlation id %@", done, Terminal.escape(targetName), seconds, rate, replayID))
-            if let line = events.routes?.skippedLine(skipped, would: false) { Terminal.out(line) }
+            if let line = events.routes?.skippedLine(skipped, verb: "skipped") { Terminal.out(line) }
         }
     }
 

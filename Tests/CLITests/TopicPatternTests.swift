@@ -88,10 +88,10 @@ struct TopicPatternTests {
         #expect(!routes.routes("order.cancelled"))
         #expect(!routes.routes("payment.succeeded"))
         #expect(!routes.routes("payments.events"))
-        let line = routes.skippedLine(["order.cancelled": 3, "\u{1B}[2J": 1], would: false)
+        let line = routes.skippedLine(["order.cancelled": 3, "\u{1B}[2J": 1], verb: "skipped")
         #expect(line?.contains("skipped 4 event(s)") == true)
         #expect(line?.contains("order.cancelled (3)") == true)
         #expect(line?.contains(#"\u{1B}[2J (1)"#) == true)
-        #expect(routes.skippedLine([:], would: false) == nil)
+        #expect(routes.skippedLine([:], verb: "skipped") == nil)
     }
 }
