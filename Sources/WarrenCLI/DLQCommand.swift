@@ -172,7 +172,10 @@ struct DLQCommand: AsyncParsableCommand {
             try await reportingFailures {
                 let amqp = try await connection.connect(purpose: "dlq requeue")
                 let queues = try await DeadLetterQueue.existing(for: service, on: amqp)
-                let routes = try await DLQCommand.eventRoutes(for: queues, management: management, connection: connection)
+                // Events go back past the exchange: only those their queue's bindings route.
+                let routes = try await management.eventRoutes(
+                    to: queues.map(\.target).filter { $0.hasSuffix(".events") }, configuration: try connection.configuration(purpose: "dlq requeue"),
+                    command: "dlq requeue", outcome: "nothing was requeued")
                 var moved: [(queue: DeadLetterQueue, result: DeadLetterQueue.Requeued)] = []
                 var missing = Set(ids)
                 for queue in queues {
@@ -206,31 +209,6 @@ struct DLQCommand: AsyncParsableCommand {
                 }
             }
         }
-    }
-
-    /// The routes of every `<service>.events` the dead letters go back to, by queue name. Refuses
-    /// when they cannot be read, or a queue has none: guessing could hand a service an event it
-    /// never subscribed to.
-    static func eventRoutes(for queues: [DeadLetterQueue], management: ManagementOptions, connection: ConnectionOptions) async throws -> [String: QueueRoutes] {
-        let targets = queues.map(\.target).filter { $0.hasSuffix(".events") }
-        guard !targets.isEmpty else { return [:] }
-        let bindings: [ManagementAPI.Binding]
-        do {
-            bindings = try await management.api(for: try connection.configuration(purpose: "dlq requeue")).bindings()
-        } catch let failure as CLIFailure where failure.kind != .usage {
-            throw CLIFailure(failure.kind, "\(failure.message)\ndlq requeue reads which event types each <service>.events is bound for; nothing was requeued")
-        }
-        var routes: [String: QueueRoutes] = [:]
-        for target in targets {
-            let queueRoutes = QueueRoutes(queue: target, bindings: bindings)
-            guard !queueRoutes.bindingKeys.isEmpty else {
-                throw CLIFailure(
-                    .failed,
-                    "queue \(Terminal.escape(target)) is not bound to \(EventPublisher.exchange): its service subscribes to nothing, so no event may go back there; nothing was requeued")
-            }
-            routes[target] = queueRoutes
-        }
-        return routes
     }
 
     struct Purge: AsyncParsableCommand {

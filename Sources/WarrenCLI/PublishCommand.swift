@@ -135,23 +135,13 @@ struct PublishCommand: AsyncParsableCommand {
     /// Refuses to put an event straight into a subscriber's queue that its bindings would not
     /// route there (the same rule as `replay --to`), or when the bindings cannot be read.
     private func checkRoutes(to queue: String) async throws {
-        let bindings: [ManagementAPI.Binding]
-        do {
-            bindings = try await management.api(for: try connection.configuration(purpose: "publish")).bindings()
-        } catch let failure as CLIFailure where failure.kind != .usage {
-            throw CLIFailure(
-                failure.kind, "\(failure.message)\npublish --queue reads which event types \(Terminal.escape(queue)) is bound for; nothing was sent")
-        }
-        let routes = QueueRoutes(queue: queue, bindings: bindings)
-        guard !routes.bindingKeys.isEmpty else {
+        let routes = try await management.eventRoutes(
+            to: [queue], configuration: try connection.configuration(purpose: "publish"), command: "publish --queue", outcome: "nothing was sent")
+        guard let routes = routes[queue], routes.routes(routingKey) else {
+            let keys = routes[queue]?.bindingKeys.map { Terminal.escape($0) }.joined(separator: ", ") ?? ""
             throw CLIFailure(
                 .failed,
-                "queue \(Terminal.escape(queue)) is not bound to \(EventPublisher.exchange): no subscriber takes events there; nothing was sent (`warren topology` shows the bindings)")
-        }
-        guard routes.routes(routingKey) else {
-            throw CLIFailure(
-                .failed,
-                "queue \(Terminal.escape(queue)) is bound to \(EventPublisher.exchange) for \(routes.bindingKeys.map { Terminal.escape($0) }.joined(separator: ", ")), not for \(Terminal.escape(routingKey)): its subscriber would take it for something it is not; nothing was sent (publish to the exchange, without --queue, to reach whoever subscribes to it)")
+                "queue \(Terminal.escape(queue)) is bound to \(EventPublisher.exchange) for \(keys), not for \(Terminal.escape(routingKey)): its subscriber would take it for something it is not; nothing was sent (publish to the exchange, without --queue, to reach whoever subscribes to it)")
         }
     }
 

@@ -125,25 +125,9 @@ struct ReplayCommand: AsyncParsableCommand {
 
     /// With `--to`, the binding keys by which `warren.events` reaches the queue, so that only
     /// what its subscriber asked for goes there; nil for the exchange, which routes by itself.
-    /// Refuses (throws) when they cannot be read or there are none: guessing could hand a
-    /// service events it would take for others.
     private func queueRoutes(for destination: ReplayedEvent.Destination, configuration: AMQPConfiguration) async throws -> QueueRoutes? {
         guard case .queue(let queue) = destination else { return nil }
-        let bindings: [ManagementAPI.Binding]
-        do {
-            bindings = try await management.api(for: configuration).bindings()
-        } catch let failure as CLIFailure where failure.kind != .usage {
-            throw CLIFailure(
-                failure.kind,
-                "\(failure.message)\nreplay --to reads which event types \(queue) is bound for, to send it only those; nothing was sent")
-        }
-        let routes = QueueRoutes(queue: queue, bindings: bindings)
-        guard !routes.bindingKeys.isEmpty else {
-            throw CLIFailure(
-                .failed,
-                "queue \(queue) is not bound to \(EventPublisher.exchange): its service subscribes to no event type, so replay --to has nothing it may send there; nothing was sent (`warren topology` shows the bindings)")
-        }
-        return routes
+        return try await management.eventRoutes(to: [queue], configuration: configuration, command: "replay --to", outcome: "nothing was sent")[queue]
     }
 
     private func preview(_ events: EventStorePages) async throws {
