@@ -238,6 +238,7 @@ let package = Package(
             dependencies: [
                 "Warren",
                 "WarrenAMQP",
+                "WarrenCLI",
                 "WarrenTestSupport",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

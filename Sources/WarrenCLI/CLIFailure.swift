@@ -31,10 +31,12 @@ struct CLIFailure: Error {
         case let error as ServiceError:
             return from(error)
         default:
-            return CLIFailure(.failed, "\(error)")
+            return CLIFailure(.failed, Terminal.escape("\(error)"))
         }
     }
 
+    // Text from the broker or a service (a close reason, an error message) is escaped where it
+    // goes in: on one line with ours, a line break in it could forge a line of our own.
     private static func from(_ error: AMQPError) -> CLIFailure {
         switch error {
         case .invalidURL:
@@ -42,27 +44,27 @@ struct CLIFailure: Error {
         case .connectionRefused(let host, let port, let reason):
             return CLIFailure(
                 .unreachable,
-                "cannot reach the broker at \(host):\(port) (\(reason)): is it running? `make run` starts one; --url or AMQP_URL points elsewhere")
+                "cannot reach the broker at \(host):\(port) (\(Terminal.escape(reason))): is it running? `make run` starts one; --url or AMQP_URL points elsewhere")
         case .authenticationFailed(let user, let vhost, _):
             return CLIFailure(
                 .unreachable,
                 "the broker refused user '\(user)' on vhost '\(vhost)': check the user, password and vhost in --url or AMQP_URL")
         case .connectionLost, .connectionClosed, .timedOut, .closed:
-            return CLIFailure(.unreachable, "\(error): the broker went away; run the command again once it is back")
+            return CLIFailure(.unreachable, "\(Terminal.escape("\(error)")): the broker went away; run the command again once it is back")
         case .invalidArgument(let detail):
             return CLIFailure(.usage, detail)
         case .channelClosed(let code, let text) where code == 403:
-            return CLIFailure(.failed, "the broker refused access: \(text); check the user's permissions on the vhost")
+            return CLIFailure(.failed, "the broker refused access: \(Terminal.escape(text)); check the user's permissions on the vhost")
         default:
-            return CLIFailure(.failed, "\(error)")
+            return CLIFailure(.failed, Terminal.escape("\(error)"))
         }
     }
 
     private static func from(_ error: ServiceError) -> CLIFailure {
         switch error.code {
-        case .timeout: CLIFailure(.timeout, error.message)
-        case .invalid: CLIFailure(.usage, error.message)
-        default: CLIFailure(.failed, "\(error.code.rawValue): \(error.message)")
+        case .timeout: CLIFailure(.timeout, Terminal.escape(error.message))
+        case .invalid: CLIFailure(.usage, Terminal.escape(error.message))
+        default: CLIFailure(.failed, "\(error.code.rawValue): \(Terminal.escape(error.message))")
         }
     }
 }

@@ -27,7 +27,7 @@ struct CallCommand: AsyncParsableCommand {
     @Argument(help: ArgumentHelp("The request body: \(MessageInput.help) Default {}.", valueName: "json|@file|-"))
     var body: String?
 
-    @Option(help: "How long to wait for the reply: 500ms, 5s, 1m.")
+    @Option(help: "How long to wait for the reply: 500ms, 5s, 1m (1ms…24h).")
     var timeout = DurationArgument(.seconds(5), description: "5s")
 
     @Option(name: .customLong("header"), help: ArgumentHelp("A header to send, key=value (repeatable).", valueName: "key=value"))
@@ -44,6 +44,9 @@ struct CallCommand: AsyncParsableCommand {
         guard parts.count >= 2, parts.allSatisfy({ !$0.isEmpty }) else {
             throw ValidationError("'\(operation)' is not an operation: write <service>.<name>, e.g. users.get")
         }
+        // The RPC client turns the timeout into a deadline in epoch milliseconds and an AMQP
+        // expiration: a day keeps both far inside their range.
+        try timeout.check("--timeout", atMost: .seconds(86_400), written: "24h")
     }
 
     func run() async throws {
@@ -76,7 +79,7 @@ struct CallCommand: AsyncParsableCommand {
                 .timeout,
                 "no reply from \(queue) within \(timeout): is the service running and healthy? `warren topology` shows who consumes \(queue); --timeout waits longer")
         case .failure(let error) where error.code == .unavailable:
-            throw CLIFailure(.failed, "\(operation) is unavailable: \(error.message). Start the service (`make run`) and check `warren topology`")
+            throw CLIFailure(.failed, "\(operation) is unavailable: \(Terminal.escape(error.message)). Start the service (`make run`) and check `warren topology`")
         case .failure(let error):
             throw CLIFailure.from(error)
         }
@@ -84,12 +87,16 @@ struct CallCommand: AsyncParsableCommand {
             // Scripts get the error document as it came; people get its code and message.
             if output.json { Terminal.outRaw(reply.body + Data("\n".utf8)) }
             let error = reply.serviceError(operation: operation)
-            throw CLIFailure(.failed, "\(operation) replied \(error.code.rawValue): \(error.message)")
+            throw CLIFailure(.failed, "\(operation) replied \(error.code.rawValue): \(Terminal.escape(error.message))")
         }
-        if !output.json, let value = JSONValue.parse(reply.body) {
+        if output.json {
+            Terminal.outRaw(reply.body + Data("\n".utf8))
+        } else if let value = JSONValue.parse(reply.body) {
+            // Pretty JSON escapes C0 controls in strings itself; C1 and bidi controls `out` escapes.
             Terminal.out(value.jsonText(pretty: true))
         } else {
-            Terminal.outRaw(reply.body + Data("\n".utf8))
+            // Not JSON: shown as text, its line breaks kept, everything else a terminal acts on escaped.
+            Terminal.out(String(decoding: reply.body, as: UTF8.self))
         }
     }
 }

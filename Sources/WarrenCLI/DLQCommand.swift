@@ -54,10 +54,12 @@ struct DLQCommand: AsyncParsableCommand {
                 } else if rows.isEmpty {
                     Terminal.out("no dead-letter queues")
                 } else {
-                    let width = max(5, rows.map(\.queue.name.count).max() ?? 0)
+                    // Names come from the management API: escaped before they are measured.
+                    let names = rows.map { Terminal.escape($0.queue.name) }
+                    let width = max(5, names.map(\.count).max() ?? 0)
                     Terminal.out("QUEUE".padding(toLength: width, withPad: " ", startingAt: 0) + "  MESSAGES")
-                    for row in rows {
-                        Terminal.out(row.queue.name.padding(toLength: width, withPad: " ", startingAt: 0) + "  \(row.messages)")
+                    for (name, row) in zip(names, rows) {
+                        Terminal.out(name.padding(toLength: width, withPad: " ", startingAt: 0) + "  \(row.messages)")
                     }
                 }
             }
@@ -103,7 +105,7 @@ struct DLQCommand: AsyncParsableCommand {
                     return
                 }
                 for (queue, messages, total) in shown {
-                    Terminal.out("\(queue.name): \(total) message(s)\(total > messages.count ? ", the oldest \(messages.count) shown" : "")")
+                    Terminal.out("\(Terminal.escape(queue.name)): \(total) message(s)\(total > messages.count ? ", the oldest \(messages.count) shown" : "")")
                     for (index, delivery) in messages.enumerated() {
                         Terminal.out(Self.describe(delivery, index: index + 1))
                     }
@@ -111,15 +113,18 @@ struct DLQCommand: AsyncParsableCommand {
             }
         }
 
+        /// Three lines per message; every piece of it is from outside, so each is escaped, line
+        /// breaks included (a body's `\n` shows as `\n`), and cannot forge or drive anything.
         static func describe(_ delivery: AMQPDelivery, index: Int) -> String {
             let properties = delivery.properties
             let headers = properties.headers ?? [:]
-            let type = headers[WireHeader.originalRoutingKey]?.stringValue ?? properties.type ?? "-"
+            let type = Terminal.escape(headers[WireHeader.originalRoutingKey]?.stringValue ?? properties.type ?? "-")
             let attempts = headers[WireHeader.attempts]?.intValue.map { "  attempts \($0)" } ?? ""
-            let error = headers[WireHeader.error]?.stringValue ?? "-"
-            let body = String(decoding: delivery.body.prefix(300), as: UTF8.self)
+            let error = Terminal.escape(headers[WireHeader.error]?.stringValue ?? "-")
+            let body = Terminal.escape(String(decoding: delivery.body.prefix(300), as: UTF8.self))
+            let id = properties.messageID.map { Terminal.escape($0) } ?? "(no message id)"
             return """
-                \(index). \(properties.messageID ?? "(no message id)")  \(type)\(attempts)
+                \(index). \(id)  \(type)\(attempts)
                    error: \(error)
                    body:  \(body)
                 """
@@ -137,6 +142,12 @@ struct DLQCommand: AsyncParsableCommand {
                 (Ctrl-C, a crash, a lost connection) loses nothing, at worst a message is in
                 both queues, and consumers skip event ids they already applied. Messages not
                 selected keep their places.
+
+                An event goes back to <service>.events only when the queue's bindings to
+                warren.events route its type (read from RabbitMQ's management API, as replay
+                --to does): one that reached the dead letters without having been routed there
+                stays, is counted by type, and the command exits 1. Without the management
+                API nothing is requeued from an events dead-letter queue.
                 """
         )
 
@@ -150,6 +161,7 @@ struct DLQCommand: AsyncParsableCommand {
         var all = false
 
         @OptionGroup var connection: ConnectionOptions
+        @OptionGroup var management: ManagementOptions
         @OptionGroup var output: OutputOptions
 
         func validate() throws {
@@ -159,24 +171,41 @@ struct DLQCommand: AsyncParsableCommand {
         func run() async throws {
             try await reportingFailures {
                 let amqp = try await connection.connect(purpose: "dlq requeue")
-                var moved: [(DeadLetterQueue, Int)] = []
+                let queues = try await DeadLetterQueue.existing(for: service, on: amqp)
+                // Events go back past the exchange: only those their queue's bindings route.
+                let routes = try await management.eventRoutes(
+                    to: queues.map(\.target).filter { $0.hasSuffix(".events") }, configuration: try connection.configuration(purpose: "dlq requeue"),
+                    command: "dlq requeue", outcome: "nothing was requeued")
+                var moved: [(queue: DeadLetterQueue, result: DeadLetterQueue.Requeued)] = []
                 var missing = Set(ids)
-                for queue in try await DeadLetterQueue.existing(for: service, on: amqp) {
-                    let (count, found) = try await queue.requeue(ids: all ? nil : Set(ids), on: amqp)
-                    missing.subtract(found)
-                    moved.append((queue, count))
+                for queue in queues {
+                    let result = try await queue.requeue(ids: all ? nil : Set(ids), routes: routes[queue.target], on: amqp)
+                    missing.subtract(result.found)
+                    moved.append((queue, result))
                 }
                 await amqp.close()
                 if output.json {
                     Terminal.json(.object([
-                        "requeued": .array(moved.map { .object(["from": .string($0.name), "to": .string($0.target), "messages": .int(Int64($1))]) }),
+                        "requeued": .array(moved.map { queue, result in
+                            .object([
+                                "from": .string(queue.name), "to": .string(queue.target), "messages": .int(Int64(result.moved)),
+                                "kept": .int(Int64(result.kept.values.reduce(0, +))), "keptTypes": .object(result.kept.mapValues { .int(Int64($0)) }),
+                            ])
+                        }),
                         "notFound": .array(missing.sorted().map(JSONValue.string)),
                     ]))
                 } else {
-                    for (queue, count) in moved { Terminal.out("requeued \(count) message(s) from \(queue.name) to \(queue.target)") }
+                    for (queue, result) in moved {
+                        Terminal.out("requeued \(result.moved) message(s) from \(Terminal.escape(queue.name)) to \(Terminal.escape(queue.target))")
+                    }
                 }
-                if !missing.isEmpty {
-                    throw CLIFailure(.failed, "no dead letter with id \(missing.sorted().joined(separator: ", ")): `warren dlq show \(service)` lists them")
+                let kept = moved.compactMap { queue, result in routes[queue.target]?.skippedLine(result.kept, verb: "kept back") }
+                if !missing.isEmpty || !kept.isEmpty {
+                    var problems = kept.map { $0 + "; they stay in the dead letters" }
+                    if !missing.isEmpty {
+                        problems.append("no dead letter with id \(missing.sorted().map { Terminal.escape($0) }.joined(separator: ", ")): `warren dlq show \(service)` lists them")
+                    }
+                    throw CLIFailure(.failed, problems.joined(separator: "\n"))
                 }
             }
         }
@@ -205,7 +234,7 @@ struct DLQCommand: AsyncParsableCommand {
                     guard Terminal.stdinIsTTY else {
                         throw CLIFailure(.usage, "purging deletes \(counts.joined(separator: " and ")) for good; pass --yes to confirm")
                     }
-                    FileHandle.standardError.write(Data("delete \(counts.joined(separator: " and ")) for good? type yes: ".utf8))
+                    Terminal.prompt("delete \(counts.joined(separator: " and ")) for good? type yes: ")
                     guard readLine()?.trimmingCharacters(in: .whitespaces).lowercased() == "yes" else {
                         throw CLIFailure(.failed, "nothing was purged")
                     }
@@ -217,7 +246,7 @@ struct DLQCommand: AsyncParsableCommand {
                 if output.json {
                     Terminal.json(.array(purged.map { .object(["queue": .string($0), "purged": .int(Int64($1))]) }))
                 } else {
-                    for (name, count) in purged { Terminal.out("purged \(count) message(s) from \(name)") }
+                    for (name, count) in purged { Terminal.out("purged \(count) message(s) from \(Terminal.escape(name))") }
                 }
             }
         }

@@ -55,14 +55,28 @@ struct DeadLetterQueue: Sendable {
         return (taken, total)
     }
 
+    /// What a requeue did: how many moved, which of the ids asked for were found, and the
+    /// selected messages kept back (by event type) because `target`'s bindings do not route them.
+    struct Requeued: Sendable {
+        var moved = 0
+        var found: Set<String> = []
+        var kept: [String: Int] = [:]
+    }
+
+    /// The event type of a dead letter: its AMQP type, else the routing key it first came with.
+    static func eventType(_ delivery: AMQPDelivery) -> String? {
+        delivery.properties.type ?? delivery.properties.headers?[WireHeader.originalRoutingKey]?.stringValue
+    }
+
     /// Moves the messages present now (or only those whose message id is in `ids`) back to
-    /// `target`, each acked here only once the broker confirmed its copy. Returns how many moved
-    /// and which of `ids` were found.
-    func requeue(ids: Set<String>?, on connection: AMQPConnection) async throws -> (Int, Set<String>) {
+    /// `target`, each acked here only once the broker confirmed its copy. With `routes`, a
+    /// message whose type they do not route stays where it is: putting it into the subscriber's
+    /// queue past the exchange would hand it an event it never subscribed to.
+    func requeue(ids: Set<String>?, routes: QueueRoutes?, on connection: AMQPConnection) async throws -> Requeued {
         let source = try await connection.openChannel()
         let publisher = try await connection.openChannel()
         do {
-            let result = try await requeue(ids: ids, from: source, through: publisher)
+            let result = try await requeue(ids: ids, routes: routes, from: source, through: publisher)
             // Closing hands the messages not chosen back to their places; acks sent before stand.
             await source.close()
             await publisher.close()
@@ -74,41 +88,48 @@ struct DeadLetterQueue: Sendable {
         }
     }
 
-    private func requeue(ids: Set<String>?, from source: AMQPChannel, through publisher: AMQPChannel) async throws -> (Int, Set<String>) {
+    private func requeue(ids: Set<String>?, routes: QueueRoutes?, from source: AMQPChannel, through publisher: AMQPChannel) async throws -> Requeued {
         let present = Int(try await source.inspectQueue(name).messageCount)
         do {
             _ = try await publisher.inspectQueue(target)
         } catch AMQPError.channelClosed(404, _) {
             throw CLIFailure(.failed, "there is no queue \(target) to requeue to: start the \(service) service first, it declares its queue")
         }
-        guard present > 0 else { return (0, []) }
+        guard present > 0 else { return Requeued() }
         try await publisher.enableConfirms()
-        // Messages not chosen by --id stay unacknowledged until the end, so no prefetch may cap them.
-        try await source.setPrefetch(ids == nil ? 500 : 0)
+        // Messages not chosen (by --id, or kept back by the routes) stay unacknowledged until the
+        // end, so no prefetch may cap them.
+        try await source.setPrefetch(ids == nil && routes == nil ? 500 : 0)
         let consumer = try await source.consume(queue: name)
 
         let (copies, continuation) = AsyncThrowingStream<OutgoingMessage, any Error>.makeStream()
         let lastSeen = Shared(0)
-        let reader = Task { [target] () -> Set<String> in
+        let reader = Task { [target] () -> Requeued in
             var seen = 0
-            var found: Set<String> = []
+            var result = Requeued()
             do {
                 for try await delivery in consumer {
                     seen += 1
                     lastSeen.set(seen)
-                    if let id = delivery.properties.messageID, ids?.contains(id) ?? true {
-                        found.insert(id)
-                        continuation.yield(Self.copy(of: delivery, to: target))
-                    } else if ids == nil {
-                        continuation.yield(Self.copy(of: delivery, to: target))
+                    let id = delivery.properties.messageID
+                    if let ids, !(id.map(ids.contains) ?? false) {
+                        // Not asked for: stays.
+                    } else {
+                        if let id { result.found.insert(id) }
+                        let type = Self.eventType(delivery)
+                        if let routes, !(type.map(routes.routes) ?? false) {
+                            result.kept[type ?? "(no type)", default: 0] += 1
+                        } else {
+                            continuation.yield(Self.copy(of: delivery, to: target))
+                        }
                     }
-                    if seen >= present || (ids.map { found.count == $0.count } ?? false) { break }
+                    if seen >= present || (ids.map { result.found.count == $0.count } ?? false) { break }
                 }
                 continuation.finish()
             } catch {
                 continuation.finish(throwing: error)
             }
-            return found
+            return result
         }
         // If the queue shrinks meanwhile (another consumer, a TTL), fewer messages than counted
         // come: stop once nothing arrived for a while instead of waiting forever.
@@ -132,9 +153,10 @@ struct DeadLetterQueue: Sendable {
             throw error
         }
         watchdog.cancel()
-        let found = await reader.value
+        var result = await reader.value
+        result.moved = moved
         await consumer.cancel()
-        return (moved, found)
+        return result
     }
 
     /// The copy that goes back: same body and properties, without the verdict of the last try,

@@ -41,7 +41,7 @@ extension EventPage {
                 }
             }
         } catch let error as JSONScanner.Malformed {
-            throw CLIFailure(.failed, "the event store's answer to events.query is not JSON (at byte \(error.offset))")
+            throw CLIFailure(.failed, "the event store's answer to events.query \(error.reason) (at byte \(error.offset))")
         } catch let error as CLIFailure {
             throw error
         } catch {
@@ -93,10 +93,12 @@ extension AMQPFieldValue {
         case let text as String:
             self = .string(text)
         case let number as NSNumber:
-            // JSON booleans come as NSNumber too; their Objective-C type is char.
+            // JSON booleans come as NSNumber too; their Objective-C type is char. An integer
+            // beyond Int64 (type Q) stays a number as a double instead of wrapping around.
             switch String(cString: number.objCType) {
             case "c", "B": self = .bool(number.boolValue)
             case "d", "f": self = .double(number.doubleValue)
+            case "Q": self = Int64(exactly: number.uint64Value).map(AMQPFieldValue.int) ?? .double(number.doubleValue)
             default: self = .int(number.int64Value)
             }
         case let array as [Any]:
@@ -126,6 +128,8 @@ extension RPCClient {
 
 /// Reads a selection of the event store page by page, the next page already on its way while
 /// the caller works through the current one, and hands out events at most `rate` per second.
+/// With `routes`, only the events a queue's bindings route to it; the others are counted by
+/// type in `skipped` (and count neither against `limit` nor the rate).
 struct EventStorePages: AsyncSequence, Sendable {
     typealias Element = StoredEvent
 
@@ -134,9 +138,28 @@ struct EventStorePages: AsyncSequence, Sendable {
     let limit: Int?
     let rate: Double?
     let timeout: Duration
+    var routes: QueueRoutes? = nil
+    /// Events left out by `routes`, by type.
+    let skipped = Shared<[String: Int]>([:])
 
     func makeAsyncIterator() -> Iterator {
         Iterator(pages: self)
+    }
+
+    /// Whether `event` goes out; one that the routes leave out is counted in `skipped`.
+    /// `decided` remembers the answer per type: a replay has few types and many events.
+    func admits(_ event: StoredEvent, decided: inout [String: Bool]) -> Bool {
+        guard let routes else { return true }
+        let routed: Bool
+        if let known = decided[event.type] {
+            routed = known
+        } else {
+            routed = routes.routes(event.type)
+            // Bounded, in case a store sends a new type with every event.
+            if decided.count < 10_000 { decided[event.type] = routed }
+        }
+        if !routed { skipped.update { $0[event.type, default: 0] += 1 } }
+        return routed
     }
 
     struct Iterator: AsyncIteratorProtocol {
@@ -144,9 +167,12 @@ struct EventStorePages: AsyncSequence, Sendable {
         private var current: [StoredEvent] = []
         private var index = 0
         private var nextPage: Task<EventPage, any Error>?
+        /// Every cursor followed so far: a store that hands one out twice is going round in circles.
+        private var cursors: Set<String> = []
         private var started = false
         private var handedOut = 0
         private var clockStart = ContinuousClock.now
+        private var decided: [String: Bool] = [:]
 
         init(pages: EventStorePages) {
             self.pages = pages
@@ -159,21 +185,31 @@ struct EventStorePages: AsyncSequence, Sendable {
                 nextPage = fetch(after: nil)
                 clockStart = .now
             }
-            while index == current.count {
-                guard let pending = nextPage else { return nil }
-                let page = try await pending.value
-                current = page.events
-                index = 0
-                nextPage = page.next.map { fetch(after: $0) }
-                if page.events.isEmpty, nextPage == nil { return nil }
-            }
+            var event: StoredEvent
+            repeat {
+                while index == current.count {
+                    guard let pending = nextPage else { return nil }
+                    let page = try await pending.value
+                    // Pages that lead back to one already read would be read (and replayed) forever.
+                    if let next = page.next, !cursors.insert(next).inserted {
+                        throw CLIFailure(
+                            .failed, "the event store sent the cursor \(Terminal.escape(next)) for events.query a second time; stopped instead of replaying the same pages forever")
+                    }
+                    current = page.events
+                    index = 0
+                    nextPage = page.next.map { fetch(after: $0) }
+                    if page.events.isEmpty, nextPage == nil { return nil }
+                }
+                event = current[index]
+                index += 1
+            } while !pages.admits(event, decided: &decided)
             if let rate = pages.rate {
                 // Paced token bucket: event n may leave at start + n / rate; sleep only when ahead.
-                let due = clockStart + .seconds(Double(handedOut) / rate)
+                // Capped, so that no count and rate make a `Duration` out of range.
+                let offset = Swift.min(Double(handedOut) / rate, DurationArgument.longest / .seconds(1))
+                let due = clockStart + .seconds(offset)
                 if due > .now + .milliseconds(2) { try await Task.sleep(until: due) }
             }
-            let event = current[index]
-            index += 1
             handedOut += 1
             return event
         }
@@ -197,9 +233,9 @@ struct EventStorePages: AsyncSequence, Sendable {
             case .timeout:
                 CLIFailure(.timeout, "the event store did not answer events.query in time: is it running? `warren topology` shows events.rpc")
             case .unavailable:
-                CLIFailure(.failed, "the event store is unavailable (\(error.message)): start event-store (`make run`)")
+                CLIFailure(.failed, "the event store is unavailable (\(Terminal.escape(error.message))): start event-store (`make run`)")
             case .invalid:
-                CLIFailure(.usage, "the event store refused the filters: \(error.message)")
+                CLIFailure(.usage, "the event store refused the filters: \(Terminal.escape(error.message))")
             default:
                 CLIFailure.from(error)
             }
@@ -209,15 +245,50 @@ struct EventStorePages: AsyncSequence, Sendable {
 
 /// Counts a selection without keeping it, so a progress bar can show an ETA. Runs beside the
 /// replay, on a terminal only: it reads the selection a second time.
-func countEvents(rpc: RPCClient, query: EventsQuery, limit: Int?, timeout: Duration) async -> Int? {
+func countEvents(rpc: RPCClient, query: EventsQuery, limit: Int?, routes: QueueRoutes?, timeout: Duration) async -> Int? {
     var query = query
     var count = 0
     repeat {
         guard let page = try? await rpc.queryEvents(query, timeout: timeout) else { return nil }
-        count += page.events.count
+        count += routes.map { routes in page.events.count(where: { routes.routes($0.type) }) } ?? page.events.count
         if let limit, count >= limit { return limit }
-        guard let next = page.next else { return count }
+        guard let next = page.next, next != query.after else { return page.next == nil ? count : nil }
         query.after = next
     } while !Task.isCancelled
     return nil
+}
+
+/// The binding keys by which the `warren.events` topic exchange routes to one queue: a replay
+/// straight into that queue sends only what the exchange would have put there.
+struct QueueRoutes: Sendable {
+    let queue: String
+    let bindingKeys: [String]
+
+    init(queue: String, bindingKeys: [String]) {
+        self.queue = queue
+        self.bindingKeys = bindingKeys
+    }
+
+    /// The keys of the bindings from `warren.events` to `queue` among `bindings` (all of a vhost).
+    init(queue: String, bindings: [ManagementAPI.Binding]) {
+        let keys = bindings.filter { $0.source == EventPublisher.exchange && $0.destination_type == "queue" && $0.destination == queue }
+        self.init(queue: queue, bindingKeys: Set(keys.map(\.routing_key)).sorted())
+    }
+
+    /// Whether the exchange would route an event published under `routingKey` to the queue.
+    func routes(_ routingKey: String) -> Bool {
+        bindingKeys.contains { TopicPattern.matches($0, routingKey) }
+    }
+
+    /// For people: which events were (or would be) left out and why, `verb` saying how
+    /// ("skipped", "would skip"); nil when none were.
+    func skippedLine(_ skipped: [String: Int], verb: String) -> String? {
+        guard !skipped.isEmpty else { return nil }
+        let total = skipped.values.reduce(0, +)
+        let byCount = skipped.sorted { $0.value != $1.value ? $0.value > $1.value : $0.key < $1.key }
+        var types = byCount.prefix(10).map { "\(Terminal.escape($0.key)) (\($0.value))" }.joined(separator: ", ")
+        if byCount.count > 10 { types += ", … \(byCount.count - 10) more type(s)" }
+        let keys = bindingKeys.map { Terminal.escape($0) }.joined(separator: ", ")
+        return "\(verb) \(total) event(s) that \(EventPublisher.exchange) does not route to \(Terminal.escape(queue)) (bound for \(keys)): \(types)"
+    }
 }

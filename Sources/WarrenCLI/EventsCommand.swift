@@ -62,17 +62,20 @@ struct EventsCommand: AsyncParsableCommand {
             }
         }
 
-        /// `time  type  id  correlation  body…`, the body cut to fit a line.
+        /// `time  type  id  correlation  body…`, the body cut to fit a line. Every field is from
+        /// whoever published: each is escaped (line breaks too), after the body is cut, so that
+        /// the cut cannot split an escape.
         static func line(_ delivery: AMQPDelivery) -> String {
             let properties = delivery.properties
             let headers = properties.headers ?? [:]
             let time = (properties.timestamp ?? Date()).formatted(.iso8601)
-            let type = properties.type ?? delivery.routingKey
-            let correlation = headers[WireHeader.correlationID]?.stringValue ?? properties.correlationID ?? "-"
+            let type = Terminal.escape(properties.type ?? delivery.routingKey)
+            let id = Terminal.escape(properties.messageID ?? "-")
+            let correlation = Terminal.escape(headers[WireHeader.correlationID]?.stringValue ?? properties.correlationID ?? "-")
             var body = String(decoding: delivery.body.prefix(200), as: UTF8.self).replacingOccurrences(of: "\n", with: " ")
             if body.count > 80 { body = String(body.prefix(79)) + "…" }
             let replay = headers[WireHeader.replayed] == .bool(true) ? "  (replay)" : ""
-            return "\(time)  \(type)  \(properties.messageID ?? "-")  \(correlation)  \(body)\(replay)"
+            return "\(time)  \(type)  \(id)  \(correlation)  \(Terminal.escape(body))\(replay)"
         }
 
         /// Ctrl-C and SIGTERM end the tail cleanly (exit 0) instead of killing the process.

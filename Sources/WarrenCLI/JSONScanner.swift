@@ -7,6 +7,8 @@ import WarrenAMQP
 struct JSONScanner {
     struct Malformed: Error {
         let offset: Int
+        /// What is wrong there, for the operator.
+        var reason = "is not JSON"
     }
 
     private let bytes: [UInt8]
@@ -58,7 +60,9 @@ struct JSONScanner {
 
     mutating func readInt() throws -> Int64 {
         let range = try skipValue()
-        guard let value = Int64(String(decoding: bytes[range], as: UTF8.self)) else { throw Malformed(offset: range.lowerBound) }
+        guard let value = Int64(String(decoding: bytes[range], as: UTF8.self)) else {
+            throw Malformed(offset: range.lowerBound, reason: "holds a position that is not a whole number from Int64's range")
+        }
         return value
     }
 
@@ -80,11 +84,16 @@ struct JSONScanner {
         case UInt8(ascii: "f"): return .bool(false)
         case UInt8(ascii: "n"): return .void
         case UInt8(ascii: "{"), UInt8(ascii: "["):
-            guard let value = try? JSONSerialization.jsonObject(with: Data(bytes[range])) else { throw Malformed(offset: range.lowerBound) }
+            guard let value = try? JSONSerialization.jsonObject(with: Data(bytes[range])) else {
+                // Valid JSON can still hold a number no Swift type holds (1e400).
+                throw Malformed(offset: range.lowerBound, reason: "holds a header value that is not JSON or has a number out of range")
+            }
             return AMQPFieldValue(json: value)
         default:
             if let value = Int64(text) { return .int(value) }
-            if let value = Double(text) { return .double(value) }
+            // 1e999 reads as infinity, which RabbitMQ cannot hold: it closes the connection
+            // (541 INTERNAL_ERROR). Such a number travels as its JSON text instead.
+            if let value = Double(text) { return value.isFinite ? .double(value) : .string(text) }
             throw Malformed(offset: range.lowerBound)
         }
     }

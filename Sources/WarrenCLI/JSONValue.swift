@@ -51,7 +51,10 @@ enum JSONValue: Codable, Sendable, Equatable {
     func jsonText(pretty: Bool) -> String {
         let encoder = JSONEncoder()
         encoder.outputFormatting = pretty ? [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes] : [.sortedKeys, .withoutEscapingSlashes]
-        // Encoding a JSONValue cannot fail: every case is plain JSON (non-finite doubles aside).
+        // A header may hold a NaN or an infinity (an AMQP double is any double); JSON has no
+        // such numbers, and failing would print the whole document as null. They become strings.
+        encoder.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "Infinity", negativeInfinity: "-Infinity", nan: "NaN")
+        // Encoding a JSONValue cannot fail now: every case is plain JSON.
         let data = (try? encoder.encode(self)) ?? Data("null".utf8)
         return String(decoding: data, as: UTF8.self)
     }

@@ -3,6 +3,7 @@ import Foundation
 #if canImport(FoundationNetworking)
 import FoundationNetworking
 #endif
+import Warren
 import WarrenAMQP
 
 /// `--management-url`: where RabbitMQ's management API answers.
@@ -18,6 +19,35 @@ struct ManagementOptions: ParsableArguments {
             throw CLIFailure(.usage, "--management-url '\(text)' is not an http(s) URL, e.g. http://localhost:15672")
         }
         return ManagementAPI(baseURL: url, user: configuration.user, password: configuration.password, vhost: configuration.vhost)
+    }
+}
+
+extension ManagementOptions {
+    /// The routes from `warren.events` to each of `queues` (subscribers' `<service>.events`), for
+    /// a command that puts events straight into them: it may put there only what the exchange
+    /// would. Refuses when the bindings cannot be read (exit 3) or a queue has none (exit 1):
+    /// guessing could hand a service an event it would take for something else. `command` and
+    /// `outcome` ("nothing was sent") complete the message.
+    func eventRoutes(to queues: [String], configuration: AMQPConfiguration, command: String, outcome: String) async throws -> [String: QueueRoutes] {
+        guard !queues.isEmpty else { return [:] }
+        let bindings: [ManagementAPI.Binding]
+        do {
+            bindings = try await api(for: configuration).bindings()
+        } catch let failure as CLIFailure where failure.kind != .usage {
+            let names = queues.map { Terminal.escape($0) }.joined(separator: ", ")
+            throw CLIFailure(failure.kind, "\(failure.message)\n\(command) reads which event types \(names) is bound for; \(outcome)")
+        }
+        var routes: [String: QueueRoutes] = [:]
+        for queue in queues {
+            let queueRoutes = QueueRoutes(queue: queue, bindings: bindings)
+            guard !queueRoutes.bindingKeys.isEmpty else {
+                throw CLIFailure(
+                    .failed,
+                    "queue \(Terminal.escape(queue)) is not bound to \(EventPublisher.exchange): its service subscribes to no event type, so \(command) may put none there; \(outcome) (`warren topology` shows the bindings)")
+            }
+            routes[queue] = queueRoutes
+        }
+        return routes
     }
 }
 

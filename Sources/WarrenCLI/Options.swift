@@ -36,8 +36,16 @@ struct OutputOptions: ParsableArguments {
     var json = false
 }
 
-/// A duration written as `500ms`, `5s`, `2m`, `1h`, `7d`, or plain seconds.
+/// A duration written as `500ms`, `5s`, `2m`, `1h`, `7d`, `2w`, or plain seconds.
+///
+/// Anything that is not a finite duration of at least a millisecond and at most `longest` is not
+/// a duration here (nil: the parser reports the value as invalid for its option), so no later
+/// arithmetic on it (a deadline, a time back from now) can overflow.
 struct DurationArgument: ExpressibleByArgument, Sendable, CustomStringConvertible {
+    /// A century: beyond any timeout or look-back anyone means, far inside what `Duration`,
+    /// `Date` and epoch milliseconds in an `Int64` hold.
+    static let longest: Duration = .seconds(100 * 365 * 86_400)
+
     let duration: Duration
     let description: String
 
@@ -47,6 +55,13 @@ struct DurationArgument: ExpressibleByArgument, Sendable, CustomStringConvertibl
     }
 
     init?(argument: String) {
+        guard let milliseconds = Self.milliseconds(argument) else { return nil }
+        self.init(.milliseconds(milliseconds), description: argument)
+    }
+
+    /// `argument` in whole milliseconds, or nil when it is not a duration from 1 ms to `longest`
+    /// (NaN, infinities, negative, zero, too long, not a number).
+    static func milliseconds(_ argument: String) -> Int64? {
         let units: [(String, Double)] = [("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600), ("d", 86_400), ("w", 604_800)]
         var seconds: Double?
         for (suffix, factor) in units where argument.hasSuffix(suffix) {
@@ -56,8 +71,18 @@ struct DurationArgument: ExpressibleByArgument, Sendable, CustomStringConvertibl
             }
         }
         if seconds == nil { seconds = Double(argument) }
-        guard let seconds, seconds.isFinite, seconds > 0 else { return nil }
-        self.init(.milliseconds(Int64((seconds * 1000).rounded())), description: argument)
+        let longestMilliseconds = longest / .milliseconds(1)
+        guard let seconds, seconds.isFinite, seconds > 0, seconds * 1000 <= longestMilliseconds else { return nil }
+        guard let milliseconds = Int64(exactly: (seconds * 1000).rounded()), milliseconds >= 1 else { return nil }
+        return milliseconds
+    }
+
+    /// A usage error naming `option` unless this duration is at most `maximum` (for durations
+    /// that become deadlines: a reply nobody waits a day for).
+    func check(_ option: String, atMost maximum: Duration, written: String) throws {
+        guard duration <= maximum else {
+            throw ValidationError("\(option) must be at most \(written) (it was \(description))")
+        }
     }
 
     static var defaultCompletionKind: CompletionKind { .default }

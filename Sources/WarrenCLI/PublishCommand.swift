@@ -15,6 +15,12 @@ struct PublishCommand: AsyncParsableCommand {
             --lines, stdin holds one JSON body per line; every line is checked before the
             first is published.
 
+            --queue to a subscriber's queue (<service>.events) publishes only an event type
+            the queue's bindings to warren.events would route to it, read from RabbitMQ's
+            management API: a subscriber would take another type for something it is not.
+            Another type, a queue bound to nothing, or no answer from the management API
+            refuse before anything is sent.
+
             Examples:
               warren publish order.created '{"id":"…","userId":"…","totalCents":1200}'
               warren publish user.updated @user.json --header x-aggregate-id=6f1c…
@@ -51,6 +57,7 @@ struct PublishCommand: AsyncParsableCommand {
     var lines = false
 
     @OptionGroup var connection: ConnectionOptions
+    @OptionGroup var management: ManagementOptions
     @OptionGroup var output: OutputOptions
 
     func validate() throws {
@@ -65,6 +72,7 @@ struct PublishCommand: AsyncParsableCommand {
             let connection = try await connection.connect(purpose: "publish")
             let channel = try await connection.openChannel()
             let target = try await checkTarget(channel)
+            if let queue, queue.hasSuffix(".events") { try await checkRoutes(to: queue) }
             try await channel.enableConfirms()
 
             let correlationID = self.correlationID ?? UUID().uuidString.lowercased()
@@ -124,6 +132,19 @@ struct PublishCommand: AsyncParsableCommand {
         return (exchange, routingKey, "exchange \(exchange)")
     }
 
+    /// Refuses to put an event straight into a subscriber's queue that its bindings would not
+    /// route there (the same rule as `replay --to`), or when the bindings cannot be read.
+    private func checkRoutes(to queue: String) async throws {
+        let routes = try await management.eventRoutes(
+            to: [queue], configuration: try connection.configuration(purpose: "publish"), command: "publish --queue", outcome: "nothing was sent")
+        guard let routes = routes[queue], routes.routes(routingKey) else {
+            let keys = routes[queue]?.bindingKeys.map { Terminal.escape($0) }.joined(separator: ", ") ?? ""
+            throw CLIFailure(
+                .failed,
+                "queue \(Terminal.escape(queue)) is bound to \(EventPublisher.exchange) for \(keys), not for \(Terminal.escape(routingKey)): its subscriber would take it for something it is not; nothing was sent (publish to the exchange, without --queue, to reach whoever subscribes to it)")
+        }
+    }
+
     private func report(ids: [String], unrouted: Int, target: (exchange: String, routingKey: String, name: String)) {
         if output.json {
             Terminal.json(.object([
@@ -133,9 +154,9 @@ struct PublishCommand: AsyncParsableCommand {
             return
         }
         let what = ids.count == 1 ? "event \(ids[0])" : "\(ids.count) events"
-        Terminal.out("published \(what) as \(routingKey) to \(target.name)")
+        Terminal.out("published \(what) as \(Terminal.escape(routingKey)) to \(Terminal.escape(target.name))")
         if unrouted > 0, queue == nil {
-            Terminal.note("warning: no queue is bound for \(routingKey) on \(exchange): \(unrouted) event(s) reached nobody")
+            Terminal.note("warning: no queue is bound for \(Terminal.escape(routingKey)) on \(Terminal.escape(exchange)): \(unrouted) event(s) reached nobody")
         }
     }
 }

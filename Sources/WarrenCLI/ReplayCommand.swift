@@ -15,6 +15,13 @@ struct ReplayCommand: AsyncParsableCommand {
             they go to the warren.events exchange under their type and reach every
             subscriber.
 
+            --to sends only the events the queue's bindings to warren.events would route
+            to it (read from RabbitMQ's management API, see warren topology): an
+            order.cancelled put straight into a queue bound for order.created would be
+            handled as something it is not. The others are skipped and counted by type in
+            the summary. Without the management API, or for a queue bound to nothing,
+            replay --to refuses and sends nothing.
+
             A replayed event keeps its id (message_id), type, body and headers, and
             carries x-replayed: true. Its x-correlation-id is this replay's id (printed in
             the summary), the original one moves to x-original-correlation-id. Consumers
@@ -36,10 +43,10 @@ struct ReplayCommand: AsyncParsableCommand {
     @Option(name: .customLong("type"), help: "Event types, a glob like 'order.*'.")
     var type: String?
 
-    @Option(help: ArgumentHelp("Events at or after this time.", valueName: "time"))
+    @Option(help: ArgumentHelp("Events at or after this time: ISO 8601, or back from now (90s, 2h, 7d; at most a century).", valueName: "time"))
     var since: TimeArgument?
 
-    @Option(help: ArgumentHelp("Events before this time.", valueName: "time"))
+    @Option(help: ArgumentHelp("Events before this time: ISO 8601, or back from now.", valueName: "time"))
     var until: TimeArgument?
 
     @Option(help: "Only the events of this aggregate (x-aggregate-id).")
@@ -51,10 +58,10 @@ struct ReplayCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Only to this service's queue <service>.events instead of the exchange.", valueName: "service"))
     var to: String?
 
-    @Option(help: "At most this many events per second.")
+    @Option(help: "At most this many events per second (\(Self.slowestRate) or more).")
     var rate: Double?
 
-    @Option(help: "At most this many events.")
+    @Option(help: "At most this many events (sent; with --to, those skipped do not count).")
     var limit: Int?
 
     @Flag(name: .customLong("dry-run"), help: "Count the events and show a sample; send nothing.")
@@ -66,17 +73,25 @@ struct ReplayCommand: AsyncParsableCommand {
     @Option(help: "Publishes awaiting their confirm at once.")
     var window = 1000
 
-    @Option(help: "How long one events.query may take.")
+    @Option(help: "How long one events.query may take (1ms…1h).")
     var timeout = DurationArgument(.seconds(30), description: "30s")
 
     @OptionGroup var connection: ConnectionOptions
+    @OptionGroup var management: ManagementOptions
     @OptionGroup var output: OutputOptions
 
+    /// One event in about 17 minutes: slower is a typo, and pacing arithmetic stays small.
+    static let slowestRate = 0.001
+
     func validate() throws {
-        if let rate, !(rate > 0) { throw ValidationError("--rate must be a positive number of events per second") }
+        // `!(rate >= …)` so that NaN fails too; infinity is a typo, not a rate.
+        if let rate, !(rate >= Self.slowestRate) || !rate.isFinite {
+            throw ValidationError("--rate must be a finite number of events per second, at least \(Self.slowestRate) (it was \(rate))")
+        }
         if let limit, limit < 1 { throw ValidationError("--limit must be at least 1") }
         guard (1...1000).contains(pageSize) else { throw ValidationError("--page-size must be between 1 and 1000") }
         guard (1...65_535).contains(window) else { throw ValidationError("--window must be between 1 and 65535") }
+        try timeout.check("--timeout", atMost: .seconds(3600), written: "1h")
         if let since, let until, since.date >= until.date { throw ValidationError("--since must be before --until") }
     }
 
@@ -88,13 +103,18 @@ struct ReplayCommand: AsyncParsableCommand {
 
     func run() async throws {
         try await reportingFailures {
+            let configuration = try connection.configuration(purpose: "replay")
             let connection = try await connection.connect(purpose: "replay")
+            let channel = try await connection.openChannel()
+            let destination = try await checkDestination(channel)
+            let routes = try await queueRoutes(for: destination, configuration: configuration)
             let rpc = try await RPCClient.start(connection: connection)
-            let events = EventStorePages(rpc: rpc, query: query, limit: limit, rate: dryRun ? nil : rate, timeout: timeout.duration)
+            let events = EventStorePages(
+                rpc: rpc, query: query, limit: limit, rate: dryRun ? nil : rate, timeout: timeout.duration, routes: routes)
             if dryRun {
                 try await preview(events)
             } else {
-                try await replay(events, rpc: rpc, connection: connection)
+                try await replay(events, rpc: rpc, channel: channel, destination: destination)
             }
             await rpc.close()
             await connection.close()
@@ -103,6 +123,13 @@ struct ReplayCommand: AsyncParsableCommand {
 
     private var targetName: String { to.map { "queue \($0).events" } ?? "exchange \(EventPublisher.exchange)" }
 
+    /// With `--to`, the binding keys by which `warren.events` reaches the queue, so that only
+    /// what its subscriber asked for goes there; nil for the exchange, which routes by itself.
+    private func queueRoutes(for destination: ReplayedEvent.Destination, configuration: AMQPConfiguration) async throws -> QueueRoutes? {
+        guard case .queue(let queue) = destination else { return nil }
+        return try await management.eventRoutes(to: [queue], configuration: configuration, command: "replay --to", outcome: "nothing was sent")[queue]
+    }
+
     private func preview(_ events: EventStorePages) async throws {
         var count = 0
         var sample: [StoredEvent] = []
@@ -110,35 +137,43 @@ struct ReplayCommand: AsyncParsableCommand {
             count += 1
             if sample.count < 5 { sample.append(event) }
         }
+        let skipped = events.skipped.value
         if output.json {
             Terminal.json(.object([
                 "dryRun": .bool(true), "count": .int(Int64(count)), "target": .string(targetName),
                 "sample": .array(sample.map { .object(["position": .int($0.position), "id": .string($0.id), "type": .string($0.type), "timestamp": .string($0.timestamp)]) }),
+                "skipped": .int(Int64(skipped.values.reduce(0, +))), "skippedTypes": .object(skipped.mapValues { .int(Int64($0)) }),
             ]))
             return
         }
-        Terminal.out("would replay \(count) event(s) to \(targetName); nothing was sent")
+        Terminal.out("would replay \(count) event(s) to \(Terminal.escape(targetName)); nothing was sent")
         for event in sample {
-            Terminal.out("  #\(event.position)  \(event.timestamp)  \(event.type)  \(event.id)")
+            let fields = [event.timestamp, event.type, event.id].map { Terminal.escape($0) }
+            Terminal.out("  #\(event.position)  \(fields.joined(separator: "  "))")
         }
         if count > sample.count { Terminal.out("  …") }
+        if let line = events.routes?.skippedLine(skipped, verb: "would skip") { Terminal.out(line) }
     }
 
-    private func replay(_ events: EventStorePages, rpc: RPCClient, connection: AMQPConnection) async throws {
-        let channel = try await connection.openChannel()
-        let destination = try await checkDestination(channel)
+    private func replay(_ events: EventStorePages, rpc: RPCClient, channel: AMQPChannel, destination: ReplayedEvent.Destination) async throws {
         try await channel.enableConfirms()
         let replayID = UUID().uuidString.lowercased()
         let progress = ReplayProgress()
         if let limit { progress.setTotal(limit) }
         let counting: Task<Void, Never>? =
             progress.isTerminal
-            ? Task { [query, limit, timeout] in
-                if let total = await countEvents(rpc: rpc, query: query, limit: limit, timeout: timeout.duration) { progress.setTotal(total) }
+            ? Task { [query, limit, timeout, routes = events.routes] in
+                if let total = await countEvents(rpc: rpc, query: query, limit: limit, routes: routes, timeout: timeout.duration) {
+                    progress.setTotal(total)
+                }
             } : nil
 
+        // The event being published: one the channel refuses (a type or id beyond AMQP's 255
+        // bytes) is the event store's, not a usage error, and the operator needs to know which.
+        let current = Shared<StoredEvent?>(nil)
         let messages = events.map { event in
-            ReplayedEvent(event, replayID: replayID, destination: destination).message
+            current.set(event)
+            return ReplayedEvent(event, replayID: replayID, destination: destination).message
         }
         var done = 0
         do {
@@ -149,7 +184,12 @@ struct ReplayCommand: AsyncParsableCommand {
         } catch {
             counting?.cancel()
             progress.finish(done: done)
-            let failure = CLIFailure.from(error)
+            var failure = CLIFailure.from(error)
+            if case .invalidArgument(let detail) = error as? AMQPError, let event = current.value {
+                failure = CLIFailure(
+                    .failed,
+                    "event #\(event.position) (id \(Terminal.escape(event.id))) cannot be published as the event store holds it: \(Terminal.escape(detail)); --since or --type can leave it out")
+            }
             throw CLIFailure(
                 failure.kind,
                 "\(failure.message)\nreplay \(replayID) stopped after \(done) confirmed event(s); running it again is safe: consumers skip event ids they applied")
@@ -158,17 +198,21 @@ struct ReplayCommand: AsyncParsableCommand {
         progress.finish(done: done)
         let seconds = progress.elapsed.seconds
         let rate = seconds > 0 ? Double(done) / seconds : 0
+        let skipped = events.skipped.value
         if output.json {
             Terminal.json(.object([
                 "replayed": .int(Int64(done)), "target": .string(targetName), "correlationId": .string(replayID),
                 "seconds": .double((seconds * 1000).rounded() / 1000), "eventsPerSecond": .double(rate.rounded()),
+                "skipped": .int(Int64(skipped.values.reduce(0, +))), "skippedTypes": .object(skipped.mapValues { .int(Int64($0)) }),
             ]))
         } else {
-            Terminal.out(String(format: "replayed %d event(s) to %@ in %.1f s (%.0f events/s); replay correlation id %@", done, targetName, seconds, rate, replayID))
+            Terminal.out(String(format: "replayed %d event(s) to %@ in %.1f s (%.0f events/s); replay correlation id %@", done, Terminal.escape(targetName), seconds, rate, replayID))
+            if let line = events.routes?.skippedLine(skipped, verb: "skipped") { Terminal.out(line) }
         }
     }
 
     /// Where the events go; fails before reading the store when that place does not exist.
+    /// For a dry run too: it tells what a replay would do.
     private func checkDestination(_ channel: AMQPChannel) async throws -> ReplayedEvent.Destination {
         if let to {
             let queue = "\(to).events"

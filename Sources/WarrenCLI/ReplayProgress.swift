@@ -41,7 +41,9 @@ final class ReplayProgress: Sendable {
             line += "/\(total)"
             if onTerminal {
                 let width = 30
-                let filled = total == 0 ? width : min(width, done * width / total)
+                // done × width could overflow for a count from a hostile store: then it is full.
+                let (scaled, overflow) = done.multipliedReportingOverflow(by: width)
+                let filled = total == 0 || overflow ? width : min(width, scaled / total)
                 line = "[" + String(repeating: "#", count: filled) + String(repeating: "-", count: width - filled) + "] " + line
             }
         }

@@ -3,21 +3,31 @@ import Foundation
 /// Where output goes: results to stdout, everything for people (progress, warnings, errors) to
 /// stderr, so that `warren … --json | jq` sees only JSON. Writes are unbuffered: `events tail`
 /// must show a line the moment it arrives.
+///
+/// Text for people passes through `escape(_:keepingLineBreaks:)` here, at the sink, so nothing
+/// printed can drive the terminal; pieces of a one-line layout that came from outside are escaped
+/// where they are put in (`escape(_:)`), so that a line break in them cannot forge a line either.
 enum Terminal {
     static var stdoutIsTTY: Bool { isatty(STDOUT_FILENO) == 1 }
     static var stderrIsTTY: Bool { isatty(STDERR_FILENO) == 1 }
     static var stdinIsTTY: Bool { isatty(STDIN_FILENO) == 1 }
 
     static func out(_ line: String) {
-        FileHandle.standardOutput.write(Data((line + "\n").utf8))
+        FileHandle.standardOutput.write(Data((escape(line, keepingLineBreaks: true) + "\n").utf8))
     }
 
+    /// Bytes as they are: only for `--json` output, which scripts read and which is never escaped.
     static func outRaw(_ data: Data) {
         FileHandle.standardOutput.write(data)
     }
 
     static func note(_ line: String) {
-        FileHandle.standardError.write(Data((line + "\n").utf8))
+        FileHandle.standardError.write(Data((escape(line, keepingLineBreaks: true) + "\n").utf8))
+    }
+
+    /// A question on stderr, the answer typed on the same line.
+    static func prompt(_ question: String) {
+        FileHandle.standardError.write(Data(escape(question, keepingLineBreaks: true).utf8))
     }
 
     static func error(_ message: String) {
@@ -26,11 +36,11 @@ enum Terminal {
 
     /// Rewrites the current stderr line (progress bars).
     static func status(_ line: String) {
-        FileHandle.standardError.write(Data(("\r\u{1B}[2K" + line).utf8))
+        FileHandle.standardError.write(Data(("\r\u{1B}[2K" + escape(line)).utf8))
     }
 
-    /// `value` as one line of JSON with sorted keys (stable for diffs and tests).
+    /// `value` as one line of JSON with sorted keys (stable for diffs and tests), unescaped.
     static func json(_ value: JSONValue) {
-        out(value.jsonText(pretty: false))
+        outRaw(Data((value.jsonText(pretty: false) + "\n").utf8))
     }
 }

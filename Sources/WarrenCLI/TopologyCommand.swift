@@ -92,18 +92,21 @@ struct TopologyCommand: AsyncParsableCommand {
     }
 
     private func printText(services: [String: [QueueRow]], others: [QueueRow]) {
-        let width = max(24, (services.values.flatMap { $0 } + others).map(\.name.count).max() ?? 0)
+        // Queue names and binding keys come from the management API: escaped, then measured.
+        let width = max(24, (services.values.flatMap { $0 } + others).map { Terminal.escape($0.name).count }.max() ?? 0)
         func line(_ row: QueueRow) -> String {
-            var text = "  " + row.name.padding(toLength: width, withPad: " ", startingAt: 0)
+            var text = "  " + Terminal.escape(row.name).padding(toLength: width, withPad: " ", startingAt: 0)
             text += "  consumers \(row.consumers)".padding(toLength: 14, withPad: " ", startingAt: 0)
             text += "  messages \(row.messages)"
-            if !row.bindings.isEmpty { text += "  ← \(EventPublisher.exchange): \(row.bindings.joined(separator: ", "))" }
+            if !row.bindings.isEmpty {
+                text += "  ← \(EventPublisher.exchange): \(row.bindings.map { Terminal.escape($0) }.joined(separator: ", "))"
+            }
             if row.role == "dead letters", row.messages > 0 { text += "  (warren dlq show)" }
             return text
         }
         if services.isEmpty, others.isEmpty { Terminal.out("no queues on this vhost: are the services running? `make run` starts them") }
         for name in services.keys.sorted() {
-            Terminal.out(name)
+            Terminal.out(Terminal.escape(name))
             for row in services[name] ?? [] { Terminal.out(line(row)) }
         }
         if !others.isEmpty {

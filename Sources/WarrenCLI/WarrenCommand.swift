@@ -18,10 +18,10 @@ struct WarrenCommand: AsyncParsableCommand {
               warren topology
 
             The broker is AMQP_URL or --url (default amqp://guest:guest@localhost:5672/).
-            dlq and topology also read RabbitMQ's management API: WARREN_MANAGEMENT_URL or
-            --management-url (default http://localhost:15672), with the user, password and
-            vhost of the AMQP URL. Every command takes --json for output that scripts can
-            parse.
+            dlq list and requeue, topology, replay --to and publish --queue also read
+            RabbitMQ's management API: WARREN_MANAGEMENT_URL or --management-url
+            (default http://localhost:15672), with the user, password and vhost of the
+            AMQP URL. Every command takes --json for output that scripts can parse.
 
             Exit codes:
               0  success

@@ -38,9 +38,11 @@ struct CLIResult: CustomStringConvertible {
     let status: Int32
     let stdout: String
     let stderr: String
+    /// Ended by a signal (a trap is SIGILL or SIGTRAP) rather than by exiting.
+    var signalled = false
 
     var json: Any? { try? JSONSerialization.jsonObject(with: Data(stdout.utf8), options: .fragmentsAllowed) }
-    var description: String { "exit \(status)\nstdout: \(stdout)\nstderr: \(stderr)" }
+    var description: String { "\(signalled ? "signal" : "exit") \(status)\nstdout: \(stdout)\nstderr: \(stderr)" }
 }
 
 /// The built `warren` binary, run as an operator would. Output goes to files (a pipe the test
@@ -87,7 +89,8 @@ final class WarrenCLI: Sendable {
             process.terminate()
         }
         process.waitUntilExit()
-        let result = CLIResult(status: process.terminationStatus, stdout: stdout, stderr: stderr)
+        let result = CLIResult(
+            status: process.terminationStatus, stdout: stdout, stderr: stderr, signalled: process.terminationReason == .uncaughtSignal)
         try? FileManager.default.removeItem(at: directory)
         return result
     }

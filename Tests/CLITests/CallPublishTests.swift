@@ -109,8 +109,7 @@ struct PublishTests {
     @Test("--lines publishes every line in order; a bad line publishes nothing and exits 2")
     func lines() async throws {
         try await TestVhost.with { vhost, connection in
-            let channel = try await connection.openChannel()
-            try await channel.declareQueue("orders.events")
+            try await declareSubscriber("orders.events", keys: ["order.*"], on: connection)
             let good = (1...50).map { #"{"n":\#($0)}"# }.joined(separator: "\n") + "\n"
             let result = try await WarrenCLI.run(["publish", "order.created", "--queue", "orders.events", "--lines"], url: vhost.url, stdin: good)
             #expect(result.status == 0, "\(result)")
@@ -123,6 +122,39 @@ struct PublishTests {
             #expect(bad.status == 2, "\(bad)")
             #expect(bad.stderr.contains("stdin line 2 is not valid JSON"))
             #expect(try await depth("orders.events", on: connection) == 0)
+        }
+    }
+
+    @Test("--queue to a subscriber's queue publishes only a type its bindings route; otherwise, or without the management API, nothing is sent")
+    func queueRoutes() async throws {
+        try await TestVhost.with { vhost, connection in
+            try await declareSubscriber("payments.events", keys: ["order.created"], on: connection)
+            try await declareSubscriber("audit.events", keys: [], on: connection)
+            let channel = try await connection.openChannel()
+            try await channel.declareQueue("scratch")
+
+            let routed = try await WarrenCLI.run(["publish", "order.created", #"{"n":1}"#, "--queue", "payments.events"], url: vhost.url)
+            #expect(routed.status == 0, "\(routed)")
+            #expect(try await depth("payments.events", on: connection) == 1)
+
+            let cancelled = try await WarrenCLI.run(["publish", "order.cancelled", #"{"n":2}"#, "--queue", "payments.events"], url: vhost.url)
+            #expect(cancelled.status == 1, "\(cancelled)")
+            #expect(cancelled.stderr.contains("bound to warren.events for order.created, not for order.cancelled"), "\(cancelled)")
+            let unbound = try await WarrenCLI.run(["publish", "order.created", "--queue", "audit.events"], url: vhost.url)
+            #expect(unbound.status == 1, "\(unbound)")
+            #expect(unbound.stderr.contains("is not bound to warren.events"), "\(unbound)")
+            let noAPI = try await WarrenCLI.run(
+                ["publish", "order.created", "--queue", "payments.events", "--management-url", "http://127.0.0.1:1"], url: vhost.url)
+            #expect(noAPI.status == 3, "\(noAPI)")
+            #expect(noAPI.stderr.contains("nothing was sent"), "\(noAPI)")
+            #expect(try await depth("payments.events", on: connection) == 1)
+            #expect(try await depth("audit.events", on: connection) == 0)
+
+            // A queue that is no subscriber's (not <service>.events) takes what it is given.
+            let scratch = try await WarrenCLI.run(["publish", "anything.at.all", "--queue", "scratch"], url: vhost.url)
+            #expect(scratch.status == 0, "\(scratch)")
+            #expect(try await depth("scratch", on: connection) == 1)
+            await channel.close()
         }
     }
 

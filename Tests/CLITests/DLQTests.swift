@@ -6,8 +6,9 @@ import WarrenTestSupport
 
 /// Parks `count` dead letters in `<service>.events.dlq` as EventSubscriber does, ids m0, m1, …
 func parkDeadLetters(_ count: Int, service: String, on connection: AMQPConnection) async throws -> [String] {
+    // The service's queue, bound for what it parks, as a subscriber declares it.
+    try await declareSubscriber("\(service).events", keys: ["order.created"], on: connection)
     let channel = try await connection.openChannel()
-    try await channel.declareQueue("\(service).events")
     try await channel.declareQueue("\(service).events.dlq")
     let ids = (0..<count).map { "m\($0)" }
     // Without confirms each publish returns once the I/O thread has it, so they leave in order;
@@ -113,6 +114,41 @@ struct DLQTests {
             let neither = try await WarrenCLI.run(["dlq", "requeue", "payments"], url: vhost.url)
             #expect(neither.status == 2)
             #expect(try await takeIDs("payments.events.dlq", on: connection) == parked.filter { $0 != "m3" && $0 != "m7" })
+        }
+    }
+
+    @Test("requeue sends back only the events the service's bindings route; the others stay in place, exit 1; no management API, nothing moves")
+    func requeueOnlyRouted() async throws {
+        try await TestVhost.with { vhost, connection in
+            let parked = try await parkDeadLetters(3, service: "payments", on: connection)
+            // Two that payments never subscribed to, put straight into its queue and parked there.
+            let channel = try await connection.openChannel()
+            for id in ["c0", "c1"] {
+                let properties = AMQPProperties(
+                    headers: [WireHeader.error: "not subscribed", WireHeader.originalRoutingKey: "payments.events"],
+                    messageID: id, type: "order.cancelled")
+                try await channel.publish(Data("{}".utf8), routingKey: "payments.events.dlq", properties: properties)
+            }
+            var waited = 0
+            while try await channel.inspectQueue("payments.events.dlq").messageCount < 5, waited < 500 {
+                try await Task.sleep(for: .milliseconds(10))
+                waited += 1
+            }
+
+            let noAPI = try await WarrenCLI.run(["dlq", "requeue", "payments", "--all", "--management-url", "http://127.0.0.1:1"], url: vhost.url)
+            #expect(noAPI.status == 3, "\(noAPI)")
+            #expect(noAPI.stderr.contains("nothing was requeued"), "\(noAPI)")
+            #expect(try await depth("payments.events", on: connection) == 0)
+
+            let result = try await WarrenCLI.run(["dlq", "requeue", "payments", "--all", "--json"], url: vhost.url)
+            #expect(result.status == 1, "\(result)")
+            #expect(result.stderr.contains("kept back 2 event(s) that warren.events does not route to payments.events (bound for order.created): order.cancelled (2)"), "\(result)")
+            let moved = try #require((result.json as? [String: Any])?["requeued"] as? [[String: Any]], "\(result)")
+            #expect(moved.first?["messages"] as? Int == 3)
+            #expect(moved.first?["keptTypes"] as? [String: Int] == ["order.cancelled": 2])
+            #expect(try await takeIDs("payments.events", on: connection) == parked)
+            #expect(try await takeIDs("payments.events.dlq", on: connection) == ["c0", "c1"])
+            await channel.close()
         }
     }
 

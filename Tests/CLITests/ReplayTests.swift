@@ -26,14 +26,23 @@ struct ReplayCase: Sendable, CustomTestStringConvertible {
     ]
 }
 
+/// Declares `queue` bound to warren.events with `keys`, as a subscriber declares its
+/// `<service>.events`: `replay --to` sends it only what these bindings route.
+func declareSubscriber(_ queue: String, keys: [String], on connection: AMQPConnection) async throws {
+    let channel = try await connection.openChannel()
+    try await channel.declareExchange(EventPublisher.exchange, type: "topic", durable: true)
+    try await channel.declareQueue(queue)
+    for key in keys { try await channel.bindQueue(queue, exchange: EventPublisher.exchange, routingKey: key) }
+    await channel.close()
+}
+
 @Suite("warren replay", .timeLimit(.minutes(3)))
 struct ReplayTests {
     @Test("replay with each filter to a service queue delivers exactly the matching events, in order", arguments: ReplayCase.all)
     func filterToServiceQueue(_ filter: ReplayCase) async throws {
         try await TestVhost.with { vhost, connection in
             let store = try await FakeEventStore(count: 300, connection: connection)
-            let channel = try await connection.openChannel()
-            try await channel.declareQueue("projection.events")
+            try await declareSubscriber("projection.events", keys: ["#"], on: connection)
             // Small pages, so paging and the look-ahead are exercised.
             let result = try await WarrenCLI.run(["replay", "--to", "projection", "--page-size", "16", "--json"] + filter.arguments(store), url: vhost.url)
             #expect(result.status == 0, "\(result)")
@@ -82,8 +91,7 @@ struct ReplayTests {
             }
             #expect(counted == 21, "the event store did not record the 21 events")
 
-            let channel = try await connection.openChannel()
-            try await channel.declareQueue("projection.events")
+            try await declareSubscriber("projection.events", keys: ["order.*"], on: connection)
             let result = try await WarrenCLI.run(["replay", "--type", "order.*", "--to", "projection", "--json"], url: vhost.url)
             #expect(result.status == 0, "\(result)")
             let received = try await drain("projection.events", on: connection, expecting: 20)
@@ -116,8 +124,7 @@ struct ReplayTests {
     func dryRun() async throws {
         try await TestVhost.with { vhost, connection in
             let store = try await FakeEventStore(count: 120, connection: connection)
-            let channel = try await connection.openChannel()
-            try await channel.declareQueue("projection.events")
+            try await declareSubscriber("projection.events", keys: ["#"], on: connection)
             let result = try await WarrenCLI.run(["replay", "--to", "projection", "--type", "order.*", "--dry-run", "--json"], url: vhost.url)
             #expect(result.status == 0, "\(result)")
             let summary = try #require(result.json as? [String: Any], "\(result)")
@@ -134,8 +141,7 @@ struct ReplayTests {
     func rate() async throws {
         try await TestVhost.with { vhost, connection in
             let store = try await FakeEventStore(count: 60, connection: connection)
-            let channel = try await connection.openChannel()
-            try await channel.declareQueue("projection.events")
+            try await declareSubscriber("projection.events", keys: ["#"], on: connection)
             let result = try await WarrenCLI.run(["replay", "--to", "projection", "--rate", "20", "--limit", "60", "--json"], url: vhost.url)
             #expect(result.status == 0, "\(result)")
             let summary = try #require(result.json as? [String: Any], "\(result)")
@@ -163,13 +169,109 @@ struct ReplayTests {
             let noQueue = try await WarrenCLI.run(["replay", "--to", "nobody"], url: vhost.url)
             #expect(noQueue.status == 1)
             #expect(noQueue.stderr.contains("there is no queue nobody.events"), "\(noQueue)")
-            let channel = try await connection.openChannel()
-            try await channel.declareQueue("projection.events")
+            try await declareSubscriber("projection.events", keys: ["#"], on: connection)
             let noStore = try await WarrenCLI.run(["replay", "--to", "projection"], url: vhost.url)
             #expect(noStore.status == 1)
             #expect(noStore.stderr.contains("event store is unavailable"), "\(noStore)")
             let badTime = try await WarrenCLI.run(["replay", "--since", "yesterday"], url: vhost.url)
             #expect(badTime.status == 2)
+        }
+    }
+}
+
+/// Bindings of a service's queue, and the types of FakeEventStore's events they route.
+struct RoutingCase: Sendable, CustomTestStringConvertible {
+    let keys: [String]
+    let routed: Set<String>
+
+    var testDescription: String { keys.joined(separator: " + ") }
+
+    static let all: [RoutingCase] = [
+        RoutingCase(keys: ["order.created"], routed: ["order.created"]),
+        RoutingCase(keys: ["order.created", "order.cancelled"], routed: ["order.created"]),
+        RoutingCase(keys: ["order.#", "*.succeeded"], routed: ["order.created", "order.confirmed", "payment.succeeded"]),
+        RoutingCase(keys: ["#.registered", "payment.*.x"], routed: ["user.registered"]),
+        RoutingCase(keys: ["#"], routed: Set(FakeEventStore.types)),
+    ]
+}
+
+@Suite("warren replay --to sends only what the queue's bindings route", .timeLimit(.minutes(3)))
+struct ReplayRoutingTests {
+    @Test("the README's example: --type 'order.*' --to payments sends payments only order.created; the rest is skipped and counted")
+    func readmeExample() async throws {
+        try await TestVhost.with { vhost, connection in
+            let store = try await FakeEventStore(count: 120, connection: connection)
+            // What payment-service binds (Sources/PaymentService): order.created only.
+            try await declareSubscriber("payments.events", keys: ["order.created"], on: connection)
+
+            let dryRun = try await WarrenCLI.run(["replay", "--type", "order.*", "--to", "payments", "--dry-run"], url: vhost.url)
+            #expect(dryRun.status == 0, "\(dryRun)")
+            #expect(dryRun.stdout.contains("would replay 30 event(s) to queue payments.events"), "\(dryRun)")
+            #expect(dryRun.stdout.contains("would skip 30 event(s)"), "\(dryRun)")
+            #expect(dryRun.stdout.contains("order.confirmed (30)"), "\(dryRun)")
+
+            let result = try await WarrenCLI.run(["replay", "--type", "order.*", "--to", "payments", "--json"], url: vhost.url)
+            #expect(result.status == 0, "\(result)")
+            let summary = try #require(result.json as? [String: Any], "\(result)")
+            #expect(summary["replayed"] as? Int == 30)
+            #expect(summary["skipped"] as? Int == 30)
+            #expect(summary["skippedTypes"] as? [String: Int] == ["order.confirmed": 30])
+            let expected = store.events.filter { $0.type == "order.created" }
+            #expect(try await depth("payments.events", on: connection) == expected.count)
+            let received = try await drain("payments.events", on: connection, expecting: expected.count)
+            #expect(received.map { $0.properties.messageID } == expected.map(\.id))
+            #expect(received.allSatisfy { $0.properties.type == "order.created" })
+
+            let text = try await WarrenCLI.run(["replay", "--type", "order.*", "--to", "payments", "--limit", "5"], url: vhost.url)
+            #expect(text.status == 0, "\(text)")
+            // --limit counts what is sent, not what is skipped on the way.
+            #expect(text.stdout.contains("replayed 5 event(s) to queue payments.events"), "\(text)")
+            #expect(text.stdout.contains("skipped 4 event(s) that warren.events does not route to payments.events (bound for order.created): order.confirmed (4)"), "\(text)")
+            _ = try await drain("payments.events", on: connection, expecting: 5)
+            await store.stop()
+        }
+    }
+
+    @Test("whatever the bindings, exactly the events a topic exchange would route arrive, in order", arguments: RoutingCase.all)
+    func bindings(_ example: RoutingCase) async throws {
+        try await TestVhost.with { vhost, connection in
+            let store = try await FakeEventStore(count: 80, connection: connection)
+            try await declareSubscriber("projection.events", keys: example.keys, on: connection)
+            let result = try await WarrenCLI.run(["replay", "--to", "projection", "--page-size", "7", "--json"], url: vhost.url)
+            #expect(result.status == 0, "\(result)")
+            let expected = store.events.filter { example.routed.contains($0.type) }
+            let summary = try #require(result.json as? [String: Any], "\(result)")
+            #expect(summary["replayed"] as? Int == expected.count)
+            #expect(summary["skipped"] as? Int == store.events.count - expected.count)
+            let received = try await drain("projection.events", on: connection, expecting: expected.count)
+            #expect(received.map { $0.properties.messageID } == expected.map(\.id))
+            #expect(try await depth("projection.events", on: connection) == 0)
+            await store.stop()
+        }
+    }
+
+    @Test("without the management API, or for a queue bound to nothing, replay --to refuses and sends nothing")
+    func refuses() async throws {
+        try await TestVhost.with { vhost, connection in
+            let store = try await FakeEventStore(count: 40, connection: connection)
+            try await declareSubscriber("payments.events", keys: [], on: connection)
+            let unbound = try await WarrenCLI.run(["replay", "--to", "payments"], url: vhost.url)
+            #expect(unbound.status == 1, "\(unbound)")
+            #expect(unbound.stderr.contains("queue payments.events is not bound to warren.events"), "\(unbound)")
+            #expect(unbound.stderr.contains("nothing was sent"), "\(unbound)")
+
+            let channel = try await connection.openChannel()
+            try await channel.bindQueue("payments.events", exchange: EventPublisher.exchange, routingKey: "order.created")
+            for arguments in [["--management-url", "http://127.0.0.1:1"], ["--dry-run", "--management-url", "http://127.0.0.1:1"]] {
+                let unreachable = try await WarrenCLI.run(["replay", "--to", "payments"] + arguments, url: vhost.url)
+                #expect(unreachable.status == 3, "\(unreachable)")
+                #expect(unreachable.stderr.contains("cannot reach RabbitMQ's management API"), "\(unreachable)")
+                #expect(unreachable.stderr.contains("nothing was sent"), "\(unreachable)")
+                #expect(unreachable.stdout.isEmpty, "\(unreachable)")
+            }
+            #expect(try await depth("payments.events", on: connection) == 0)
+            await channel.close()
+            await store.stop()
         }
     }
 }
@@ -181,8 +283,7 @@ struct ReplayThroughputTests {
         try await TestVhost.with { vhost, connection in
             let count = 100_000
             let store = try await FakeEventStore(count: count, connection: connection)
-            let channel = try await connection.openChannel()
-            try await channel.declareQueue("bulk.events")
+            try await declareSubscriber("bulk.events", keys: ["#"], on: connection)
             let result = try await WarrenCLI.run(["replay", "--to", "bulk", "--json"], url: vhost.url)
             #expect(result.status == 0, "\(result)")
             let summary = try #require(result.json as? [String: Any], "\(result)")
