@@ -1,37 +1,43 @@
-/// AMQP topic matching, as the broker matches a binding key to a routing key: words are
-/// separated by dots, `*` is exactly one word, `#` zero or more words; anything else matches
-/// itself. A subscriber checks each event's type with it, since an event may also arrive
-/// straight in its queue, past the bindings.
+/// AMQP topic matching, as a topic exchange routes: a binding key and a routing key are words
+/// separated by dots; `*` in the key stands for exactly one word, `#` for zero or more words;
+/// any other word must be equal. An empty key has no words (RabbitMQ's rule: `#` matches the
+/// empty routing key, `*` does not); `a..b` has an empty word in the middle. A subscriber checks
+/// each event's type with it, since an event may also arrive straight in its queue, past the
+/// bindings; the CLI sends a queue only what its bindings would route to it.
 public enum TopicPattern {
-    /// Whether `key` matches `pattern` (`order.*` matches `order.created`, not `order.a.b`;
-    /// `order.#` matches `order`, `order.created` and `order.a.b`).
-    public static func matches(_ pattern: String, _ key: String) -> Bool {
-        // As RabbitMQ splits them: the empty key (or pattern) is no words at all.
-        let patternWords = pattern.isEmpty ? [] : pattern.split(separator: ".", omittingEmptySubsequences: false)
-        let keyWords = key.isEmpty ? [] : key.split(separator: ".", omittingEmptySubsequences: false)
-        // matched[i][j]: the first i pattern words match the first j key words. Iterative, so
-        // a pattern full of `#` costs words × words, never exponential time.
-        var previous = [Bool](repeating: false, count: keyWords.count + 1)
-        previous[0] = true
-        for word in patternWords {
-            var current = [Bool](repeating: false, count: keyWords.count + 1)
-            if word == "#" {
-                current[0] = previous[0]
-                for j in 1...max(1, keyWords.count) where j <= keyWords.count {
-                    current[j] = previous[j] || current[j - 1]
-                }
-            } else {
-                for j in 0..<keyWords.count where previous[j] {
-                    current[j + 1] = word == "*" || word == keyWords[j]
-                }
+    /// Whether a topic exchange routes a message with `routingKey` through a binding with
+    /// `bindingKey`. Runs in (words of the key) × (words of the routing key) steps whatever the
+    /// key: a binding from the management API may be any string, `#.#.#.#…` included.
+    public static func matches(_ bindingKey: String, _ routingKey: String) -> Bool {
+        let pattern = words(bindingKey)
+        let key = words(routingKey)
+        // matched[j]: the pattern's first i words match the routing key's first j words.
+        var matched = [Bool](repeating: false, count: key.count + 1)
+        matched[0] = true
+        for word in pattern {
+            var next = [Bool](repeating: false, count: key.count + 1)
+            switch word.utf8.count == 1 ? word.utf8.first : nil {
+            case UInt8(ascii: "#"):
+                // Zero words (matched[j]) or one more word after a match (next[j - 1]).
+                next[0] = matched[0]
+                for j in key.indices { next[j + 1] = matched[j + 1] || next[j] }
+            case UInt8(ascii: "*"):
+                for j in key.indices { next[j + 1] = matched[j] }
+            default:
+                // Bytes, as the broker compares: Swift's `==` would equate canonically equivalent text.
+                for j in key.indices { next[j + 1] = matched[j] && key[j].utf8.elementsEqual(word.utf8) }
             }
-            previous = current
+            matched = next
         }
-        return previous[keyWords.count]
+        return matched[key.count]
     }
 
-    /// Whether `key` matches any of `patterns`.
-    public static func matches(any patterns: [String], _ key: String) -> Bool {
-        patterns.contains { matches($0, key) }
+    /// Whether `routingKey` matches any of `bindingKeys`.
+    public static func matches(any bindingKeys: [String], _ routingKey: String) -> Bool {
+        bindingKeys.contains { matches($0, routingKey) }
+    }
+
+    private static func words(_ key: String) -> [Substring] {
+        key.isEmpty ? [] : key.split(separator: ".", omittingEmptySubsequences: false)
     }
 }

@@ -1,5 +1,6 @@
 // AMQP topic matching as the broker does it, which `replay --to` relies on: pure, no broker.
 import Testing
+import Warren
 import WarrenAMQP
 
 @testable import WarrenCLI
