@@ -148,6 +148,7 @@ final class EventIngestor: Service, Sendable {
     /// Keeps the event for a person, with the reason; false if the broker did not take it.
     private func park(_ delivery: AMQPDelivery, reason: String, on channel: AMQPChannel) async -> Bool {
         var properties = delivery.properties.deadLettered(error: reason, originalRoutingKey: delivery.routingKey, attempts: 1)
+            .fitting(contentHeaderLimit: channel.maxContentHeaderSize - DeadLettering.brokerHeadersAllowance)
         properties.deliveryMode = .persistent
         do {
             try await channel.publish(delivery.body, routingKey: Self.deadLetterQueue, mandatory: true, properties: properties)

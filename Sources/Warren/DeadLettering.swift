@@ -44,3 +44,46 @@ public struct QueueArgumentsMismatch: Error, Sendable, CustomStringConvertible {
             + "and start the service again: it declares the queue anew."
     }
 }
+
+extension DeadLettering {
+    /// Bytes of a frame kept free in a copy set aside (retry or dead-letter queue) for what
+    /// the broker adds on its way (`x-death`, which grows with each queue it passes). A message
+    /// that comes back larger than a frame can be read by no librabbitmq client: its connection
+    /// fails on it at every delivery.
+    public static let brokerHeadersAllowance = 8 * 1024
+}
+
+extension AMQPProperties {
+    /// Header name listing the headers a dead-letter copy had to leave out, with their sizes
+    /// (`x-padding (130846 bytes)`), so that the copy fits in a frame.
+    public static let droppedHeadersHeader = "x-dropped-headers"
+
+    /// These properties, as a copy to set aside, with a content header of at most `limit` bytes
+    /// (`AMQPChannel.maxContentHeaderSize` less `DeadLettering.brokerHeadersAllowance`). When
+    /// the headers are larger, the largest are left out one at a time and named with their
+    /// size in `x-dropped-headers`: the body and every other header are kept, and the copy can
+    /// be published, read and requeued, which a copy larger than a frame never could.
+    public func fitting(contentHeaderLimit limit: Int) -> AMQPProperties {
+        guard let headers, ((try? contentHeaderSize) ?? .max) > limit else { return self }
+        var bare = self
+        bare.headers = [:]
+        func size(_ key: String, _ value: AMQPFieldValue) -> Int {
+            var one = bare
+            one.headers = [key: value]
+            return ((try? one.contentHeaderSize) ?? .max) - ((try? bare.contentHeaderSize) ?? 0)
+        }
+        var kept = headers
+        var dropped: [String] = []
+        for (key, bytes) in headers.map({ ($0.key, size($0.key, $0.value)) }).sorted(by: { $0.1 > $1.1 }) {
+            var candidate = self
+            candidate.headers = kept
+            candidate.headers?[Self.droppedHeadersHeader] = .string(dropped.joined(separator: ", "))
+            if !dropped.isEmpty, ((try? candidate.contentHeaderSize) ?? .max) <= limit { return candidate }
+            kept[key] = nil
+            dropped.append("\(key.prefix(64)) (\(bytes) bytes)")
+        }
+        var properties = self
+        properties.headers = [Self.droppedHeadersHeader: .string(dropped.joined(separator: ", "))]
+        return properties
+    }
+}

@@ -36,7 +36,7 @@ public struct Event: Sendable {
 /// refuses it), the event is rejected without requeue and the broker itself dead-letters it to
 /// `<service>.events.dlq` (the queue is declared with `x-dead-letter-exchange` and
 /// `x-dead-letter-routing-key`; the broker's `x-death` header then says `rejected`). An event
-/// whose headers leave less than `brokerHeadersAllowance` free in a frame is not retried but
+/// whose headers leave less than `DeadLettering.brokerHeadersAllowance` free in a frame is not retried but
 /// parked: the broker's `x-death` on the way back from a retry queue would make it larger than
 /// a frame, and a consumer's connection fails on such a message each time it is delivered.
 ///
@@ -153,7 +153,6 @@ public final class EventSubscriber: Service, Sendable {
 
     /// Bytes kept free in a retry copy's content header for what the broker adds on the way
     /// back: `x-death` (one entry of up to ~900 bytes per queue it passed) and `x-first-death-*`.
-    static let brokerHeadersAllowance = 8 * 1024
 
     /// The event type of a delivery, as the type doc above decides it; nil when it has none.
     static func eventType(of delivery: AMQPDelivery) -> String? {
@@ -222,7 +221,7 @@ public final class EventSubscriber: Service, Sendable {
         // A retry comes back with the broker's x-death added (it grows with each retry queue);
         // a copy with less room than that would come back larger than a frame, which no
         // librabbitmq consumer can read: its connection would fail on it again and again.
-        let roomForRetry = ((try? properties.contentHeaderSize) ?? .max) <= forwarding.maxContentHeaderSize - Self.brokerHeadersAllowance
+        let roomForRetry = ((try? properties.contentHeaderSize) ?? .max) <= forwarding.maxContentHeaderSize - DeadLettering.brokerHeadersAllowance
         if !roomForRetry {
             event.logger.warning("the event's headers leave no room for the broker's x-death on a retry: parking it instead", metadata: ["error": "\(reason)"])
         }
@@ -242,9 +241,11 @@ public final class EventSubscriber: Service, Sendable {
     /// published, the original is rejected without requeue: the broker dead-letters it into
     /// `<service>.events.dlq` itself, so it is neither lost nor handed back to loop.
     private func setAside(_ delivery: AMQPDelivery, to target: String, properties: AMQPProperties, logger: Logger, forwarding: AMQPChannel) async {
+        // Headers too large to leave room for the broker's x-death are left out of the copy (named in x-dropped-headers).
+        let copy = properties.fitting(contentHeaderLimit: forwarding.maxContentHeaderSize - DeadLettering.brokerHeadersAllowance)
         do {
             // Mandatory: a deleted retry or dead-letter queue is a failure here, not a silent loss.
-            try await forwarding.publish(delivery.body, routingKey: target, mandatory: true, properties: properties)
+            try await forwarding.publish(delivery.body, routingKey: target, mandatory: true, properties: copy)
         } catch {
             logger.error(
                 "could not publish the event's copy; rejecting it so that the broker dead-letters it",
