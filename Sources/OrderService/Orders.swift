@@ -24,7 +24,7 @@ struct Order: Codable, Sendable, Equatable {
 }
 
 struct CreateOrder: Decodable, Sendable, Validatable {
-    var userId: String
+    @CanonicalID var userId: String
     var items: [Item]
     /// The same key from the same user returns the first order instead of placing another.
     var idempotencyKey: String?
@@ -45,12 +45,12 @@ struct CreateOrder: Decodable, Sendable, Validatable {
 }
 
 struct OrderID: Decodable, Sendable, Validatable {
-    var id: String
+    @CanonicalID var id: String
     func validate() throws(ServiceError) { try Check.uuid(id, "id") }
 }
 
 struct ListOrders: Decodable, Sendable, Validatable {
-    var userId: String
+    @CanonicalID var userId: String
     var status: Order.Status?
     var limit: Int?
     var cursor: String?
@@ -69,7 +69,7 @@ struct UserRef: Codable, Sendable {
 
 /// What the order service reads of a `payment.succeeded` / `payment.failed` event.
 struct PaymentOutcome: Decodable, Sendable, Validatable {
-    var orderId: String
+    @CanonicalID var orderId: String
     var reason: String?
 
     /// Anyone may publish a payment event: the order id must be one, and the reason is kept

@@ -47,8 +47,8 @@ struct Payment: Codable, Sendable {
 /// is checked like a request: a total that is negative or not a whole number of cents in 64
 /// bits (`1e300`, `1.5`, `9223372036854775808`) makes the event `invalid` and it is parked.
 struct PlacedOrder: Decodable, Sendable, Validatable {
-    var id: String
-    var userId: String
+    @CanonicalID var id: String
+    @CanonicalID var userId: String
     var totalCents: Int
 
     func validate() throws(ServiceError) {
@@ -59,7 +59,7 @@ struct PlacedOrder: Decodable, Sendable, Validatable {
 }
 
 struct PaymentQuery: Decodable, Sendable, Validatable {
-    var orderId: String
+    @CanonicalID var orderId: String
     func validate() throws(ServiceError) { try Check.uuid(orderId, "orderId") }
 }
 

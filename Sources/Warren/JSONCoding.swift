@@ -206,3 +206,17 @@ public enum Check {
         isUUID(value) ? value.lowercased() : value
     }
 }
+
+/// An id field of a request or event body, decoded in the one form services compare and store
+/// ids in (`Check.canonicalID`: a UUID in lower case), so that a client that sends an id in
+/// upper case finds what it names. `Check.uuid` still validates it.
+@propertyWrapper
+public struct CanonicalID: Decodable, Sendable, Equatable {
+    public var wrappedValue: String
+
+    public init(wrappedValue: String) { self.wrappedValue = Check.canonicalID(wrappedValue) }
+
+    public init(from decoder: any Decoder) throws {
+        self.init(wrappedValue: try decoder.singleValueContainer().decode(String.self))
+    }
+}

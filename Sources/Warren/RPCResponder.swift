@@ -120,7 +120,9 @@ public final class RPCResponder: Service, Sendable {
         let operationLabel = envelope.type.flatMap { handlers.handlers[$0] == nil ? nil : $0 } ?? "unknown"
 
         let result: Result<Data, ServiceError>
-        if let type = envelope.type, let handler = handlers.handlers[type] {
+        if let unstorable = envelope.unstorableField {
+            result = .failure(unstorable)
+        } else if let type = envelope.type, let handler = handlers.handlers[type] {
             result = await run(handler, type: type, delivery: delivery, envelope: envelope, logger: logger)
         } else if envelope.type == nil {
             result = .failure(.invalid("the request has no AMQP 'type' property naming the operation"))

@@ -174,7 +174,7 @@ struct GatewayEdgeTests {
     func healthBounded() async throws {
         let vhost = try TestVhost.create("gateway-health")
         let broker = try AMQPConfiguration(url: vhost.url)
-        let proxy = try BrokerProxy(targetPort: UInt16(broker.port))
+        let proxy = try TCPProxy(targetPort: UInt16(broker.port))
         let proxied = "amqp://\(broker.user):\(broker.password)@127.0.0.1:\(proxy.port)/\(vhost.name)?heartbeat=30"
         let gateway = try GatewayProcess(vhost: vhost, openAPI: edgeContract, environment: ["AMQP_URL": proxied])
         do {

@@ -25,6 +25,10 @@ struct HostileFloodTests {
                 messages += round.prefix(Self.total - messages.count)
             }
 
+            var handledBefore = 0
+            for service in HostileInputTests.services {
+                if let process = system.process(service) { handledBefore += try await handledRequests(port: process.port) }
+            }
             let normal = NormalTraffic()
             let background = Task { try await normal.run(system) }
             let started = ContinuousClock.now
@@ -55,8 +59,21 @@ struct HostileFloodTests {
                 if depth > 0 { queuesLeft[queue] = depth }
             }
             let elapsed = ContinuousClock.now - started
-            background.cancel()
+            normal.stop()
             let latencies = try await background.value
+            // Every request that reached a service queue was handled by it: answered (to a
+            // reply_to that may lead nowhere) or parked. The services count them in /metrics.
+            let sentRequests = messages.filter { $0.exchange.isEmpty && $0.routingKey.hasSuffix(".rpc") }.count + normal.started
+            var handled = 0
+            let countDeadline = ContinuousClock.now + .seconds(30)
+            repeat {
+                handled = -handledBefore
+                for service in HostileInputTests.services {
+                    if let process = system.process(service) { handled += try await handledRequests(port: process.port) }
+                }
+                if handled >= sentRequests { break }
+                try await Task.sleep(for: .milliseconds(250))
+            } while ContinuousClock.now < countDeadline
 
             let replied = messages.filter { $0.fate == .replied }.count
             let parked = messages.filter { if case .parked = $0.fate { true } else { false } }.count
@@ -66,7 +83,8 @@ struct HostileFloodTests {
                 """
                 hostile flood: sent \(messages.count) in \(elapsed); \
                 replies \(replied - unanswered.count)/\(replied), dead letters \(parkedIDs.count)/\(parked), \
-                ended without a record (replies to nowhere, handled events) \(survivors); \
+                answered to a reply_to that leads nowhere \(survivors); \
+                requests to service queues \(sentRequests) (with \(normal.started) normal calls), handled by the services \(handled); \
                 crashed processes \(crashed.count), queues not drained \(queuesLeft); \
                 normal calls \(latencies.count), failed \(normal.failures), p50 \(percentile(latencies, 0.5)) ms, p99 \(percentile(latencies, 0.99)) ms
                 """)
@@ -75,6 +93,7 @@ struct HostileFloodTests {
             #expect(unanswered.isEmpty, "\(unanswered.count) requests never answered, e.g. \(unanswered.prefix(5).map(\.name))")
             #expect(parkedIDs.count == parked, "\(parked - parkedIDs.count) messages not in their dead-letter queue")
             #expect(queuesLeft.isEmpty, "queues not drained (a wedged consumer): \(queuesLeft)")
+            #expect(handled == sentRequests, "requests sent to service queues \(sentRequests), handled \(handled)")
             #expect(latencies.count > 0 && normal.failures == 0, "normal calls failed during the flood: \(normal.failures)")
             let after = try await system.call("echo.echo", ["text": "after the flood"])
             #expect(after.string("text") == "after the flood")
@@ -89,26 +108,31 @@ struct HostileFloodTests {
     }
 }
 
-/// Normal calls, one after another, until cancelled: their latencies in milliseconds.
+/// Normal calls, one after another, until stopped: their latencies in milliseconds.
 final class NormalTraffic: Sendable {
     private let failureCount = Mutex(0)
+    private let startedCount = Mutex(0)
     var failures: Int { failureCount.withLock { $0 } }
+    private let stopRequested = Mutex(false)
+    /// Calls sent.
+    var started: Int { startedCount.withLock { $0 } }
+
+    /// Ends `run` after the call in flight, if any, has its answer.
+    func stop() { stopRequested.withLock { $0 = true } }
 
     func run(_ system: System) async throws -> [Double] {
         var latencies: [Double] = []
         var turn = 0
-        while !Task.isCancelled {
+        while !stopRequested.withLock({ $0 }) {
             let started = ContinuousClock.now
+            startedCount.withLock { $0 += 1 }
             do {
                 let reply =
                     turn % 2 == 0
                     ? try await system.call("echo.echo", ["text": "normal \(turn)"])
                     : try await system.call("events.query", ["limit": 1])
                 if reply.isError { failureCount.withLock { $0 += 1 } }
-            } catch is CancellationError {
-                break
             } catch {
-                if Task.isCancelled { break }
                 failureCount.withLock { $0 += 1 }
             }
             let elapsed = ContinuousClock.now - started

@@ -70,8 +70,23 @@ struct HostileInputTests {
     }
 
     private func health(port: Int) async throws -> (Int, String) {
-        guard let url = URL(string: "http://127.0.0.1:\(port)/health") else { return (0, "") }
-        let (data, response) = try await URLSession.shared.data(from: url)
-        return ((response as? HTTPURLResponse)?.statusCode ?? 0, String(decoding: data, as: UTF8.self))
+        try await get("/health", port: port)
     }
+}
+
+/// GET `path` on a service's HTTP port: (status, body).
+func get(_ path: String, port: Int) async throws -> (Int, String) {
+    guard let url = URL(string: "http://127.0.0.1:\(port)\(path)") else { return (0, "") }
+    let (data, response) = try await URLSession.shared.data(from: url)
+    return ((response as? HTTPURLResponse)?.statusCode ?? 0, String(decoding: data, as: UTF8.self))
+}
+
+/// The requests a service process has handled (answered or parked), from its `/metrics`: the
+/// sum of `warren_requests_total` over every operation and outcome.
+func handledRequests(port: Int) async throws -> Int {
+    let (_, text) = try await get("/metrics", port: port)
+    return text.split(separator: "\n")
+        .filter { $0.hasPrefix("warren_requests_total") }
+        .compactMap { $0.split(separator: " ").last.flatMap { Double($0) } }
+        .reduce(0) { $0 + Int($1) }
 }

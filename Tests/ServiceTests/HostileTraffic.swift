@@ -124,7 +124,8 @@ enum HostileCatalog {
         // event whose handler fails, and types the target queue does not subscribe to.
         let unknownOrder = #"{"orderId":"00000000-0000-4000-8000-000000000000","reason":"declined"}"#
         for (name, value) in HostileValues.wireNumbers {
-            add("payment.failed with x-attempts \(name)", exchange: EventPublisher.exchange, "payment.failed", Data(unknownOrder.utf8), .survives) {
+            // A payment for an order that does not exist can never be applied: parked at once.
+            add("payment.failed with x-attempts \(name)", exchange: EventPublisher.exchange, "payment.failed", Data(unknownOrder.utf8), .parked("orders.events.dlq")) {
                 $0.type = "payment.failed"
                 $0.deliveryMode = .persistent
                 $0.headers = [WireHeader.attempts: value, WireHeader.originalRoutingKey: "payment.failed"]

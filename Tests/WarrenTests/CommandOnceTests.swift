@@ -267,7 +267,8 @@ struct CommandInboxTests {
             ("plain", "cmd-plain-\(UUID().uuidString)", 1),
             ("255 bytes", String(repeating: "x", count: 219) + UUID().uuidString, 1),
             ("unicode", "ünïcødé-✓-\(UUID().uuidString)", 1),
-            ("NUL inside", "nul\u{0}byte-\(UUID().uuidString)", 1),
+            // Stored through GRDB as a C string, it would be cut at the NUL: refused, never executed.
+            ("NUL inside", "nul\u{0}byte-\(UUID().uuidString)", 0),
             ("spaces and quotes", "  \"quoted\" ' \(UUID().uuidString) ", 1),
             ("SQL", "'; DROP TABLE warren_command_inbox; -- \(UUID().uuidString)", 1),
             ("empty", "", 2),
@@ -279,7 +280,7 @@ struct CommandInboxTests {
             for _ in 0..<2 {
                 try await caller.send(#"{"text":"x"}"#, to: "\(service.name).rpc", type: "\(service.name).place", messageID: messageID)
                 let (status, _) = try #require(try await caller.next(), "\(label): no reply")
-                #expect(status == "ok", "\(label)")
+                #expect(status == (rows == 0 ? "error" : "ok"), "\(label)")
             }
             #expect(service.rows == rows, "\(label)")
         }
