@@ -23,6 +23,11 @@ struct SagaTests {
             let payment = try await system.call("payments.get", ["orderId": orderID])
             #expect(payment.string("status") == "succeeded")
             #expect(payment["amountCents"] as? Int == 2_500)
+            // Ids in either case name the same thing (clients may send upper case).
+            #expect(try await system.call("orders.get", ["id": orderID.uppercased()]).string("id") == orderID)
+            #expect(try await system.call("payments.get", ["orderId": orderID.uppercased()]).string("status") == "succeeded")
+            let listed = try await system.call("orders.list", ["userId": userID.uppercased()])
+            #expect(listed.objects("orders").compactMap { $0["id"] as? String } == [orderID])
 
             try await system.tap.wait(for: "order.confirmed", aggregateID: orderID)
             for type in ["user.registered", "order.created", "payment.succeeded", "order.confirmed"] {
