@@ -36,6 +36,13 @@ struct CallCommand: AsyncParsableCommand {
     @Option(name: .customLong("correlation-id"), help: "The flow's correlation id (header x-correlation-id), to find the call in the services' logs.")
     var correlationID: String?
 
+    @Option(
+        name: .customLong("message-id"),
+        help: """
+            The request's AMQP message_id (default: a new UUID). A command (users.create, orders.create, …) runs once per             message_id: after a timeout, call again with the same id to learn its outcome without running it twice.
+            """)
+    var messageID: String?
+
     @OptionGroup var connection: ConnectionOptions
     @OptionGroup var output: OutputOptions
 
@@ -47,28 +54,32 @@ struct CallCommand: AsyncParsableCommand {
         // The RPC client turns the timeout into a deadline in epoch milliseconds and an AMQP
         // expiration: a day keeps both far inside their range.
         try timeout.check("--timeout", atMost: .seconds(86_400), written: "24h")
+        if let messageID, messageID.isEmpty || messageID.utf8.count > 255 || messageID.utf8.contains(0) {
+            throw ValidationError("--message-id must be 1 to 255 bytes without NUL")
+        }
     }
 
     func run() async throws {
         try await reportingFailures {
             let body = try MessageInput.read(self.body)
+            let requestID = messageID ?? UUID().uuidString.lowercased()
             let headers = try MessageInput.headers(self.headers)
             let connection = try await connection.connect(purpose: "call \(operation)")
             let rpc = try await RPCClient.start(connection: connection)
             let result: Result<RPCClient.Reply, ServiceError>
             do throws(ServiceError) {
-                let envelope = Envelope(correlationID: correlationID, headers: headers)
+                let envelope = Envelope(messageID: requestID, correlationID: correlationID, headers: headers)
                 result = .success(try await rpc.call(operation, body: body, timeout: timeout.duration, envelope: envelope))
             } catch {
                 result = .failure(error)
             }
             await rpc.close()
             await connection.close()
-            try report(result)
+            try report(result, messageID: requestID)
         }
     }
 
-    private func report(_ result: Result<RPCClient.Reply, ServiceError>) throws {
+    private func report(_ result: Result<RPCClient.Reply, ServiceError>, messageID: String) throws {
         let queue = RPCClient.queue(for: operation)
         let reply: RPCClient.Reply
         switch result {
@@ -77,7 +88,9 @@ struct CallCommand: AsyncParsableCommand {
         case .failure(let error) where error.code == .timeout:
             throw CLIFailure(
                 .timeout,
-                "no reply from \(queue) within \(timeout): is the service running and healthy? `warren topology` shows who consumes \(queue); --timeout waits longer")
+                "no reply from \(queue) within \(timeout) (\(error.message)): the outcome is unknown. Is the service running and healthy? "
+                    + "`warren topology` shows who consumes \(queue); --timeout waits longer; a command called again with "
+                    + "--message-id \(Terminal.escape(messageID)) runs at most once")
         case .failure(let error) where error.code == .unavailable:
             throw CLIFailure(.failed, "\(operation) is unavailable: \(Terminal.escape(error.message)). Start the service (`make run`) and check `warren topology`")
         case .failure(let error):

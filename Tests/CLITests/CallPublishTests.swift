@@ -26,9 +26,14 @@ struct CallTests {
             #expect(invalid.stderr.contains("echo.echo replied invalid"))
             #expect(((invalid.json as? [String: Any])?["error"] as? [String: Any])?["code"] as? String == "invalid")
 
-            let slow = try await WarrenCLI.run(["call", "echo.echo", #"{"text":"zzz","sleepMilliseconds":3000}"#, "--timeout", "500ms"], url: vhost.url)
+            let slow = try await WarrenCLI.run(
+                ["call", "echo.echo", #"{"text":"zzz","sleepMilliseconds":3000}"#, "--timeout", "500ms", "--message-id", "call-4711"], url: vhost.url)
             #expect(slow.status == 4, "\(slow)")
             #expect(slow.stderr.contains("no reply from echo.rpc within 500ms"))
+            // The outcome is unknown: the message says how to ask again without running it twice.
+            #expect(slow.stderr.contains("--message-id call-4711"), "\(slow.stderr)")
+            let noID = try await WarrenCLI.run(["call", "echo.echo", "--message-id", ""], url: vhost.url)
+            #expect(noID.status == 2, "\(noID)")
 
             let nobody = try await WarrenCLI.run(["call", "nobody.get"], url: vhost.url)
             #expect(nobody.status == 1, "\(nobody)")
