@@ -16,7 +16,7 @@ extension IncomingEvent {
         guard let id = properties.messageID, !id.isEmpty else {
             throw Unstorable(reason: "the event has no message_id: the event store cannot tell it from a redelivery; publish it with one")
         }
-        if let unstorable = Envelope(delivery: delivery).unstorableField {
+        if let unstorable = Envelope(delivery: delivery).invalidField {
             throw Unstorable(reason: unstorable.message)
         }
         guard !delivery.routingKey.utf8.contains(0) else {

@@ -24,6 +24,14 @@ public final class EventPublisher: Sendable {
 
     /// Publishes an event whose JSON body is already encoded (the outbox relay, replays).
     /// `envelope.messageID` is the event id; `envelope.type` the event type and routing key.
+    /// The reason when `error`, thrown by `publish`, means the event can never be published as
+    /// it is (AMQP cannot carry one of its properties or headers) rather than a broker or
+    /// connection failure worth retrying; nil for those.
+    public static func permanentFailure(_ error: any Error) -> String? {
+        if case .invalidArgument(let reason)? = error as? AMQPError { return reason }
+        return nil
+    }
+
     public func publish(_ body: Data, envelope: Envelope, routingKey: String? = nil, extraHeaders: AMQPTable = [:]) async throws {
         guard let type = envelope.type else { throw ServiceError.invalid("an event needs a type") }
         var envelope = envelope

@@ -30,6 +30,14 @@ public enum Outbox {
             // not publish the same event twice; a lease left by a crash expires.
             try db.alter(table: "warren_outbox") { table in table.add(column: "claimed_until", .datetime) }
         }
+        migrator.registerMigration("warren_outbox_failures") { db in
+            // A row AMQP cannot carry is set aside with the reason, so that it neither holds up
+            // the rows after it nor makes the relay publish its batch again and again.
+            try db.alter(table: "warren_outbox") { table in
+                table.add(column: "failed_at", .datetime)
+                table.add(column: "failure", .text)
+            }
+        }
     }
 
     /// Records an event inside the caller's transaction; returns its envelope (the event id is
@@ -99,26 +107,53 @@ public final class OutboxRelay: Service, Sendable {
         }
     }
 
-    /// Publishes one batch of unsent events; returns how many it published.
+    /// Publishes one batch of unsent events; returns how many it took from the outbox. Each
+    /// confirmed event is marked sent, whatever becomes of the others. One that can never be
+    /// published (AMQP cannot carry it) is set aside (`failed_at`, `failure`, an error in the
+    /// log) rather than retried for ever; one that failed for a reason worth retrying (the
+    /// broker, the connection) is left for the next attempt, and the call throws.
     @discardableResult
     public func relayBatch() async throws -> Int {
         let pending = try await claimBatch()
         guard !pending.isEmpty else { return 0 }
-        let sequences = pending.map(\.sequence)
-        do {
-            // Published concurrently (pipelined confirms) in the channel's order.
-            try await withThrowingTaskGroup(of: Void.self) { group in
-                for event in pending {
-                    group.addTask { try await self.publisher.publish(event.body, envelope: event.envelope) }
+        // Published concurrently (pipelined confirms) in the channel's order.
+        let failures = await withTaskGroup(of: (Int64, (any Error)?).self) { group in
+            for event in pending {
+                group.addTask {
+                    do {
+                        try await self.publisher.publish(event.body, envelope: event.envelope)
+                        return (event.sequence, nil)
+                    } catch {
+                        return (event.sequence, error)
+                    }
                 }
-                try await group.waitForAll()
             }
-        } catch {
-            try? await update(sequences, set: "claimed_until = NULL")  // let the next attempt have them at once
+            var failures: [Int64: any Error] = [:]
+            for await (sequence, error) in group { if let error { failures[sequence] = error } }
+            return failures
+        }
+        let sent = pending.map(\.sequence).filter { failures[$0] == nil }
+        if !sent.isEmpty { try await update(sent, set: "sent_at = ?", Date()) }
+        var retry: [Int64] = []
+        for event in pending {
+            guard let error = failures[event.sequence] else { continue }
+            guard let reason = EventPublisher.permanentFailure(error) else {
+                retry.append(event.sequence)
+                continue
+            }
+            try await database.write { @Sendable db in
+                try db.execute(
+                    sql: "UPDATE warren_outbox SET failed_at = ?, failure = ? WHERE sequence = ?", arguments: [Date(), reason, event.sequence])
+            }
+            logger.error(
+                "an outbox event can never be published: set aside in the outbox",
+                metadata: ["event_id": "\(event.envelope.messageID)", "type": "\(event.envelope.type ?? "-")", "error": "\(reason)"])
+        }
+        if let first = retry.first, let error = failures[first] {
+            try? await update(retry, set: "claimed_until = NULL")  // let the next attempt have them at once
             throw error
         }
-        try await update(sequences, set: "sent_at = ?", Date())
-        logger.debug("relayed events", metadata: ["count": "\(pending.count)"])
+        logger.debug("relayed events", metadata: ["count": "\(sent.count)"])
         return pending.count
     }
 
@@ -131,7 +166,7 @@ public final class OutboxRelay: Service, Sendable {
                 db,
                 sql: """
                     SELECT sequence, event_id, type, aggregate_id, correlation_id, causation_id, body, created_at
-                    FROM warren_outbox WHERE sent_at IS NULL AND (claimed_until IS NULL OR claimed_until < ?)
+                    FROM warren_outbox WHERE sent_at IS NULL AND failed_at IS NULL AND (claimed_until IS NULL OR claimed_until < ?)
                     ORDER BY sequence LIMIT ?
                     """,
                 arguments: [now, batchSize])

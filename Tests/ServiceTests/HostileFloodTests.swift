@@ -75,7 +75,7 @@ struct HostileFloodTests {
                 try await Task.sleep(for: .milliseconds(250))
             } while ContinuousClock.now < countDeadline
 
-            let replied = messages.filter { $0.fate == .replied }.count
+            let replied = messages.filter { $0.fate == .replied || $0.fate == .refused }.count
             let parked = messages.filter { if case .parked = $0.fate { true } else { false } }.count
             let survivors = messages.count - replied - parked
             let crashed = HostileInputTests.services.filter { system.process($0)?.isRunning != true }

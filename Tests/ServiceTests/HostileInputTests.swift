@@ -23,6 +23,8 @@ struct HostileInputTests {
 
             let unanswered = try await client.awaitReplies(messages, within: .seconds(60))
             #expect(unanswered.isEmpty, "no reply for: \(unanswered.prefix(20).map(\.name))")
+            let executed = messages.filter { $0.fate == .refused && client.status($0.properties.correlationID ?? "") != "error" }
+            #expect(executed.isEmpty, "not refused: \(executed.map(\.name))")
 
             try await expectParked(messages, client: client)
             try await expectServing(system)

@@ -11,6 +11,8 @@ struct HostileMessage: Sendable, CustomTestStringConvertible {
     enum Fate: Sendable, Equatable {
         /// An answer arrives on `reply_to` (`ok` or an error reply).
         case replied
+        /// An error reply arrives on `reply_to`: the request was not executed.
+        case refused
         /// It ends in this dead-letter queue, with the reason in `x-error` or the broker's `x-death`.
         case parked(String)
         /// Nothing is promised but that it ends (acked, logged) and the service goes on.
@@ -95,6 +97,11 @@ enum HostileCatalog {
                     $0.replyTo = text
                 }
             }
+            add("\(queue): x-correlation-id of 256 bytes", queue, body, .refused) {
+                $0.type = operation
+                $0.replyTo = replyTo
+                $0.headers = [WireHeader.correlationID: .string(String(repeating: "c", count: 256))]
+            }
             add("\(queue): an AMQP timestamp far in the future", queue, body, .replied) {
                 $0.type = operation
                 $0.replyTo = replyTo
@@ -117,6 +124,20 @@ enum HostileCatalog {
                     $0.type = operation
                     $0.replyTo = "amq.gen-nobody-\(copy)"
                 }
+            }
+        }
+
+        // Commands whose events would carry a correlation id AMQP cannot: refused before they
+        // reach the outbox, where the event could never be published.
+        let commands = [
+            ("users.rpc", "users.create", #"{"name":"Mallory","email":"mallory-\#(UUID().uuidString.prefix(8))@example.com","password":"correct horse battery"}"#),
+            ("orders.rpc", "orders.create", #"{"userId":"00000000-0000-4000-8000-000000000000","items":[{"sku":"pen","quantity":1,"unitPriceCents":1}]}"#),
+        ]
+        for (queue, operation, body) in commands {
+            add("\(queue): \(operation) with an x-correlation-id of 300 bytes", queue, Data(body.utf8), .refused) {
+                $0.type = operation
+                $0.replyTo = replyTo
+                $0.headers = [WireHeader.correlationID: .string(String(repeating: "c", count: 300))]
             }
         }
 
@@ -200,11 +221,13 @@ final class HostileClient: Sendable {
 
     var replyCount: Int { replies.withLock { $0.count } }
     func replied(_ correlationID: String) -> Bool { replies.withLock { $0[correlationID] != nil } }
+    /// The reply's `x-status` (`ok`, `error`), if a reply came.
+    func status(_ correlationID: String) -> String? { replies.withLock { $0[correlationID] } }
 
     /// Waits until each of `messages` that must be answered has been, or `timeout` passes;
     /// returns those still unanswered.
     func awaitReplies(_ messages: [HostileMessage], within timeout: Duration) async throws -> [HostileMessage] {
-        let expected = messages.filter { $0.fate == .replied }
+        let expected = messages.filter { $0.fate == .replied || $0.fate == .refused }
         let deadline = ContinuousClock.now + timeout
         var missing = expected
         while ContinuousClock.now < deadline {

@@ -81,6 +81,33 @@ struct OutboxTests {
         }
     }
 
+    @Test("a row AMQP cannot carry is set aside with the reason; the rows around it are published once and marked sent")
+    func unpublishableRowSetAside() async throws {
+        try await withFixture { database, connection, channel, type, queue in
+            // A correlation id over 255 bytes cannot be an AMQP correlation_id (the envelope
+            // refuses it at the door; this row stands for any that got in anyway).
+            let tooLong = Envelope(correlationID: String(repeating: "c", count: 256))
+            try await database.write { db in
+                _ = try Outbox.enqueue(db, type: type, payload: OrderCreated(orderID: "before"))
+                _ = try Outbox.enqueue(db, type: type, payload: OrderCreated(orderID: "bad"), causedBy: tooLong)
+                _ = try Outbox.enqueue(db, type: type, payload: OrderCreated(orderID: "after"))
+            }
+            let relay = OutboxRelay(database: database, publisher: try await EventPublisher.start(connection: connection))
+            #expect(try await relay.relayBatch() == 3)
+            #expect(try await relay.relayBatch() == 0)  // nothing is published again
+            var published: [String] = []
+            while let event = try await pollGet(channel, queue: queue, within: .milliseconds(500)) {
+                published.append(try JSONDecoder().decode(OrderCreated.self, from: event.body).orderID)
+            }
+            #expect(published.sorted() == ["after", "before"])
+            let setAside = try await database.read { db in
+                try Row.fetchAll(db, sql: "SELECT failure FROM warren_outbox WHERE failed_at IS NOT NULL").map { $0["failure"] as String? }
+            }
+            #expect(setAside.count == 1)
+            #expect(setAside.first??.contains("correlation_id") == true, "\(setAside)")
+        }
+    }
+
     @Test("a crash between publishing and marking sent publishes again; the consumer applies it once")
     func republishedThenDeduplicated() async throws {
         try await withFixture { database, connection, channel, type, queue in
