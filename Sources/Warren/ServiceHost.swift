@@ -76,19 +76,35 @@ public enum ServiceHost {
         logger[metadataKey: "service"] = "\(name)"
 
         let url = environment["AMQP_URL"] ?? "amqp://guest:guest@localhost:5672/"
+        // Whatever stops the start, one line an operator can act on and exit status 1, rather
+        // than a crash trace.
+        var configuration: AMQPConfiguration
+        do {
+            configuration = try AMQPConfiguration(url: url)
+        } catch {
+            logger.critical("AMQP_URL is not usable: \(error)")
+            exit(1)
+        }
+        configuration.connectionName = "\(name)@\(ProcessInfo.processInfo.hostName):\(getpid())"
         let connection: AMQPConnection
         do {
-            var configuration = try AMQPConfiguration(url: url)
-            configuration.connectionName = "\(name)@\(ProcessInfo.processInfo.hostName):\(getpid())"
             connection = try await AMQPConnection.connect(configuration, logger: logger)
         } catch {
             logger.critical("cannot reach the message broker at \(redacted(url)): \(error). Is it running? `make run` starts one.")
-            throw error
+            exit(1)
         }
-        let rpc = try await RPCClient.start(connection: connection, logger: logger)
-        let events = try await EventPublisher.start(connection: connection, appID: name)
-        let resources = ServiceResources(connection: connection, rpc: rpc, events: events, logger: logger, environment: environment)
-        let definition = try await setup(resources)
+        let rpc: RPCClient
+        let events: EventPublisher
+        let definition: ServiceDefinition
+        do {
+            rpc = try await RPCClient.start(connection: connection, logger: logger)
+            events = try await EventPublisher.start(connection: connection, appID: name)
+            let resources = ServiceResources(connection: connection, rpc: rpc, events: events, logger: logger, environment: environment)
+            definition = try await setup(resources)
+        } catch {
+            logger.critical("cannot start: \(error)")
+            exit(1)
+        }
 
         // Bounded: a drain of 2^63 s would trap when added to the clock at shutdown.
         let drain = Duration.seconds(number(environment, "DRAIN_TIMEOUT_SECONDS", 0...86_400, logger: logger) ?? 10)
