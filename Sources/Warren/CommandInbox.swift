@@ -8,14 +8,25 @@ public struct Command: Sendable, Equatable {
     /// The request's AMQP `message_id`: the key of the inbox.
     public let messageID: String
     public let operation: String
-    /// Hex SHA-256 of the operation and the request body: a reused id with a different request
-    /// is refused as `conflict` rather than answered with another request's reply.
+    /// Hex SHA-256 of the operation and the request body as JSON in one form (keys sorted, no
+    /// spaces): a reused id with a different request is refused as `conflict` rather than
+    /// answered with another request's reply, while a client's retry that writes the same JSON
+    /// differently (another key order, spaces) is the same request.
     public let fingerprint: String
 
     public init(messageID: String, operation: String, body: Data) {
         self.messageID = messageID
         self.operation = operation
-        self.fingerprint = Self.sha256Hex([Data(operation.utf8), body])
+        self.fingerprint = Self.sha256Hex([Data(operation.utf8), Self.canonicalJSON(body)])
+    }
+
+    /// `body` re-written with sorted keys and no insignificant white space; a body that is not
+    /// JSON as it is (the handler refuses it anyway).
+    static func canonicalJSON(_ body: Data) -> Data {
+        guard let value = try? JSONSerialization.jsonObject(with: body, options: [.fragmentsAllowed]),
+            let canonical = try? JSONSerialization.data(withJSONObject: value, options: [.sortedKeys, .fragmentsAllowed])
+        else { return body }
+        return canonical
     }
 
     /// The `message_id` of a request derived from a client's idempotency key and what scopes

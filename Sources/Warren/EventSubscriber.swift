@@ -151,11 +151,10 @@ public final class EventSubscriber: Service, Sendable {
         await channel.close()
     }
 
-    /// Bytes kept free in a retry copy's content header for what the broker adds on the way
-    /// back: `x-death` (one entry of up to ~900 bytes per queue it passed) and `x-first-death-*`.
-
     /// The event type of a delivery, as the type doc above decides it; nil when it has none.
-    static func eventType(of delivery: AMQPDelivery) -> String? {
+    /// Public so that whatever puts an event back into a subscriber's queue (`warren dlq
+    /// requeue`) decides its type by the same rule as the subscriber that will take it.
+    public static func eventType(of delivery: AMQPDelivery) -> String? {
         if delivery.exchange == EventPublisher.exchange { return delivery.routingKey }
         return delivery.properties.headers?[WireHeader.originalRoutingKey]?.stringValue ?? delivery.properties.type
     }

@@ -63,11 +63,6 @@ struct DeadLetterQueue: Sendable {
         var kept: [String: Int] = [:]
     }
 
-    /// The event type of a dead letter: its AMQP type, else the routing key it first came with.
-    static func eventType(_ delivery: AMQPDelivery) -> String? {
-        delivery.properties.type ?? delivery.properties.headers?[WireHeader.originalRoutingKey]?.stringValue
-    }
-
     /// Moves the messages present now (or only those whose message id is in `ids`) back to
     /// `target`, each acked here only once the broker confirmed its copy. With `routes`, a
     /// message whose type they do not route stays where it is: putting it into the subscriber's
@@ -116,7 +111,8 @@ struct DeadLetterQueue: Sendable {
                         // Not asked for: stays.
                     } else {
                         if let id { result.found.insert(id) }
-                        let type = Self.eventType(delivery)
+                        // The subscriber's own rule, since it is the subscriber that will take it.
+                        let type = EventSubscriber.eventType(of: delivery)
                         if let routes, !(type.map(routes.routes) ?? false) {
                             result.kept[type ?? "(no type)", default: 0] += 1
                         } else {

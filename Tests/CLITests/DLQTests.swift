@@ -121,11 +121,12 @@ struct DLQTests {
     func requeueOnlyRouted() async throws {
         try await TestVhost.with { vhost, connection in
             let parked = try await parkDeadLetters(3, service: "payments", on: connection)
-            // Two that payments never subscribed to, put straight into its queue and parked there.
+            // Two that payments never subscribed to, put straight into its queue and parked there
+            // (the subscriber writes the type it decided as x-original-routing-key).
             let channel = try await connection.openChannel()
             for id in ["c0", "c1"] {
                 let properties = AMQPProperties(
-                    headers: [WireHeader.error: "not subscribed", WireHeader.originalRoutingKey: "payments.events"],
+                    headers: [WireHeader.error: "not subscribed", WireHeader.originalRoutingKey: "order.cancelled"],
                     messageID: id, type: "order.cancelled")
                 try await channel.publish(Data("{}".utf8), routingKey: "payments.events.dlq", properties: properties)
             }

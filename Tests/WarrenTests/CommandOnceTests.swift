@@ -241,6 +241,21 @@ struct CommandInboxTests {
             != Command(messageID: "m", operation: "a.c", body: Data("{}".utf8)).fingerprint)
     }
 
+    @Test(
+        "a retry that writes the same JSON differently is the same request; another value is not",
+        arguments: [
+            (#"{"b":[1,{"y":2,"x":1}],"a":"é"}"#, true),
+            ("{ \"a\" : \"é\" ,\n \"b\" : [ 1 , { \"x\" : 1 , \"y\" : 2 } ] }", true),
+            (#"{"a":"\u00e9","b":[1,{"x":1,"y":2}]}"#, true),
+            (#"{"a":"é","b":[1,{"x":1,"y":3}]}"#, false),
+            (#"{"a":"é","b":[{"x":1,"y":2},1]}"#, false),
+            (#"{"a":"é","b":[1,{"x":1,"y":2}],"c":null}"#, false),
+        ])
+    func fingerprintOfJSON(body: String, same: Bool) {
+        let original = Command(messageID: "m", operation: "users.create", body: Data(#"{"a":"é","b":[1,{"x":1,"y":2}]}"#.utf8))
+        #expect((Command(messageID: "m", operation: "users.create", body: Data(body.utf8)).fingerprint == original.fingerprint) == same, "\(body)")
+    }
+
     @Test("a redelivery past its deadline that already committed gets its stored reply, not 'timeout: not executed'")
     func committedCommandPastDeadline() async throws {
         try await withPlacing { service, _, connection in
