@@ -94,7 +94,7 @@ struct HostileFloodTests {
             #expect(parkedIDs.count == parked, "\(parked - parkedIDs.count) messages not in their dead-letter queue")
             #expect(queuesLeft.isEmpty, "queues not drained (a wedged consumer): \(queuesLeft)")
             #expect(handled == sentRequests, "requests sent to service queues \(sentRequests), handled \(handled)")
-            #expect(latencies.count > 0 && normal.failures == 0, "normal calls failed during the flood: \(normal.failures)")
+            #expect(latencies.count > 0 && normal.failures == 0, "normal calls failed during the flood: \(normal.failureReasons)")
             let after = try await system.call("echo.echo", ["text": "after the flood"])
             #expect(after.string("text") == "after the flood")
         }
@@ -110,9 +110,13 @@ struct HostileFloodTests {
 
 /// Normal calls, one after another, until stopped: their latencies in milliseconds.
 final class NormalTraffic: Sendable {
-    private let failureCount = Mutex(0)
+    private let failureList = Mutex<[String]>([])
     private let startedCount = Mutex(0)
-    var failures: Int { failureCount.withLock { $0 } }
+    /// Calls that failed, each as its error; a flood queues normal calls behind thousands of
+    /// hostile ones, so each may wait `timeout`.
+    var failureReasons: [String] { failureList.withLock { $0 } }
+    var failures: Int { failureReasons.count }
+    let timeout = Duration.seconds(60)
     private let stopRequested = Mutex(false)
     /// Calls sent.
     var started: Int { startedCount.withLock { $0 } }
@@ -127,13 +131,11 @@ final class NormalTraffic: Sendable {
             let started = ContinuousClock.now
             startedCount.withLock { $0 += 1 }
             do {
-                let reply =
-                    turn % 2 == 0
-                    ? try await system.call("echo.echo", ["text": "normal \(turn)"])
-                    : try await system.call("events.query", ["limit": 1])
-                if reply.isError { failureCount.withLock { $0 += 1 } }
+                let (operation, body) = turn % 2 == 0 ? ("echo.echo", #"{"text":"normal"}"#) : ("events.query", #"{"limit":1}"#)
+                let reply = try await system.rpc.call(operation, body: Data(body.utf8), timeout: timeout)
+                if reply.isError { failureList.withLock { $0.append("\(operation): \(String(decoding: reply.body, as: UTF8.self))") } }
             } catch {
-                failureCount.withLock { $0 += 1 }
+                failureList.withLock { $0.append("\(error)") }
             }
             let elapsed = ContinuousClock.now - started
             latencies.append(Double(elapsed.components.attoseconds) / 1e15 + Double(elapsed.components.seconds) * 1_000)
