@@ -74,6 +74,11 @@ public struct GatewayConfiguration: Sendable {
             throw GatewayConfigurationError(
                 "JWT_SECRET has only \(distinct) distinct bytes; production needs at least \(minimumDistinctBytes), as a random secret has: \(advice)")
         }
+        // `abcdefgh` four times has enough distinct bytes and length, and the strength of 8 bytes.
+        let bytes = Array(secret.utf8)
+        if let period = (1...(bytes.count / 2)).first(where: { period in bytes.indices.allSatisfy { bytes[$0] == bytes[$0 % period] } }) {
+            throw GatewayConfigurationError("JWT_SECRET repeats a piece of \(period) bytes; production needs a random secret: \(advice)")
+        }
     }
 
     /// A random secret of 32 bytes or more, even in hex, has about 14 distinct bytes; a

@@ -29,11 +29,20 @@ public struct TokenAuthority: Sendable {
     /// Used when `JWT_SECRET` is unset outside production; printed in warnings, refused in production.
     public static let developmentSecret = "warren-DEVELOPMENT-ONLY-secret-do-not-use-in-production"
 
-    /// True for the development secret in any spelling: letter case, separators, spaces, or
-    /// with something added around it (`…-production-2`). Only its letters are compared.
+    /// True for the development secret in any spelling: letter case, separators, spaces, with
+    /// something added around it (`…-production-2`), or any part of it of 12 letters or more
+    /// (a cut or pasted piece of a published secret is no secret). Only letters and digits
+    /// are compared.
     public static func isDevelopmentSecret(_ secret: String) -> Bool {
-        func letters(_ text: String) -> String { String(text.lowercased().unicodeScalars.filter { $0.properties.isAlphabetic || ("0"..."9").contains($0) }) }
-        return letters(secret).contains(letters(developmentSecret))
+        func letters(_ text: String) -> [Unicode.Scalar] {
+            text.lowercased().unicodeScalars.filter { $0.properties.isAlphabetic || ("0"..."9").contains($0) }
+        }
+        let candidate = String(String.UnicodeScalarView(letters(secret)))
+        let known = letters(developmentSecret)
+        let piece = 12
+        return (0...(known.count - piece)).contains { start in
+            candidate.contains(String(String.UnicodeScalarView(known[start..<(start + piece)])))
+        }
     }
 
     public let lifetime: Duration

@@ -53,7 +53,20 @@ struct GatewayConfigurationTests {
         " " + TokenAuthority.developmentSecret + "\n",
         TokenAuthority.developmentSecret + "-2",
         "x" + TokenAuthority.developmentSecret,
+        // Cut or pasted pieces of the published secret, and a short piece repeated.
+        String(TokenAuthority.developmentSecret.dropLast()),
+        "warren-DEVELOPMENT-ONLY-" + "9f2c4e1a7b3d5f60",
+        "k3Q!zR8#" + "secret-do-not-use-in" + "-production-X7",
+        String(repeating: "abcdefgh", count: 4),
+        String(repeating: "0123456789abcdef", count: 3),
     ]
+
+    @Test("production accepts a random secret")
+    func acceptsRandomSecret() throws {
+        let configuration = try GatewayConfiguration(environment: ["WARREN_ENV": "production", "JWT_SECRET": "q8V2x0N6hLr4TzP1cWm9Ej3YbKs7Ud5G"])
+        #expect(configuration.environmentName == .production)
+        #expect(!configuration.usesDevelopmentSecret)
+    }
 
     @Test("production refuses a weak JWT_SECRET", arguments: weakSecrets)
     func refusesWeakSecret(secret: String) {
