@@ -137,6 +137,12 @@ final class SQLiteEventLog: EventLog {
                     more = true
                     break
                 }
+                // A page is cut short by size too: events with large headers or bodies would
+                // otherwise make a reply larger than a reply may be, and the query fail.
+                if count > 0, json.count + (try row.withUnsafeData(atIndex: 0) { $0?.count ?? 0 }) >= Self.maxPageBytes {
+                    more = true
+                    break
+                }
                 if count > 0 { json.append(UInt8(ascii: ",")) }
                 try row.withUnsafeData(atIndex: 0) { bytes in if let bytes { json.append(bytes) } }
                 last = row[1]
@@ -145,6 +151,11 @@ final class SQLiteEventLog: EventLog {
             return EventPage(eventsJSON: json, count: count, next: more ? last : nil)
         }
     }
+
+    /// The most event JSON in one page, in bytes: half of what a reply may carry
+    /// (`RPCResponder.Configuration.maxReplyBytes`, 16 MiB), so that the rest of the reply fits
+    /// too. A page always holds at least one event.
+    static let maxPageBytes = 8 * 1024 * 1024
 
     /// A StoredEvent built by SQLite: strings quoted by `json_quote`, headers and body spliced
     /// as stored, absent ids left out.

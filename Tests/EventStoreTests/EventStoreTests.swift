@@ -202,6 +202,28 @@ struct EventStoreTests {
         }
     }
 
+    @Test("large events make shorter pages, never a failed query: 140 events of 125 KB headers come back page by page")
+    func largeEventsArePaged() async throws {
+        try await EventStoreFixture.with { store in
+            try await store.channel.enableConfirms()
+            let type = "big.event"
+            var ids: [String] = []
+            for index in 0..<140 {
+                let id = "big-\(index)-\(UUID().uuidString)"
+                ids.append(id)
+                try await store.channel.publish(
+                    Data(#"{"n":\#(index)}"#.utf8), exchange: EventPublisher.exchange, routingKey: type,
+                    properties: AMQPProperties(headers: ["pad": .string(String(repeating: "x", count: 125_000))], messageID: id, type: type))
+            }
+            let stored = try await store.waitFor(140, ["type": type])
+            #expect(stored.compactMap { $0["id"] as? String } == ids)
+            let first = try await store.query(["type": type, "limit": 1000]).get()
+            let page = try #require(first["events"] as? [[String: Any]])
+            #expect(page.count > 0 && page.count < 140, "a page of \(page.count)")
+            #expect(first["next"] is String)
+        }
+    }
+
     @Test("an unstorable event whose copy cannot be parked (near-frame headers) is dead-lettered by the broker, once; recording goes on")
     func nearFrameUnstorable() async throws {
         try await EventStoreFixture.with { store in
