@@ -60,30 +60,56 @@ extension AMQPProperties {
 
     /// These properties, as a copy to set aside, with a content header of at most `limit` bytes
     /// (`AMQPChannel.maxContentHeaderSize` less `DeadLettering.brokerHeadersAllowance`). When
-    /// the headers are larger, the largest are left out one at a time and named with their
-    /// size in `x-dropped-headers`: the body and every other header are kept, and the copy can
-    /// be published, read and requeued, which a copy larger than a frame never could.
+    /// the headers are larger, the largest are left out until the rest fits, and named with
+    /// their sizes in `x-dropped-headers` (at most 1 KiB: then "and N more"): the body, the
+    /// reason (`x-error`, `x-original-routing-key`, `x-attempts`) and every other header are kept, and the copy can be published, read and requeued, which a
+    /// copy larger than a frame never could. Linear in the number of headers, so that a table
+    /// of thousands of small ones costs no more than one pass.
     public func fitting(contentHeaderLimit limit: Int) -> AMQPProperties {
-        guard let headers, ((try? contentHeaderSize) ?? .max) > limit else { return self }
+        guard let headers, let total = try? contentHeaderSize, total > limit else { return self }
         var bare = self
         bare.headers = [:]
-        func size(_ key: String, _ value: AMQPFieldValue) -> Int {
+        let bareSize = (try? bare.contentHeaderSize) ?? 0
+        // An entry's encoded size: the content header with it alone, less the one without it.
+        func entrySize(_ key: String, _ value: AMQPFieldValue) -> Int {
             var one = bare
             one.headers = [key: value]
-            return ((try? one.contentHeaderSize) ?? .max) - ((try? bare.contentHeaderSize) ?? 0)
+            return ((try? one.contentHeaderSize) ?? bareSize) - bareSize
+        }
+        // The headers that say why the copy was set aside are never the ones left out.
+        let reasons: Set = [WireHeader.error, WireHeader.originalRoutingKey, WireHeader.attempts]
+        let largestFirst = headers.filter { !reasons.contains($0.key) }
+            .map { (key: $0.key, bytes: entrySize($0.key, $0.value)) }.sorted { $0.bytes > $1.bytes }
+        // Room for the x-dropped-headers entry itself.
+        let budget = limit - Self.maxDroppedNoteBytes - 64
+        var size = total
+        var dropped: [(key: String, bytes: Int)] = []
+        for entry in largestFirst where size > budget {
+            size -= entry.bytes
+            dropped.append(entry)
         }
         var kept = headers
-        var dropped: [String] = []
-        for (key, bytes) in headers.map({ ($0.key, size($0.key, $0.value)) }).sorted(by: { $0.1 > $1.1 }) {
-            var candidate = self
-            candidate.headers = kept
-            candidate.headers?[Self.droppedHeadersHeader] = .string(dropped.joined(separator: ", "))
-            if !dropped.isEmpty, ((try? candidate.contentHeaderSize) ?? .max) <= limit { return candidate }
-            kept[key] = nil
-            dropped.append("\(key.prefix(64)) (\(bytes) bytes)")
-        }
+        for entry in dropped { kept[entry.key] = nil }
+        kept[Self.droppedHeadersHeader] = .string(Self.note(dropped))
         var properties = self
-        properties.headers = [Self.droppedHeadersHeader: .string(dropped.joined(separator: ", "))]
+        properties.headers = kept
         return properties
+    }
+
+    static let maxDroppedNoteBytes = 1024
+
+    /// `x-padding (130846 bytes), x-other (12 bytes)`, ending in `and 998 more (11976 bytes)`
+    /// where the list would pass `maxDroppedNoteBytes`.
+    private static func note(_ dropped: [(key: String, bytes: Int)]) -> String {
+        var note = ""
+        for (index, entry) in dropped.enumerated() {
+            let item = "\(entry.key.prefix(64)) (\(entry.bytes) bytes)"
+            if note.utf8.count + item.utf8.count + 2 > maxDroppedNoteBytes - 48 {
+                let rest = dropped[index...]
+                return note + ", and \(rest.count) more (\(rest.reduce(0) { $0 + $1.bytes }) bytes)"
+            }
+            note += note.isEmpty ? item : ", " + item
+        }
+        return note
     }
 }
