@@ -8,6 +8,10 @@ extension IncomingEvent {
         var reason: String
     }
 
+    /// The most one stored event may take in an events.query reply, in bytes: a reply may have
+    /// 16 MiB (`RPCResponder.Configuration.maxReplyBytes`), and the page around it needs a little.
+    static let maxStoredBytes = 15 << 20
+
     /// Reads an event as any AMQP client may have published it. Only the message id is
     /// required: without it, storing each event once is impossible.
     init(_ delivery: AMQPDelivery, encoder: JSONEncoder) throws(Unstorable) {
@@ -16,7 +20,7 @@ extension IncomingEvent {
         guard let id = properties.messageID, !id.isEmpty else {
             throw Unstorable(reason: "the event has no message_id: the event store cannot tell it from a redelivery; publish it with one")
         }
-        if let unstorable = Envelope(delivery: delivery).invalidField {
+        if let unstorable = Envelope(delivery: delivery).invalidField(passedOn: false) {
             throw Unstorable(reason: unstorable.message)
         }
         guard !delivery.routingKey.utf8.contains(0) else {
@@ -27,6 +31,18 @@ extension IncomingEvent {
             headersJSON = String(decoding: try encoder.encode(headers.mapValues(HeaderJSON.init)), as: UTF8.self)
         } catch {
             throw Unstorable(reason: "the event's headers cannot be written as JSON: \(error)")
+        }
+        // Each event must come back in an events.query reply on its own (a page always holds
+        // one): a larger one would stop every reader at its position for good. A body is
+        // stored as JSON as it came, or else as base64, a third larger.
+        var size = headersJSON.utf8.count + (delivery.body.count + 2) / 3 * 4 + 2 + 4_096
+        if size > Self.maxStoredBytes, (try? JSONSerialization.jsonObject(with: delivery.body, options: [.fragmentsAllowed])) != nil {
+            size = headersJSON.utf8.count + delivery.body.count + 4_096
+        }
+        guard size <= Self.maxStoredBytes else {
+            throw Unstorable(
+                reason: "the event would take about \(size) bytes in an events.query reply, more than the \(Self.maxStoredBytes) "
+                    + "one event may: it could never be read back")
         }
         self.init(
             id: id,

@@ -23,7 +23,7 @@ struct PaymentService {
             let relay = OutboxRelay(database: database, publisher: resources.events, logger: resources.logger)
             let payments = PaymentHandlers(
                 store: SQLitePaymentStore(database: database), relay: relay,
-                limitCents: Int(environment["PAYMENT_LIMIT_CENTS"] ?? "") ?? 100_000)
+                limitCents: try ServiceHost.number(environment, "PAYMENT_LIMIT_CENTS", 0...Int.max) ?? 100_000)
             return ServiceDefinition(
                 handlers: payments.handlers, subscription: payments.orders,
                 services: ServiceDatabase.relays([relay], environment: environment, logger: resources.logger))

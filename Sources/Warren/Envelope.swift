@@ -106,14 +106,16 @@ public struct Envelope: Sendable {
             messageID: messageID, timestamp: timestamp ?? Date(), type: type)
     }
 
-    /// Why this envelope cannot be kept and passed on exactly, if it cannot, naming the field.
-    /// Its ids and type are stored as text (processed event ids, the command inbox, the outbox,
-    /// the event store) through GRDB, which hands SQLite C strings, so a NUL would cut `id\0x`
-    /// to `id` and make two messages one. And the flow's correlation id, which may come from
-    /// any client in `x-correlation-id`, travels on in the AMQP `correlation_id` of every event
-    /// the message causes: over 255 bytes, AMQP cannot carry it, and such an event could never
-    /// be published. Such a message is refused (`invalid`), never stored cut or left stuck.
-    public var invalidField: ServiceError? {
+    /// Why this envelope cannot be kept (and, with `passedOn`, passed on) exactly, if it
+    /// cannot, naming the field. Its ids and type are stored as text (processed event ids, the
+    /// command inbox, the outbox, the event store) through GRDB, which hands SQLite C strings,
+    /// so a NUL would cut `id\0x` to `id` and make two messages one. And the flow's correlation
+    /// id, which may come from any client in `x-correlation-id`, travels on in the AMQP
+    /// `correlation_id` of every event the message causes: over 255 bytes AMQP cannot carry it,
+    /// and such an event could never be published. Such a message is refused (`invalid`), never
+    /// stored cut or left stuck. A store that causes nothing (the event store) passes
+    /// `passedOn: false` and keeps a long correlation id as it came.
+    public func invalidField(passedOn: Bool = true) -> ServiceError? {
         let fields: [(String, String?)] = [
             ("message_id", messageID), ("the correlation id", correlationID), (WireHeader.causationID, causationID),
             ("type", type), (WireHeader.aggregateID, aggregateID),
@@ -121,7 +123,7 @@ public struct Envelope: Sendable {
         for case (let name, let value?) in fields where value.utf8.contains(0) {
             return .invalid("\(name) contains NUL (\\0), which cannot be stored exactly")
         }
-        if correlationID.utf8.count > 255 {
+        if passedOn, correlationID.utf8.count > 255 {
             return .invalid(
                 "the correlation id (\(WireHeader.correlationID) or correlation_id) is \(correlationID.utf8.count) bytes; "
                     + "it travels on in the AMQP correlation_id of the events it causes, which holds at most 255")

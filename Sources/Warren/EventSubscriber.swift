@@ -191,7 +191,7 @@ public final class EventSubscriber: Service, Sendable {
             isReplay: headers[WireHeader.replayed] == .bool(true) || headers[WireHeader.replayed] == "true", logger: logger)
 
         do {
-            if let unstorable = envelope.invalidField { throw unstorable }
+            if let unstorable = envelope.invalidField() { throw unstorable }
             if let processed, try await processed.contains(envelope.messageID) {
                 logger.debug("event already applied: skipped")
                 Counter(label: "warren_events_duplicates_total", dimensions: [("type", type)]).increment()

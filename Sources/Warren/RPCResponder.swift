@@ -120,7 +120,7 @@ public final class RPCResponder: Service, Sendable {
         let operationLabel = envelope.type.flatMap { handlers.handlers[$0] == nil ? nil : $0 } ?? "unknown"
 
         let result: Result<Data, ServiceError>
-        if let unstorable = envelope.invalidField {
+        if let unstorable = envelope.invalidField() {
             result = .failure(unstorable)
         } else if let type = envelope.type, let handler = handlers.handlers[type] {
             result = await run(handler, type: type, delivery: delivery, envelope: envelope, logger: logger)

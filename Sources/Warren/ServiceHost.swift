@@ -75,6 +75,19 @@ public enum ServiceHost {
         var logger = Logger(label: name)
         logger[metadataKey: "service"] = "\(name)"
 
+        let drain: Duration, prefetch: Int, concurrency: Int, port: Int, stallAfter: Duration
+        do {
+            // Bounded: a drain of 2^63 s would trap when added to the clock at shutdown.
+            drain = .seconds(try number(environment, "DRAIN_TIMEOUT_SECONDS", 0...86_400) ?? 10)
+            prefetch = try number(environment, "RPC_PREFETCH", 1...65_535) ?? 64
+            concurrency = try number(environment, "RPC_CONCURRENCY", 1...10_000) ?? 64
+            port = try number(environment, "HTTP_PORT", 0...65_535) ?? defaultHTTPPort
+            stallAfter = .seconds(try number(environment, "HEALTH_STALL_SECONDS", 1...86_400) ?? 120)
+        } catch {
+            logger.critical("cannot start: \(error.message)")
+            exit(1)
+        }
+
         let url = environment["AMQP_URL"] ?? "amqp://guest:guest@localhost:5672/"
         // Whatever stops the start, one line an operator can act on and exit status 1, rather
         // than a crash trace.
@@ -106,13 +119,10 @@ public enum ServiceHost {
             exit(1)
         }
 
-        // Bounded: a drain of 2^63 s would trap when added to the clock at shutdown.
-        let drain = Duration.seconds(number(environment, "DRAIN_TIMEOUT_SECONDS", 0...86_400, logger: logger) ?? 10)
         let responder = RPCResponder(
             service: name, connection: connection, handlers: definition.handlers,
             configuration: .init(
-                prefetch: UInt16(environment["RPC_PREFETCH"] ?? "") ?? 64,
-                concurrency: number(environment, "RPC_CONCURRENCY", 1...10_000, logger: logger) ?? 64, drainTimeout: drain),
+                prefetch: UInt16(clamping: prefetch), concurrency: concurrency, drainTimeout: drain),
             rpc: rpc, inbox: definition.inbox, logger: logger)
         var services: [any Service] = [connection]
         services += definition.services
@@ -123,8 +133,6 @@ public enum ServiceHost {
                     service: name, connection: connection, patterns: subscription.patterns, configuration: subscription.configuration,
                     processed: subscription.processed, logger: logger, handler: subscription.handler))
         }
-        let port = number(environment, "HTTP_PORT", 0...65_535, logger: logger) ?? defaultHTTPPort
-        let stallAfter = Duration.seconds(number(environment, "HEALTH_STALL_SECONDS", 1...86_400, logger: logger) ?? 120)
         services.append(
             adminServer(name: name, port: port, connection: connection, registry: registry, stallAfter: stallAfter, logger: logger))
 
@@ -193,11 +201,13 @@ public enum ServiceHost {
     }
 
     /// An integer setting within `range`; anything else is logged and the default is used.
-    static func number(_ environment: [String: String], _ name: String, _ range: ClosedRange<Int>, logger: Logger) -> Int? {
+    /// An integer setting from the environment: nil when unset or empty; `invalid` naming it
+    /// when it is not a whole number in `range` (a mistyped setting stops the start rather than
+    /// run on a default the operator did not choose).
+    public static func number(_ environment: [String: String], _ name: String, _ range: ClosedRange<Int>) throws(ServiceError) -> Int? {
         guard let text = environment[name], !text.isEmpty else { return nil }
         guard let value = Int(text), range.contains(value) else {
-            logger.error("\(name)='\(text)' is not an integer from \(range.lowerBound) to \(range.upperBound); using the default")
-            return nil
+            throw .invalid("\(name)='\(text)' is not an integer from \(range.lowerBound) to \(range.upperBound)")
         }
         return value
     }

@@ -30,18 +30,22 @@ public struct TokenAuthority: Sendable {
     public static let developmentSecret = "warren-DEVELOPMENT-ONLY-secret-do-not-use-in-production"
 
     /// True for the development secret in any spelling: letter case, separators, spaces, with
-    /// something added around it (`…-production-2`), or any part of it of 12 letters or more
+    /// something added around it (`…-production-2`), reversed, or any part of it of 16 letters or more
     /// (a cut or pasted piece of a published secret is no secret). Only letters and digits
     /// are compared.
     public static func isDevelopmentSecret(_ secret: String) -> Bool {
         func letters(_ text: String) -> [Unicode.Scalar] {
             text.lowercased().unicodeScalars.filter { $0.properties.isAlphabetic || ("0"..."9").contains($0) }
         }
-        let candidate = String(String.UnicodeScalarView(letters(secret)))
+        let candidate = letters(secret)
+        let forwards = String(String.UnicodeScalarView(candidate))
+        let backwards = String(String.UnicodeScalarView(candidate.reversed()))
         let known = letters(developmentSecret)
-        let piece = 12
+        // 16 letters: long enough that an ordinary phrase ("…in production") is no match.
+        let piece = 16
         return (0...(known.count - piece)).contains { start in
-            candidate.contains(String(String.UnicodeScalarView(known[start..<(start + piece)])))
+            let part = String(String.UnicodeScalarView(known[start..<(start + piece)]))
+            return forwards.contains(part) || backwards.contains(part)
         }
     }
 

@@ -224,6 +224,28 @@ struct EventStoreTests {
         }
     }
 
+    @Test("an event too large to come back in a reply on its own is parked at intake; the log stays readable past it")
+    func tooLargeForAReply() async throws {
+        try await EventStoreFixture.with { store in
+            try await store.channel.enableConfirms()
+            // 13 MiB that is not JSON: stored as base64, it would be over 17 MiB in a reply.
+            let huge = Data(repeating: 0xff, count: 13 << 20)
+            try await store.channel.publish(
+                huge, exchange: EventPublisher.exchange, routingKey: "user.updated",
+                properties: AMQPProperties(contentType: "application/octet-stream", messageID: "huge-\(UUID().uuidString)", type: "user.updated"))
+            let after = try await store.publisher.publish("named.event", ["n": 1])
+            #expect(try await store.waitFor(1).map { $0["id"] as? String } == [after.messageID])
+            var parked: UInt32 = 0
+            for _ in 0..<100 where parked == 0 {
+                parked = try await store.channel.inspectQueue("events.events.dlq").messageCount
+                if parked == 0 { try await Task.sleep(for: .milliseconds(100)) }
+            }
+            #expect(parked == 1)
+            let page = try await store.query(["limit": 1]).get()
+            #expect((page["events"] as? [[String: Any]])?.count == 1)
+        }
+    }
+
     @Test("an unstorable event whose copy cannot be parked (near-frame headers) is dead-lettered by the broker, once; recording goes on")
     func nearFrameUnstorable() async throws {
         try await EventStoreFixture.with { store in

@@ -57,15 +57,18 @@ struct GatewayConfigurationTests {
         String(TokenAuthority.developmentSecret.dropLast()),
         "warren-DEVELOPMENT-ONLY-" + "9f2c4e1a7b3d5f60",
         "k3Q!zR8#" + "secret-do-not-use-in" + "-production-X7",
+        String(TokenAuthority.developmentSecret.reversed()),
         String(repeating: "abcdefgh", count: 4),
         String(repeating: "0123456789abcdef", count: 3),
     ]
 
     @Test("production accepts a random secret")
     func acceptsRandomSecret() throws {
-        let configuration = try GatewayConfiguration(environment: ["WARREN_ENV": "production", "JWT_SECRET": "q8V2x0N6hLr4TzP1cWm9Ej3YbKs7Ud5G"])
-        #expect(configuration.environmentName == .production)
-        #expect(!configuration.usesDevelopmentSecret)
+        for secret in ["q8V2x0N6hLr4TzP1cWm9Ej3YbKs7Ud5G", "q8Vn3Lr0Tz5Yw1Jk4Hs7Ud2Fa6Gc9Bx-in-production"] {
+            let configuration = try GatewayConfiguration(environment: ["WARREN_ENV": "production", "JWT_SECRET": secret])
+            #expect(configuration.environmentName == .production)
+            #expect(!configuration.usesDevelopmentSecret, "\(secret)")
+        }
     }
 
     @Test("production refuses a weak JWT_SECRET", arguments: weakSecrets)
@@ -103,7 +106,7 @@ struct GatewayConfigurationTests {
         let started = ContinuousClock.now
         #expect(await GatewayHealth.value(of: hanging, within: .milliseconds(200)) == nil)
         let took = ContinuousClock.now - started
-        #expect(took >= .milliseconds(190) && took < .milliseconds(700), "\(took)")
+        #expect(took >= .milliseconds(190) && took < .seconds(1), "\(took): /health answers within 1 s")
         hanging.cancel()
         let quick = Task<Int, Never> { 7 }
         #expect(await GatewayHealth.value(of: quick, within: .seconds(5)) == 7)

@@ -209,11 +209,17 @@ struct JSONNumberTests {
 
 @Suite("Service settings from the environment")
 struct EnvironmentNumberTests {
-    @Test("an integer setting outside its range, or not an integer, falls back to the default instead of trapping later", arguments: [
-        ("9223372036854775807", Int?.none), ("99999999999999999999", nil), ("-1", nil), ("1e3", nil), ("", nil), ("86400", 86_400), ("0", 0),
+    @Test("an integer setting outside its range, or not an integer, is an error naming it (the start stops), never a trap later", arguments: [
+        "9223372036854775807", "99999999999999999999", "-1", "1e3", "nan", "86401", " 5",
     ])
-    func drainTimeout(text: String, expected: Int?) {
-        #expect(ServiceHost.number(["DRAIN_TIMEOUT_SECONDS": text], "DRAIN_TIMEOUT_SECONDS", 0...86_400, logger: Logger(label: "test")) == expected)
+    func drainTimeoutRefused(text: String) {
+        let error = #expect(throws: ServiceError.self) { try ServiceHost.number(["DRAIN_TIMEOUT_SECONDS": text], "DRAIN_TIMEOUT_SECONDS", 0...86_400) }
+        #expect(error?.message.contains("DRAIN_TIMEOUT_SECONDS") == true)
+    }
+
+    @Test("an integer setting in range is read; unset or empty is the default", arguments: [("86400", Int?.some(86_400)), ("0", 0), ("", nil)])
+    func drainTimeout(text: String, expected: Int?) throws {
+        #expect(try ServiceHost.number(["DRAIN_TIMEOUT_SECONDS": text], "DRAIN_TIMEOUT_SECONDS", 0...86_400) == expected)
     }
 }
 
