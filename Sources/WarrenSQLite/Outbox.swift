@@ -99,6 +99,8 @@ public final class OutboxRelay: Service, Sendable {
             for await _ in wakeups.cancelOnGracefulShutdown() {
                 do {
                     while try await relayBatch() == batchSize {}
+                } catch is CancellationError {
+                    // Shutting down: the rows stay unsent and go out at the next start.
                 } catch {
                     logger.warning("outbox relay failed; retrying", metadata: ["error": "\(error)"])
                 }
