@@ -90,7 +90,14 @@ struct ServiceProcessTests {
                     return reply.text == "\(index)"
                 }
             }
+            // All 100 in the service's hands (none left in the queue), then SIGTERM: a fixed
+            // pause is not enough on a loaded machine, and a request still queued when the
+            // consumer stops is rightly reported as having nobody to run it.
             try await Task.sleep(for: .milliseconds(300))
+            for _ in 0..<100 {
+                if try await channel.inspectQueue("\(echo.name).rpc").messageCount == 0 { break }
+                try await Task.sleep(for: .milliseconds(50))
+            }
             echo.process.terminate()  // SIGTERM
             var answered = 0
             for try await ok in group where ok { answered += 1 }
