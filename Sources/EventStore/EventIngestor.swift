@@ -148,10 +148,9 @@ final class EventIngestor: Service, Sendable {
     /// Keeps the event for a person, with the reason; false if the broker did not take it.
     private func park(_ delivery: AMQPDelivery, reason: String, on channel: AMQPChannel) async -> Bool {
         var properties = delivery.properties.deadLettered(error: reason, originalRoutingKey: delivery.routingKey, attempts: 1)
-            .fitting(contentHeaderLimit: channel.maxContentHeaderSize - DeadLettering.brokerHeadersAllowance)
         properties.deliveryMode = .persistent
         do {
-            try await channel.publish(delivery.body, routingKey: Self.deadLetterQueue, mandatory: true, properties: properties)
+            try await DeadLettering.publishCopy(of: delivery, to: Self.deadLetterQueue, properties: properties, on: channel)
             Counter(label: "events_dead_lettered_total").increment()
             logger.error("parked an event the store cannot keep", metadata: ["dlq": "\(Self.deadLetterQueue)", "error": "\(reason)"])
             return true

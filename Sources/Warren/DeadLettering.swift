@@ -46,6 +46,19 @@ public struct QueueArgumentsMismatch: Error, Sendable, CustomStringConvertible {
 }
 
 extension DeadLettering {
+    /// Publishes a copy of `delivery` set aside into `target` (a retry or dead-letter queue) with
+    /// `properties`, on a channel with confirms, and returns once the broker holds it. The copy
+    /// leaves room in the frame for what the broker adds on its way (its largest headers left out
+    /// if need be, `AMQPProperties.fitting`), and is mandatory: a deleted queue is an error here,
+    /// not a silent loss. Throws what `publish` throws; the caller then rejects the original so
+    /// that the broker dead-letters it itself.
+    public static func publishCopy(
+        of delivery: AMQPDelivery, to target: String, properties: AMQPProperties, on channel: AMQPChannel
+    ) async throws {
+        let copy = properties.fitting(contentHeaderLimit: channel.maxContentHeaderSize - brokerHeadersAllowance)
+        try await channel.publish(delivery.body, routingKey: target, mandatory: true, properties: copy)
+    }
+
     /// Bytes of a frame kept free in a copy set aside (retry or dead-letter queue) for what
     /// the broker adds on its way (`x-death`, which grows with each queue it passes). A message
     /// that comes back larger than a frame can be read by no librabbitmq client: its connection

@@ -240,11 +240,8 @@ public final class EventSubscriber: Service, Sendable {
     /// published, the original is rejected without requeue: the broker dead-letters it into
     /// `<service>.events.dlq` itself, so it is neither lost nor handed back to loop.
     private func setAside(_ delivery: AMQPDelivery, to target: String, properties: AMQPProperties, logger: Logger, forwarding: AMQPChannel) async {
-        // Headers too large to leave room for the broker's x-death are left out of the copy (named in x-dropped-headers).
-        let copy = properties.fitting(contentHeaderLimit: forwarding.maxContentHeaderSize - DeadLettering.brokerHeadersAllowance)
         do {
-            // Mandatory: a deleted retry or dead-letter queue is a failure here, not a silent loss.
-            try await forwarding.publish(delivery.body, routingKey: target, mandatory: true, properties: copy)
+            try await DeadLettering.publishCopy(of: delivery, to: target, properties: properties, on: forwarding)
         } catch {
             logger.error(
                 "could not publish the event's copy; rejecting it so that the broker dead-letters it",

@@ -242,9 +242,8 @@ public final class RPCResponder: Service, Sendable {
     /// gone, when the broker redelivers it.
     private func park(_ delivery: AMQPDelivery, reason: ServiceError, on channel: AMQPChannel, logger: Logger) async throws {
         let properties = delivery.properties.deadLettered(error: reason.message, originalRoutingKey: delivery.routingKey)
-            .fitting(contentHeaderLimit: channel.maxContentHeaderSize - DeadLettering.brokerHeadersAllowance)
         do {
-            try await channel.publish(delivery.body, routingKey: deadLetterQueue, mandatory: true, properties: properties)
+            try await DeadLettering.publishCopy(of: delivery, to: deadLetterQueue, properties: properties, on: channel)
             try delivery.ack()
         } catch let error as AMQPError where Self.isConnectionFailure(error) {
             throw error

@@ -122,6 +122,18 @@ final class EventStoreFixture: Sendable {
         return events
     }
 
+    /// The number of messages in `events.events.dlq` once there is any, or 0 after `timeout`
+    /// (parking is asynchronous).
+    func parkedCount(within timeout: Duration = .seconds(10)) async throws -> UInt32 {
+        let deadline = ContinuousClock.now + timeout
+        var parked = try await channel.inspectQueue("events.events.dlq").messageCount
+        while parked == 0, ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(100))
+            parked = try await channel.inspectQueue("events.events.dlq").messageCount
+        }
+        return parked
+    }
+
     /// A counter or gauge from the process's `/metrics`, 0 when it is not there yet.
     func metric(_ name: String) async throws -> Double {
         let (data, _) = try await URLSession.shared.data(from: try #require(URL(string: "http://127.0.0.1:\(port)/metrics")))

@@ -235,12 +235,7 @@ struct EventStoreTests {
                 properties: AMQPProperties(contentType: "application/octet-stream", messageID: "huge-\(UUID().uuidString)", type: "user.updated"))
             let after = try await store.publisher.publish("named.event", ["n": 1])
             #expect(try await store.waitFor(1).map { $0["id"] as? String } == [after.messageID])
-            var parked: UInt32 = 0
-            for _ in 0..<100 where parked == 0 {
-                parked = try await store.channel.inspectQueue("events.events.dlq").messageCount
-                if parked == 0 { try await Task.sleep(for: .milliseconds(100)) }
-            }
-            #expect(parked == 1)
+            #expect(try await store.parkedCount() == 1)
             let page = try await store.query(["limit": 1]).get()
             #expect((page["events"] as? [[String: Any]])?.count == 1)
         }
@@ -258,12 +253,7 @@ struct EventStoreTests {
                 properties: AMQPProperties(headers: ["pad": .string(String(repeating: "p", count: 131_072 - 8 - fixed - 5))], type: type))
             let after = try await store.publisher.publish("named.event", ["n": 2])
             #expect(try await store.waitFor(1).map { $0["id"] as? String } == [after.messageID])
-            var parked: UInt32 = 0
-            for _ in 0..<100 where parked == 0 {
-                parked = try await store.channel.inspectQueue("events.events.dlq").messageCount
-                if parked == 0 { try await Task.sleep(for: .milliseconds(100)) }
-            }
-            #expect(parked == 1)
+            #expect(try await store.parkedCount() == 1)
             try await Task.sleep(for: .milliseconds(500))
             #expect(try await store.channel.inspectQueue("events.events").messageCount == 0)
             #expect(try await store.channel.inspectQueue("events.events.dlq").messageCount == 1)
