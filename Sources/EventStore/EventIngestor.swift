@@ -40,25 +40,7 @@ final class EventIngestor: Service, Sendable {
     }
 
     func run() async throws {
-        let health = ConsumerHealth.process.track(queue: Self.queue)
-        while true {
-            do {
-                try await ingest(health: health)
-                health.stopped(Task.isShuttingDownGracefully ? "shutting down" : "the consumer ended")
-                return
-            } catch AMQPError.consumerCancelled {
-                guard !Task.isCancelled, !Task.isShuttingDownGracefully else {
-                    health.stopped("shutting down")
-                    return
-                }
-                health.restarting("the broker cancelled the consumer; declaring the queue again")
-                logger.warning("the broker cancelled the consumer (was the queue deleted?); declaring it again", metadata: ["queue": "\(Self.queue)"])
-                try await Task.sleep(for: .seconds(1))
-            } catch {
-                health.stopped("\(error)")
-                throw error
-            }
-        }
+        try await serveUntilShutdown(queue: Self.queue, logger: logger) { health in try await ingest(health: health) }
     }
 
     private func ingest(health: ConsumerHealth.Tracker) async throws {

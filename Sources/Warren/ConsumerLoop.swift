@@ -1,4 +1,4 @@
-import Logging
+public import Logging
 import ServiceLifecycle
 import WarrenAMQP
 
@@ -49,15 +49,17 @@ func runHandlers(
 /// Runs `serve` until it returns (graceful shutdown). If the broker cancels the consumer
 /// because someone deleted its queue, `serve` runs again after a pause (declaring the queue
 /// anew) rather than taking the whole service down. The consumer's state is reported to
-/// `health` for `/health`: restarting meanwhile, stopped once `serve` ends.
-func serveUntilShutdown(
-    queue: String, logger: Logger, health: ConsumerHealth = .process, _ serve: () async throws -> Void
+/// `health` for `/health`: restarting meanwhile, stopped once `serve` ends; `serve` is handed
+/// the tracker, to report consuming and the deliveries it holds (`runHandlers` does so itself).
+/// Public for consumers with a loop of their own, such as the event store's batch ingestor.
+public func serveUntilShutdown(
+    queue: String, logger: Logger, health: ConsumerHealth = .process, _ serve: (ConsumerHealth.Tracker) async throws -> Void
 ) async throws {
     let tracker = health.track(queue: queue)
     try await ConsumerHealth.Tracker.$current.withValue(tracker) {
         while true {
             do {
-                try await serve()
+                try await serve(tracker)
                 tracker.stopped(Task.isShuttingDownGracefully ? "shutting down" : "the consumer ended")
                 return
             } catch AMQPError.consumerCancelled {

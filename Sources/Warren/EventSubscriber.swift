@@ -119,7 +119,7 @@ public final class EventSubscriber: Service, Sendable {
     }
 
     public func run() async throws {
-        try await serveUntilShutdown(queue: queue, logger: logger) { try await serve() }
+        try await serveUntilShutdown(queue: queue, logger: logger) { _ in try await serve() }
     }
 
     private func serve() async throws {

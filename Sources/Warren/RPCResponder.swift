@@ -76,7 +76,7 @@ public final class RPCResponder: Service, Sendable {
                 "commands registered without a command inbox: a redelivered command runs again",
                 metadata: ["operations": "\(handlers.commands.sorted().joined(separator: ","))"])
         }
-        try await serveUntilShutdown(queue: queue, logger: logger) { try await serve() }
+        try await serveUntilShutdown(queue: queue, logger: logger) { _ in try await serve() }
         logger.info("stopped serving", metadata: ["queue": "\(queue)"])
     }
 
