@@ -17,6 +17,7 @@ SYSTEM_TESTS := ServiceTests|EventStoreTests|CLITests|GatewayTests
 TIMED_TESTS := RPCTests/deadline
 BULK_TESTS := manyConfirmedMessages|floodDoesNotStarveConsumer|ReplayThroughputTests|requeueInterrupted|HostileFloodTests
 test: broker
+	openapi-spec-validator schemas/openapi.yaml
 	$(SWIFT) build --build-tests
 	timeout --kill-after=30 900 $(SWIFT) test --skip-build --skip '$(SYSTEM_TESTS)|$(TIMED_TESTS)|$(BULK_TESTS)'
 	timeout --kill-after=30 1200 $(SWIFT) test --skip-build --no-parallel --filter '$(SYSTEM_TESTS)' --skip '$(BULK_TESTS)'

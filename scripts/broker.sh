@@ -21,10 +21,14 @@ if [ "${#missing[@]}" -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
-# The contract tests validate emitted messages against schemas/ with check-jsonschema (PyPI).
-if [ "${1:-}" != "--bench" ] && ! command -v check-jsonschema >/dev/null 2>&1; then
-    echo "==> installing check-jsonschema"
-    python3 -m pip install --quiet --root-user-action=ignore check-jsonschema
+# The contract tests validate emitted messages against schemas/ with check-jsonschema, and
+# `make test` validates schemas/openapi.yaml with openapi-spec-validator (both PyPI).
+if [ "${1:-}" != "--bench" ]; then
+    for tool in check-jsonschema openapi-spec-validator; do
+        command -v "$tool" >/dev/null 2>&1 && continue
+        echo "==> installing $tool"
+        python3 -m pip install --quiet --root-user-action=ignore "$tool"
+    done
 fi
 
 # Broker settings (scripts/rabbitmq.conf) go where RabbitMQ reads them at start. A broker
