@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Offline checks of what an operator runs (`make test`, via scripts/check-deploy.sh):
-docker-compose.yml, deploy/kubernetes, deploy/prometheus and the Grafana dashboard.
+docker-compose.yml (`docker-compose config -q` and the Compose Specification's schema),
+deploy/kubernetes, deploy/prometheus and the Grafana dashboard.
 
 Every port is held to the code: a service's HTTP port is read from its `httpPort` in
 Sources/<Service>/<Service>+CommandLine.swift (the gateway's from GatewayConfiguration), so a
@@ -100,6 +101,15 @@ def compose_config():
     if quiet.returncode != 0:
         fail(f"docker-compose config -q: {quiet.stderr.strip()}")
         return None
+    # Debian's docker-compose is 1.29; the Compose Specification's schema (bundled with
+    # check-jsonschema, which `make test` installs) holds the file to what `docker compose` v2 reads.
+    validator = shutil.which("check-jsonschema")
+    if validator is None:
+        fail("check-jsonschema is not installed (PyPI: check-jsonschema; scripts/broker.sh installs it)")
+    else:
+        spec = subprocess.run([validator, "--builtin-schema", "vendor.compose-spec", path("docker-compose.yml")], capture_output=True, text=True)
+        if spec.returncode != 0:
+            fail(f"docker-compose.yml against the Compose Specification: {spec.stdout}{spec.stderr}")
     full = subprocess.run([tool, "-f", path("docker-compose.yml"), "config"], capture_output=True, text=True, env=environment, cwd=ROOT)
     return yaml.safe_load(full.stdout)
 
