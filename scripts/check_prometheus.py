@@ -9,7 +9,8 @@ requests through the gateway (a user, an order confirmed, one declined, an inval
 invalid command), and then checks:
   - `promtool check config` passes on the repository's file and on the local copy;
   - every scrape target is up (Prometheus's /api/v1/targets);
-  - every metric the Grafana dashboard queries exists in Prometheus (/api/v1/label/__name__/values).
+  - every query of the Grafana dashboard runs (its variables filled in), and every metric it
+    names exists in Prometheus (/api/v1/label/__name__/values).
 
 Metrics that helper "tracing" adds (PENDING below) are reported as missing but do not fail the
 check until that work is merged: then empty PENDING (or run with STRICT_METRICS=1). Counters
@@ -28,6 +29,7 @@ import sys
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 
@@ -223,7 +225,14 @@ def main():
         time.sleep(3)  # two more scrapes after the last request
         status, body = http("GET", f"{prometheus_url}/api/v1/label/__name__/values")
         known = set(json.loads(body)["data"]) if status == 200 else set()
-        wanted = sorted(set().union(*(check_deploy.metric_names(e) for e in check_deploy.dashboard_exprs()[1])))
+        exprs = check_deploy.dashboard_exprs()[1]
+        # Each query as Grafana sends it (its variables filled in) must at least parse and run.
+        for expr in exprs:
+            query = expr.replace("$__rate_interval", "1m").replace("$__range", "1h").replace("$service", ".*")
+            status, body = http("GET", f"{prometheus_url}/api/v1/query?" + urllib.parse.urlencode({"query": query}))
+            if status != 200 or json.loads(body).get("status") != "success":
+                failures.append(f"the dashboard's query {expr!r} fails: {status} {body[:300]}")
+        wanted = sorted(set().union(*(check_deploy.metric_names(e) for e in exprs)))
         strict = os.environ.get("STRICT_METRICS") == "1"
         missing_pending = []
         for name in wanted:
