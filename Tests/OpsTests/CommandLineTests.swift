@@ -48,7 +48,7 @@ struct Run {
     /// Runs `.build/debug/<binary> arguments` with `AMQP_URL` at a socket that listens but never
     /// answers (a binary that tried the broker would hang there, and the attempt is counted) and
     /// `DATA_DIR` in an empty folder.
-    static func of(_ binary: String, _ arguments: [String], environment: [String: String] = [:]) throws -> Run {
+    static func of(_ binary: String, _ arguments: [String], environment: [String: String] = [:]) async throws -> Run {
         let listener = try Listener()
         defer { listener.close() }
         let data = try TemporaryDirectory()
@@ -77,7 +77,8 @@ struct Run {
         try process.run()
         // Whatever it does, it must be done in 20 s: a binary waiting on the silent broker is not.
         let deadline = start + .seconds(20)
-        while process.isRunning, ContinuousClock.now < deadline { usleep(10_000) }
+        // Polled with Task.sleep: the tests run in parallel with others on few threads.
+        while process.isRunning, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(10)) }
         if process.isRunning { Glibc.kill(process.processIdentifier, SIGKILL) }
         process.waitUntilExit()
         let elapsed = ContinuousClock.now - start
@@ -134,8 +135,8 @@ final class Listener {
 @Suite("Every binary's command line answers without connecting")
 struct CommandLineTests {
     @Test("--help prints what the binary serves and reads, exits 0, connects to nothing", arguments: Binary.all)
-    func help(_ binary: Binary) throws {
-        let run = try Run.of(binary.name, ["--help"])
+    func help(_ binary: Binary) async throws {
+        let run = try await Run.of(binary.name, ["--help"])
         #expect(run.status == 0, "\(run.stderr)")
         #expect(run.seconds < 10)
         #expect(run.brokerConnections == 0)
@@ -151,8 +152,8 @@ struct CommandLineTests {
     }
 
     @Test("--version prints Warren's version and exits 0 without connecting", arguments: Binary.all)
-    func version(_ binary: Binary) throws {
-        let run = try Run.of(binary.name, ["--version"])
+    func version(_ binary: Binary) async throws {
+        let run = try await Run.of(binary.name, ["--version"])
         #expect(run.status == 0, "\(run.stderr)")
         #expect(run.brokerConnections == 0)
         #expect(run.dataFiles.isEmpty)
@@ -161,8 +162,8 @@ struct CommandLineTests {
     }
 
     @Test("An unknown argument is a usage error naming it, with the usage, and nothing starts", arguments: Binary.all)
-    func unknownArgument(_ binary: Binary) throws {
-        let run = try Run.of(binary.name, ["--bogus"])
+    func unknownArgument(_ binary: Binary) async throws {
+        let run = try await Run.of(binary.name, ["--bogus"])
         #expect(run.status == binary.usageStatus, "\(run.stdout)\(run.stderr)")
         #expect(run.seconds < 10)
         #expect(run.brokerConnections == 0)
@@ -174,25 +175,25 @@ struct CommandLineTests {
     }
 
     @Test("A stray argument after a service's options is refused too", arguments: Binary.services)
-    func strayArgument(_ binary: Binary) throws {
-        let run = try Run.of(binary.name, ["--version", "serve"])
+    func strayArgument(_ binary: Binary) async throws {
+        let run = try await Run.of(binary.name, ["--version", "serve"])
         #expect(run.status == ServiceCommandLine.usageStatus)
         #expect(run.stderr.contains(#""serve""#))
-        let plain = try Run.of(binary.name, ["serve"])
+        let plain = try await Run.of(binary.name, ["serve"])
         #expect(plain.status == ServiceCommandLine.usageStatus)
         #expect(plain.brokerConnections == 0)
     }
 
     @Test("user-service still runs its admin subcommands (against its database, never the broker)")
-    func adminSubcommands() throws {
-        let missing = try Run.of("user-service", ["grant-admin", "ada@example.com"])
+    func adminSubcommands() async throws {
+        let missing = try await Run.of("user-service", ["grant-admin", "ada@example.com"])
         #expect(missing.status == 1)
         #expect(missing.stderr.contains("no user database"))
         #expect(missing.brokerConnections == 0)
-        let incomplete = try Run.of("user-service", ["revoke-admin"])
+        let incomplete = try await Run.of("user-service", ["revoke-admin"])
         #expect(incomplete.status == 2)
         #expect(incomplete.stderr.contains("takes exactly one email address"))
-        let help = try Run.of("user-service", ["--help"])
+        let help = try await Run.of("user-service", ["--help"])
         #expect(help.stdout.contains("grant-admin <email>"))
         #expect(help.stdout.contains("revoke-admin <email>"))
     }
@@ -202,8 +203,8 @@ struct CommandLineTests {
     static let readElsewhere: Set<String> = ["DATABASE_URL", "OTEL_EXPORTER_OTLP_ENDPOINT"]
 
     @Test("--help lists every environment variable the binary's code reads, and only those", arguments: Binary.all)
-    func helpMatchesTheCode(_ binary: Binary) throws {
-        let run = try Run.of(binary.name, ["--help"])
+    func helpMatchesTheCode(_ binary: Binary) async throws {
+        let run = try await Run.of(binary.name, ["--help"])
         let root = ServiceProcess.buildDirectory.appendingPathComponent("../..").standardized
         let read = try binary.sources.reduce(into: Set<String>()) { names, source in
             names.formUnion(try Self.variables(in: root.appendingPathComponent(source)))
