@@ -236,7 +236,7 @@ let package = Package(
         // run as processes that must exit without touching the broker.
         .testTarget(
             name: "OpsTests",
-            dependencies: ["Warren", "WarrenTestSupport"],
+            dependencies: ["Warren", "WarrenGateway", "WarrenTestSupport"],
             swiftSettings: swiftSettings
         ),
         // The `warren` binary run as a process against the real broker, each test in its own vhost.

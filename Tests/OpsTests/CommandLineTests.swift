@@ -2,6 +2,7 @@ import Foundation
 import Glibc
 import Testing
 import Warren
+import WarrenGateway
 import WarrenTestSupport
 
 /// A built binary and where its settings are read, so that its `--help` can be held to the code.
@@ -225,6 +226,24 @@ struct CommandLineTests {
         for name in listed {
             #expect(everywhere.contains(name), "\(binary.name) --help lists \(name), which nothing reads")
         }
+    }
+
+    @Test("api-gateway --help states GatewayConfiguration's defaults")
+    func gatewayDefaults() async throws {
+        let help = try await Run.of("api-gateway", ["--help"]).stdout
+        let defaults = GatewayConfiguration()
+        func stated(_ name: String) -> String? {
+            help.split(separator: "\n").first { $0.hasPrefix("  \(name) ") }
+                .flatMap { $0.split(separator: "(", maxSplits: 1).last?.split(separator: ")").first.map(String.init) }
+        }
+        #expect(stated("HTTP_PORT") == "\(defaults.port)")
+        #expect(stated("HTTP_HOST") == defaults.host)
+        #expect(stated("OPENAPI_PATH") == defaults.openAPIPath)
+        #expect(stated("JWT_TTL_SECONDS") == "\(defaults.tokenLifetime.components.seconds)")
+        #expect(stated("RATE_LIMIT_PER_SECOND").flatMap(Double.init) == defaults.rateLimitPerSecond)
+        #expect(stated("RATE_LIMIT_BURST").flatMap(Double.init) == defaults.rateLimitBurst)
+        #expect(stated("WARREN_ENV") == defaults.environmentName.rawValue)
+        #expect(stated("AMQP_URL") == defaults.amqpURL)
     }
 
     /// Environment-variable-shaped string literals (`"HTTP_PORT"`) in a file or folder of Swift,
