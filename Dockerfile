@@ -12,19 +12,19 @@ RUN swift package resolve
 COPY Sources Sources
 RUN swift build -c release --static-swift-stdlib \
     && mkdir /out \
-    && for product in user-service order-service payment-service event-store api-gateway warren; do \
+    && for product in user-service order-service payment-service event-store warren-echo api-gateway warren; do \
          if [ -x ".build/release/$product" ]; then cp ".build/release/$product" /out/; fi; \
        done
 
-# Run stage: only the shared libraries the binaries need.
+# Run stage: only the shared libraries the binaries need, and curl for the health checks.
 FROM debian:bookworm-slim
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends librabbitmq4 libsqlite3-0 ca-certificates \
+    && apt-get install -y --no-install-recommends librabbitmq4 libsqlite3-0 ca-certificates curl \
     && rm -rf /var/lib/apt/lists/* \
-    && useradd --system --home /app warren \
+    && useradd --system --uid 10001 --home /app warren \
     && mkdir -p /app /data && chown warren /data
 COPY --from=build /out/ /usr/local/bin/
 COPY schemas /app/schemas
 WORKDIR /app
-USER warren
+USER 10001
 ENV DATA_DIR=/data LOG_FORMAT=json

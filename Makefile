@@ -13,6 +13,9 @@ run:
 # in parallel; then the tests that run the services as real processes, one at a time (each
 # starts several processes, and stand-in services live in the test process); then those that measure a deadline to the millisecond, on a quiet machine; and last the
 # load tests (100,000 persistent messages, a publish flood, bulk replays), one at a time.
+# Last, what an operator runs: docker-compose.yml, deploy/kubernetes and the Prometheus/Grafana
+# configuration checked offline against the code, and Prometheus scraping the services run here
+# (scripts/check-deploy.sh; idempotent, installs what is missing, leaves nothing running).
 SYSTEM_TESTS := ServiceTests|EventStoreTests|CLITests|GatewayTests
 TIMED_TESTS := RPCTests/deadline
 BULK_TESTS := manyConfirmedMessages|floodDoesNotStarveConsumer|ReplayThroughputTests|requeueInterrupted|HostileFloodTests
@@ -23,6 +26,7 @@ test: broker
 	timeout --kill-after=30 1200 $(SWIFT) test --skip-build --no-parallel --filter '$(SYSTEM_TESTS)' --skip '$(BULK_TESTS)'
 	timeout --kill-after=30 300 $(SWIFT) test --skip-build --filter '$(TIMED_TESTS)'
 	timeout --kill-after=30 600 $(SWIFT) test --skip-build --no-parallel --filter '$(BULK_TESTS)'
+	timeout --kill-after=30 600 scripts/check-deploy.sh
 
 build:
 	$(SWIFT) build

@@ -146,7 +146,7 @@ let package = Package(
         ),
         .executableTarget(
             name: "APIGateway",
-            dependencies: ["WarrenGateway"],
+            dependencies: ["Warren", "WarrenGateway"],
             swiftSettings: swiftSettings
         ),
         // The event store: every event once, in order, queried by events.query.
@@ -164,7 +164,7 @@ let package = Package(
         .executableTarget(
             name: "WarrenBench",
             dependencies: [
-                "WarrenAMQP",
+                "Warren", "WarrenAMQP",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -230,6 +230,13 @@ let package = Package(
                 // To hold a service's database write lock from the test (CommandOnceTests).
                 .product(name: "GRDBSQLite", package: "GRDB.swift"),
             ],
+            swiftSettings: swiftSettings
+        ),
+        // What an operator runs: every binary's command line (--help, --version, usage errors),
+        // run as processes that must exit without touching the broker.
+        .testTarget(
+            name: "OpsTests",
+            dependencies: ["Warren", "WarrenGateway", "WarrenTestSupport"],
             swiftSettings: swiftSettings
         ),
         // The `warren` binary run as a process against the real broker, each test in its own vhost.

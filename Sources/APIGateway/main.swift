@@ -1,8 +1,10 @@
 import Foundation
+import Warren
 import WarrenGateway
 
 // Everything is in WarrenGateway, so that its pieces are testable; Gateway.run lists the
 // environment it reads. A failure to start was logged with what to do; the exit status says it.
+_ = gatewayCommandLine.resolve()
 do {
     try await Gateway.run()
 } catch {

@@ -19,8 +19,9 @@ struct EchoService {
     }
 
     static func main() async throws {
+        _ = commandLine.resolve()
         let name = ProcessInfo.processInfo.environment["ECHO_SERVICE_NAME"] ?? "echo"
-        try await ServiceHost.run(name: name, defaultHTTPPort: 8090) { _ in
+        try await ServiceHost.run(name: name, defaultHTTPPort: httpPort) { _ in
             var handlers = RPCHandlers()
             handlers.on("\(name).echo", Echo.self) { request, context in
                 context.logger.info("echoing", metadata: ["length": "\(request.text.count)"])

@@ -11,7 +11,8 @@ import WarrenSQLite
 @main
 struct EventStore {
     static func main() async throws {
-        try await ServiceHost.run(name: "events", defaultHTTPPort: 8094) { resources in
+        _ = commandLine.resolve()
+        try await ServiceHost.run(name: "events", defaultHTTPPort: httpPort) { resources in
             let environment = resources.environment
             let path = try databasePath(environment)
             let log = try SQLiteEventLog(path: path)

@@ -13,7 +13,8 @@ import WarrenSQLite
 @main
 struct OrderService {
     static func main() async throws {
-        try await ServiceHost.run(name: "orders", defaultHTTPPort: 8092) { resources in
+        _ = commandLine.resolve()
+        try await ServiceHost.run(name: "orders", defaultHTTPPort: httpPort) { resources in
             let database = try ServiceDatabase.open(service: "orders", environment: resources.environment, migrations: SQLiteOrderStore.migrations)
             let relay = OutboxRelay(database: database, publisher: resources.events, logger: resources.logger)
             let inbox = SQLiteCommandInbox(database: database, logger: resources.logger)

@@ -17,7 +17,8 @@ import WarrenSQLite
 @main
 struct PaymentService {
     static func main() async throws {
-        try await ServiceHost.run(name: "payments", defaultHTTPPort: 8093) { resources in
+        _ = commandLine.resolve()
+        try await ServiceHost.run(name: "payments", defaultHTTPPort: httpPort) { resources in
             let environment = resources.environment
             let database = try ServiceDatabase.open(service: "payments", environment: environment, migrations: SQLitePaymentStore.migrations)
             let relay = OutboxRelay(database: database, publisher: resources.events, logger: resources.logger)

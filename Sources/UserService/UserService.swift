@@ -17,8 +17,7 @@ import WarrenSQLite
 @main
 struct UserService {
     static func main() async throws {
-        let arguments = Array(CommandLine.arguments.dropFirst())
-        guard arguments.isEmpty else {
+        if case .subcommand(let arguments) = commandLine.resolve() {
             exit(await AdminCommand.run(arguments, environment: ProcessInfo.processInfo.environment))
         }
         let cost: UInt8
@@ -28,7 +27,7 @@ struct UserService {
             FileHandle.standardError.write(Data("user-service: \(error.message)\n".utf8))
             exit(1)
         }
-        try await ServiceHost.run(name: "users", defaultHTTPPort: 8091) { resources in
+        try await ServiceHost.run(name: "users", defaultHTTPPort: httpPort) { resources in
             let environment = resources.environment
             if let listed = environment["ADMIN_EMAILS"], !listed.trimmingCharacters(in: .whitespaces).isEmpty {
                 resources.logger.warning(

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Logging
+import Warren
 
 @main
 struct WarrenBench: AsyncParsableCommand {
@@ -9,7 +10,10 @@ struct WarrenBench: AsyncParsableCommand {
         discussion: """
             Numbers vary two-fold between days on shared machines: compare the Swift and C results
             of one run (the ratio), not results of different runs.
+
+            Environment: AMQP_URL (default amqp://guest:guest@localhost:5672/), the broker.
             """,
+        version: WarrenVersion.string,
         subcommands: [AMQPBench.self, GatewayBench.self]
     )
 

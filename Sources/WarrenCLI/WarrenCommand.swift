@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Logging
+import Warren
 
 /// `warren`: the operator's way into a running Warren system, straight through the broker.
 @main
@@ -22,6 +23,7 @@ struct WarrenCommand: AsyncParsableCommand {
             RabbitMQ's management API: WARREN_MANAGEMENT_URL or --management-url
             (default http://localhost:15672), with the user, password and vhost of the
             AMQP URL. Every command takes --json for output that scripts can parse.
+            LOG_LEVEL (default warning) sets what the AMQP client logs to stderr.
 
             Exit codes:
               0  success
@@ -33,6 +35,7 @@ struct WarrenCommand: AsyncParsableCommand {
 
             Shell completion: warren --generate-completion-script bash|zsh|fish
             """,
+        version: WarrenVersion.string,
         subcommands: [
             CallCommand.self, PublishCommand.self, ReplayCommand.self, EventsCommand.self, DLQCommand.self,
             TopologyCommand.self,

@@ -1,0 +1,17 @@
+import Warren
+
+extension OrderService {
+    static let httpPort = 8092
+
+    /// `order-service --help`.
+    static let commandLine = ServiceCommandLine(
+        binary: "order-service",
+        summary: "the order service: places orders (checking the user with users.get) and settles them from payment events.",
+        serves: [
+            "queue orders.rpc: orders.create, orders.get, orders.list, orders.cancel (failed commands parked in orders.rpc.dlq)",
+            "queue orders.events: payment.succeeded, payment.failed (retried through orders.events.retry.<delay>ms, parked in orders.events.dlq)",
+            ServiceCommandLine.httpLine(port: httpPort),
+            "events published to warren.events: order.created, order.confirmed, order.cancelled",
+        ],
+        variables: ServiceCommandLine.hostVariables(port: httpPort) + ServiceCommandLine.storageVariables(service: "orders"))
+}
