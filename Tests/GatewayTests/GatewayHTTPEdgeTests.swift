@@ -118,11 +118,11 @@ struct GatewayHTTPEdgeTests {
             #expect(await head.waitForClose(timeout: 3))
 
             let idle = try RawHTTPConnection(port: port)
+            let idleStarted = ContinuousClock.now
             idle.send("GET /items/abc HTTP/1.1\r\nHost: t\r\n\r\n")
             #expect(await idle.responses(1).first?.status == 200)
-            let idleStarted = ContinuousClock.now
             #expect(await idle.waitForClose(timeout: 5), "the idle connection is closed")
-            #expect(ContinuousClock.now - idleStarted > .milliseconds(800))
+            #expect(ContinuousClock.now - idleStarted > .milliseconds(900), "not before the idle timeout (from the request on)")
 
             // A connection that never sends a byte is idle too.
             let silent = try RawHTTPConnection(port: port)
@@ -163,6 +163,8 @@ struct GatewayHTTPEdgeTests {
         ("an unknown method", "BREW /items/a HTTP/1.1\r\nHost: t\r\n\r\n", 400),
         ("a bad version", "GET /items/a HTTP/7.3\r\nHost: t\r\n\r\n", 400),
         ("no version", "GET /items/a HTTQ\r\nHost: t\r\n\r\n", 400),
+        ("bare LF line ends", "GET /items/a HTTP/1.1\nHost: t\n\n", 400),
+        ("a bare CR in a header", "GET /items/a HTTP/1.1\r\nHost: t\r\nX-A: a\rb\r\n\r\n", 400),
         ("NUL in a header", "GET /items/a HTTP/1.1\r\nHost: t\r\nX-A: a\u{0}b\r\n\r\n", 400),
         ("a space before the colon", "GET /items/a HTTP/1.1\r\nHost : t\r\n\r\n", 400),
         ("two different Content-Lengths", "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}", 400),
@@ -182,12 +184,6 @@ struct GatewayHTTPEdgeTests {
                 expectJSONError(await connection.responses(1, timeout: 5).first, status, name)
                 #expect(await connection.waitForClose(timeout: 5), "\(name): closed after the answer")
             }
-            // Bare LF line ends are what old clients send; the parser takes them, and the answer is the route's.
-            let bare = try RawHTTPConnection(port: standIn.gateway.port)
-            bare.send("GET /nowhere HTTP/1.1\nHost: t\n\n")
-            let answer = await bare.responses(1, timeout: 5).first
-            #expect(answer.map { [400, 404].contains($0.status) } == true, "\(answer?.status ?? 0)")
-            #expect(answer?.error["requestId"] != nil)
             // The gateway still serves.
             #expect(try await standIn.gateway.request("GET", "/items/abc").status == 200)
         }
