@@ -198,8 +198,10 @@ struct GatewayBench: AsyncParsableCommand {
         return run
     }
 
-    /// The broker's process (RabbitMQ's Erlang VM, `beam.smp`), for its CPU; nil if not on this machine.
+    /// The broker's process (RabbitMQ's Erlang VM, `beam.smp`), for its CPU; nil if not on this
+    /// machine. Asked of the node `rabbitmqctl` talks to, as other nodes may run beside it.
     static func brokerPID() -> Int32? {
+        if let output = try? rabbitmqctl(["eval", "os:getpid()."]), let pid = Int32(output.filter(\.isNumber)) { return pid }
         guard let entries = try? FileManager.default.contentsOfDirectory(atPath: "/proc") else { return nil }
         for entry in entries {
             guard let pid = Int32(entry), let comm = try? String(contentsOfFile: "/proc/\(entry)/comm", encoding: .utf8) else { continue }
