@@ -225,7 +225,8 @@ public final class RPCClient: Sendable {
             // Replies to the old direct reply-to address can never arrive. The requests may have
             // been executed (or may still be): the outcome is unknown, which is not `unavailable`.
             for call in calls.withLock({ $0.removeAll() }) {
-                call.waiter(.failure(
+                call.waiter(
+                    .failure(
                         .timeout(
                             "the connection to the message broker was lost while waiting for \(call.queue): the request may have been executed; the outcome is unknown (retry with the same message_id)"
                         )))
@@ -263,7 +264,8 @@ public final class RPCClient: Sendable {
         }
         guard info.consumerCount == 0, info.messageCount > 0 else { return }
         for call in calls.withLock({ $0.removeAll(queue: queue) }) {
-            call.waiter(.failure(
+            call.waiter(
+                .failure(
                     .timeout(
                         "no instance of the service is consuming \(queue): the request waits there until its deadline and runs if an instance starts before then, so its outcome is unknown (retry with the same message_id)"
                     )))
