@@ -131,8 +131,11 @@ let package = Package(
             dependencies: [
                 "Warren",
                 "WarrenAMQP",
-                .product(name: "Hummingbird", package: "hummingbird"),
+                // URI: the path and query parsing the gateway has always used.
+                .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "JWTKit", package: "jwt-kit"),
                 .product(name: "Yams", package: "Yams"),

@@ -41,7 +41,10 @@ public final class RPCClient: Sendable {
         public let properties: AMQPProperties
     }
 
-    typealias Waiter = UnsafeContinuation<Result<Reply, ServiceError>, Never>
+    /// What a pending call runs with its outcome, on the thread that has it (the I/O thread, the
+    /// deadline timer or the caller): a closure rather than a continuation, so a caller that is
+    /// not a task (the gateway's event loop) waits without one.
+    typealias Waiter = @Sendable (Result<Reply, ServiceError>) -> Void
 
     public let configuration: Configuration
     private let connection: AMQPConnection
@@ -94,7 +97,7 @@ public final class RPCClient: Sendable {
         timer.withLock { $0?.cancel() }
         for call in calls.withLock({ $0.removeAll() }) {
             // Sent, and perhaps executed: the outcome is unknown.
-            call.waiter.resume(returning: .failure(.timeout("the RPC client was closed while waiting for \(call.queue): the outcome is unknown")))
+            call.waiter(.failure(.timeout("the RPC client was closed while waiting for \(call.queue): the outcome is unknown")))
         }
         await channel.close()
         await probeChannel.close()
@@ -110,6 +113,19 @@ public final class RPCClient: Sendable {
     public func call(
         _ operation: String, body: Data, timeout: Duration? = nil, envelope: Envelope = Envelope()
     ) async throws(ServiceError) -> Reply {
+        let result = await withUnsafeContinuation { (continuation: UnsafeContinuation<Result<Reply, ServiceError>, Never>) in
+            call(operation, body: body, timeout: timeout, envelope: envelope) { continuation.resume(returning: $0) }
+        }
+        return try result.get()
+    }
+
+    /// `call` for a caller that is not a task: `completion` gets the outcome exactly once, on the
+    /// AMQP I/O thread, the deadline timer's queue or (when nothing could be sent) at once on the
+    /// caller's thread. It must not block.
+    public func call(
+        _ operation: String, body: Data, timeout: Duration? = nil, envelope: Envelope = Envelope(),
+        completion: @escaping @Sendable (Result<Reply, ServiceError>) -> Void
+    ) {
         let queue = Self.queue(for: operation)
         let timeout = timeout ?? configuration.defaultTimeout
         var envelope = envelope
@@ -132,42 +148,42 @@ public final class RPCClient: Sendable {
             // Nothing was sent: certainly not executed, and no reason to wait for the deadline.
             let failure = ServiceError.unavailable("not connected to the message broker: \(operation) was not sent")
             callCounts(operation, failure.code.rawValue).increment()
-            throw failure
+            completion(.failure(failure))
+            return
         }
-        let result = await withUnsafeContinuation { (waiter: Waiter) in
-            // The AMQP correlation id matches this reply to this call, so it must be unique even
-            // when one flow makes several calls at once, or a client retries a command with the
-            // same message id while the first call still waits; the flow's id travels in
-            // `x-correlation-id`.
-            let callID = calls.withLock { calls in
-                let id = calls.contains(messageID) ? UUID().uuidString.lowercased() : messageID
-                calls.add(id, .init(waiter: waiter, queue: call.queue, deadline: call.deadline, probeAt: call.probeAt))
-                return id
+        let waiter: Waiter = { [callCounts, durations] result in
+            let outcome: String
+            switch result {
+            case .success(let reply): outcome = reply.isError ? "error" : "ok"
+            case .failure(let error): outcome = error.code.rawValue
             }
-            var properties = properties
-            properties.correlationID = callID
-            do {
-                try channel.send(body, routingKey: queue, mandatory: true, properties: properties)
-            } catch {
-                let failure: ServiceError
-                if case .invalidArgument(let detail) = error as? AMQPError {
-                    failure = .invalid(detail)
-                } else {
-                    failure = .unavailable("not connected to the message broker")
-                }
-                if let pending = calls.withLock({ $0.complete(callID) }) {
-                    pending.waiter.resume(returning: .failure(failure))
-                }
+            callCounts(operation, outcome).increment()
+            durations(operation).recordNanoseconds(Int64((ContinuousClock.now - started) / .nanoseconds(1)))
+            completion(result)
+        }
+        // The AMQP correlation id matches this reply to this call, so it must be unique even
+        // when one flow makes several calls at once, or a client retries a command with the
+        // same message id while the first call still waits; the flow's id travels in
+        // `x-correlation-id`.
+        let callID = calls.withLock { calls in
+            let id = calls.contains(messageID) ? UUID().uuidString.lowercased() : messageID
+            calls.add(id, .init(waiter: waiter, queue: call.queue, deadline: call.deadline, probeAt: call.probeAt))
+            return id
+        }
+        properties.correlationID = callID
+        do {
+            try channel.send(body, routingKey: queue, mandatory: true, properties: properties)
+        } catch {
+            let failure: ServiceError
+            if case .invalidArgument(let detail) = error as? AMQPError {
+                failure = .invalid(detail)
+            } else {
+                failure = .unavailable("not connected to the message broker")
+            }
+            if let pending = calls.withLock({ $0.complete(callID) }) {
+                pending.waiter(.failure(failure))
             }
         }
-        let outcome: String
-        switch result {
-        case .success(let reply): outcome = reply.isError ? "error" : "ok"
-        case .failure(let error): outcome = error.code.rawValue
-        }
-        callCounts(operation, outcome).increment()
-        durations(operation).recordNanoseconds(Int64((ContinuousClock.now - started) / .nanoseconds(1)))
-        return try result.get()
     }
 
     /// Calls `operation` with a typed request and decodes the typed response; an error reply
@@ -204,13 +220,13 @@ public final class RPCClient: Sendable {
                 return
             }
             let isError = delivery.properties.headers?[WireHeader.status]?.stringValue == "error"
-            call.waiter.resume(returning: .success(Reply(isError: isError, body: delivery.body, properties: delivery.properties)))
+            call.waiter(.success(Reply(isError: isError, body: delivery.body, properties: delivery.properties)))
         case .interrupted, .ended:
             // Replies to the old direct reply-to address can never arrive. The requests may have
             // been executed (or may still be): the outcome is unknown, which is not `unavailable`.
             for call in calls.withLock({ $0.removeAll() }) {
-                call.waiter.resume(
-                    returning: .failure(
+                call.waiter(
+                    .failure(
                         .timeout(
                             "the connection to the message broker was lost while waiting for \(call.queue): the request may have been executed; the outcome is unknown (retry with the same message_id)"
                         )))
@@ -220,7 +236,7 @@ public final class RPCClient: Sendable {
 
     private func returned(_ message: AMQPReturnedMessage) {
         guard let id = message.properties.correlationID, let call = calls.withLock({ $0.complete(id) }) else { return }
-        call.waiter.resume(returning: .failure(.unavailable("no service serves \(message.routingKey): the queue does not exist")))
+        call.waiter(.failure(.unavailable("no service serves \(message.routingKey): the queue does not exist")))
     }
 
     private func tick() {
@@ -228,7 +244,7 @@ public final class RPCClient: Sendable {
         let (expired, probes) = calls.withLock { ($0.expire(now: now), $0.queuesToProbe(now: now)) }
         for call in expired {
             Counter(label: "warren_rpc_timeouts_total").increment()
-            call.waiter.resume(returning: .failure(.timeout("no reply from \(call.queue) before the deadline")))
+            call.waiter(.failure(.timeout("no reply from \(call.queue) before the deadline")))
         }
         for queue in probes {
             Task { await self.probe(queue) }
@@ -248,8 +264,8 @@ public final class RPCClient: Sendable {
         }
         guard info.consumerCount == 0, info.messageCount > 0 else { return }
         for call in calls.withLock({ $0.removeAll(queue: queue) }) {
-            call.waiter.resume(
-                returning: .failure(
+            call.waiter(
+                .failure(
                     .timeout(
                         "no instance of the service is consuming \(queue): the request waits there until its deadline and runs if an instance starts before then, so its outcome is unknown (retry with the same message_id)"
                     )))

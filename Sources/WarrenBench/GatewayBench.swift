@@ -51,7 +51,16 @@ struct GatewayBench: AsyncParsableCommand {
     @Flag(help: "Print one JSON object.")
     var json = false
 
+    @Option(help: "Node.js, for the article's brokerless design (bench/node_gateway.js and node_users.js).")
+    var node = "/usr/bin/node"
+
+    @Option(help: "Folder with node_gateway.js and node_users.js.")
+    var benchDir = "bench"
+
     func validate() throws {
+        guard FileManager.default.isExecutableFile(atPath: node) else {
+            throw ValidationError("\(node) is missing: install Node.js (`apt-get install -y nodejs`) or pass --node")
+        }
         if let standIn, !FileManager.default.isExecutableFile(atPath: standIn) {
             throw ValidationError("\(standIn) is missing: build it with `cc -O2 -o \(standIn) bench/users_responder.c -lrabbitmq` (make bench does)")
         }
@@ -70,24 +79,34 @@ struct GatewayBench: AsyncParsableCommand {
         try FileManager.default.createDirectory(at: data, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: data) }
 
+        let secret = "bench-\(UUID().uuidString)-\(UUID().uuidString)"
         let common = ["AMQP_URL": vhostURL, "LOG_FORMAT": "json", "DATA_DIR": data.path]
         let users = try Child("\(buildDir)/user-service", environment: common.merging(["HTTP_PORT": "\(port + 1)", "BCRYPT_COST": "4", "LOG_LEVEL": "info"]) { $1 }, log: data.appendingPathComponent("users.log"))
         defer { users.stop() }
         let gateway = try Child(
             "\(buildDir)/api-gateway",
-            environment: common.merging(["HTTP_PORT": "\(port)", "RATE_LIMIT_PER_SECOND": "0", "JWT_SECRET": "bench-\(UUID().uuidString)-\(UUID().uuidString)", "LOG_LEVEL": logLevel]) { $1 },
+            environment: common.merging(["HTTP_PORT": "\(port)", "RATE_LIMIT_PER_SECOND": "0", "JWT_SECRET": secret, "LOG_LEVEL": logLevel]) { $1 },
             log: data.appendingPathComponent("gateway.log"))
         defer { gateway.stop() }
         try await users.waitForLog(#""msg":"serving""#)
         let base = "http://127.0.0.1:\(port)"
         try await gateway.waitForHTTP("\(base)/openapi.yaml")
         let (userID, token) = try await Self.registerUser(base)
+        let userJSON = try await Self.get("\(base)/users/\(userID)", token: token)
         let rssIdle = gateway.rssMegabytes()
 
-        // Warm-up, then the measured run.
+        // Warm-up, then the measured run, with the CPU each process spent during it.
+        let broker = Self.brokerPID()
         _ = try runWrk(base: base, path: "/users/\(userID)", token: token, seconds: 2)
-        let http = try runWrk(base: base, path: "/users/\(userID)", token: token, seconds: seconds)
+        let cpu = CPUSample(["gateway": gateway.process.processIdentifier, "user_service": users.process.processIdentifier, "broker": broker])
+        var http = try runWrk(base: base, path: "/users/\(userID)", token: token, seconds: seconds)
+        for (name, microseconds) in cpu.microsecondsPerRequest(http["requests"] ?? 0) { http["cpu_us_per_request_\(name)"] = microseconds }
         let rssAfterLoad = gateway.rssMegabytes()
+        // Three bursts of connections opened, used and closed, then the measured one held open.
+        var rssBursts: [Double] = []
+        for _ in 0..<3 {
+            rssBursts.append(try holdConnections(port: port, path: "/users/\(userID)", token: token, count: openConnections) { gateway.rssMegabytes() })
+        }
         let rssOpen = try holdConnections(port: port, path: "/users/\(userID)", token: token, count: openConnections) {
             gateway.rssMegabytes()
         }
@@ -99,39 +118,96 @@ struct GatewayBench: AsyncParsableCommand {
         gateway.stop()
 
         let ceiling = try cProgram.map { try WarrenBench.runC($0, ["rpc", "--inflight", "64", "--seconds", "\(seconds)"], url: url) }
+        let node = try await measureNode(userID: userID, userJSON: userJSON, token: token, secret: secret, port: port + 2, logs: data)
+
         var result: [String: Any] = [
-            "gateway": http, "connections": connections, "log_level": logLevel,
-            "rss_mb": ["idle": rssIdle, "after_load": rssAfterLoad, "with_\(openConnections)_connections": rssOpen],
+            "gateway": http, "connections": connections, "log_level": logLevel, "node_brokerless": node,
+            "rss_mb": [
+                "idle": rssIdle, "after_load": rssAfterLoad, "with_\(openConnections)_connections": rssOpen,
+                "with_\(openConnections)_connections_in_bursts": rssBursts,
+            ] as [String: Any],
         ]
+        let rate = http["requests_per_sec"] ?? 0
+        var targets: [(String, String, Bool)] = []
         if let ceiling {
             result["c_rpc_inflight_64"] = ceiling
-            if let rate = http["requests_per_sec"], let cRate = ceiling["requests_per_sec"], cRate > 0 {
-                result["ratio"] = (rate / cRate * 1000).rounded() / 1000
+            if let cRate = ceiling["requests_per_sec"], cRate > 0 {
+                let ratio = (rate / cRate * 1000).rounded() / 1000
+                result["ratio"] = ratio
+                targets.append(("Warren ≥ 0.4× the C ceiling", String(format: "%.3f×", ratio), ratio >= 0.4))
             }
         }
+        if let nodeRate = node["requests_per_sec"], nodeRate > 0 {
+            let ratio = (rate / nodeRate * 1000).rounded() / 1000
+            result["ratio_to_node"] = ratio
+            targets.append(("Warren ≥ 1.0× the Node brokerless design", String(format: "%.3f×", ratio), ratio >= 1.0))
+        }
+        if let p50 = http["p50_ms"], let p99 = http["p99_ms"], p50 > 0 {
+            targets.append(("p99 ≤ 2.5× p50", String(format: "%.2f / %.2f ms = %.2f×", p99, p50, p99 / p50), p99 <= 2.5 * p50))
+        }
+        let worstRSS = max(rssOpen, rssBursts.max() ?? 0)
+        targets.append(("gateway RSS ≤ 64 MB with \(openConnections) connections, after 3 bursts", String(format: "%.1f MB", worstRSS), worstRSS <= 64))
         if var standInRun {
             if let rate = standInRun["requests_per_sec"], let cRate = ceiling?["requests_per_sec"], cRate > 0 {
                 standInRun["ratio"] = (rate / cRate * 1000).rounded() / 1000
             }
             result["gateway_with_c_stand_in"] = standInRun
         }
-        result["targets"] = ["ratio": "≥ 0.5", "p99_ms": "≤ 10", "rss_mb_with_1000_connections": "≤ 64"]
+        result["targets"] = Dictionary(uniqueKeysWithValues: targets.map { ($0.0, ["value": $0.1, "pass": $0.2] as [String: Any]) })
         if json {
             let data = try JSONSerialization.data(withJSONObject: result, options: [.prettyPrinted, .sortedKeys])
             print(String(decoding: data, as: UTF8.self))
-        } else {
-            print(
-                String(
-                    format: "gateway %.0f/s p50 %.2f ms p99 %.2f ms | C ceiling %.0f/s | ratio %@ | RSS %.1f MB with %d connections",
-                    http["requests_per_sec"] ?? 0, http["p50_ms"] ?? 0, http["p99_ms"] ?? 0, ceiling?["requests_per_sec"] ?? 0,
-                    "\(result["ratio"] ?? "-")", rssOpen, openConnections))
-            if let standIn = result["gateway_with_c_stand_in"] as? [String: Double] {
-                print(
-                    String(
-                        format: "with the C stand-in for user-service: %.0f/s p50 %.2f ms p99 %.2f ms | ratio %@",
-                        standIn["requests_per_sec"] ?? 0, standIn["p50_ms"] ?? 0, standIn["p99_ms"] ?? 0, "\(standIn["ratio"].map { "\($0)" } ?? "-")"))
-            }
         }
+        func cpuText(_ run: [String: Double], _ names: [String]) -> String {
+            names.compactMap { name in run["cpu_us_per_request_\(name)"].map { String(format: "%@ %.1f µs", name, $0) } }.joined(separator: ", ")
+        }
+        print("")
+        print("GET /users/{id}, wrk -t2 -c\(connections), \(seconds) s, one run:")
+        print(String(format: "  Warren (gateway → broker → user-service): %.0f req/s, p50 %.2f ms, p99 %.2f ms; CPU per request: %@",
+            rate, http["p50_ms"] ?? 0, http["p99_ms"] ?? 0, cpuText(http, ["gateway", "user_service", "broker"])))
+        print(String(format: "  Node brokerless (gateway → user service over HTTP): %.0f req/s, p50 %.2f ms, p99 %.2f ms; CPU per request: %@",
+            node["requests_per_sec"] ?? 0, node["p50_ms"] ?? 0, node["p99_ms"] ?? 0, cpuText(node, ["node_gateway", "node_users"])))
+        print(String(format: "  C request/reply ceiling (64 in flight): %.0f req/s", ceiling?["requests_per_sec"] ?? 0))
+        if let standIn = result["gateway_with_c_stand_in"] as? [String: Double] {
+            print(String(format: "  Warren with the C stand-in for user-service: %.0f req/s, p50 %.2f ms, p99 %.2f ms",
+                standIn["requests_per_sec"] ?? 0, standIn["p50_ms"] ?? 0, standIn["p99_ms"] ?? 0))
+        }
+        print(String(format: "  gateway RSS: idle %.1f MB, after load %.1f MB, bursts %@ MB, with %d open %.1f MB",
+            rssIdle, rssAfterLoad, rssBursts.map { String(format: "%.1f", $0) }.joined(separator: "/"), openConnections, rssOpen))
+        for (name, value, pass) in targets {
+            print("  \(pass ? "PASS" : "FAIL")  \(name): \(value)")
+        }
+    }
+
+    /// The article's design on this machine: a Node gateway process proxying to a Node user
+    /// service process (bench/node_gateway.js, bench/node_users.js), measured like Warren.
+    func measureNode(userID: String, userJSON: String, token: String, secret: String, port: Int, logs: URL) async throws -> [String: Double] {
+        let nodeUsers = try Child(node, arguments: ["\(benchDir)/node_users.js", "\(port + 1)", userJSON], environment: [:], log: logs.appendingPathComponent("node-users.log"))
+        defer { nodeUsers.stop() }
+        let nodeGateway = try Child(
+            node, arguments: ["\(benchDir)/node_gateway.js", "\(port)", "\(port + 1)"], environment: ["JWT_SECRET": secret],
+            log: logs.appendingPathComponent("node-gateway.log"))
+        defer { nodeGateway.stop() }
+        try await nodeUsers.waitForLog("listening")
+        try await nodeGateway.waitForLog("listening")
+        let base = "http://127.0.0.1:\(port)"
+        _ = try runWrk(base: base, path: "/users/\(userID)", token: token, seconds: 2)
+        let cpu = CPUSample(["node_gateway": nodeGateway.process.processIdentifier, "node_users": nodeUsers.process.processIdentifier])
+        var run = try runWrk(base: base, path: "/users/\(userID)", token: token, seconds: seconds)
+        for (name, microseconds) in cpu.microsecondsPerRequest(run["requests"] ?? 0) { run["cpu_us_per_request_\(name)"] = microseconds }
+        return run
+    }
+
+    /// The broker's process (RabbitMQ's Erlang VM, `beam.smp`), for its CPU; nil if not on this
+    /// machine. Asked of the node `rabbitmqctl` talks to, as other nodes may run beside it.
+    static func brokerPID() -> Int32? {
+        if let output = try? rabbitmqctl(["eval", "os:getpid()."]), let pid = Int32(output.filter(\.isNumber)) { return pid }
+        guard let entries = try? FileManager.default.contentsOfDirectory(atPath: "/proc") else { return nil }
+        for entry in entries {
+            guard let pid = Int32(entry), let comm = try? String(contentsOfFile: "/proc/\(entry)/comm", encoding: .utf8) else { continue }
+            if comm.hasPrefix("beam.smp") { return pid }
+        }
+        return nil
     }
 
     // MARK: - Steps
@@ -248,6 +324,39 @@ struct GatewayBench: AsyncParsableCommand {
         guard let scheme = url.range(of: "://") else { return url }
         let authorityEnd = url[scheme.upperBound...].firstIndex(of: "/") ?? url.endIndex
         return "\(url[..<authorityEnd])/\(vhost)"
+    }
+}
+
+/// CPU time (user + system, from /proc/PID/stat) of some processes since the sample was taken.
+struct CPUSample {
+    let start: [String: (pid: Int32, ticks: Double)]
+
+    init(_ processes: [String: Int32?]) {
+        var start: [String: (pid: Int32, ticks: Double)] = [:]
+        for (name, pid) in processes {
+            if let pid, let ticks = Self.ticks(pid) { start[name] = (pid, ticks) }
+        }
+        self.start = start
+    }
+
+    /// Microseconds of CPU per request, for each process, over `requests` requests.
+    func microsecondsPerRequest(_ requests: Double) -> [String: Double] {
+        guard requests > 0 else { return [:] }
+        let perSecond = Double(sysconf(Int32(_SC_CLK_TCK)))
+        var result: [String: Double] = [:]
+        for (name, sample) in start {
+            guard let now = Self.ticks(sample.pid) else { continue }
+            result[name] = ((now - sample.ticks) / perSecond * 1e6 / requests * 10).rounded() / 10
+        }
+        return result
+    }
+
+    /// utime + stime in clock ticks: fields 14 and 15, counted after the command's closing parenthesis.
+    static func ticks(_ pid: Int32) -> Double? {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let close = stat.lastIndex(of: ")") else { return nil }
+        let fields = stat[stat.index(after: close)...].split(separator: " ")
+        guard fields.count > 13, let user = Double(fields[11]), let system = Double(fields[12]) else { return nil }
+        return user + system
     }
 }
 

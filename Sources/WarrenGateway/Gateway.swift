@@ -1,6 +1,5 @@
 public import Foundation
 import Glibc
-import Hummingbird
 import Logging
 import Metrics
 import Prometheus
@@ -16,7 +15,8 @@ import WarrenAMQP
 ///
 /// Environment: `HTTP_HOST`, `HTTP_PORT` (8080), `AMQP_URL`, `OPENAPI_PATH`, `JWT_SECRET`,
 /// `JWT_TTL_SECONDS`, `WARREN_ENV`, `RATE_LIMIT_PER_SECOND`, `RATE_LIMIT_BURST`, `CORS_ORIGINS`,
-/// `LOG_LEVEL`, `LOG_FORMAT` (README, Configuration).
+/// `HTTP_HEADER_TIMEOUT_SECONDS`, `HTTP_BODY_TIMEOUT_SECONDS`, `HTTP_IDLE_TIMEOUT_SECONDS`,
+/// `DRAIN_TIMEOUT_SECONDS`, `HTTP_THREADS`, `LOG_LEVEL`, `LOG_FORMAT` (README, Configuration).
 public enum Gateway {
     public static func run(environment: [String: String] = ProcessInfo.processInfo.environment) async throws {
         ServiceHost.bootstrapLogging(environment)
@@ -61,22 +61,17 @@ public enum Gateway {
             routes: routes, rpc: rpc,
             tokens: await TokenAuthority(secret: configuration.jwtSecret, lifetime: configuration.tokenLifetime),
             configuration: configuration, openAPI: document,
-            health: GatewayHealth(connection: connection, services: routes.services), registry: registry)
-        let port = configuration.port
-        let app = Application(
-            responder: responder,
-            configuration: .init(address: .hostname(configuration.host, port: port), serverName: "api-gateway"),
-            onServerRunning: { [logger] _ in
-                logger.info(
-                    "ready",
-                    metadata: [
-                        "http_port": "\(port)", "routes": "\(routes.routes.count)", "services": "\(routes.services.joined(separator: ","))",
-                    ])
-            },
-            logger: logger)
+            health: GatewayHealth(connection: connection, services: routes.services), registry: registry, logger: logger)
+        let server = GatewayHTTPServer(responder: responder, configuration: configuration, logger: logger) { [logger] port in
+            logger.info(
+                "ready",
+                metadata: [
+                    "http_port": "\(port)", "routes": "\(routes.routes.count)", "services": "\(routes.services.joined(separator: ","))",
+                ])
+        }
         let group = ServiceGroup(
             configuration: .init(
-                services: [.init(service: connection), .init(service: app)], gracefulShutdownSignals: [.sigterm, .sigint],
+                services: [.init(service: connection), .init(service: server)], gracefulShutdownSignals: [.sigterm, .sigint],
                 logger: logger))
         try await group.run()
         await rpc.close()

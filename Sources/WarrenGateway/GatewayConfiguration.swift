@@ -18,6 +18,18 @@ public struct GatewayConfiguration: Sendable {
     /// Origins allowed to call from a browser; empty: no CORS headers; `*`: any origin.
     public var corsOrigins: [String] = []
     public var maxBodyBytes = 1 << 20
+    /// From a request's first byte until its head (request line and headers) is complete;
+    /// past it: 408 and the connection is closed (`HTTP_HEADER_TIMEOUT_SECONDS`).
+    public var headerTimeout = Duration.seconds(10)
+    /// From the head until the last byte of the body (`HTTP_BODY_TIMEOUT_SECONDS`): 408 past it.
+    public var bodyTimeout = Duration.seconds(30)
+    /// How long a keep-alive connection may wait for its next request (`HTTP_IDLE_TIMEOUT_SECONDS`).
+    public var idleTimeout = Duration.seconds(60)
+    /// On SIGTERM, how long requests in flight and half-sent requests get before every
+    /// connection is closed (`DRAIN_TIMEOUT_SECONDS`).
+    public var drainTimeout = Duration.seconds(10)
+    /// Event loop threads serving HTTP (`HTTP_THREADS`); the AMQP connection has its own thread.
+    public var httpThreads = 1
 
     public init() {}
 
@@ -47,6 +59,14 @@ public struct GatewayConfiguration: Sendable {
             throw GatewayConfigurationError("RATE_LIMIT_PER_SECOND='\(rateLimitPerSecond)' must be 0 (off) or from 0.001 to 1000000")
         }
         rateLimitBurst = try number("RATE_LIMIT_BURST", 0...1_000_000) ?? max(rateLimitBurst, rateLimitPerSecond)
+        func seconds(_ name: String, _ range: ClosedRange<Double>) throws(GatewayConfigurationError) -> Duration? {
+            try number(name, range).map { .milliseconds(Int64(($0 * 1000).rounded())) }
+        }
+        headerTimeout = try seconds("HTTP_HEADER_TIMEOUT_SECONDS", 0.05...3_600) ?? headerTimeout
+        bodyTimeout = try seconds("HTTP_BODY_TIMEOUT_SECONDS", 0.05...3_600) ?? bodyTimeout
+        idleTimeout = try seconds("HTTP_IDLE_TIMEOUT_SECONDS", 0.05...86_400) ?? idleTimeout
+        drainTimeout = try seconds("DRAIN_TIMEOUT_SECONDS", 0...86_400) ?? drainTimeout
+        httpThreads = try integer("HTTP_THREADS", 1...64) ?? httpThreads
         corsOrigins = (environment["CORS_ORIGINS"] ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
 
         environmentName = try DeploymentEnvironment(environment["WARREN_ENV"])

@@ -1,34 +1,72 @@
 import Foundation
-import Hummingbird
-import HTTPTypes
+import HummingbirdCore
 import Logging
 import Metrics
 import NIOCore
+import NIOHTTP1
 import Prometheus
 import Warren
+
+/// A request as the HTTP layer read it: the head, the whole body (bounded by `maxBodyBytes`),
+/// the client's address and the request id the layer chose.
+struct GatewayRequest: Sendable {
+    var head: HTTPRequestHead
+    var body: ByteBuffer?
+    var remoteAddress: String?
+    var requestID: String
+
+    /// A header's value; one sent several times is its values joined with ", " (as HTTP folds
+    /// them), so a duplicated single-valued header is seen, not half of it.
+    func header(_ name: String) -> String? {
+        let values = head.headers[name]
+        switch values.count {
+        case 0: return nil
+        case 1: return values[0]
+        default: return values.joined(separator: ", ")
+        }
+    }
+}
+
+/// A response before the HTTP layer writes it (it adds `Content-Length` and `Connection`).
+struct GatewayResponse: Sendable {
+    var status: Int
+    var headers: HTTPHeaders
+    var body: ByteBuffer
+
+    init(status: Int, headers: HTTPHeaders = HTTPHeaders(), body: ByteBuffer = ByteBuffer()) {
+        self.status = status
+        self.headers = headers
+        self.body = body
+    }
+}
 
 /// The gateway's one HTTP responder: every request goes through the same steps, driven by the
 /// route table — CORS, rate limit, route, token, authorization rules, body, the request message,
 /// the reply. A reply body is forwarded as the service sent it; only errors are re-encoded
 /// (to add the request id).
-struct GatewayResponder: HTTPResponder {
-    typealias Context = GatewayRequestContext
-
+///
+/// `respond(to:completion:)` is where a request begins and ends. The common request (a route
+/// that is one operation, called with a token already verified) runs without a task: its
+/// checks run on the event loop, the message goes to the AMQP I/O thread and the reply comes
+/// back through a closure. The rest (a token seen for the first time, `/health`, an owner
+/// lookup, issuing a token) runs in a task.
+final class GatewayResponder: Sendable {
     let routes: RouteTable
     let rpc: RPCClient
     let tokens: TokenAuthority
     let limiter: RateLimiter?
     let configuration: GatewayConfiguration
-    let openAPI: Data
+    let openAPI: ByteBuffer
     let health: GatewayHealth?
     let registry: PrometheusCollectorRegistry
+    let logger: Logger
     let ids = RequestIDs()
     private let requests = MetricHandles(counter: "gateway_http_requests_total", "route", "method", "status")
     private let durations = MetricHandles(timer: "gateway_http_request_duration_seconds", "route")
 
     init(
         routes: RouteTable, rpc: RPCClient, tokens: TokenAuthority, configuration: GatewayConfiguration, openAPI: Data,
-        health: GatewayHealth?, registry: PrometheusCollectorRegistry
+        health: GatewayHealth?, registry: PrometheusCollectorRegistry, logger: Logger
     ) {
         self.routes = routes
         self.rpc = rpc
@@ -37,67 +75,171 @@ struct GatewayResponder: HTTPResponder {
             configuration.rateLimitPerSecond > 0
             ? RateLimiter(perSecond: configuration.rateLimitPerSecond, burst: configuration.rateLimitBurst) : nil
         self.configuration = configuration
-        self.openAPI = openAPI
+        self.openAPI = ByteBuffer(bytes: openAPI)
         self.health = health
         self.registry = registry
+        self.logger = logger
     }
 
-    /// Each request runs in a child task: a task keeps the memory of its deepest call until it
-    /// ends, and the connection's task lives as long as the connection, so with the request's
-    /// calls on it every idle keep-alive connection held about 17 KB (measured, README).
-    func respond(to request: Request, context: Context) async throws -> Response {
-        async let response = handle(request, context: context)
-        return await response
+    /// The request id of a request: the client's `X-Request-ID` if sane, else a new UUID.
+    func requestID(for head: HTTPRequestHead) -> String {
+        Self.requestID(head.headers.first(name: "x-request-id")) ?? ids.next()
     }
 
-    private func handle(_ request: Request, context: Context) async -> Response {
+    /// Answers `request`; `completion` runs exactly once, on any thread, with the response
+    /// complete (request id, CORS headers). Metrics and the access log line are written here.
+    func respond(to request: GatewayRequest, completion: @escaping @Sendable (GatewayResponse) -> Void) {
         let started = ContinuousClock.now
-        let requestID = Self.requestID(request.headers[.requestID]) ?? ids.next()
-        var logger = context.logger
-        logger[metadataKey: "correlation_id"] = "\(requestID)"
-        var routeLabel = "unmatched"
-        var response: Response
-        do {
-            response = try await serve(request, context: context, requestID: requestID, logger: logger, routeLabel: &routeLabel)
-        } catch {
-            response = Self.errorResponse(error, requestID: requestID)
+        let finish: @Sendable (GatewayResponse, String) -> Void = { [self] response, routeLabel in
+            var response = response
+            self.decorate(&response, request: request.head, requestID: request.requestID)
+            self.record(response.status, method: request.head.method.rawValue, routeLabel: routeLabel, started: started, requestID: request.requestID)
+            completion(response)
         }
-        response.headers[.requestID] = requestID
-        addCORSHeaders(request, to: &response)
+        if let preflight = preflight(request.head) {
+            finish(preflight, "unmatched")
+            return
+        }
+        var routeLabel = "unmatched"
+        do {
+            let (route, pathParameters) = try select(request)
+            routeLabel = route.path
+            let label = routeLabel
+            switch route.target {
+            case .operation:
+                break
+            case .health:
+                guard let health else {
+                    finish(Self.json(200, ByteBuffer(string: #"{"status":"ok"}"#)), label)
+                    return
+                }
+                Task {
+                    let (ok, body) = await health.check()
+                    finish(Self.json(ok ? 200 : 503, ByteBuffer(bytes: body)), label)
+                }
+                return
+            case .metrics:
+                var headers = HTTPHeaders()
+                headers.add(name: "Content-Type", value: "text/plain; version=0.0.4")
+                finish(GatewayResponse(status: 200, headers: headers, body: ByteBuffer(bytes: registry.emitToBuffer())), label)
+                return
+            case .openapi:
+                var headers = HTTPHeaders()
+                headers.add(name: "Content-Type", value: "application/yaml")
+                finish(GatewayResponse(status: 200, headers: headers, body: openAPI), label)
+                return
+            }
+            // The common case without a task: the caller is known (public route, or a token
+            // verified before) and the route is one call whose reply is the answer.
+            let caller = route.access == .public ? nil : try tokens.cachedCaller(authorization: request.header("authorization"))
+            if route.access == .public || caller != nil, route.ownership?.lookup == nil || caller?.isAdmin != false, !route.issuesToken {
+                let call = try prepare(route, pathParameters: pathParameters, request: request, caller: caller)
+                rpc.call(call.operation, body: call.body, timeout: route.timeout, envelope: call.envelope) { result in
+                    let response: GatewayResponse
+                    do {
+                        response = try Self.answer(result, call: call, route: route, caller: caller)
+                    } catch {
+                        response = Self.errorResponse(error, requestID: request.requestID)
+                    }
+                    finish(response, label)
+                }
+                return
+            }
+            Task {
+                let response: GatewayResponse
+                do {
+                    response = try await self.serve(route, pathParameters: pathParameters, request: request)
+                } catch {
+                    response = Self.errorResponse(error, requestID: request.requestID)
+                }
+                finish(response, label)
+            }
+        } catch {
+            finish(Self.errorResponse(error, requestID: request.requestID), routeLabel)
+        }
+    }
 
-        let status = Int(response.status.code)
-        let elapsed = ContinuousClock.now - started
+    /// An answer the HTTP layer gives before the request reaches `respond` (a body too large
+    /// by its Content-Length, a refused `Expect`, a timeout, a malformed request): the same
+    /// JSON error, headers and metrics as any other.
+    func reject(_ error: GatewayError, head: HTTPRequestHead?, requestID: String) -> GatewayResponse {
+        var response = Self.errorResponse(error, requestID: requestID)
+        if let head { decorate(&response, request: head, requestID: requestID) } else { response.headers.replaceOrAdd(name: "X-Request-ID", value: requestID) }
+        record(response.status, method: head?.method.rawValue ?? "other", routeLabel: "unmatched", started: nil, requestID: requestID)
+        return response
+    }
+
+    /// What may be refused before a body is read (`Expect: 100-continue`): no route, a method
+    /// the route does not take, a token missing or malformed on a route that needs one.
+    func refusalBeforeBody(_ head: HTTPRequestHead) -> GatewayError? {
+        let path = URI(head.uri).path
+        switch routes.match(method: Self.routingMethod(head.method), path: path) {
+        case .notFound: return .notFound("no route \(path); GET /openapi.yaml lists them")
+        case .methodNotAllowed(let allowed): return Self.methodNotAllowed(head.method.rawValue, path: path, allowed: allowed)
+        case .found(let route, _):
+            guard route.access != .public else { return nil }
+            do {
+                _ = try TokenAuthority.bearerToken(head.headers.first(name: "authorization"))
+                return nil
+            } catch {
+                return error
+            }
+        }
+    }
+
+    private func decorate(_ response: inout GatewayResponse, request head: HTTPRequestHead, requestID: String) {
+        response.headers.replaceOrAdd(name: "X-Request-ID", value: requestID)
+        guard let origin = allowedOrigin(head.headers.first(name: "origin")) else { return }
+        response.headers.replaceOrAdd(name: "Access-Control-Allow-Origin", value: origin)
+        response.headers.replaceOrAdd(name: "Access-Control-Expose-Headers", value: "X-Request-ID, Retry-After")
+        if origin != "*" { response.headers.replaceOrAdd(name: "Vary", value: "Origin") }
+    }
+
+    private func record(_ status: Int, method: String, routeLabel: String, started: ContinuousClock.Instant?, requestID: String) {
         // Methods outside the routes' own only as "other": clients cannot grow the label set.
-        let methodLabel = routes.methods.contains(request.method.rawValue) ? request.method.rawValue : "other"
+        let methodLabel = routes.methods.contains(method) || method == "HEAD" ? method : "other"
         self.requests(routeLabel, methodLabel, "\(status)").increment()
-        durations(routeLabel).recordNanoseconds(Int64(elapsed / .nanoseconds(1)))
+        let elapsed = started.map { ContinuousClock.now - $0 }
+        if let elapsed { durations(routeLabel).recordNanoseconds(Int64(elapsed / .nanoseconds(1))) }
         // One line per request costs more than the rest of the request (JSON log lines): at
         // debug level, except failures of the gateway or a service, which an operator must see.
         let level: Logger.Level = status >= 500 ? .warning : .debug
         if logger.logLevel <= level {
+            var logger = logger
+            logger[metadataKey: "correlation_id"] = "\(requestID)"
             logger.log(
                 level: level, "request",
                 metadata: [
-                    "method": "\(request.method.rawValue)", "route": "\(routeLabel)", "status": "\(status)",
-                    "duration_ms": "\(Double(elapsed / .microseconds(10)) / 100)",
+                    "method": "\(method)", "route": "\(routeLabel)", "status": "\(status)",
+                    "duration_ms": "\(elapsed.map { Double($0 / .microseconds(10)) / 100 } ?? 0)",
                 ])
         }
-        return response
     }
 
-    private func serve(
-        _ request: Request, context: Context, requestID: String, logger: Logger, routeLabel: inout String
-    ) async throws(GatewayError) -> Response {
-        if request.method == .options, !configuration.corsOrigins.isEmpty, request.headers[.origin] != nil {
-            return preflight(request)
-        }
-        let path = String(request.uri.path)
-        let match = routes.match(method: request.method.rawValue, path: path)
+    /// HEAD is routed as GET (RFC 9110: the same status and headers, without the body).
+    static func routingMethod(_ method: HTTPMethod) -> String {
+        method == .HEAD ? "GET" : method.rawValue
+    }
+
+    static func methodNotAllowed(_ method: String, path: String, allowed: [String]) -> GatewayError {
+        let allowed = allowed.contains("GET") ? allowed + ["HEAD"] : allowed
+        return GatewayError(
+            status: 405, code: "method_not_allowed",
+            message: "\(method) is not allowed on \(path); use \(allowed.joined(separator: ", "))",
+            headers: [("Allow", allowed.joined(separator: ", "))])
+    }
+
+    /// CORS preflight, rate limit and route: the route, or the error (a preflight's answer is
+    /// thrown as its response).
+    private func select(_ request: GatewayRequest) throws(GatewayError) -> (Route, [String: String]) {
+        let head = request.head
+        let path = URI(head.uri).path
+        let match = routes.match(method: Self.routingMethod(head.method), path: path)
         // Health and metrics are never rate-limited: a monitor polling them must not be told 429
         // (nor lock out the clients behind the same address).
         var exempt = false
         if case .found(let route, _) = match, route.target == .health || route.target == .metrics { exempt = true }
-        if !exempt, let limiter, let wait = limiter.acquire(context.remoteAddress?.ipAddress ?? "unknown") {
+        if !exempt, let limiter, let wait = limiter.acquire(request.remoteAddress ?? "unknown") {
             let seconds = Int(min(max(1, wait.rounded(.up)), 3_600))
             throw GatewayError(
                 status: 429, code: "rate_limited", message: "too many requests from your address: retry after \(seconds) s",
@@ -107,91 +249,107 @@ struct GatewayResponder: HTTPResponder {
         case .notFound:
             throw .notFound("no route \(path); GET /openapi.yaml lists them")
         case .methodNotAllowed(let allowed):
-            throw GatewayError(
-                status: 405, code: "method_not_allowed",
-                message: "\(request.method.rawValue) is not allowed on \(path); use \(allowed.joined(separator: ", "))",
-                headers: [("Allow", allowed.joined(separator: ", "))])
+            throw Self.methodNotAllowed(head.method.rawValue, path: path, allowed: allowed)
         case .found(let route, let pathParameters):
-            routeLabel = route.path
-            return try await serve(route, pathParameters: pathParameters, request: request, requestID: requestID, logger: logger)
+            // Ids in one form (a UUID in lower case) for every comparison and for the services, which
+            // store them so: `/users/<own id in upper case>` is the caller's own account.
+            return (route, pathParameters.mapValues(Check.canonicalID))
         }
     }
 
-    private func serve(
-        _ route: Route, pathParameters: [String: String], request: Request, requestID: String, logger: Logger
-    ) async throws(GatewayError) -> Response {
-        // Ids in one form (a UUID in lower case) for every comparison and for the services, which
-        // store them so: `/users/<own id in upper case>` is the caller's own account.
-        let pathParameters = pathParameters.mapValues(Check.canonicalID)
-        let operation: String
-        switch route.target {
-        case .operation(let name): operation = name
-        case .health:
-            guard let health else { return Self.json(200, Data(#"{"status":"ok"}"#.utf8)) }
-            let (ok, body) = await health.check()
-            return Self.json(ok ? 200 : 503, body)
-        case .metrics:
-            var headers = HTTPFields()
-            headers[.contentType] = "text/plain; version=0.0.4"
-            return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: registry.emitToBuffer())))
-        case .openapi:
-            var headers = HTTPFields()
-            headers[.contentType] = "application/yaml"
-            return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: openAPI)))
-        }
+    /// One request message, ready to send.
+    struct PreparedCall: Sendable {
+        var operation: String
+        var body: Data
+        var envelope: Envelope
+        var idempotencyKey: String?
+        var method: String
+    }
 
-        // Who calls, and may they.
-        var caller: Caller?
-        if route.access != .public {
-            let verified = try await tokens.verify(authorization: request.headers[.authorization])
-            if route.access == .admin, !verified.isAdmin {
+    /// Authorization rules, the idempotency key, the body and the message: everything between
+    /// knowing the caller and sending.
+    private func prepare(
+        _ route: Route, pathParameters: [String: String], request: GatewayRequest, caller: Caller?
+    ) throws(GatewayError) -> PreparedCall {
+        guard case .operation(let operation) = route.target else { throw GatewayError(.internal("not an operation route")) }
+        if let caller {
+            if route.access == .admin, !caller.isAdmin {
                 throw .forbidden("\(route.method) \(route.path) is for admins only")
             }
-            if let parameter = route.selfParameter, !verified.isAdmin, pathParameters[parameter] != Check.canonicalID(verified.subject) {
+            if let parameter = route.selfParameter, !caller.isAdmin, pathParameters[parameter] != Check.canonicalID(caller.subject) {
                 throw .forbidden("you can only act on your own account (\(parameter) must be your user id)")
             }
-            caller = verified
         }
-        let idempotencyKey = try Self.idempotencyKey(request.headers[.idempotencyKey])
-
-        let body = try await readBody(request, route: route)
+        let idempotencyKey = try Self.idempotencyKey(request.header("idempotency-key"))
+        let body = try readBody(request, route: route)
+        let uri = URI(request.head.uri)
         let message = try MessageBody.build(
-            route: route, pathParameters: pathParameters, query: request.uri.queryParameters.map { (String($0.key), String($0.value)) },
+            route: route, pathParameters: pathParameters, query: uri.queryParameters.map { (String($0.key), String($0.value)) },
             body: body, subject: caller.map { Check.canonicalID($0.subject) })
-
         let deadline = Date() + route.timeout.timeInterval
-        let envelope = Envelope(
-            messageID: requestID, correlationID: requestID, deadline: deadline, traceparent: Self.traceparent(request.headers[.traceparent]))
-        if let ownership = route.ownership, let lookup = ownership.lookup, let caller, !caller.isAdmin {
-            let resource = try await call(lookup, body: message, route: route, envelope: envelope)
-            try Self.checkOwner(resource, field: ownership.field, caller: caller)
-        }
+        var envelope = Envelope(
+            messageID: request.requestID, correlationID: request.requestID, deadline: deadline,
+            traceparent: Self.traceparent(request.header("traceparent")))
         // With a key, the command's message_id is derived from it (and whose, and where), so a
         // client's retry through any gateway instance is a redelivery to the service's inbox.
-        let commandID = idempotencyKey.map {
-            Command.derivedMessageID(idempotencyKey: $0, scope: [caller?.subject ?? "", route.method, String(request.uri.path)])
-        }
-        let reply = try await call(operation, body: message, route: route, envelope: envelope, messageID: commandID, idempotencyKey: idempotencyKey)
+        envelope.messageID =
+            idempotencyKey.map {
+                Command.derivedMessageID(idempotencyKey: $0, scope: [caller?.subject ?? "", route.method, uri.path])
+            } ?? ids.next()
+        return PreparedCall(operation: operation, body: message, envelope: envelope, idempotencyKey: idempotencyKey, method: route.method)
+    }
+
+    /// The response for a call's outcome: the reply as the service sent it, or the HTTP error
+    /// its error reply or failure stands for.
+    private static func answer(_ result: Result<RPCClient.Reply, ServiceError>, call: PreparedCall, route: Route, caller: Caller?) throws(GatewayError)
+        -> GatewayResponse
+    {
+        let reply = try replyBody(result, operation: call.operation, method: call.method, idempotencyKey: call.idempotencyKey)
         if let ownership = route.ownership, ownership.lookup == nil, let caller, !caller.isAdmin {
             try Self.checkOwner(reply, field: ownership.field, caller: caller)
         }
-        if route.issuesToken {
-            return try await tokenResponse(for: reply, logger: logger)
-        }
-        return Self.json(route.successStatus, reply)
+        return Self.json(route.successStatus, ByteBuffer(bytes: reply))
     }
 
-    /// One request message; an error reply or a failed call becomes the matching HTTP error.
-    private func call(
-        _ operation: String, body: Data, route: Route, envelope: Envelope, messageID: String? = nil, idempotencyKey: String? = nil
-    ) async throws(GatewayError) -> Data {
-        var envelope = envelope
-        envelope.messageID = messageID ?? ids.next()
-        let reply: RPCClient.Reply
+    /// The path a request takes when something on it must wait: verifying a token seen for the
+    /// first time, an owner lookup, signing a token.
+    private func serve(_ route: Route, pathParameters: [String: String], request: GatewayRequest) async throws(GatewayError) -> GatewayResponse {
+        var caller: Caller?
+        if route.access != .public {
+            caller = try await tokens.verify(authorization: request.header("authorization"))
+        }
+        let call = try prepare(route, pathParameters: pathParameters, request: request, caller: caller)
+        if let ownership = route.ownership, let lookup = ownership.lookup, let caller, !caller.isAdmin {
+            var envelope = call.envelope
+            envelope.messageID = ids.next()
+            let looked = await rpcResult(lookup, body: call.body, route: route, envelope: envelope)
+            let resource = try Self.replyBody(looked, operation: lookup, method: route.method, idempotencyKey: nil)
+            try Self.checkOwner(resource, field: ownership.field, caller: caller)
+        }
+        let result = await rpcResult(call.operation, body: call.body, route: route, envelope: call.envelope)
+        if route.issuesToken {
+            let reply = try Self.replyBody(result, operation: call.operation, method: call.method, idempotencyKey: call.idempotencyKey)
+            return try await tokenResponse(for: reply)
+        }
+        return try Self.answer(result, call: call, route: route, caller: caller)
+    }
+
+    private func rpcResult(_ operation: String, body: Data, route: Route, envelope: Envelope) async -> Result<RPCClient.Reply, ServiceError> {
         do {
-            reply = try await rpc.call(operation, body: body, timeout: route.timeout, envelope: envelope)
+            return .success(try await rpc.call(operation, body: body, timeout: route.timeout, envelope: envelope))
         } catch {
-            throw GatewayError(error, method: route.method, idempotencyKey: idempotencyKey)
+            return .failure(error)
+        }
+    }
+
+    /// A reply's body; an error reply or a failed call becomes the matching HTTP error.
+    static func replyBody(
+        _ result: Result<RPCClient.Reply, ServiceError>, operation: String, method: String, idempotencyKey: String?
+    ) throws(GatewayError) -> Data {
+        let reply: RPCClient.Reply
+        switch result {
+        case .success(let value): reply = value
+        case .failure(let error): throw GatewayError(error, method: method, idempotencyKey: idempotencyKey)
         }
         guard reply.isError else { return reply.body }
         guard let object = try? JSONSerialization.jsonObject(with: reply.body) as? [String: Any],
@@ -203,23 +361,15 @@ struct GatewayResponder: HTTPResponder {
         throw GatewayError(ServiceError(code, error["message"] as? String ?? codeText))
     }
 
-    /// The body of a route that takes one: JSON only, at most `maxBodyBytes`.
-    private func readBody(_ request: Request, route: Route) async throws(GatewayError) -> Data? {
+    /// The body of a route that takes one: JSON only, at most `maxBodyBytes` (the HTTP layer
+    /// stops reading past it and answers 413 itself).
+    private func readBody(_ request: GatewayRequest, route: Route) throws(GatewayError) -> Data? {
         guard route.hasBody else { return nil }
-        let limit = configuration.maxBodyBytes
-        let tooLarge = GatewayError(
-            status: 413, code: "payload_too_large", message: "the body is larger than \(limit) bytes")
-        if let length = request.headers[.contentLength].flatMap(Int.init), length > limit { throw tooLarge }
-        let buffer: ByteBuffer
-        do {
-            buffer = try await request.body.collect(upTo: limit)
-        } catch is NIOTooManyBytesError {
-            throw tooLarge
-        } catch {
-            throw .invalid("the body could not be read: \(error)")
+        guard let buffer = request.body, buffer.readableBytes > 0 else { return nil }
+        guard buffer.readableBytes <= configuration.maxBodyBytes else {
+            throw GatewayError(status: 413, code: "payload_too_large", message: "the body is larger than \(configuration.maxBodyBytes) bytes")
         }
-        guard buffer.readableBytes > 0 else { return nil }
-        let contentType = request.headers[.contentType]?.lowercased() ?? ""
+        let contentType = request.header("content-type")?.lowercased() ?? ""
         let mediaType = contentType.split(separator: ";").first.map { $0.trimmingCharacters(in: .whitespaces) } ?? ""
         guard mediaType == "application/json" || (mediaType.hasPrefix("application/") && mediaType.hasSuffix("+json")) else {
             throw GatewayError(
@@ -238,7 +388,7 @@ struct GatewayResponder: HTTPResponder {
         guard Check.canonicalID(owner) == Check.canonicalID(caller.subject) else { throw .notFound("not found") }
     }
 
-    private func tokenResponse(for reply: Data, logger: Logger) async throws(GatewayError) -> Response {
+    private func tokenResponse(for reply: Data) async throws(GatewayError) -> GatewayResponse {
         guard let user = try? JSONSerialization.jsonObject(with: reply) as? [String: Any], let id = user["id"] as? String,
             let role = user["role"] as? String
         else {
@@ -255,22 +405,22 @@ struct GatewayResponder: HTTPResponder {
         var out = #"{"access_token":"#
         MessageBody.appendString(token, to: &out)
         out += #","expires_in":\#(seconds),"token_type":"Bearer"}"#
-        return Self.json(200, Data(out.utf8))
+        return Self.json(200, ByteBuffer(string: out))
     }
 
     // MARK: - Responses and headers
 
-    static func json(_ status: Int, _ body: Data) -> Response {
-        var headers = HTTPFields()
-        headers[.contentType] = "application/json"
-        return Response(status: .init(code: status), headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: body)))
+    static func json(_ status: Int, _ body: ByteBuffer) -> GatewayResponse {
+        var headers = HTTPHeaders()
+        headers.add(name: "Content-Type", value: "application/json")
+        return GatewayResponse(status: status, headers: headers, body: body)
     }
 
-    static func errorResponse(_ error: any Error, requestID: String) -> Response {
+    static func errorResponse(_ error: any Error, requestID: String) -> GatewayResponse {
         let gatewayError = error as? GatewayError ?? GatewayError(.internal("internal error (request id \(requestID))"))
-        var response = json(gatewayError.status, gatewayError.body(requestID: requestID))
+        var response = json(gatewayError.status, ByteBuffer(bytes: gatewayError.body(requestID: requestID)))
         for (name, value) in gatewayError.headers {
-            if let name = HTTPField.Name(name) { response.headers[name] = value }
+            response.headers.replaceOrAdd(name: name, value: value)
         }
         return response
     }
@@ -308,24 +458,14 @@ struct GatewayResponder: HTTPResponder {
         return configuration.corsOrigins.contains(origin) ? origin : nil
     }
 
-    private func addCORSHeaders(_ request: Request, to response: inout Response) {
-        guard let origin = allowedOrigin(request.headers[.origin]) else { return }
-        response.headers[.accessControlAllowOrigin] = origin
-        response.headers[.accessControlExposeHeaders] = "X-Request-ID, Retry-After"
-        if origin != "*" { response.headers[.vary] = "Origin" }
-    }
-
-    private func preflight(_ request: Request) -> Response {
-        var response = Response(status: .noContent)
-        guard allowedOrigin(request.headers[.origin]) != nil else { return response }
-        response.headers[.accessControlAllowMethods] = "GET, POST, PATCH, DELETE, OPTIONS"
-        response.headers[.accessControlAllowHeaders] = "Authorization, Content-Type, X-Request-ID, Idempotency-Key, traceparent"
-        response.headers[.accessControlMaxAge] = "600"
+    /// The answer to a CORS preflight (`OPTIONS` with `Origin`), when CORS is configured; nil otherwise.
+    func preflight(_ head: HTTPRequestHead) -> GatewayResponse? {
+        guard head.method == .OPTIONS, !configuration.corsOrigins.isEmpty, let origin = head.headers.first(name: "origin") else { return nil }
+        var response = GatewayResponse(status: 204)
+        guard allowedOrigin(origin) != nil else { return response }
+        response.headers.add(name: "Access-Control-Allow-Methods", value: "GET, HEAD, POST, PATCH, DELETE, OPTIONS")
+        response.headers.add(name: "Access-Control-Allow-Headers", value: "Authorization, Content-Type, X-Request-ID, Idempotency-Key, traceparent")
+        response.headers.add(name: "Access-Control-Max-Age", value: "600")
         return response
     }
-}
-
-extension HTTPField.Name {
-    static let requestID = Self("X-Request-ID")!
-    static let traceparent = Self("traceparent")!
 }

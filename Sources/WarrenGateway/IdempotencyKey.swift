@@ -1,5 +1,3 @@
-import HTTPTypes
-
 extension GatewayResponder {
     /// The client's `Idempotency-Key`: 1 to 128 visible ASCII characters (a UUID is typical);
     /// anything else, including the header sent twice (joined with ", "), is `invalid` rather
@@ -12,8 +10,4 @@ extension GatewayResponder {
         }
         return header
     }
-}
-
-extension HTTPField.Name {
-    static let idempotencyKey = Self("Idempotency-Key")!
 }

@@ -69,19 +69,7 @@ public struct TokenAuthority: Sendable {
     /// The caller of an `Authorization: Bearer …` header. Every failure is 401 with a message
     /// that says what is wrong with the token, never why the signature did not match.
     public func verify(authorization: String?) async throws(GatewayError) -> Caller {
-        guard let authorization, !authorization.isEmpty else {
-            throw .unauthorized("this route needs a token: send 'Authorization: Bearer <access_token>' (POST /auth/token gives one)")
-        }
-        // Plain Substring work: Foundation's trimming bridges through NSString and cost more
-        // than verifying the signature.
-        let scheme = authorization.prefix(7)
-        guard scheme.utf8.count == 7, scheme.lowercased() == "bearer " else {
-            throw .unauthorized("the Authorization header must be 'Bearer <access_token>'")
-        }
-        var text = authorization.dropFirst(7)
-        while text.first == " " { text = text.dropFirst() }
-        while text.last == " " { text = text.dropLast() }
-        let token = String(text)
+        let token = try Self.bearerToken(authorization)
         if let caller = verified.caller(token) { return caller }
         let parts = token.split(separator: ".", omittingEmptySubsequences: false)
         guard parts.count == 3, let header = Self.decodeBase64URL(parts[0]),
@@ -103,6 +91,30 @@ public struct TokenAuthority: Sendable {
         let caller = Caller(subject: claims.sub.value, isAdmin: claims.role == "admin")
         verified.remember(token, caller, until: claims.exp.value)
         return caller
+    }
+
+    /// The caller of a token already verified (the common case: a client sends the same token
+    /// with every request), without a task; nil when the token must be verified by `verify`.
+    /// Throws the same 401 as `verify` for a missing or malformed header.
+    public func cachedCaller(authorization: String?) throws(GatewayError) -> Caller? {
+        verified.caller(try Self.bearerToken(authorization))
+    }
+
+    /// The token of `Authorization: Bearer <token>`, or a 401 saying what is wrong.
+    static func bearerToken(_ authorization: String?) throws(GatewayError) -> String {
+        guard let authorization, !authorization.isEmpty else {
+            throw .unauthorized("this route needs a token: send 'Authorization: Bearer <access_token>' (POST /auth/token gives one)")
+        }
+        // Plain Substring work: Foundation's trimming bridges through NSString and cost more
+        // than verifying the signature.
+        let scheme = authorization.prefix(7)
+        guard scheme.utf8.count == 7, scheme.lowercased() == "bearer " else {
+            throw .unauthorized("the Authorization header must be 'Bearer <access_token>'")
+        }
+        var text = authorization.dropFirst(7)
+        while text.first == " " { text = text.dropFirst() }
+        while text.last == " " { text = text.dropLast() }
+        return String(text)
     }
 
     static func decodeBase64URL(_ text: Substring) -> Data? {

@@ -81,10 +81,22 @@ struct GatewayConfigurationTests {
     @Test("numbers in the environment: whole where whole, in range, never trapping", arguments: [
         ("HTTP_PORT", "80.5"), ("HTTP_PORT", "70000"), ("HTTP_PORT", "-1"), ("JWT_TTL_SECONDS", "1e300"), ("JWT_TTL_SECONDS", "nan"),
         ("RATE_LIMIT_PER_SECOND", "1e-300"), ("RATE_LIMIT_PER_SECOND", "inf"), ("RATE_LIMIT_PER_SECOND", "nan"), ("RATE_LIMIT_BURST", "-5"),
+        ("HTTP_HEADER_TIMEOUT_SECONDS", "0"), ("HTTP_BODY_TIMEOUT_SECONDS", "nan"), ("HTTP_IDLE_TIMEOUT_SECONDS", "1e300"),
+        ("DRAIN_TIMEOUT_SECONDS", "-1"), ("HTTP_THREADS", "0"), ("HTTP_THREADS", "1.5"),
     ])
     func numbers(name: String, value: String) {
         let error = #expect(throws: GatewayConfigurationError.self) { try GatewayConfiguration(environment: [name: value]) }
         #expect(error?.description.contains(name) == true)
+    }
+
+    @Test("HTTP timeouts: defaults, and decimal seconds from the environment")
+    func httpTimeouts() throws {
+        let defaults = try GatewayConfiguration(environment: [:])
+        #expect(defaults.headerTimeout == .seconds(10) && defaults.bodyTimeout == .seconds(30) && defaults.idleTimeout == .seconds(60))
+        #expect(defaults.drainTimeout == .seconds(10) && defaults.httpThreads == 1)
+        let set = try GatewayConfiguration(environment: ["HTTP_BODY_TIMEOUT_SECONDS": "0.25", "DRAIN_TIMEOUT_SECONDS": "0"])
+        #expect(set.bodyTimeout == .milliseconds(250))
+        #expect(set.drainTimeout == .zero)
     }
 
     @Test("the rate limiter's waits stay finite at the lowest rate allowed")

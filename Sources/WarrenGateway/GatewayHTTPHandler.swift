@@ -1,0 +1,228 @@
+import NIOCore
+import NIOHTTP1
+
+/// One gateway connection after SwiftNIO's HTTP/1 decoder and pipelining handler (which hands
+/// over one request at a time and holds pipelined ones until the response ends, so answers go
+/// out in order). It reads a request's body (bounded), hands the request to the responder, and
+/// writes the response on the connection's event loop when the responder's closure brings it,
+/// from whatever thread: no task per request.
+///
+/// Refused before the body: a `Content-Length` over the limit (413), an `Expect` other than
+/// `100-continue` (417), and with `Expect: 100-continue` no route, a wrong method or a missing
+/// token; otherwise `100 Continue` goes out before the body is read. Every HTTP parser error
+/// gets the JSON error (414/431 for an overlong URL or head, 400 for the rest) and the
+/// connection is closed. A client that leaves loses its own answer only; nothing is logged.
+final class GatewayHTTPHandler: ChannelInboundHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    private enum State {
+        case idle
+        case reading(GatewayRequest)
+        /// Answered before the request ended: the rest is dropped, then the connection closed.
+        case dropping
+        /// With the responder.
+        case waiting(HTTPRequestHead)
+        case closed
+    }
+
+    private var state = State.idle
+    private let responder: GatewayResponder
+    private let edge: HTTPEdgeGuard
+    private let maxBodyBytes: Int
+    private var remoteAddress: String?
+
+    init(responder: GatewayResponder, edge: HTTPEdgeGuard, maxBodyBytes: Int) {
+        self.responder = responder
+        self.edge = edge
+        self.maxBodyBytes = maxBodyBytes
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        remoteAddress = context.channel.remoteAddress?.ipAddress
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        state = .closed
+        context.fireChannelInactive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head(let head):
+            received(head, context: context)
+        case .body(var chunk):
+            guard case .reading(var request) = state else { return }
+            state = .idle  // the request is moved out, so appending does not copy the body
+            if request.body == nil {
+                request.body = chunk
+            } else {
+                request.body?.writeBuffer(&chunk)
+            }
+            if (request.body?.readableBytes ?? 0) > maxBodyBytes {
+                answerEarly(Self.tooLarge(maxBodyBytes), head: request.head, requestID: request.requestID, context: context)
+                return
+            }
+            state = .reading(request)
+        case .end:
+            switch state {
+            case .reading(let request):
+                edge.requestEnded()
+                state = .waiting(request.head)
+                let loop = context.eventLoop
+                let bound = NIOLoopBound((self, context), eventLoop: loop)
+                responder.respond(to: request) { response in
+                    if loop.inEventLoop {
+                        bound.value.0.send(response, context: bound.value.1)
+                    } else {
+                        loop.execute { bound.value.0.send(response, context: bound.value.1) }
+                    }
+                }
+            case .dropping:
+                edge.requestEnded()
+                state = .closed
+                context.close(promise: nil)
+            case .idle, .waiting, .closed:
+                break
+            }
+        }
+    }
+
+    private func received(_ head: HTTPRequestHead, context: ChannelHandlerContext) {
+        let requestID = responder.requestID(for: head)
+        let length = head.headers.first(name: "content-length").flatMap { Int($0) }
+        let chunked = head.headers.contains(name: "transfer-encoding")
+        edge.headReceived(requestID: requestID, expectsBody: (length ?? 0) > 0 || chunked)
+        let expect = head.version.minor >= 1 ? head.headers.first(name: "expect") : nil
+        if let length, length > maxBodyBytes {
+            answerEarly(Self.tooLarge(maxBodyBytes), head: head, requestID: requestID, context: context, closeNow: expect != nil)
+            return
+        }
+        if let expect {
+            guard expect.lowercased() == "100-continue" else {
+                let error = GatewayError(
+                    status: 417, code: "expectation_failed", message: "Expect: '\(expect)' is not supported; only '100-continue' is")
+                answerEarly(error, head: head, requestID: requestID, context: context, closeNow: true)
+                return
+            }
+            if let refusal = responder.refusalBeforeBody(head) {
+                answerEarly(refusal, head: head, requestID: requestID, context: context, closeNow: true)
+                return
+            }
+            context.writeAndFlush(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: .continue))), promise: nil)
+        }
+        state = .reading(GatewayRequest(head: head, body: nil, remoteAddress: remoteAddress, requestID: requestID))
+    }
+
+    /// The responder's answer, on the event loop. A connection that closed meanwhile drops it.
+    private func send(_ response: GatewayResponse, context: ChannelHandlerContext) {
+        guard case .waiting(let head) = state else { return }
+        let keepAlive = head.isKeepAlive
+        state = keepAlive ? .idle : .closed
+        write(response, head: head, close: !keepAlive, context: context)
+    }
+
+    /// An answer before the request's end; the connection closes after it (at once when the
+    /// client waits for `100 Continue`, else once the body it is sending has been dropped).
+    private func answerEarly(
+        _ error: GatewayError, head: HTTPRequestHead, requestID: String, context: ChannelHandlerContext, closeNow: Bool = false
+    ) {
+        let response = responder.reject(error, head: head, requestID: requestID)
+        state = closeNow ? .closed : .dropping
+        edge.answeredEarly()
+        write(response, head: head, close: true, context: context, closeAfterWrite: closeNow)
+    }
+
+    private func write(
+        _ response: GatewayResponse, head: HTTPRequestHead?, close: Bool, context: ChannelHandlerContext, closeAfterWrite: Bool? = nil
+    ) {
+        var headers = response.headers
+        headers.replaceOrAdd(name: "Content-Length", value: String(response.body.readableBytes))
+        let version = head?.version ?? .http1_1
+        if close {
+            headers.replaceOrAdd(name: "Connection", value: "close")
+        } else if version.minor == 0 {
+            headers.replaceOrAdd(name: "Connection", value: "keep-alive")
+        }
+        edge.responseEnding()
+        let responseHead = HTTPResponseHead(version: version, status: HTTPResponseStatus(statusCode: response.status), headers: headers)
+        context.write(wrapOutboundOut(.head(responseHead)), promise: nil)
+        if head?.method != .HEAD, response.body.readableBytes > 0 {
+            context.write(wrapOutboundOut(.body(.byteBuffer(response.body))), promise: nil)
+        }
+        if closeAfterWrite ?? close {
+            let channel = context.channel
+            context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in channel.close(promise: nil) }
+        } else {
+            context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+        }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        guard let parserError = error as? HTTPParserError else {
+            // Bytes after a parser error (the decoder's follow-up errors): the answer to that
+            // error is on its way and closes. Anything else is the connection failing.
+            if !(error is ByteToMessageDecoderError) {
+                state = .closed
+                context.close(promise: nil)
+            }
+            return
+        }
+        switch state {
+        case .idle, .reading:
+            break
+        case .dropping, .waiting, .closed:
+            state = .closed
+            context.close(promise: nil)
+            return
+        }
+        let head: HTTPRequestHead?
+        if case .reading(let request) = state { head = request.head } else { head = nil }
+        state = .closed
+        if parserError == .invalidEOFState || parserError == .closedConnection {
+            // The client closed in the middle of its request: nobody to answer.
+            context.close(promise: nil)
+            return
+        }
+        let requestID = head.map { responder.requestID(for: $0) } ?? responder.ids.next()
+        let response = responder.reject(Self.gatewayError(parserError, onRequestLine: edge.overflowIsOnRequestLine), head: head, requestID: requestID)
+        write(response, head: head, close: true, context: context)
+    }
+
+    /// The JSON error for what the HTTP parser refused.
+    static func gatewayError(_ error: HTTPParserError, onRequestLine: Bool) -> GatewayError {
+        switch error {
+        case .headerOverflow where onRequestLine:
+            return GatewayError(
+                status: 414, code: "uri_too_long", message: "the request's URL is longer than \(HTTPEdgeSettings.maxFieldBytes) bytes")
+        case .headerOverflow:
+            return GatewayError(
+                status: 431, code: "header_fields_too_large",
+                message:
+                    "the request's headers are too large: at most \(HTTPEdgeSettings.maxHeaderCount) headers, \(HTTPEdgeSettings.maxFieldBytes) bytes each and \(HTTPEdgeSettings.maxHeadBytes) bytes in all"
+            )
+        case .invalidMethod:
+            return .invalid("the request is not valid HTTP/1.1: unknown method")
+        case .invalidVersion:
+            return .invalid("the request is not valid HTTP/1.1: unsupported HTTP version")
+        case .unexpectedContentLength:
+            return .invalid("the request is not valid HTTP/1.1: conflicting or invalid Content-Length")
+        case .invalidChunkSize:
+            return .invalid("the request is not valid HTTP/1.1: invalid chunk size in a chunked body")
+        case .invalidContentLength:
+            return .invalid("the request is not valid HTTP/1.1: invalid Content-Length")
+        case .lfExpected:
+            return .invalid("the request is not valid HTTP/1.1: lines must end with CRLF")
+        case .invalidHeaderToken, .invalidCharactersUsed:
+            return .invalid("the request is not valid HTTP/1.1: a forbidden character in a header")
+        case .invalidURL, .invalidPath, .invalidQueryString, .invalidFragment, .invalidHost, .invalidPort:
+            return .invalid("the request is not valid HTTP/1.1: an invalid URL")
+        default:
+            return .invalid("the request is not valid HTTP/1.1: \(error)")
+        }
+    }
+
+    static func tooLarge(_ limit: Int) -> GatewayError {
+        GatewayError(status: 413, code: "payload_too_large", message: "the body is larger than \(limit) bytes")
+    }
+}
