@@ -26,6 +26,8 @@ struct IncomingEvent: Sendable {
     var timestamp: String
     /// The AMQP headers as a JSON object.
     var headersJSON: String
+    /// The AMQP `app_id`: the service that published it, for `events.flow`.
+    var source: String? = nil
     /// As published: stored as JSON when it is JSON, otherwise base64.
     var body: Data
 }

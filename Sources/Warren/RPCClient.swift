@@ -2,6 +2,7 @@ public import Foundation
 public import Logging
 import Metrics
 import Synchronization
+import Tracing
 public import WarrenAMQP
 import Dispatch
 
@@ -119,6 +120,14 @@ public final class RPCClient: Sendable {
         let deadline = envelope.deadline.map { min($0, ownDeadline) } ?? ownDeadline
         envelope.deadline = deadline
         envelope.headers[WireHeader.correlationID] = .string(envelope.correlationID)
+        // The client span: a child of the caller's span (the gateway's, or the handler's that
+        // makes a nested call); the responder's span becomes its child across the broker.
+        let span = startSpan("send \(operation)", context: ServiceContext.current ?? .topLevel, ofKind: .client)
+        defer { span.end() }
+        span.setMessagingAttributes(operation: "send", operationType: "send", destination: queue, routingKey: queue, envelope: envelope)
+        if let traceparent = MessageTracing.traceparent(of: span.context) {
+            envelope.traceparent = traceparent
+        }
         var properties = envelope.properties()
         // Clamped to 1 ms … 1 day before the conversion: a deadline from a request may say anything.
         let milliseconds = (deadline.timeIntervalSinceNow * 1000).rounded(.up)
@@ -132,8 +141,10 @@ public final class RPCClient: Sendable {
             // Nothing was sent: certainly not executed, and no reason to wait for the deadline.
             let failure = ServiceError.unavailable("not connected to the message broker: \(operation) was not sent")
             callCounts(operation, failure.code.rawValue).increment()
+            span.recordServiceError(failure)
             throw failure
         }
+
         let result = await withUnsafeContinuation { (waiter: Waiter) in
             // The AMQP correlation id matches this reply to this call, so it must be unique even
             // when one flow makes several calls at once, or a client retries a command with the
@@ -163,8 +174,11 @@ public final class RPCClient: Sendable {
         let outcome: String
         switch result {
         case .success(let reply): outcome = reply.isError ? "error" : "ok"
-        case .failure(let error): outcome = error.code.rawValue
+        case .failure(let error):
+            outcome = error.code.rawValue
+            span.recordServiceError(error)
         }
+        if case .success(let reply) = result, reply.isError { span.setStatus(.init(code: .error, message: "error reply")) }
         callCounts(operation, outcome).increment()
         durations(operation).recordNanoseconds(Int64((ContinuousClock.now - started) / .nanoseconds(1)))
         return try result.get()

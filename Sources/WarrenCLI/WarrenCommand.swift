@@ -14,6 +14,7 @@ struct WarrenCommand: AsyncParsableCommand {
               warren publish order.created @order.json
               warren replay --type 'order.*' --since 2h --to payments --dry-run
               warren events tail --type 'payment.*'
+              warren flow 4f0c6f7e-1b1e-4c55-9a57-0b6f0e8f3c1d
               warren dlq list
               warren topology
 
@@ -34,7 +35,7 @@ struct WarrenCommand: AsyncParsableCommand {
             Shell completion: warren --generate-completion-script bash|zsh|fish
             """,
         subcommands: [
-            CallCommand.self, PublishCommand.self, ReplayCommand.self, EventsCommand.self, DLQCommand.self,
+            CallCommand.self, PublishCommand.self, ReplayCommand.self, EventsCommand.self, FlowCommand.self, DLQCommand.self,
             TopologyCommand.self,
         ]
     )

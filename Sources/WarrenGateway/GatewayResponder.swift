@@ -5,6 +5,7 @@ import Logging
 import Metrics
 import NIOCore
 import Prometheus
+import Tracing
 import Warren
 
 /// The gateway's one HTTP responder: every request goes through the same steps, driven by the
@@ -56,9 +57,12 @@ struct GatewayResponder: HTTPResponder {
         var logger = context.logger
         logger[metadataKey: "correlation_id"] = "\(requestID)"
         var routeLabel = "unmatched"
+        let span = GatewayTracing.startServerSpan(method: request.method.rawValue, headers: request.headers)
         var response: Response
         do {
-            response = try await serve(request, context: context, requestID: requestID, logger: logger, routeLabel: &routeLabel)
+            response = try await ServiceContext.withValue(span.context) {
+                try await serve(request, context: context, requestID: requestID, logger: logger, routeLabel: &routeLabel)
+            }
         } catch {
             response = Self.errorResponse(error, requestID: requestID)
         }
@@ -66,6 +70,7 @@ struct GatewayResponder: HTTPResponder {
         addCORSHeaders(request, to: &response)
 
         let status = Int(response.status.code)
+        GatewayTracing.endServerSpan(span, method: request.method.rawValue, route: routeLabel == "unmatched" ? nil : routeLabel, status: status)
         let elapsed = ContinuousClock.now - started
         // Methods outside the routes' own only as "other": clients cannot grow the label set.
         let methodLabel = routes.methods.contains(request.method.rawValue) ? request.method.rawValue : "other"
@@ -133,7 +138,7 @@ struct GatewayResponder: HTTPResponder {
         case .metrics:
             var headers = HTTPFields()
             headers[.contentType] = "text/plain; version=0.0.4"
-            return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: registry.emitToBuffer())))
+            return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: Observability.scrape(registry: registry, connection: nil))))
         case .openapi:
             var headers = HTTPFields()
             headers[.contentType] = "application/yaml"
