@@ -22,7 +22,7 @@ extension EventLog {
                 nodes.append(
                     EventFlow.Node(
                         id: id, type: type, source: object["source"] as? String, aggregateId: object["aggregateId"] as? String,
-                        causationId: object["causationId"] as? String, timestamp: timestamp))
+                        causationId: object["causationId"] as? String, timestamp: timestamp, recordedAt: object["recordedAt"] as? String))
             }
             after = page.next
         } while after != nil && nodes.count < Self.maxFlowEvents

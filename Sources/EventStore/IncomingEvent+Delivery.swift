@@ -54,6 +54,7 @@ extension IncomingEvent {
             timestamp: EventTimestamp.string(properties.timestamp ?? Date()),
             headersJSON: headersJSON,
             source: properties.appID.flatMap { $0.utf8.contains(0) ? nil : $0 },
+            recordedAt: EventTimestamp.string(Date()),
             body: delivery.body)
     }
 }

@@ -23,10 +23,12 @@ public struct EventFlow: Codable, Sendable, Equatable {
         public var source: String?
         public var aggregateId: String?
         public var causationId: String?
-        /// As stored: `2026-11-20T14:13:42.123Z`.
+        /// The AMQP timestamp as stored: `2026-11-20T14:13:42.000Z` (whole seconds).
         public var timestamp: String
+        /// When the event store took it, in milliseconds: the times the gaps are measured with.
+        public var recordedAt: String?
         /// Milliseconds after the event that caused it; for a root, after the flow's first
-        /// event (0 for the first). Negative when clocks disagree.
+        /// event (0 for the first). From `recordedAt` (else `timestamp`).
         public var gapMilliseconds: Int64?
         /// Dead-letter queues holding a copy of this event (set by `warren flow`).
         public var deadLetteredIn: [String]?
@@ -34,7 +36,7 @@ public struct EventFlow: Codable, Sendable, Equatable {
 
         public init(
             id: String, type: String, source: String? = nil, aggregateId: String? = nil, causationId: String? = nil, timestamp: String,
-            gapMilliseconds: Int64? = nil, deadLetteredIn: [String]? = nil, children: [Node] = []
+            recordedAt: String? = nil, gapMilliseconds: Int64? = nil, deadLetteredIn: [String]? = nil, children: [Node] = []
         ) {
             self.id = id
             self.type = type
@@ -42,6 +44,7 @@ public struct EventFlow: Codable, Sendable, Equatable {
             self.aggregateId = aggregateId
             self.causationId = causationId
             self.timestamp = timestamp
+            self.recordedAt = recordedAt
             self.gapMilliseconds = gapMilliseconds
             self.deadLetteredIn = deadLetteredIn
             self.children = children
@@ -63,7 +66,7 @@ public struct EventFlow: Codable, Sendable, Equatable {
     /// Builds the tree from `events` in store order (`Node.children` left empty there).
     public static func build(correlationId: String, events: [Node]) -> EventFlow {
         guard !events.isEmpty else { return EventFlow(correlationId: correlationId, status: .empty, problems: [], count: 0, events: []) }
-        let times = events.map { parseTime($0.timestamp) }
+        let times = events.map { parseTime($0.recordedAt ?? $0.timestamp) }
         let first = times.compactMap { $0 }.min()
         var index: [String: Int] = [:]
         for (position, event) in events.enumerated() where index[event.id] == nil { index[event.id] = position }

@@ -125,7 +125,7 @@ struct FlowCommand: AsyncParsableCommand {
             let source = node.source.map { Terminal.escape($0) } ?? "-"
             let mark = node.deadLetteredIn.map { "  !! in \($0.map { Terminal.escape($0) }.joined(separator: ", "))" } ?? ""
             lines.append(
-                "\(Terminal.escape(node.timestamp))  \(prefix)\(connector)\(Terminal.escape(node.type))  from \(source)  \(gap)  \(Terminal.escape(node.id))\(mark)")
+                "\(Terminal.escape(node.recordedAt ?? node.timestamp))  \(prefix)\(connector)\(Terminal.escape(node.type))  from \(source)  \(gap)  \(Terminal.escape(node.id))\(mark)")
             let childPrefix = prefix + (connector == "└─ " ? "   " : connector.isEmpty ? "" : "│  ")
             for (index, child) in node.children.enumerated() {
                 walk(child, prefix: childPrefix, connector: index == node.children.count - 1 ? "└─ " : "├─ ")
