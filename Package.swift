@@ -218,6 +218,7 @@ let package = Package(
                 .product(name: "PropertyBased", package: "swift-property-based"),
                 "WarrenAMQP",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Tracing", package: "swift-distributed-tracing"),
             ],
             swiftSettings: swiftSettings
         ),

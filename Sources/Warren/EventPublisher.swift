@@ -41,14 +41,14 @@ public final class EventPublisher: Sendable {
         for (key, value) in extraHeaders { envelope.headers[key] = value }
         // The producer span is a child of the span that caused the event: the one in the
         // envelope (an outbox row's stored context, a handler's span) or else the caller's.
-        let span = startSpan(
+        let span = MessageTracing.startSpan(
             "publish \(type)",
             context: MessageTracing.context(traceparent: envelope.traceparent, tracestate: envelope.headers[MessageTracing.tracestate]?.stringValue),
             ofKind: .producer)
-        defer { span.end() }
-        span.setMessagingAttributes(
+        defer { span?.end() }
+        span?.setMessagingAttributes(
             operation: "publish", operationType: "send", destination: Self.exchange, routingKey: routingKey ?? type, envelope: envelope)
-        if let traceparent = MessageTracing.traceparent(of: span.context) {
+        if let span, let traceparent = MessageTracing.traceparent(of: span.context) {
             envelope.traceparent = traceparent
             MessageTracing.inject(span.context, into: &envelope.headers)
         }
@@ -57,8 +57,8 @@ public final class EventPublisher: Sendable {
         do {
             try await channel.publish(body, exchange: Self.exchange, routingKey: routingKey ?? type, properties: properties)
         } catch {
-            span.recordError(error)
-            span.setStatus(.init(code: .error))
+            span?.recordError(error)
+            span?.setStatus(.init(code: .error))
             throw error
         }
     }

@@ -191,8 +191,12 @@ public final class EventSubscriber: Service, Sendable {
         }
         // The consumer span, child of the publisher's span (its `traceparent` header), around
         // the handler: what the handler causes belongs to the same trace.
-        let span = startSpan("process \(type)", context: MessageTracing.extract(from: headers), ofKind: .consumer)
-        defer { span.end() }
+        let span = MessageTracing.startSpan("process \(type)", context: MessageTracing.extract(from: headers), ofKind: .consumer)
+        defer { span?.end() }
+        guard let span else {
+            await handle(delivery, envelope: envelope, type: type, attempt: attempt, span: nil, forwarding: forwarding)
+            return
+        }
         span.setMessagingAttributes(operation: "process", operationType: "process", destination: queue, routingKey: delivery.routingKey, envelope: envelope)
         if let traceparent = MessageTracing.traceparent(of: span.context) { envelope.traceparent = traceparent }
         await ServiceContext.withValue(span.context) {
@@ -200,7 +204,7 @@ public final class EventSubscriber: Service, Sendable {
         }
     }
 
-    private func handle(_ delivery: AMQPDelivery, envelope: Envelope, type: String, attempt: Int, span: any Span, forwarding: AMQPChannel) async {
+    private func handle(_ delivery: AMQPDelivery, envelope: Envelope, type: String, attempt: Int, span: (any Span)?, forwarding: AMQPChannel) async {
         let headers = delivery.properties.headers ?? [:]
         let logger = envelope.logger(logger, type: type)
         let event = Event(
@@ -231,7 +235,7 @@ public final class EventSubscriber: Service, Sendable {
             return  // the broker redelivers it
         } catch {
             if Task.isCancelled { return }
-            if let error = error as? ServiceError { span.recordServiceError(error) } else { span.setStatus(.init(code: .error)) }
+            if let error = error as? ServiceError { span?.recordServiceError(error) } else { span?.setStatus(.init(code: .error)) }
             await failed(delivery, event: event, error: error, forwarding: forwarding)
         }
     }

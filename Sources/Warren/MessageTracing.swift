@@ -1,4 +1,5 @@
 public import Instrumentation
+import Synchronization
 public import Tracing
 public import WarrenAMQP
 
@@ -14,6 +15,24 @@ public enum MessageTracing {
     /// a `tracestate` at most 32 members of 256 (W3C's limit for propagation is 512). A longer
     /// (hostile) value is ignored as if absent, not parsed.
     public static let maxHeaderLength = 512
+
+    private static let enabled = Atomic<Bool>(false)
+
+    /// Whether Warren makes spans: set by `Observability.bootstrapTracing` (or by `enable()`
+    /// after bootstrapping `InstrumentationSystem` by hand). Off, the message paths skip every
+    /// span, header read and task-local: not even the no-op tracer is asked.
+    public static var isEnabled: Bool { enabled.load(ordering: .relaxed) }
+
+    /// Turns span making on; call once, after `InstrumentationSystem.bootstrap`.
+    public static func enable() { enabled.store(true, ordering: .relaxed) }
+
+    /// A span from the bootstrapped tracer, or nil (and nothing evaluated) when tracing is off.
+    public static func startSpan(
+        _ name: @autoclosure () -> String, context: @autoclosure () -> ServiceContext, ofKind kind: SpanKind
+    ) -> (any Span)? {
+        guard isEnabled else { return nil }
+        return Tracing.startSpan(name(), context: context(), ofKind: kind)
+    }
 
     /// Writes `context`'s trace headers into `headers` (over any there).
     public static func inject(_ context: ServiceContext, into headers: inout AMQPTable) {

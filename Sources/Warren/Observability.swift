@@ -56,6 +56,7 @@ public enum Observability {
         configuration.diagnosticLogLevel = .warning
         let backend = try OTel.makeTracingBackend(configuration: configuration)
         InstrumentationSystem.bootstrap(backend.factory)
+        MessageTracing.enable()
         return backend.service
     }
 

@@ -122,10 +122,10 @@ public final class RPCClient: Sendable {
         envelope.headers[WireHeader.correlationID] = .string(envelope.correlationID)
         // The client span: a child of the caller's span (the gateway's, or the handler's that
         // makes a nested call); the responder's span becomes its child across the broker.
-        let span = startSpan("send \(operation)", context: ServiceContext.current ?? .topLevel, ofKind: .client)
-        defer { span.end() }
-        span.setMessagingAttributes(operation: "send", operationType: "send", destination: queue, routingKey: queue, envelope: envelope)
-        if let traceparent = MessageTracing.traceparent(of: span.context) {
+        let span = MessageTracing.startSpan("send \(operation)", context: ServiceContext.current ?? .topLevel, ofKind: .client)
+        defer { span?.end() }
+        span?.setMessagingAttributes(operation: "send", operationType: "send", destination: queue, routingKey: queue, envelope: envelope)
+        if let span, let traceparent = MessageTracing.traceparent(of: span.context) {
             envelope.traceparent = traceparent
         }
         var properties = envelope.properties()
@@ -141,7 +141,7 @@ public final class RPCClient: Sendable {
             // Nothing was sent: certainly not executed, and no reason to wait for the deadline.
             let failure = ServiceError.unavailable("not connected to the message broker: \(operation) was not sent")
             callCounts(operation, failure.code.rawValue).increment()
-            span.recordServiceError(failure)
+            span?.recordServiceError(failure)
             throw failure
         }
 
@@ -176,9 +176,9 @@ public final class RPCClient: Sendable {
         case .success(let reply): outcome = reply.isError ? "error" : "ok"
         case .failure(let error):
             outcome = error.code.rawValue
-            span.recordServiceError(error)
+            span?.recordServiceError(error)
         }
-        if case .success(let reply) = result, reply.isError { span.setStatus(.init(code: .error, message: "error reply")) }
+        if case .success(let reply) = result, reply.isError { span?.setStatus(.init(code: .error, message: "error reply")) }
         callCounts(operation, outcome).increment()
         durations(operation).recordNanoseconds(Int64((ContinuousClock.now - started) / .nanoseconds(1)))
         return try result.get()

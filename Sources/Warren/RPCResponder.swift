@@ -125,9 +125,13 @@ public final class RPCResponder: Service, Sendable {
         let operationLabel = envelope.type.flatMap { handlers.handlers[$0] == nil ? nil : $0 } ?? "unknown"
         // The server span, child of the caller's client span (its `traceparent` header); the
         // handler runs inside it, so its log lines, nested calls and outbox rows belong to it.
-        let span = startSpan(
+        let span = MessageTracing.startSpan(
             "process \(operationLabel)", context: MessageTracing.extract(from: delivery.properties.headers), ofKind: .server)
-        defer { span.end() }
+        defer { span?.end() }
+        guard let span else {
+            await handle(delivery, envelope: envelope, span: nil, operationLabel: operationLabel, started: started, replyOn: replies, parking: parking)
+            return
+        }
         span.setMessagingAttributes(operation: "process", operationType: "process", destination: queue, routingKey: delivery.routingKey, envelope: envelope)
         if let traceparent = MessageTracing.traceparent(of: span.context) {
             // What this request causes (events, through `caused`) is a child of this span.
@@ -139,7 +143,7 @@ public final class RPCResponder: Service, Sendable {
     }
 
     private func handle(
-        _ delivery: AMQPDelivery, envelope: Envelope, span: any Span, operationLabel: String, started: ContinuousClock.Instant,
+        _ delivery: AMQPDelivery, envelope: Envelope, span: (any Span)?, operationLabel: String, started: ContinuousClock.Instant,
         replyOn replies: AMQPChannel, parking: AMQPChannel
     ) async {
         let logger = envelope.logger(logger, type: envelope.type ?? "-")
@@ -161,7 +165,7 @@ public final class RPCResponder: Service, Sendable {
         case .success: outcome = "ok"
         case .failure(let error):
             outcome = error.code.rawValue
-            span.recordServiceError(error)
+            span?.recordServiceError(error)
         }
         requests(operationLabel, outcome).increment()
         durations(operationLabel).recordNanoseconds(Int64((ContinuousClock.now - started) / .nanoseconds(1)))

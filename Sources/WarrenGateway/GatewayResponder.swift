@@ -60,8 +60,12 @@ struct GatewayResponder: HTTPResponder {
         let span = GatewayTracing.startServerSpan(method: request.method.rawValue, headers: request.headers)
         var response: Response
         do {
-            response = try await ServiceContext.withValue(span.context) {
-                try await serve(request, context: context, requestID: requestID, logger: logger, routeLabel: &routeLabel)
+            if let span {
+                response = try await ServiceContext.withValue(span.context) {
+                    try await serve(request, context: context, requestID: requestID, logger: logger, routeLabel: &routeLabel)
+                }
+            } else {
+                response = try await serve(request, context: context, requestID: requestID, logger: logger, routeLabel: &routeLabel)
             }
         } catch {
             response = Self.errorResponse(error, requestID: requestID)

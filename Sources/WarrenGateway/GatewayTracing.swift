@@ -13,8 +13,10 @@ import Warren
 /// goes on through the services. A malformed or oversized header is ignored (a new trace), never
 /// an error. With no tracer bootstrapped the span is the no-op one and nothing is read.
 public enum GatewayTracing {
-    /// Starts the server span; its name is the method until the route is known.
-    public static func startServerSpan(method: String, headers: HTTPFields) -> any Span {
+    /// Starts the server span; its name is the method until the route is known. nil, at no
+    /// cost, when tracing is off (`MessageTracing.isEnabled`).
+    public static func startServerSpan(method: String, headers: HTTPFields) -> (any Span)? {
+        guard MessageTracing.isEnabled else { return nil }
         var context = ServiceContext.topLevel
         if headers[.traceparent] != nil {
             InstrumentationSystem.instrument.extract(headers, into: &context, using: HTTPFieldsExtractor())
@@ -27,7 +29,8 @@ public enum GatewayTracing {
     /// Names the span `<method> <route>` (OpenTelemetry's HTTP convention: the route template,
     /// `/orders/{orderId}`, never the raw path), records the status and ends it. A 5xx marks
     /// the span failed; a 4xx is the client's error, not the server's.
-    public static func endServerSpan(_ span: any Span, method: String, route: String?, status: Int) {
+    public static func endServerSpan(_ span: (any Span)?, method: String, route: String?, status: Int) {
+        guard let span else { return }
         if span.isRecording {
             if let route {
                 span.operationName = "\(method) \(route)"

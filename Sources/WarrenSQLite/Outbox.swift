@@ -58,10 +58,10 @@ public enum Outbox {
         // The event is created here, in the trace of its cause (the handler's span, whose
         // traceparent the cause's envelope carries: GRDB runs this closure off the task, so the
         // task-local context is not at hand). The relay's publish span becomes its child.
-        let span = startSpan("create \(type)", context: MessageTracing.context(traceparent: envelope.traceparent), ofKind: .producer)
-        defer { span.end() }
-        span.setMessagingAttributes(operation: "create", operationType: "create", destination: EventPublisher.exchange, routingKey: type, envelope: envelope)
-        if let traceparent = MessageTracing.traceparent(of: span.context) { envelope.traceparent = traceparent }
+        let span = MessageTracing.startSpan("create \(type)", context: MessageTracing.context(traceparent: envelope.traceparent), ofKind: .producer)
+        defer { span?.end() }
+        span?.setMessagingAttributes(operation: "create", operationType: "create", destination: EventPublisher.exchange, routingKey: type, envelope: envelope)
+        if let span, let traceparent = MessageTracing.traceparent(of: span.context) { envelope.traceparent = traceparent }
         try db.execute(
             sql: """
                 INSERT INTO warren_outbox (event_id, type, aggregate_id, correlation_id, causation_id, body, created_at, traceparent)

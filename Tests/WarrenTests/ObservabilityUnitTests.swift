@@ -1,6 +1,8 @@
 import Foundation
 import Logging
+import Synchronization
 import Testing
+import Tracing
 @testable import Warren
 import WarrenAMQP
 
@@ -64,6 +66,18 @@ struct ObservabilityUnitTests {
         let context = MessageTracing.extract(from: ["traceparent": .string(traceparent), "tracestate": .string(traceparent)])
         #expect(MessageTracing.traceparent(of: context) == nil)
         #expect(MessageTracing.traceparent(of: MessageTracing.context(traceparent: traceparent)) == nil)
+    }
+
+    @Test("without a bootstrapped tracer no span is made and its name and context are not even computed")
+    func noTracerNoWork() {
+        let evaluated = Mutex(0)
+        func counted(_ text: String) -> String {
+            evaluated.withLock { $0 += 1 }
+            return text
+        }
+        #expect(!MessageTracing.isEnabled)
+        #expect(MessageTracing.startSpan(counted("send users.get"), context: MessageTracing.context(traceparent: counted("x")), ofKind: .client) == nil)
+        #expect(evaluated.withLock { $0 } == 0)
     }
 
     @Test("trace export is on only with an OTLP endpoint, and OTEL_SDK_DISABLED turns it off")
