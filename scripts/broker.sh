@@ -46,17 +46,20 @@ fi
 answering() { (exec 3<>"/dev/tcp/127.0.0.1/${1:-$AMQP_PORT}") 2>/dev/null; }
 
 # `warren dlq list` and `warren topology` list queues through the management API (AMQP
-# cannot). Enabling the plugin is idempotent and works on a running node.
+# cannot); Prometheus scrapes queue depths and consumers from rabbitmq_prometheus (port 15692,
+# per-object metrics: rabbitmq.conf). Enabling plugins is idempotent and works on a running node.
 MANAGEMENT_PORT="${MANAGEMENT_PORT:-15672}"
+PROMETHEUS_PORT="${PROMETHEUS_PORT:-15692}"
+plugins=(rabbitmq_management rabbitmq_prometheus)
 management() {
-    answering "$MANAGEMENT_PORT" && return 0
-    echo "==> enabling the RabbitMQ management plugin"
-    rabbitmq-plugins enable rabbitmq_management >/dev/null
+    answering "$MANAGEMENT_PORT" && answering "$PROMETHEUS_PORT" && return 0
+    echo "==> enabling the RabbitMQ management and Prometheus plugins"
+    rabbitmq-plugins enable "${plugins[@]}" >/dev/null
     for _ in $(seq 1 30); do
-        answering "$MANAGEMENT_PORT" && return 0
+        answering "$MANAGEMENT_PORT" && answering "$PROMETHEUS_PORT" && return 0
         sleep 1
     done
-    echo "the management API did not answer on port $MANAGEMENT_PORT within 30 s" >&2
+    echo "the management API (port $MANAGEMENT_PORT) or the Prometheus endpoint (port $PROMETHEUS_PORT) did not answer within 30 s" >&2
     return 1
 }
 
@@ -65,6 +68,9 @@ if answering; then
     exit 0
 fi
 echo "==> starting RabbitMQ"
+# Enabled before the start: rabbitmq.conf sets prometheus.* keys, which a node without the
+# plugin refuses as unknown.
+rabbitmq-plugins enable --offline "${plugins[@]}" >/dev/null
 rabbitmq-server -detached >/dev/null 2>&1 || true
 for _ in $(seq 1 90); do
     if rabbitmqctl -q await_startup --timeout 5 >/dev/null 2>&1 && answering; then

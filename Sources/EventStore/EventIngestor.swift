@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import Metrics
 import ServiceLifecycle
+import Tracing
 import Warren
 import WarrenAMQP
 
@@ -88,6 +89,17 @@ final class EventIngestor: Service, Sendable {
             }
         }
 
+        // One consumer span per event, in the trace of the event's publisher, around the
+        // append of its batch: the event store is the last stop of every flow's trace.
+        let spans: [any Span] = !MessageTracing.isEnabled ? [] : events.compactMap { event, delivery in
+            let type = EventSubscriber.eventType(of: delivery) ?? delivery.routingKey
+            let span = MessageTracing.startSpan("append \(type)", context: MessageTracing.extract(from: delivery.properties.headers), ofKind: .consumer)
+            span?.setMessagingAttributes(
+                operation: "append", operationType: "process", destination: Self.queue, routingKey: delivery.routingKey,
+                envelope: Envelope(delivery: delivery))
+            return span
+        }
+        defer { for span in spans { span.end() } }
         let started = ContinuousClock.now
         var stored = 0
         var failed = 0

@@ -26,6 +26,11 @@ struct IncomingEvent: Sendable {
     var timestamp: String
     /// The AMQP headers as a JSON object.
     var headersJSON: String
+    /// The AMQP `app_id`: the service that published it, for `events.flow`.
+    var source: String? = nil
+    /// When the store took it, `EventTimestamp` form: milliseconds, where an AMQP `timestamp`
+    /// has whole seconds; `events.flow` measures the gaps between events with it.
+    var recordedAt: String? = nil
     /// As published: stored as JSON when it is JSON, otherwise base64.
     var body: Data
 }

@@ -22,6 +22,9 @@ struct EventStore {
             handlers.onRaw("events.query", EventsQuery.self) { request, _ in
                 try await log.page(request.eventQuery()).replyJSON
             }
+            handlers.on("events.flow", EventFlowRequest.self) { request, _ in
+                try await log.flow(correlationId: request.correlationId)
+            }
             var configuration = EventIngestor.Configuration()
             if let prefetch = environment["EVENTS_PREFETCH"].flatMap(UInt16.init) { configuration.prefetch = prefetch }
             if let batchSize = environment["EVENTS_BATCH_SIZE"].flatMap(Int.init), batchSize > 0 { configuration.batchSize = batchSize }

@@ -53,6 +53,8 @@ extension IncomingEvent {
             causationID: headers[WireHeader.causationID]?.stringValue,
             timestamp: EventTimestamp.string(properties.timestamp ?? Date()),
             headersJSON: headersJSON,
+            source: properties.appID.flatMap { $0.utf8.contains(0) ? nil : $0 },
+            recordedAt: EventTimestamp.string(Date()),
             body: delivery.body)
     }
 }

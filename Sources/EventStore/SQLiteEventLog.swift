@@ -59,6 +59,12 @@ final class SQLiteEventLog: EventLog {
                         BEGIN SELECT RAISE(ABORT, 'the event log is append-only'); END;
                     """)
         }
+        migrator.registerMigration("events_source") { db in
+            // The publishing service (AMQP app_id), for the flows `warren flow` draws.
+            try db.execute(sql: "ALTER TABLE events ADD COLUMN source TEXT")
+            // When the store took the event, in milliseconds (an AMQP timestamp has seconds).
+            try db.execute(sql: "ALTER TABLE events ADD COLUMN recorded_at TEXT")
+        }
         return migrator
     }
 
@@ -68,8 +74,8 @@ final class SQLiteEventLog: EventLog {
             let insert = try db.cachedStatement(
                 sql: """
                     INSERT OR IGNORE INTO events
-                        (event_id, type, routing_key, aggregate_id, correlation_id, causation_id, timestamp, headers, body, body_encoding)
-                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                        (event_id, type, routing_key, aggregate_id, correlation_id, causation_id, timestamp, headers, body, body_encoding, source, recorded_at)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                     """)
             var stored = 0
             var types = Set<String>()
@@ -77,7 +83,7 @@ final class SQLiteEventLog: EventLog {
                 let (body, encoding) = try Self.storedBody(event.body, isJSON: isJSON)
                 try insert.execute(arguments: [
                     event.id, event.type, event.routingKey, event.aggregateID, event.correlationID, event.causationID,
-                    event.timestamp, event.headersJSON, body, encoding,
+                    event.timestamp, event.headersJSON, body, encoding, event.source, event.recordedAt,
                 ])
                 stored += db.changesCount
                 types.insert(event.type)
@@ -165,6 +171,8 @@ final class SQLiteEventLog: EventLog {
         || CASE WHEN aggregate_id IS NULL THEN '' ELSE ',"aggregateId":' || json_quote(aggregate_id) END
         || CASE WHEN correlation_id IS NULL THEN '' ELSE ',"correlationId":' || json_quote(correlation_id) END
         || CASE WHEN causation_id IS NULL THEN '' ELSE ',"causationId":' || json_quote(causation_id) END
+        || CASE WHEN source IS NULL THEN '' ELSE ',"source":' || json_quote(source) END
+        || CASE WHEN recorded_at IS NULL THEN '' ELSE ',"recordedAt":"' || recorded_at || '"' END
         || ',"timestamp":"' || timestamp || '","headers":' || headers || ',"body":' || body
         || CASE WHEN body_encoding IS NULL THEN '' ELSE ',"bodyEncoding":' || json_quote(body_encoding) END || '}'
         """

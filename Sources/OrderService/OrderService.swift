@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import Metrics
 import Warren
 import WarrenSQLite
 
@@ -70,6 +71,7 @@ struct OrderHandlers {
                     command: context.command)
             else { throw ServiceError.notFound("no order \(request.id)") }
             if order.status == .confirmed { throw ServiceError.conflict("order \(request.id) is confirmed and paid: it can no longer be cancelled") }
+            Counter(label: "orders_settled_total", dimensions: [("status", "cancelled")]).increment()
             relay.wake()
             return order
         }
@@ -93,6 +95,8 @@ struct OrderHandlers {
                 event.logger.warning("payment outcome for an order that is no longer pending", metadata: ["order_id": "\(order.id)", "status": "\(order.status.rawValue)"])
             } else {
                 event.logger.info("order \(target.rawValue)", metadata: ["order_id": "\(order.id)"])
+                // Saga outcomes for the dashboard (a redelivered payment event counts again: rare, and only then).
+                Counter(label: "orders_settled_total", dimensions: [("status", target.rawValue)]).increment()
             }
         }
     }

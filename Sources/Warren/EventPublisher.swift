@@ -1,4 +1,5 @@
 public import Foundation
+import Tracing
 public import WarrenAMQP
 
 /// Publishes domain events to the durable topic exchange `warren.events`, routing key = event
@@ -38,9 +39,28 @@ public final class EventPublisher: Sendable {
         envelope.deadline = nil  // events are facts: they do not expire
         envelope.headers[WireHeader.correlationID] = .string(envelope.correlationID)
         for (key, value) in extraHeaders { envelope.headers[key] = value }
+        // The producer span is a child of the span that caused the event: the one in the
+        // envelope (an outbox row's stored context, a handler's span) or else the caller's.
+        let span = MessageTracing.startSpan(
+            "publish \(type)",
+            context: MessageTracing.context(traceparent: envelope.traceparent, tracestate: envelope.headers[MessageTracing.tracestate]?.stringValue),
+            ofKind: .producer)
+        defer { span?.end() }
+        span?.setMessagingAttributes(
+            operation: "publish", operationType: "send", destination: Self.exchange, routingKey: routingKey ?? type, envelope: envelope)
+        if let span, let traceparent = MessageTracing.traceparent(of: span.context) {
+            envelope.traceparent = traceparent
+            MessageTracing.inject(span.context, into: &envelope.headers)
+        }
         var properties = envelope.properties(persistent: true)
         properties.appID = appID
-        try await channel.publish(body, exchange: Self.exchange, routingKey: routingKey ?? type, properties: properties)
+        do {
+            try await channel.publish(body, exchange: Self.exchange, routingKey: routingKey ?? type, properties: properties)
+        } catch {
+            span?.recordError(error)
+            span?.setStatus(.init(code: .error))
+            throw error
+        }
     }
 
     /// Publishes `payload` as event `type` about `aggregateID`, caused by `cause` (same

@@ -2,6 +2,7 @@ public import Foundation
 public import Logging
 import Metrics
 public import ServiceLifecycle
+import Tracing
 public import WarrenAMQP
 
 /// An event as a handler sees it.
@@ -162,6 +163,9 @@ public final class EventSubscriber: Service, Sendable {
     /// 1 on first delivery, then the previous `x-attempts` plus one. The header may hold
     /// anything: a negative, non-numeric or wrong-typed one counts as absent, a huge one as
     /// `Int.max` (which is past every retry, so the event is parked).
+    /// How long handlers take, per event type (those this service subscribes to).
+    private static let handlerDurations = MetricHandles(timer: "warren_event_handler_duration_seconds", "type")
+
     static func attempt(from headers: AMQPTable) -> Int {
         let previous = Int(clamping: headers[WireHeader.attempts]?.integer(clampedTo: 0...Int64.max) ?? 0)
         let (next, overflow) = previous.addingReportingOverflow(1)
@@ -169,7 +173,7 @@ public final class EventSubscriber: Service, Sendable {
     }
 
     private func handle(_ delivery: AMQPDelivery, forwarding: AMQPChannel) async {
-        let envelope = Envelope(delivery: delivery)
+        var envelope = Envelope(delivery: delivery)
         let headers = delivery.properties.headers ?? [:]
         let attempt = Self.attempt(from: headers)
         guard let type = Self.eventType(of: delivery), TopicPattern.matches(any: patterns, type) else {
@@ -185,6 +189,23 @@ public final class EventSubscriber: Service, Sendable {
                 logger: logger, forwarding: forwarding)
             return
         }
+        // The consumer span, child of the publisher's span (its `traceparent` header), around
+        // the handler: what the handler causes belongs to the same trace.
+        let span = MessageTracing.startSpan("process \(type)", context: MessageTracing.extract(from: headers), ofKind: .consumer)
+        defer { span?.end() }
+        guard let span else {
+            await handle(delivery, envelope: envelope, type: type, attempt: attempt, span: nil, forwarding: forwarding)
+            return
+        }
+        span.setMessagingAttributes(operation: "process", operationType: "process", destination: queue, routingKey: delivery.routingKey, envelope: envelope)
+        if let traceparent = MessageTracing.traceparent(of: span.context) { envelope.traceparent = traceparent }
+        await ServiceContext.withValue(span.context) {
+            await handle(delivery, envelope: envelope, type: type, attempt: attempt, span: span, forwarding: forwarding)
+        }
+    }
+
+    private func handle(_ delivery: AMQPDelivery, envelope: Envelope, type: String, attempt: Int, span: (any Span)?, forwarding: AMQPChannel) async {
+        let headers = delivery.properties.headers ?? [:]
         let logger = envelope.logger(logger, type: type)
         let event = Event(
             envelope: envelope, type: type, body: delivery.body, attempt: attempt,
@@ -198,7 +219,14 @@ public final class EventSubscriber: Service, Sendable {
                 try delivery.ack()
                 return
             }
-            try await handler(event)
+            let started = ContinuousClock.now
+            do {
+                try await handler(event)
+            } catch {
+                Self.handlerDurations(type).recordNanoseconds(Int64((ContinuousClock.now - started) / .nanoseconds(1)))
+                throw error
+            }
+            Self.handlerDurations(type).recordNanoseconds(Int64((ContinuousClock.now - started) / .nanoseconds(1)))
             if Task.isCancelled { return }  // drain timed out: redelivered, not retried
             try await processed?.insert(envelope.messageID)
             Counter(label: "warren_events_handled_total", dimensions: [("type", type)]).increment()
@@ -207,6 +235,7 @@ public final class EventSubscriber: Service, Sendable {
             return  // the broker redelivers it
         } catch {
             if Task.isCancelled { return }
+            if let error = error as? ServiceError { span?.recordServiceError(error) } else { span?.setStatus(.init(code: .error)) }
             await failed(delivery, event: event, error: error, forwarding: forwarding)
         }
     }

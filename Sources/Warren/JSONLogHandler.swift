@@ -3,15 +3,25 @@ public import Logging
 import Synchronization
 
 /// One JSON object per line on stdout, for log collectors in production:
-/// `{"ts":"…","level":"info","label":"users","msg":"serving","correlation_id":"…",…}`.
+/// `{"ts":"2026-11-29T09:34:53.541Z","level":"info","label":"users","msg":"serving","correlation_id":"…",…}`.
+///
+/// `ts` is RFC 3339 in UTC with milliseconds; a metadata value that is a number (an integer or
+/// a decimal written as Swift writes it, e.g. `"attempt": "\(3)"`) is a JSON number; nested
+/// metadata is a JSON object or array; newlines in messages are escaped, so one event is always
+/// one line. The metadata provider's values (`trace_id`, `span_id` inside a span) are added.
 public struct JSONLogHandler: LogHandler {
     private static let output = Mutex<Void>(())
+    private static let timeFormat = Date.ISO8601FormatStyle(includingFractionalSeconds: true)
 
     public var metadata: Logger.Metadata = [:]
+    public var metadataProvider: Logger.MetadataProvider?
     public var logLevel: Logger.Level = .info
     private let label: String
 
-    public init(label: String) { self.label = label }
+    public init(label: String, metadataProvider: Logger.MetadataProvider? = nil) {
+        self.label = label
+        self.metadataProvider = metadataProvider
+    }
 
     public subscript(metadataKey key: String) -> Logger.Metadata.Value? {
         get { metadata[key] }
@@ -19,15 +29,41 @@ public struct JSONLogHandler: LogHandler {
     }
 
     public func log(event: LogEvent) {
-        var object: [String: String] = [:]
-        for (key, value) in metadata { object[key] = "\(value)" }
-        for (key, value) in event.metadata ?? [:] { object[key] = "\(value)" }
-        object["ts"] = Date().formatted(.iso8601.year().month().day().time(includingFractionalSeconds: true))
+        guard var line = Self.line(event: event, label: label, metadata: metadata, provided: metadataProvider?.get(), at: Date()) else { return }
+        line.append(UInt8(ascii: "\n"))
+        Self.output.withLock { _ in FileHandle.standardOutput.write(line) }
+    }
+
+    /// The JSON object of one event, without the newline; nil only if it cannot be encoded.
+    static func line(event: LogEvent, label: String, metadata: Logger.Metadata, provided: Logger.Metadata?, at time: Date) -> Data? {
+        var object: [String: Any] = [:]
+        for (key, value) in provided ?? [:] { object[key] = json(value) }
+        for (key, value) in metadata { object[key] = json(value) }
+        for (key, value) in event.metadata ?? [:] { object[key] = json(value) }
+        object["ts"] = time.formatted(timeFormat)
         object["level"] = event.level.rawValue
         object["label"] = label
         object["msg"] = "\(event.message)"
-        guard var line = try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes]) else { return }
-        line.append(UInt8(ascii: "\n"))
-        Self.output.withLock { _ in FileHandle.standardOutput.write(line) }
+        return try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])
+    }
+
+    private static func json(_ value: Logger.Metadata.Value) -> Any {
+        switch value {
+        case .string(let text): return number(text) ?? text
+        case .stringConvertible(let convertible): return number("\(convertible)") ?? "\(convertible)"
+        case .dictionary(let dictionary): return dictionary.mapValues(json)
+        case .array(let array): return array.map(json)
+        }
+    }
+
+    /// `text` as a JSON number when it is exactly the way Swift writes one (`3`, `-12`, `0.25`):
+    /// an id like `007` or `1e3` stays text, so nothing changes in the round trip.
+    static func number(_ text: String) -> NSNumber? {
+        guard let first = text.utf8.first, first == UInt8(ascii: "-") || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(first) else {
+            return nil
+        }
+        if let integer = Int64(text), String(integer) == text { return NSNumber(value: integer) }
+        if text.contains("."), let double = Double(text), double.isFinite, "\(double)" == text { return NSNumber(value: double) }
+        return nil
     }
 }

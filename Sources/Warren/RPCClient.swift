@@ -2,6 +2,7 @@ public import Foundation
 public import Logging
 import Metrics
 import Synchronization
+public import Tracing
 public import WarrenAMQP
 import Dispatch
 
@@ -109,21 +110,25 @@ public final class RPCClient: Sendable {
     /// Calls `operation` with a JSON body and returns the reply as it came. The envelope's
     /// `messageID` is the request's `message_id` (the key of the service's command inbox: give a
     /// retry of a command the same one). Throws `unavailable` when the request was certainly not
-    /// executed, `timeout` when its outcome is unknown (see the type's comment).
+    /// executed, `timeout` when its outcome is unknown (see the type's comment). The client span
+    /// is a child of the task's `ServiceContext.current` (the handler's span in a nested call).
     public func call(
         _ operation: String, body: Data, timeout: Duration? = nil, envelope: Envelope = Envelope()
     ) async throws(ServiceError) -> Reply {
+        let context = MessageTracing.isEnabled ? ServiceContext.current : nil
         let result = await withUnsafeContinuation { (continuation: UnsafeContinuation<Result<Reply, ServiceError>, Never>) in
-            call(operation, body: body, timeout: timeout, envelope: envelope) { continuation.resume(returning: $0) }
+            call(operation, body: body, timeout: timeout, envelope: envelope, context: context) { continuation.resume(returning: $0) }
         }
         return try result.get()
     }
 
     /// `call` for a caller that is not a task: `completion` gets the outcome exactly once, on the
     /// AMQP I/O thread, the deadline timer's queue or (when nothing could be sent) at once on the
-    /// caller's thread. It must not block.
+    /// caller's thread. It must not block. `context` is the caller's trace context (the
+    /// gateway's server span); without it the client span starts a trace.
     public func call(
         _ operation: String, body: Data, timeout: Duration? = nil, envelope: Envelope = Envelope(),
+        context: ServiceContext? = nil,
         completion: @escaping @Sendable (Result<Reply, ServiceError>) -> Void
     ) {
         let queue = Self.queue(for: operation)
@@ -135,6 +140,13 @@ public final class RPCClient: Sendable {
         let deadline = envelope.deadline.map { min($0, ownDeadline) } ?? ownDeadline
         envelope.deadline = deadline
         envelope.headers[WireHeader.correlationID] = .string(envelope.correlationID)
+        // The client span: a child of the caller's span (the gateway's, or the handler's that
+        // makes a nested call); the responder's span becomes its child across the broker.
+        let span = MessageTracing.startSpan("send \(operation)", context: context ?? .topLevel, ofKind: .client)
+        span?.setMessagingAttributes(operation: "send", operationType: "send", destination: queue, routingKey: queue, envelope: envelope)
+        if let span, let traceparent = MessageTracing.traceparent(of: span.context) {
+            envelope.traceparent = traceparent
+        }
         var properties = envelope.properties()
         // Clamped to 1 ms … 1 day before the conversion: a deadline from a request may say anything.
         let milliseconds = (deadline.timeIntervalSinceNow * 1000).rounded(.up)
@@ -148,15 +160,22 @@ public final class RPCClient: Sendable {
             // Nothing was sent: certainly not executed, and no reason to wait for the deadline.
             let failure = ServiceError.unavailable("not connected to the message broker: \(operation) was not sent")
             callCounts(operation, failure.code.rawValue).increment()
+            span?.recordServiceError(failure)
+            span?.end()
             completion(.failure(failure))
             return
         }
         let waiter: Waiter = { [callCounts, durations] result in
             let outcome: String
             switch result {
-            case .success(let reply): outcome = reply.isError ? "error" : "ok"
-            case .failure(let error): outcome = error.code.rawValue
+            case .success(let reply):
+                outcome = reply.isError ? "error" : "ok"
+                if reply.isError { span?.setStatus(.init(code: .error, message: "error reply")) }
+            case .failure(let error):
+                outcome = error.code.rawValue
+                span?.recordServiceError(error)
             }
+            span?.end()
             callCounts(operation, outcome).increment()
             durations(operation).recordNanoseconds(Int64((ContinuousClock.now - started) / .nanoseconds(1)))
             completion(result)

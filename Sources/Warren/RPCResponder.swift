@@ -2,6 +2,7 @@ import Foundation
 public import Logging
 import Metrics
 public import ServiceLifecycle
+import Tracing
 public import WarrenAMQP
 
 /// Serves `<service>.rpc`: takes requests (`prefetch` at a time, `concurrency` handlers at
@@ -54,6 +55,8 @@ public final class RPCResponder: Service, Sendable {
     private let logger: Logger
     private let requests = MetricHandles(counter: "warren_requests_total", "operation", "outcome")
     private let durations = MetricHandles(timer: "warren_request_duration_seconds", "operation")
+    /// Requests this process is handling, over all its responders.
+    private static let inFlight = Meter(label: "warren_requests_in_flight")
 
     public init(
         service: String, connection: AMQPConnection, handlers: RPCHandlers, configuration: Configuration = Configuration(),
@@ -71,6 +74,7 @@ public final class RPCResponder: Service, Sendable {
     }
 
     public func run() async throws {
+        _ = Self.inFlight  // the gauge exists (at 0) before the first request
         if inbox == nil, !handlers.commands.isEmpty {
             logger.warning(
                 "commands registered without a command inbox: a redelivered command runs again",
@@ -112,12 +116,38 @@ public final class RPCResponder: Service, Sendable {
     }
 
     private func handle(_ delivery: AMQPDelivery, replyOn replies: AMQPChannel, parking: AMQPChannel) async {
-        let envelope = Envelope(delivery: delivery)
-        let logger = envelope.logger(logger, type: envelope.type ?? "-")
+        Self.inFlight.increment()
+        defer { Self.inFlight.decrement() }
+        var envelope = Envelope(delivery: delivery)
         let started = ContinuousClock.now
         let operation = envelope.type ?? "-"
         // The metrics' label: only operations this service has, so that clients cannot grow it.
         let operationLabel = envelope.type.flatMap { handlers.handlers[$0] == nil ? nil : $0 } ?? "unknown"
+        // The server span, child of the caller's client span (its `traceparent` header); the
+        // handler runs inside it, so its log lines, nested calls and outbox rows belong to it.
+        let span = MessageTracing.startSpan(
+            "process \(operationLabel)", context: MessageTracing.extract(from: delivery.properties.headers), ofKind: .server)
+        defer { span?.end() }
+        guard let span else {
+            await handle(delivery, envelope: envelope, span: nil, operationLabel: operationLabel, started: started, replyOn: replies, parking: parking)
+            return
+        }
+        span.setMessagingAttributes(operation: "process", operationType: "process", destination: queue, routingKey: delivery.routingKey, envelope: envelope)
+        if let traceparent = MessageTracing.traceparent(of: span.context) {
+            // What this request causes (events, through `caused`) is a child of this span.
+            envelope.traceparent = traceparent
+        }
+        await ServiceContext.withValue(span.context) {
+            await handle(delivery, envelope: envelope, span: span, operationLabel: operationLabel, started: started, replyOn: replies, parking: parking)
+        }
+    }
+
+    private func handle(
+        _ delivery: AMQPDelivery, envelope: Envelope, span: (any Span)?, operationLabel: String, started: ContinuousClock.Instant,
+        replyOn replies: AMQPChannel, parking: AMQPChannel
+    ) async {
+        let logger = envelope.logger(logger, type: envelope.type ?? "-")
+        let operation = envelope.type ?? "-"
 
         let result: Result<Data, ServiceError>
         if let unstorable = envelope.invalidField() {
@@ -133,7 +163,9 @@ public final class RPCResponder: Service, Sendable {
         let outcome: String
         switch result {
         case .success: outcome = "ok"
-        case .failure(let error): outcome = error.code.rawValue
+        case .failure(let error):
+            outcome = error.code.rawValue
+            span?.recordServiceError(error)
         }
         requests(operationLabel, outcome).increment()
         durations(operationLabel).recordNanoseconds(Int64((ContinuousClock.now - started) / .nanoseconds(1)))

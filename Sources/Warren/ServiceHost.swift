@@ -69,11 +69,20 @@ public enum ServiceHost {
         environment: [String: String] = ProcessInfo.processInfo.environment,
         setup: @Sendable (ServiceResources) async throws -> ServiceDefinition
     ) async throws {
-        bootstrapLogging(environment)
+        let tracing = Observability.tracingRequested(environment)
+        bootstrapLogging(environment, metadataProvider: tracing ? Observability.logMetadataProvider : nil)
         let registry = PrometheusCollectorRegistry()
-        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
+        MetricsSystem.bootstrap(Observability.metricsFactory(registry: registry))
+        Observability.recordBuildInfo(service: name, environment: environment)
         var logger = Logger(label: name)
         logger[metadataKey: "service"] = "\(name)"
+        let tracer: (any Service)?
+        do {
+            tracer = try Observability.bootstrapTracing(serviceName: name, environment: environment)
+        } catch {
+            logger.critical("cannot start: the OTEL_* settings are not usable: \(error)")
+            exit(1)
+        }
 
         let drain: Duration, prefetch: Int, concurrency: Int, port: Int, stallAfter: Duration
         do {
@@ -125,6 +134,9 @@ public enum ServiceHost {
                 prefetch: UInt16(clamping: prefetch), concurrency: concurrency, drainTimeout: drain),
             rpc: rpc, inbox: definition.inbox, logger: logger)
         var services: [any Service] = [connection]
+        // The exporter first: it starts before and, the group ending in reverse, stops after
+        // the work whose spans it sends.
+        if let tracer { services.insert(tracer, at: 0) }
         services += definition.services
         services.append(responder)
         if let subscription = definition.subscription {
@@ -170,7 +182,7 @@ public enum ServiceHost {
         router.get("metrics") { _, _ -> Response in
             Response(
                 status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],
-                body: .init(byteBuffer: ByteBuffer(bytes: registry.emitToBuffer())))
+                body: .init(byteBuffer: ByteBuffer(bytes: Observability.scrape(registry: registry, connection: connection))))
         }
         return Application(router: router, configuration: .init(address: .hostname("0.0.0.0", port: port), serverName: name), logger: logger)
     }
@@ -213,14 +225,19 @@ public enum ServiceHost {
     }
 
     /// Text on a terminal, JSON lines elsewhere (or as `LOG_FORMAT` says).
-    public static func bootstrapLogging(_ environment: [String: String]) {
+    /// `metadataProvider` adds to every line (`trace_id`, `span_id` when tracing).
+    public static func bootstrapLogging(_ environment: [String: String], metadataProvider: Logger.MetadataProvider? = nil) {
         let level = environment["LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:)) ?? .info
         let json = environment["LOG_FORMAT"].map { $0 == "json" } ?? (isatty(STDOUT_FILENO) == 0)
-        LoggingSystem.bootstrap { label in
-            var handler: any LogHandler = json ? JSONLogHandler(label: label) : StreamLogHandler.standardOutput(label: label)
-            handler.logLevel = level
-            return handler
-        }
+        LoggingSystem.bootstrap(
+            { label, provider in
+                var handler: any LogHandler =
+                    json
+                    ? JSONLogHandler(label: label, metadataProvider: provider)
+                    : StreamLogHandler.standardOutput(label: label, metadataProvider: provider)
+                handler.logLevel = level
+                return handler
+            }, metadataProvider: metadataProvider)
     }
 
     /// The URL without its password, for logs.

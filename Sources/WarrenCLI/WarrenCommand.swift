@@ -15,6 +15,7 @@ struct WarrenCommand: AsyncParsableCommand {
               warren publish order.created @order.json
               warren replay --type 'order.*' --since 2h --to payments --dry-run
               warren events tail --type 'payment.*'
+              warren flow 4f0c6f7e-1b1e-4c55-9a57-0b6f0e8f3c1d
               warren dlq list
               warren topology
 
@@ -37,7 +38,7 @@ struct WarrenCommand: AsyncParsableCommand {
             """,
         version: WarrenVersion.string,
         subcommands: [
-            CallCommand.self, PublishCommand.self, ReplayCommand.self, EventsCommand.self, DLQCommand.self,
+            CallCommand.self, PublishCommand.self, ReplayCommand.self, EventsCommand.self, FlowCommand.self, DLQCommand.self,
             TopologyCommand.self,
         ]
     )

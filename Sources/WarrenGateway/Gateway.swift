@@ -19,11 +19,20 @@ import WarrenAMQP
 /// `DRAIN_TIMEOUT_SECONDS`, `HTTP_THREADS`, `LOG_LEVEL`, `LOG_FORMAT` (README, Configuration).
 public enum Gateway {
     public static func run(environment: [String: String] = ProcessInfo.processInfo.environment) async throws {
-        ServiceHost.bootstrapLogging(environment)
+        ServiceHost.bootstrapLogging(
+            environment, metadataProvider: Observability.tracingRequested(environment) ? Observability.logMetadataProvider : nil)
         let registry = PrometheusCollectorRegistry()
-        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
+        MetricsSystem.bootstrap(Observability.metricsFactory(registry: registry))
+        Observability.recordBuildInfo(service: "api-gateway", environment: environment)
         var logger = Logger(label: "api-gateway")
         logger[metadataKey: "service"] = "api-gateway"
+        let tracer: (any Service)?
+        do {
+            tracer = try Observability.bootstrapTracing(serviceName: "api-gateway", environment: environment)
+        } catch {
+            logger.critical("cannot start: the OTEL_* settings are not usable: \(error)")
+            throw error
+        }
 
         let configuration: GatewayConfiguration
         let routes: RouteTable
@@ -71,7 +80,8 @@ public enum Gateway {
         }
         let group = ServiceGroup(
             configuration: .init(
-                services: [.init(service: connection), .init(service: server)], gracefulShutdownSignals: [.sigterm, .sigint],
+                services: (tracer.map { [.init(service: $0)] } ?? []) + [.init(service: connection), .init(service: server)],
+                gracefulShutdownSignals: [.sigterm, .sigint],
                 logger: logger))
         try await group.run()
         await rpc.close()

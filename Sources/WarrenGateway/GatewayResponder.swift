@@ -5,6 +5,7 @@ import Metrics
 import NIOCore
 import NIOHTTP1
 import Prometheus
+import Tracing
 import Warren
 
 /// A request as the HTTP layer read it: the head, the whole body (bounded by `maxBodyBytes`),
@@ -90,9 +91,12 @@ final class GatewayResponder: Sendable {
     /// complete (request id, CORS headers). Metrics and the access log line are written here.
     func respond(to request: GatewayRequest, completion: @escaping @Sendable (GatewayResponse) -> Void) {
         let started = ContinuousClock.now
+        let span = GatewayTracing.startServerSpan(method: request.head.method.rawValue, headers: request.head.headers)
         let finish: @Sendable (GatewayResponse, String) -> Void = { [self] response, routeLabel in
             var response = response
             self.decorate(&response, request: request.head, requestID: request.requestID)
+            GatewayTracing.endServerSpan(
+                span, method: request.head.method.rawValue, route: routeLabel == "unmatched" ? nil : routeLabel, status: response.status)
             self.record(response.status, method: request.head.method.rawValue, routeLabel: routeLabel, started: started, requestID: request.requestID)
             completion(response)
         }
@@ -121,7 +125,7 @@ final class GatewayResponder: Sendable {
             case .metrics:
                 var headers = HTTPHeaders()
                 headers.add(name: "Content-Type", value: "text/plain; version=0.0.4")
-                finish(GatewayResponse(status: 200, headers: headers, body: ByteBuffer(bytes: registry.emitToBuffer())), label)
+                finish(GatewayResponse(status: 200, headers: headers, body: ByteBuffer(bytes: Observability.scrape(registry: registry, connection: nil))), label)
                 return
             case .openapi:
                 var headers = HTTPHeaders()
@@ -134,7 +138,7 @@ final class GatewayResponder: Sendable {
             let caller = route.access == .public ? nil : try tokens.cachedCaller(authorization: request.header("authorization"))
             if route.access == .public || caller != nil, route.ownership?.lookup == nil || caller?.isAdmin != false, !route.issuesToken {
                 let call = try prepare(route, pathParameters: pathParameters, request: request, caller: caller)
-                rpc.call(call.operation, body: call.body, timeout: route.timeout, envelope: call.envelope) { result in
+                rpc.call(call.operation, body: call.body, timeout: route.timeout, envelope: call.envelope, context: span?.context) { result in
                     let response: GatewayResponse
                     do {
                         response = try Self.answer(result, call: call, route: route, caller: caller)
@@ -148,7 +152,14 @@ final class GatewayResponder: Sendable {
             Task {
                 let response: GatewayResponse
                 do {
-                    response = try await self.serve(route, pathParameters: pathParameters, request: request)
+                    // Under the server span, so that the route's calls are its children.
+                    if let span {
+                        response = try await ServiceContext.withValue(span.context) {
+                            try await self.serve(route, pathParameters: pathParameters, request: request)
+                        }
+                    } else {
+                        response = try await self.serve(route, pathParameters: pathParameters, request: request)
+                    }
                 } catch {
                     response = Self.errorResponse(error, requestID: request.requestID)
                 }

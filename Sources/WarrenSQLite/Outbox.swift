@@ -1,7 +1,9 @@
 import Foundation
 public import GRDB
 public import Logging
+import Metrics
 public import ServiceLifecycle
+import Tracing
 public import Warren
 
 /// The transactional outbox: an event is written to the service's own SQLite database in the
@@ -38,6 +40,11 @@ public enum Outbox {
                 table.add(column: "failure", .text)
             }
         }
+        migrator.registerMigration("warren_outbox_trace_context") { db in
+            // The W3C traceparent of the outbox write's span, so that the relay publishes the
+            // event in the trace of the request that caused it. NULL when nothing was traced.
+            try db.alter(table: "warren_outbox") { table in table.add(column: "traceparent", .text) }
+        }
     }
 
     /// Records an event inside the caller's transaction; returns its envelope (the event id is
@@ -48,14 +55,21 @@ public enum Outbox {
     ) throws -> Envelope {
         var envelope = cause?.caused(type: type) ?? Envelope(type: type)
         envelope.aggregateID = aggregateID
+        // The event is created here, in the trace of its cause (the handler's span, whose
+        // traceparent the cause's envelope carries: GRDB runs this closure off the task, so the
+        // task-local context is not at hand). The relay's publish span becomes its child.
+        let span = MessageTracing.startSpan("create \(type)", context: MessageTracing.context(traceparent: envelope.traceparent), ofKind: .producer)
+        defer { span?.end() }
+        span?.setMessagingAttributes(operation: "create", operationType: "create", destination: EventPublisher.exchange, routingKey: type, envelope: envelope)
+        if let span, let traceparent = MessageTracing.traceparent(of: span.context) { envelope.traceparent = traceparent }
         try db.execute(
             sql: """
-                INSERT INTO warren_outbox (event_id, type, aggregate_id, correlation_id, causation_id, body, created_at)
-                VALUES (?, ?, ?, ?, ?, ?, ?)
+                INSERT INTO warren_outbox (event_id, type, aggregate_id, correlation_id, causation_id, body, created_at, traceparent)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?)
                 """,
             arguments: [
                 envelope.messageID, type, aggregateID, envelope.correlationID, envelope.causationID,
-                try WireJSON.encode(payload), Date(),
+                try WireJSON.encode(payload), Date(), envelope.traceparent,
             ])
         return envelope
     }
@@ -99,6 +113,7 @@ public final class OutboxRelay: Service, Sendable {
             for await _ in wakeups.cancelOnGracefulShutdown() {
                 do {
                     while try await relayBatch() == batchSize {}
+                    try await countPending()
                 } catch is CancellationError {
                     // Shutting down: the rows stay unsent and go out at the next start.
                 } catch {
@@ -159,6 +174,17 @@ public final class OutboxRelay: Service, Sendable {
         return pending.count
     }
 
+    /// Rows not yet published (nor set aside), for `warren_outbox_pending_events`: a backlog
+    /// that grows means the relay cannot keep up or cannot reach the broker.
+    private func countPending() async throws {
+        let pending = try await database.read { @Sendable db in
+            try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM warren_outbox WHERE sent_at IS NULL AND failed_at IS NULL") ?? 0
+        }
+        Self.pendingGauge.record(pending)
+    }
+
+    private static let pendingGauge = Gauge(label: "warren_outbox_pending_events")
+
     /// The oldest unsent events nobody else is publishing, leased to this relay for
     /// `claimDuration` in the same transaction that reads them.
     private func claimBatch() async throws -> [PendingEvent] {
@@ -167,7 +193,7 @@ public final class OutboxRelay: Service, Sendable {
             let rows = try Row.fetchAll(
                 db,
                 sql: """
-                    SELECT sequence, event_id, type, aggregate_id, correlation_id, causation_id, body, created_at
+                    SELECT sequence, event_id, type, aggregate_id, correlation_id, causation_id, body, created_at, traceparent
                     FROM warren_outbox WHERE sent_at IS NULL AND failed_at IS NULL AND (claimed_until IS NULL OR claimed_until < ?)
                     ORDER BY sequence LIMIT ?
                     """,
@@ -177,7 +203,7 @@ public final class OutboxRelay: Service, Sendable {
                     sequence: row["sequence"],
                     envelope: Envelope(
                         messageID: row["event_id"], correlationID: row["correlation_id"], causationID: row["causation_id"],
-                        type: row["type"], aggregateID: row["aggregate_id"], timestamp: row["created_at"]),
+                        type: row["type"], traceparent: row["traceparent"], aggregateID: row["aggregate_id"], timestamp: row["created_at"]),
                     body: row["body"])
             }
             if !pending.isEmpty {

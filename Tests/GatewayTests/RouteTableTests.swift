@@ -20,6 +20,7 @@ struct RouteTableTests {
             ("POST", "/orders", "orders.create", .user), ("GET", "/orders/{id}", "orders.get", .user),
             ("GET", "/orders", "orders.list", .user), ("POST", "/orders/{id}/cancel", "orders.cancel", .user),
             ("GET", "/payments/{orderId}", "payments.get", .user), ("GET", "/events", "events.query", .admin),
+            ("GET", "/events/flows/{correlationId}", "events.flow", .admin),
             ("GET", "/health", nil, .public), ("GET", "/metrics", nil, .public), ("GET", "/openapi.yaml", nil, .public),
         ]
         #expect(Self.table.routes.count == expected.count)
