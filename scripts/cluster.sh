@@ -72,7 +72,15 @@ EOF
 start_node() {
     local n="$1"
     if answering "$(amqp_port "$n")"; then return 0; fi
-    (node_env "$n" && "$RABBIT_BIN/rabbitmq-server" -detached >"$CLUSTER_DIR/c$n/log/start.out" 2>&1) || true
+    # The node outlives this script: it must hold none of its caller's descriptors (a test
+    # runner waits for the end of a pipe that a detached node would keep open for ever).
+    (
+        for fd in /proc/$BASHPID/fd/*; do
+            fd="${fd##*/}"
+            [ "$fd" -gt 2 ] 2>/dev/null && eval "exec $fd>&-" 2>/dev/null
+        done
+        node_env "$n" && exec "$RABBIT_BIN/rabbitmq-server" -detached </dev/null >"$CLUSTER_DIR/c$n/log/start.out" 2>&1
+    ) || true
 }
 
 # As root `rabbitmq-server -detached` returns before the node runs: wait for it.

@@ -59,8 +59,9 @@ public struct DurableQueueType: Sendable, Equatable, CustomStringConvertible {
     }
 
     public var kind: Kind
-    /// Quorum only: deliveries of one message (the first included) before the broker
-    /// dead-letters it (`x-delivery-limit`).
+    /// Quorum only: how often one message may come back (a consumer rejected it with requeue,
+    /// or its channel closed holding it) before the broker dead-letters it instead
+    /// (`x-delivery-limit`; a limit of 20 means at most 21 deliveries).
     public var deliveryLimit: Int
 
     public init(kind: Kind, deliveryLimit: Int = Self.defaultDeliveryLimit) {

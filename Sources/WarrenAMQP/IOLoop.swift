@@ -136,6 +136,8 @@ final class IOLoop {
     private var isCorked = false
     private var isRestoringConsumers = false
     private var rotation: NodeRotation
+    /// When the last recovery succeeded and the round it started at (see NodeRotation.startingRound).
+    private var lastRecovery: (at: ContinuousClock.Instant, round: Int)?
 
     init(configuration: AMQPConfiguration, logger: Logger, jobs: JobQueue, status: ConnectionStatus) {
         self.configuration = configuration
@@ -520,7 +522,16 @@ final class IOLoop {
         let lost = rotation.current
         rotation.advance()
         var attempt = 0
-        var round = 0
+        var round = NodeRotation.startingRound(previous: lastRecovery?.round ?? 0, upFor: lastRecovery.map { $0.at.duration(to: .now) })
+        let startingRound = round
+        if round > 0 {
+            // Lost again right after recovering: pause first, as after a failed round.
+            let pause = NodeRotation.backoff(
+                afterRound: round - 1, initial: configuration.recovery.initialBackoff, maximum: configuration.recovery.maxBackoff,
+                fraction: Double.random(in: 0..<1))
+            logger.info("connection lost again right after recovering; pausing first", metadata: ["backoff": "\(pause)"])
+            waitForWake(pause)
+        }
         while !jobs.isCloseRequested {
             for _ in rotation.endpoints {
                 guard !jobs.isCloseRequested else { return false }
@@ -530,6 +541,7 @@ final class IOLoop {
                     try connect(to: endpoint)
                     try restore()
                     status.recovered()
+                    lastRecovery = (.now, startingRound)
                     logger.info("connection to the broker recovered", metadata: ["attempt": "\(attempt)", "node": "\(endpoint)", "lost_node": "\(lost)"])
                     return true
                 } catch {

@@ -36,6 +36,16 @@ struct NodeRotation: Sendable, Equatable {
         Array(endpoints[index...] + endpoints[..<index])
     }
 
+    /// The round a recovery starts at: 0 normally, but one more than the last recovery's when
+    /// the connection it made was lost again within `flapWindow` — a node that accepts the
+    /// connection and then closes it (541 INTERNAL_ERROR while a quorum queue's leader moves),
+    /// which would otherwise be retried at once, again and again, each time handing back the
+    /// messages in hand (and counting against their `x-delivery-limit`).
+    static func startingRound(previous: Int, upFor: Duration?, flapWindow: Duration = .seconds(2)) -> Int {
+        guard let upFor, upFor < flapWindow else { return 0 }
+        return min(previous + 1, 62)
+    }
+
     /// The pause after `round` failed rounds (0 for the first), "full jitter": `fraction`
     /// (uniform in 0..<1) of a cap that doubles from `initial` and stops at `maximum`. At least
     /// a millisecond, so that a round of refusals never spins.

@@ -37,6 +37,16 @@ struct ClusterFailoverTests {
             for service in services { try await service.waitUntilReady(within: .seconds(60)) }
             try await gateway.waitUntilReady()
             try await exercise(cluster: cluster, gateway: gateway, tap: tap)
+            // How each process lived through the stops (for the report, and a failure's cause).
+            for process in services + [gateway.process] {
+                let lines = process.logLines.filter { line in
+                    let message = line["msg"] as? String ?? ""
+                    return message.contains("broker") || message.contains("reconnect") || message.contains("restart")
+                }
+                for line in lines.suffix(40) {
+                    print("cluster failover: \(process.executable) \(line["ts"] ?? "") \(line["msg"] ?? "") \(line["node"] ?? "") \(line["error"] ?? "")")
+                }
+            }
         } catch {
             Issue.record("failed: \(error)\ngateway log:\n\(gateway.process.log.suffix(3000))")
         }
@@ -67,7 +77,9 @@ struct ClusterFailoverTests {
         for _ in 0..<3 {
             guard let node = cluster.nodeServing(["users@", "orders@", "payments@", "api-gateway@"], except: stopped) else { break }
             stopped.insert(node)
+            print("cluster failover: stopping node \(node) at \(Date())")
             try cluster.run("stop-node", "\(node)")
+            print("cluster failover: node \(node) stopped at \(Date())")
             let stoppedAt = ContinuousClock.now
             let first = try await load.firstSuccess(after: stoppedAt, within: .seconds(30))
             recoveries.append(first - stoppedAt)
@@ -112,6 +124,9 @@ struct ClusterFailoverTests {
             try await Task.sleep(for: .milliseconds(500))
         } while ContinuousClock.now < deadline
         #expect(leftover.isEmpty, "queues still holding messages: \(leftover)")
+        for queue in leftover.compactMap({ $0.split(separator: " ").first.map(String.init) }) where queue.hasSuffix(".dlq") {
+            print("cluster failover: in \(queue): \(await tap.peek(queue))")
+        }
     }
 }
 
@@ -123,8 +138,10 @@ struct Cluster: Sendable {
     static let script = GatewayProcess.repository.appendingPathComponent("scripts/cluster.sh").path
 
     static func start() throws -> Cluster {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("warren-cluster-\(UUID().uuidString.prefix(8))").path
+        // One fixed directory: a run killed before its clean-up (a time-out) is stopped by the next.
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("warren-cluster-test").path
         var cluster = Cluster(directory: directory, url: "")
+        cluster.stop()
         do {
             _ = try cluster.run("start")
             cluster = Cluster(directory: directory, url: try cluster.run("url").trimmingCharacters(in: .whitespacesAndNewlines))
@@ -148,13 +165,18 @@ struct Cluster: Sendable {
         var environment = ProcessInfo.processInfo.environment
         environment["CLUSTER_DIR"] = directory
         process.environment = environment
-        let output = Pipe()
-        process.standardOutput = output
-        process.standardError = output
+        // A file, never a pipe: the nodes the script starts outlive it.
+        let output = FileManager.default.temporaryDirectory.appendingPathComponent("cluster-\(UUID().uuidString.prefix(8)).out")
+        FileManager.default.createFile(atPath: output.path, contents: nil)
+        defer { try? FileManager.default.removeItem(at: output) }
+        let handle = try FileHandle(forWritingTo: output)
+        process.standardOutput = handle
+        process.standardError = handle
+        process.standardInput = FileHandle.nullDevice
         try process.run()
-        let data = output.fileHandleForReading.readDataToEndOfFile()
         process.waitUntilExit()
-        let text = String(decoding: data, as: UTF8.self)
+        try? handle.close()
+        let text = (try? String(contentsOf: output, encoding: .utf8)) ?? ""
         guard process.terminationStatus == 0 else {
             throw ClusterFailure(message: "cluster.sh \(arguments.joined(separator: " ")) exited \(process.terminationStatus): \(text.suffix(2000))")
         }
@@ -310,6 +332,19 @@ final class EventCounter: Sendable {
             let double = orders.filter { (seen.payments[$0]?.count ?? 0) > 1 }
             return (missing.sorted(), double.sorted())
         }
+    }
+
+    /// What a few messages of `queue` say about why they are there (for a failure's message).
+    func peek(_ queue: String) async -> [String] {
+        guard let channel = try? await connection.openChannel() else { return [] }
+        var seen: [String] = []
+        for _ in 0..<5 {
+            guard let delivery = try? await channel.get(queue: queue) else { break }
+            let headers = delivery.properties.headers ?? [:]
+            seen.append("type \(delivery.properties.type ?? "-") redelivered \(delivery.redelivered) x-error \(headers[WireHeader.error].map { "\($0)" } ?? "-") x-death \(headers["x-death"].map { "\($0)" } ?? "-")")
+        }
+        await channel.close()
+        return seen
     }
 
     func close() async {

@@ -124,3 +124,18 @@ struct SplitMix: RandomNumberGenerator {
         return z ^ (z >> 31)
     }
 }
+
+@Suite("Reconnect flapping")
+struct FlapTests {
+    @Test("a connection lost within 2 s of its recovery starts the next recovery one round later; a lasting one starts again at 0", arguments: [
+        (0, nil, 0),
+        (0, Duration.milliseconds(300), 1),
+        (3, .milliseconds(1999), 4),
+        (3, .seconds(2), 0),
+        (5, .seconds(600), 0),
+        (62, .milliseconds(1), 62),
+    ] as [(Int, Duration?, Int)])
+    func startingRound(previous: Int, upFor: Duration?, expected: Int) {
+        #expect(NodeRotation.startingRound(previous: previous, upFor: upFor) == expected)
+    }
+}
