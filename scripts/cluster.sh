@@ -2,8 +2,12 @@
 # A three-node RabbitMQ cluster on this machine, beside (never instead of) the main broker on 5672:
 #   scripts/cluster.sh start            starts warren-c1..3@localhost and joins c2 and c3 to c1
 #   scripts/cluster.sh stop             stops every node and removes the cluster's directory
-#   scripts/cluster.sh stop-node N      stops node N (1..3), keeping its data: it rejoins on start
-#   scripts/cluster.sh start-node N     starts node N again and waits until it runs
+#   scripts/cluster.sh stop-node N [--drain]  stops node N (1..3), keeping its data: it rejoins on
+#                                       start; --drain first puts it in maintenance mode
+#                                       (`rabbitmq-upgrade drain`: its quorum queue leaders move to
+#                                       the other nodes, its clients are disconnected), as for a
+#                                       planned stop
+#   scripts/cluster.sh start-node N     starts node N again, waits until it runs, ends maintenance mode
 #   scripts/cluster.sh url              prints the AMQP_URL that lists the three nodes
 #   scripts/cluster.sh ctl N ARGS…      rabbitmqctl against node N (e.g. ctl 1 list_connections)
 # Settings: CLUSTER_DIR (default /tmp/warren-cluster: data, logs, the Erlang cookie),
@@ -46,6 +50,12 @@ ctl() {
     local n="$1"
     shift
     (node_env "$n" && "$RABBIT_BIN/rabbitmqctl" -n "$(node_name "$n")" "$@")
+}
+
+upgrade() {
+    local n="$1"
+    shift
+    (node_env "$n" && "$RABBIT_BIN/rabbitmq-upgrade" -n "$(node_name "$n")" "$@")
 }
 
 answering() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
@@ -114,6 +124,7 @@ start() {
 
 stop_node() {
     local n="$1" pid=""
+    if [ "${2:-}" = "--drain" ]; then upgrade "$n" -q drain >/dev/null 2>&1 || true; fi
     [ -f "$CLUSTER_DIR/c$n/rabbitmq.pid" ] && pid="$(cat "$CLUSTER_DIR/c$n/rabbitmq.pid" 2>/dev/null || true)"
     ctl "$n" -q stop >/dev/null 2>&1 || true
     # A node that did not stop (or half started) is ended by its own pid, never by name.
@@ -138,8 +149,8 @@ url() {
 case "${1:-}" in
 start) start ;;
 stop) stop ;;
-stop-node) stop_node "${2:?node number}" ;;
-start-node) start_node "${2:?node number}"; await_node "$2" ;;
+stop-node) stop_node "${2:?node number}" "${3:-}" ;;
+start-node) start_node "${2:?node number}"; await_node "$2"; upgrade "$2" -q revive >/dev/null 2>&1 || true ;;
 url) url ;;
 ctl) shift; n="${1:?node number}"; shift; ctl "$n" "$@" ;;
 *) echo "usage: $0 start|stop|stop-node N|start-node N|url|ctl N ARGS…" >&2; exit 2 ;;
