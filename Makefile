@@ -12,20 +12,25 @@ run:
 # timing-sensitive tests never share the machine with a crowd of processes: the libraries' tests
 # in parallel; then the tests that run the services as real processes, one at a time (each
 # starts several processes, and stand-in services live in the test process); then those that measure a deadline to the millisecond, on a quiet machine; and last the
-# load tests (100,000 persistent messages, a publish flood, bulk replays), one at a time.
+# load tests (100,000 persistent messages, a publish flood, bulk replays), one at a time; then the
+# cluster test, which starts a three-node RabbitMQ cluster of its own (scripts/cluster.sh, ports
+# 5681-5683 and 25681-25683) and removes it, even when it fails (a run killed before that is
+# cleaned up by the next).
 # Last, what an operator runs: docker-compose.yml, deploy/kubernetes and the Prometheus/Grafana
 # configuration checked offline against the code, and Prometheus scraping the services run here
 # (scripts/check-deploy.sh; idempotent, installs what is missing, leaves nothing running).
 SYSTEM_TESTS := ServiceTests|EventStoreTests|CLITests|GatewayTests
+CLUSTER_TESTS := ClusterFailoverTests
 TIMED_TESTS := RPCTests/deadline
 BULK_TESTS := manyConfirmedMessages|floodDoesNotStarveConsumer|ReplayThroughputTests|requeueInterrupted|HostileFloodTests
 test: broker
 	openapi-spec-validator schemas/openapi.yaml
 	$(SWIFT) build --build-tests
-	timeout --kill-after=30 900 $(SWIFT) test --skip-build --skip '$(SYSTEM_TESTS)|$(TIMED_TESTS)|$(BULK_TESTS)'
-	timeout --kill-after=30 1200 $(SWIFT) test --skip-build --no-parallel --filter '$(SYSTEM_TESTS)' --skip '$(BULK_TESTS)'
+	timeout --kill-after=30 900 $(SWIFT) test --skip-build --skip '$(SYSTEM_TESTS)|$(TIMED_TESTS)|$(BULK_TESTS)|$(CLUSTER_TESTS)'
+	timeout --kill-after=30 1200 $(SWIFT) test --skip-build --no-parallel --filter '$(SYSTEM_TESTS)' --skip '$(BULK_TESTS)|$(CLUSTER_TESTS)'
 	timeout --kill-after=30 300 $(SWIFT) test --skip-build --filter '$(TIMED_TESTS)'
 	timeout --kill-after=30 600 $(SWIFT) test --skip-build --no-parallel --filter '$(BULK_TESTS)'
+	timeout --kill-after=30 900 $(SWIFT) test --skip-build --no-parallel --filter '$(CLUSTER_TESTS)'
 	timeout --kill-after=30 600 scripts/check-deploy.sh
 
 build:

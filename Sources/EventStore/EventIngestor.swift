@@ -23,6 +23,8 @@ final class EventIngestor: Service, Sendable {
         /// Unacked events the broker sends ahead; the next batch fills while one commits.
         var prefetch: UInt16 = 1000
         var batchSize: Int = 500
+        /// The type of `events.events` and its dead-letter queue (`AMQP_QUEUE_TYPE`).
+        var queueType: DurableQueueType = .quorum
     }
 
     static let queue = "events.events"
@@ -49,7 +51,7 @@ final class EventIngestor: Service, Sendable {
         let parking = try await connection.openChannel()
         do {
             try await channel.declareExchange(EventPublisher.exchange, type: "topic", durable: true)
-            try await DeadLettering.declare(Self.queue, deadLetterQueue: Self.deadLetterQueue, on: channel)
+            try await DeadLettering.declare(Self.queue, deadLetterQueue: Self.deadLetterQueue, type: configuration.queueType, on: channel)
             try await channel.bindQueue(Self.queue, exchange: EventPublisher.exchange, routingKey: "#")
             try await parking.enableConfirms()
             try await channel.setPrefetch(configuration.prefetch)

@@ -26,6 +26,7 @@ struct EventStore {
                 try await log.flow(correlationId: request.correlationId)
             }
             var configuration = EventIngestor.Configuration()
+            configuration.queueType = resources.queueType
             if let prefetch = environment["EVENTS_PREFETCH"].flatMap(UInt16.init) { configuration.prefetch = prefetch }
             if let batchSize = environment["EVENTS_BATCH_SIZE"].flatMap(Int.init), batchSize > 0 { configuration.batchSize = batchSize }
             let ingestor = EventIngestor(connection: resources.connection, log: log, configuration: configuration, logger: resources.logger)

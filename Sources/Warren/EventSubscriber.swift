@@ -61,15 +61,19 @@ public final class EventSubscriber: Service, Sendable {
         public var concurrency: Int
         /// The longest graceful shutdown waits for handlers still running.
         public var drainTimeout: Duration
+        /// The type of `<service>.events`, its retry queues and its dead-letter queue
+        /// (`AMQP_QUEUE_TYPE`; the service host sets it from the environment).
+        public var queueType: DurableQueueType
 
         public init(
             retryDelays: [Duration] = [.seconds(1), .seconds(10), .seconds(60)], prefetch: UInt16 = 32, concurrency: Int = 1,
-            drainTimeout: Duration = .seconds(10)
+            drainTimeout: Duration = .seconds(10), queueType: DurableQueueType = .quorum
         ) {
             self.retryDelays = retryDelays
             self.prefetch = prefetch
             self.concurrency = concurrency
             self.drainTimeout = drainTimeout
+            self.queueType = queueType
         }
     }
 
@@ -106,16 +110,16 @@ public final class EventSubscriber: Service, Sendable {
     public func declareTopology(on channel: AMQPChannel) async throws {
         try await channel.declareExchange(EventPublisher.exchange, type: "topic", durable: true)
         // The dead-letter queue first: the broker drops what it dead-letters to a missing queue.
-        try await DeadLettering.declare(queue, deadLetterQueue: deadLetterQueue, on: channel)
+        try await DeadLettering.declare(queue, deadLetterQueue: deadLetterQueue, type: configuration.queueType, on: channel)
         for pattern in patterns {
             try await channel.bindQueue(queue, exchange: EventPublisher.exchange, routingKey: pattern)
         }
         for delay in configuration.retryDelays {
-            try await channel.declareQueue(retryQueue(delay), arguments: [
-                "x-message-ttl": .int(delay.wholeMilliseconds),
-                "x-dead-letter-exchange": "",
-                "x-dead-letter-routing-key": .string(queue),
-            ])
+            // Nothing consumes a retry queue: the TTL dead-letters each event back to `queue`.
+            var arguments = configuration.queueType.arguments(consumed: false, deadLettering: true)
+            arguments["x-message-ttl"] = .int(delay.wholeMilliseconds)
+            for (key, value) in DeadLettering.arguments(to: queue) { arguments[key] = value }
+            try await DeadLettering.declareDurable(retryQueue(delay), arguments: arguments, deadLetterQueue: queue, on: channel)
         }
     }
 

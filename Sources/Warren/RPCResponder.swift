@@ -35,12 +35,18 @@ public final class RPCResponder: Service, Sendable {
         /// error reply. Below the broker's `max_message_size` (16 MiB by default since
         /// RabbitMQ 4), which would otherwise refuse the reply by closing the channel.
         public var maxReplyBytes: Int
+        /// The type of `<service>.rpc` and its dead-letter queue (`AMQP_QUEUE_TYPE`).
+        public var queueType: DurableQueueType
 
-        public init(prefetch: UInt16 = 64, concurrency: Int = 64, drainTimeout: Duration = .seconds(10), maxReplyBytes: Int = 16 << 20) {
+        public init(
+            prefetch: UInt16 = 64, concurrency: Int = 64, drainTimeout: Duration = .seconds(10), maxReplyBytes: Int = 16 << 20,
+            queueType: DurableQueueType = .quorum
+        ) {
             self.prefetch = prefetch
             self.concurrency = concurrency
             self.drainTimeout = drainTimeout
             self.maxReplyBytes = maxReplyBytes
+            self.queueType = queueType
         }
     }
 
@@ -91,7 +97,7 @@ public final class RPCResponder: Service, Sendable {
         do {
             try await channel.setPrefetch(configuration.prefetch)
             try await parking.enableConfirms()
-            try await DeadLettering.declare(queue, deadLetterQueue: deadLetterQueue, on: parking)
+            try await DeadLettering.declare(queue, deadLetterQueue: deadLetterQueue, type: configuration.queueType, on: parking)
             let requests = try await channel.consume(queue: queue)
             logger.info("serving", metadata: ["queue": "\(queue)", "operations": "\(handlers.operations.joined(separator: ","))"])
             try await withGracefulShutdownHandler {

@@ -128,7 +128,9 @@ extension ServiceCommandLine {
     /// What `ServiceHost.run` reads, for every service; `port` is the service's default `HTTP_PORT`.
     public static func hostVariables(port: Int) -> [Variable] {
         [
-            Variable("AMQP_URL", "amqp://guest:guest@localhost:5672/", "the broker (README, Configuration)"),
+            Variable("AMQP_URL", "amqp://guest:guest@localhost:5672/", "the broker, or several nodes: amqp://u:p@host1:5672,host2:5672/ (README, Configuration)"),
+            Variable("AMQP_QUEUE_TYPE", "quorum", "the type of the service's durable queues: quorum or classic"),
+            Variable("AMQP_DELIVERY_LIMIT", "20", "quorum queues: returns of a message before the broker dead-letters it, 1 to 1000000"),
             Variable("HTTP_PORT", "\(port)", "where GET /health and GET /metrics are served"),
             Variable("LOG_LEVEL", "info", "trace, debug, info, notice, warning, error or critical"),
             Variable("LOG_FORMAT", "text on a terminal, else json", "json for JSON lines"),

@@ -16,6 +16,8 @@ public struct ServiceResources: Sendable {
     public let events: EventPublisher
     public let logger: Logger
     public let environment: [String: String]
+    /// The type of the service's durable queues, from `AMQP_QUEUE_TYPE` and `AMQP_DELIVERY_LIMIT`.
+    public let queueType: DurableQueueType
 }
 
 /// A subscription of a service to events.
@@ -59,7 +61,8 @@ public struct ServiceDefinition: Sendable {
 /// all in one `ServiceGroup`. SIGTERM or SIGINT stops taking messages, finishes those in hand
 /// (bounded by the drain timeout) and closes cleanly.
 ///
-/// Environment: `AMQP_URL`, `LOG_LEVEL` (info), `LOG_FORMAT` (`text` on a terminal, else
+/// Environment: `AMQP_URL` (one node, or several comma-separated: `host1:5672,host2:5672`),
+/// `AMQP_QUEUE_TYPE` (`quorum`, or `classic`), `AMQP_DELIVERY_LIMIT` (20), `LOG_LEVEL` (info), `LOG_FORMAT` (`text` on a terminal, else
 /// `json`), `HTTP_PORT` (the service's default), `RPC_PREFETCH` (64), `RPC_CONCURRENCY` (64),
 /// `DRAIN_TIMEOUT_SECONDS` (10), `HEALTH_STALL_SECONDS` (120: deliveries held this long with
 /// no handler finishing make `/health` report the consumer as stalled).
@@ -84,8 +87,9 @@ public enum ServiceHost {
             exit(1)
         }
 
-        let drain: Duration, prefetch: Int, concurrency: Int, port: Int, stallAfter: Duration
+        let drain: Duration, prefetch: Int, concurrency: Int, port: Int, stallAfter: Duration, queueType: DurableQueueType
         do {
+            queueType = try DurableQueueType.from(environment: environment)
             // Bounded: a drain of 2^63 s would trap when added to the clock at shutdown.
             drain = .seconds(try number(environment, "DRAIN_TIMEOUT_SECONDS", 0...86_400) ?? 10)
             prefetch = try number(environment, "RPC_PREFETCH", 1...65_535) ?? 64
@@ -121,7 +125,8 @@ public enum ServiceHost {
         do {
             rpc = try await RPCClient.start(connection: connection, logger: logger)
             events = try await EventPublisher.start(connection: connection, appID: name)
-            let resources = ServiceResources(connection: connection, rpc: rpc, events: events, logger: logger, environment: environment)
+            let resources = ServiceResources(
+                connection: connection, rpc: rpc, events: events, logger: logger, environment: environment, queueType: queueType)
             definition = try await setup(resources)
         } catch {
             logger.critical("cannot start: \(error)")
@@ -131,7 +136,7 @@ public enum ServiceHost {
         let responder = RPCResponder(
             service: name, connection: connection, handlers: definition.handlers,
             configuration: .init(
-                prefetch: UInt16(clamping: prefetch), concurrency: concurrency, drainTimeout: drain),
+                prefetch: UInt16(clamping: prefetch), concurrency: concurrency, drainTimeout: drain, queueType: queueType),
             rpc: rpc, inbox: definition.inbox, logger: logger)
         var services: [any Service] = [connection]
         // The exporter first: it starts before and, the group ending in reverse, stops after
@@ -139,7 +144,8 @@ public enum ServiceHost {
         if let tracer { services.insert(tracer, at: 0) }
         services += definition.services
         services.append(responder)
-        if let subscription = definition.subscription {
+        if var subscription = definition.subscription {
+            subscription.configuration.queueType = queueType
             services.append(
                 EventSubscriber(
                     service: name, connection: connection, patterns: subscription.patterns, configuration: subscription.configuration,

@@ -23,7 +23,25 @@ public struct AMQPConfiguration: Sendable, Equatable {
         }
     }
 
-    /// How a lost connection is re-established. Backoff doubles from `initialBackoff` to `maxBackoff`.
+    /// One broker node: a host name or address (IPv6 without brackets) and its AMQP port.
+    public struct Endpoint: Sendable, Equatable, CustomStringConvertible {
+        public var host: String
+        public var port: Int
+
+        public init(host: String, port: Int) {
+            self.host = host
+            self.port = port
+        }
+
+        /// `host:port`, an IPv6 address in brackets.
+        public var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
+    }
+
+    /// How a lost connection is re-established. After a lost connection each node is tried once
+    /// in turn (a round), starting with the one after the node that was lost; between rounds the
+    /// pause is drawn at random from zero to a cap that doubles from `initialBackoff` up to
+    /// `maxBackoff` ("full jitter"), so that the clients of a failed node do not all come back
+    /// at the same instant.
     public struct Recovery: Sendable, Equatable {
         public var isEnabled: Bool
         public var initialBackoff: Duration
@@ -36,8 +54,14 @@ public struct AMQPConfiguration: Sendable, Equatable {
         }
     }
 
+    /// The first node in the URL. With several nodes, the connection starts at one of them
+    /// chosen at random (see `endpoints`).
     public var host: String
     public var port: Int
+    /// The other nodes of the same cluster, after `host`:`port`, in the URL's order.
+    public var additionalEndpoints: [Endpoint] = []
+    /// Every node the connection may use, as written in the URL.
+    public var endpoints: [Endpoint] { [Endpoint(host: host, port: port)] + additionalEndpoints }
     public var user: String
     public var password: String
     public var vhost: String
@@ -49,6 +73,9 @@ public struct AMQPConfiguration: Sendable, Equatable {
     public var channelMax: Int
     /// Shown in the management UI and `rabbitmqctl list_connections`, so operators can tell processes apart.
     public var connectionName: String
+    /// How long one node may take to accept the TCP connection (and, once accepted, the AMQP
+    /// handshake): a node that refuses fails at once, one that drops packets costs this long
+    /// before the next node is tried. URL query parameter `connection_timeout` (ms).
     public var connectTimeout: Duration
     /// The longest a synchronous broker call (declare, bind, …) may take before the connection is
     /// treated as lost: librabbitmq closes the socket when such a timeout fires.
@@ -126,25 +153,27 @@ public struct AMQPConfiguration: Sendable, Equatable {
                 self.password = password
             }
         }
-        // Host, or [IPv6]:port.
-        var hostPart = authority
-        var portPart: Substring? = nil
-        if authority.hasPrefix("[") {
-            guard let close = authority.firstIndex(of: "]") else { throw fail("unterminated IPv6 address") }
-            hostPart = authority[authority.index(after: authority.startIndex)..<close]
-            let after = authority[authority.index(after: close)...]
-            if after.hasPrefix(":") { portPart = after.dropFirst() } else if !after.isEmpty { throw fail("unexpected text after the IPv6 address") }
-        } else if let colon = authority.lastIndex(of: ":") {
-            hostPart = authority[..<colon]
-            portPart = authority[authority.index(after: colon)...]
+        // host:port, or [IPv6]:port; several, comma-separated, for the nodes of a cluster.
+        let defaultPort = port
+        let items = authority.split(separator: ",", omittingEmptySubsequences: false)
+        guard items.count <= Self.maxEndpoints else { throw fail("at most \(Self.maxEndpoints) hosts may be listed, not \(items.count)") }
+        var endpoints: [Endpoint] = []
+        for (index, item) in items.enumerated() {
+            let which = items.count > 1 ? "host \(index + 1) of \(items.count) ('\(item)')" : "the host"
+            let endpoint = try Self.parseEndpoint(item, defaultPort: defaultPort, which: which, fail: fail)
+            if let endpoint {
+                endpoints.append(endpoint)
+            } else if items.count > 1 {
+                // Only a lone empty authority means localhost: in a list it is a typo (",,", a trailing comma).
+                throw fail("\(which) is empty")
+            } else if let port = Self.lonePort(item) {
+                self.port = try Self.parsePort(port, which: which, fail: fail) ?? defaultPort
+            }
         }
-        if !hostPart.isEmpty {
-            guard let host = Self.percentDecode(hostPart) else { throw fail("the host is not valid percent-encoding of UTF-8 without %00") }
-            self.host = host
-        }
-        if let portPart, !portPart.isEmpty {
-            guard let port = Int(portPart), (1...65535).contains(port) else { throw fail("the port '\(portPart)' is not a number from 1 to 65535") }
-            self.port = port
+        if let first = endpoints.first {
+            host = first.host
+            port = first.port
+            additionalEndpoints = Array(endpoints.dropFirst())
         }
         if let path, !path.isEmpty {
             guard !path.contains("/") else { throw fail("the vhost must be one path segment; write '/' as %2F") }
@@ -188,6 +217,50 @@ public struct AMQPConfiguration: Sendable, Equatable {
                 throw fail("unknown query parameter '\(key)'")
             }
         }
+    }
+
+    /// More would only slow a failing round down; a real cluster has a handful of nodes.
+    static let maxEndpoints = 64
+
+    /// One `host`, `host:port` or `[IPv6]:port` of the authority; nil when the host is empty
+    /// (`:5673` alone, or nothing).
+    private static func parseEndpoint(
+        _ item: Substring, defaultPort: Int, which: String, fail: (String) -> AMQPError
+    ) throws(AMQPError) -> Endpoint? {
+        var hostPart = item
+        var portPart: Substring? = nil
+        if item.hasPrefix("[") {
+            guard let close = item.firstIndex(of: "]") else { throw fail("\(which): unterminated IPv6 address") }
+            hostPart = item[item.index(after: item.startIndex)..<close]
+            let after = item[item.index(after: close)...]
+            if after.hasPrefix(":") { portPart = after.dropFirst() } else if !after.isEmpty { throw fail("\(which): unexpected text after the IPv6 address") }
+            guard !hostPart.isEmpty else { throw fail("\(which): empty IPv6 address") }
+        } else if let colon = item.firstIndex(of: ":") {
+            hostPart = item[..<colon]
+            portPart = item[item.index(after: colon)...]
+            guard portPart?.contains(":") != true else {
+                throw fail("\(which): an IPv6 address goes in brackets, e.g. [::1]:5672")
+            }
+        }
+        guard !hostPart.isEmpty else { return nil }
+        guard let host = percentDecode(hostPart) else { throw fail("\(which): the host is not valid percent-encoding of UTF-8 without %00") }
+        guard !host.isEmpty, !host.contains(",") else { throw fail("\(which): the host is empty or contains a comma") }
+        let port = try portPart.flatMap { (text) throws(AMQPError) -> Int? in try parsePort(text, which: which, fail: fail) } ?? defaultPort
+        return Endpoint(host: host, port: port)
+    }
+
+    /// The port of an authority with no host (`:5673`), as RabbitMQ's URI spec allows.
+    private static func lonePort(_ item: Substring) -> Substring? {
+        item.hasPrefix(":") ? item.dropFirst() : nil
+    }
+
+    /// Digits only (no sign, no spaces), 1 to 65535; nil for an empty port (the default).
+    private static func parsePort(_ text: Substring, which: String, fail: (String) -> AMQPError) throws(AMQPError) -> Int? {
+        guard !text.isEmpty else { return nil }
+        guard text.utf8.count <= 5, text.utf8.allSatisfy({ (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) }),
+            let port = Int(text), (1...65535).contains(port)
+        else { throw fail("\(which): the port '\(text)' is not a number from 1 to 65535") }
+        return port
     }
 
     private static func percentDecode(_ text: Substring) -> String? {

@@ -62,6 +62,10 @@ public final class AMQPConnection: Sendable {
     /// alarm); a publish would wait until it ends. For health checks.
     public var isBlocked: Bool { status.isBlocked }
 
+    /// The broker node the connection is on while connected (one of `configuration.endpoints`),
+    /// nil during recovery. For logs, metrics and tests.
+    public var node: AMQPConfiguration.Endpoint? { status.endpoint }
+
     /// How many times the connection was lost and re-established; for metrics and tests.
     public var recoveries: Int { status.recoveries }
 

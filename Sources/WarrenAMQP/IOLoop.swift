@@ -67,10 +67,17 @@ final class ConnectionStatus: Sendable {
     private let finished = Mutex<(done: Bool, waiters: [CheckedContinuation<Void, Never>])>((false, []))
 
     var isConnected: Bool { connected.load(ordering: .relaxed) }
-    func setConnected(_ value: Bool) {
+    /// Every change of the connection's state goes through here (the one place to hook metrics):
+    /// up on `endpoint`, or down (nil).
+    func setConnected(_ value: Bool, endpoint: AMQPConfiguration.Endpoint? = nil) {
         connected.store(value, ordering: .relaxed)
         blocked.store(false, ordering: .relaxed)  // a new connection starts unblocked
+        node.withLock { $0 = value ? endpoint : nil }
     }
+
+    /// The node the connection is on, while connected.
+    private let node = Mutex<AMQPConfiguration.Endpoint?>(nil)
+    var endpoint: AMQPConfiguration.Endpoint? { node.withLock { $0 } }
 
     /// Between the broker's `connection.blocked` and `connection.unblocked` (a resource alarm).
     private let blocked = Atomic<Bool>(false)
@@ -128,21 +135,25 @@ final class IOLoop {
     private var lastRead = ContinuousClock.now
     private var isCorked = false
     private var isRestoringConsumers = false
+    private var rotation: NodeRotation
+    /// When the last recovery succeeded and the round it started at (see NodeRotation.startingRound).
+    private var lastRecovery: (at: ContinuousClock.Instant, round: Int)?
 
     init(configuration: AMQPConfiguration, logger: Logger, jobs: JobQueue, status: ConnectionStatus) {
         self.configuration = configuration
         self.logger = logger
         self.jobs = jobs
         self.status = status
+        var generator = SystemRandomNumberGenerator()
+        self.rotation = NodeRotation(configuration: configuration, using: &generator)
     }
 
     /// The thread's body. `ready` learns whether the first connection succeeded; after that the
     /// loop runs until close is requested or recovery is disabled and the connection is lost.
     func run(ready: (Result<Void, AMQPError>) -> Void) {
         do {
-            try connect()
+            try connectToSomeNode()
         } catch {
-            destroyConnection()
             finish(with: error)
             ready(.failure(error))
             return
@@ -168,7 +179,31 @@ final class IOLoop {
 
     // MARK: - Connecting
 
-    private func connect() throws(AMQPError) {
+    /// The first connection: each node once, from the rotation's start. A refused login is the
+    /// same on every node of a cluster, so it ends the attempt at once.
+    private func connectToSomeNode() throws(AMQPError) {
+        var failures: [String] = []
+        var lastError = AMQPError.connectionLost(reason: "no node to connect to")
+        for _ in rotation.endpoints {
+            let endpoint = rotation.current
+            do {
+                try connect(to: endpoint)
+                return
+            } catch {
+                destroyConnection()
+                if case .authenticationFailed = error { throw error }
+                lastError = error
+                failures.append("\(endpoint): \(error)")
+                rotation.advance()
+            }
+        }
+        guard failures.count > 1 else { throw lastError }
+        let first = rotation.current
+        throw .connectionRefused(host: first.host, port: first.port, reason: "no node answered: \(failures.joined(separator: "; "))")
+    }
+
+    private func connect(to endpoint: AMQPConfiguration.Endpoint) throws(AMQPError) {
+        func refused(_ reason: String) -> AMQPError { .connectionRefused(host: endpoint.host, port: endpoint.port, reason: reason) }
         guard let connection = amqp_new_connection() else { throw .protocolError("amqp_new_connection failed") }
         self.connection = connection
         let socket: OpaquePointer?
@@ -190,7 +225,7 @@ final class IOLoop {
             socket = amqp_tcp_socket_new(connection)
         }
         guard let socket else { throw refused("cannot create a socket") }
-        let opened = warren_amqp_socket_open(socket, configuration.host, Int32(clamping: configuration.port), microseconds(configuration.connectTimeout))
+        let opened = warren_amqp_socket_open(socket, endpoint.host, Int32(clamping: endpoint.port), microseconds(configuration.connectTimeout))
         guard opened == AMQP_STATUS_OK.rawValue else { throw refused(Self.statusText(opened)) }
 
         var handshake = timeval(configuration.connectTimeout)
@@ -223,12 +258,8 @@ final class IOLoop {
         let control = ChannelState(handle: ChannelHandle(number: Self.controlChannel, jobs: jobs, frameMax: configuration.frameMax))
         channels[Self.controlChannel] = control
         try ensureOpen(control)
-        status.setConnected(true)
-        logger.debug("connected", metadata: ["host": "\(configuration.host):\(configuration.port)", "vhost": "\(configuration.vhost)", "heartbeat": "\(heartbeat)"])
-    }
-
-    private func refused(_ reason: String) -> AMQPError {
-        .connectionRefused(host: configuration.host, port: configuration.port, reason: reason)
+        status.setConnected(true, endpoint: endpoint)
+        logger.debug("connected", metadata: ["node": "\(endpoint)", "vhost": "\(configuration.vhost)", "heartbeat": "\(heartbeat)"])
     }
 
     private func destroyConnection() {
@@ -485,26 +516,48 @@ final class IOLoop {
         lostError = nil
     }
 
-    /// Reconnects with exponential backoff until it succeeds or close is requested.
+    /// Reconnects until it succeeds or close is requested: rounds of every node once, from the
+    /// node after the one lost, with a jittered, capped backoff between rounds (NodeRotation).
     private func reconnect() -> Bool {
-        var backoff = configuration.recovery.initialBackoff
+        let lost = rotation.current
+        rotation.advance()
         var attempt = 0
+        var round = NodeRotation.startingRound(previous: lastRecovery?.round ?? 0, upFor: lastRecovery.map { $0.at.duration(to: .now) })
+        let startingRound = round
+        if round > 0 {
+            // Lost again right after recovering: pause first, as after a failed round.
+            let pause = NodeRotation.backoff(
+                afterRound: round - 1, initial: configuration.recovery.initialBackoff, maximum: configuration.recovery.maxBackoff,
+                fraction: Double.random(in: 0..<1))
+            logger.info("connection lost again right after recovering; pausing first", metadata: ["backoff": "\(pause)"])
+            waitForWake(pause)
+        }
         while !jobs.isCloseRequested {
-            attempt += 1
-            do {
-                try connect()
-                try restore()
-                status.recovered()
-                logger.info("connection to the broker recovered", metadata: ["attempt": "\(attempt)"])
-                return true
-            } catch {
-                logger.info("reconnect failed; retrying", metadata: ["attempt": "\(attempt)", "error": "\(error)", "backoff": "\(backoff)"])
-                for state in channels.values { state.isOpen = false }
-                destroyConnection()
-                lostError = nil
-                waitForWake(backoff)
-                backoff = min(backoff * 2, configuration.recovery.maxBackoff)
+            for _ in rotation.endpoints {
+                guard !jobs.isCloseRequested else { return false }
+                attempt += 1
+                let endpoint = rotation.current
+                do {
+                    try connect(to: endpoint)
+                    try restore()
+                    status.recovered()
+                    lastRecovery = (.now, startingRound)
+                    logger.info("connection to the broker recovered", metadata: ["attempt": "\(attempt)", "node": "\(endpoint)", "lost_node": "\(lost)"])
+                    return true
+                } catch {
+                    logger.info("reconnect failed; trying the next node", metadata: ["attempt": "\(attempt)", "node": "\(endpoint)", "error": "\(error)"])
+                    for state in channels.values { state.isOpen = false }
+                    destroyConnection()
+                    lostError = nil
+                    rotation.advance()
+                }
             }
+            let pause = NodeRotation.backoff(
+                afterRound: round, initial: configuration.recovery.initialBackoff, maximum: configuration.recovery.maxBackoff,
+                fraction: Double.random(in: 0..<1))
+            logger.debug("no node answered; pausing before the next round", metadata: ["round": "\(round + 1)", "backoff": "\(pause)"])
+            waitForWake(pause)
+            round += 1
         }
         return false
     }

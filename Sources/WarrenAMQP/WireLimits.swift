@@ -27,7 +27,10 @@ enum WireLimits {
     /// string (`connection.open`; librabbitmq writes its length in one byte unchecked), and
     /// the numbers it takes as C `int`s in their range.
     static func checkConfiguration(_ configuration: AMQPConfiguration) throws(AMQPError) {
-        try checkCString(configuration.host, "the host")
+        for endpoint in configuration.endpoints {
+            try checkCString(endpoint.host, "the host")
+            guard (1...65_535).contains(endpoint.port) else { throw .invalidArgument("the port of \(endpoint.host) must be from 1 to 65535") }
+        }
         try checkCString(configuration.user, "the user name")
         try checkCString(configuration.password, "the password")
         try checkCString(configuration.vhost, "the vhost")
@@ -41,7 +44,6 @@ enum WireLimits {
         }
         guard (4096...Int(Int32.max)).contains(configuration.frameMax) else { throw .invalidArgument("frame_max must be from 4096 to \(Int32.max)") }
         guard (0...65_535).contains(configuration.channelMax) else { throw .invalidArgument("channel_max must be from 0 to 65535") }
-        guard (1...65_535).contains(configuration.port) else { throw .invalidArgument("the port must be from 1 to 65535") }
     }
 
     /// Checks every key (nested too) and every double (finite), and returns the table's encoded

@@ -5,7 +5,7 @@ import WarrenAMQP
 
 /// `--url` / `AMQP_URL`: which broker, shared by every command.
 struct ConnectionOptions: ParsableArguments {
-    @Option(name: .long, help: ArgumentHelp("The broker, amqp://user:password@host:port/vhost.", discussion: "Default: AMQP_URL, else amqp://guest:guest@localhost:5672/."))
+    @Option(name: .long, help: ArgumentHelp("The broker, amqp://user:password@host:port/vhost (a cluster: host1:port,host2:port).", discussion: "Default: AMQP_URL, else amqp://guest:guest@localhost:5672/."))
     var url: String?
 
     var amqpURL: String {
