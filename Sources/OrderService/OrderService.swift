@@ -1,6 +1,8 @@
 import Foundation
 import Logging
+import ServiceLifecycle
 import Warren
+import WarrenPostgres
 import WarrenSQLite
 
 /// The order service (queue `orders.rpc`): places orders for users it checks with the user
@@ -8,19 +10,34 @@ import WarrenSQLite
 /// and settles it when the payment service reports: `payment.succeeded` → confirmed,
 /// `payment.failed` → cancelled with the reason.
 ///
-/// Environment (besides the service host's): `DATABASE_PATH` or `DATA_DIR`, `OUTBOX_RELAY`
+/// Environment (besides the service host's): `DATABASE_URL` (PostgreSQL, shared by instances)
+/// or else `DATABASE_PATH` / `DATA_DIR` (SQLite), `OUTBOX_RELAY`
 /// (`paused` keeps events in the outbox; see README).
 @main
 struct OrderService {
     static func main() async throws {
         try await ServiceHost.run(name: "orders", defaultHTTPPort: 8092) { resources in
-            let database = try ServiceDatabase.open(service: "orders", environment: resources.environment, migrations: SQLiteOrderStore.migrations)
-            let relay = OutboxRelay(database: database, publisher: resources.events, logger: resources.logger)
-            let inbox = SQLiteCommandInbox(database: database, logger: resources.logger)
-            let orders = OrderHandlers(store: SQLiteOrderStore(database: database), relay: relay)
+            let store: any OrderStore
+            let relay: OutboxRelay
+            let inbox: any CommandInbox & Service
+            var storage: [any Service] = []
+            if let url = resources.environment["DATABASE_URL"], !url.isEmpty {
+                let database = try await PostgresServiceDatabase.open(url: url, migrations: PostgresOrderStore.migrations, logger: resources.logger)
+                resources.logger.info("orders on PostgreSQL", metadata: ["database": "\(database.url)"])
+                store = PostgresOrderStore(database: database)
+                relay = OutboxRelay(database: database, publisher: resources.events, logger: resources.logger)
+                inbox = PostgresCommandInbox(database: database, logger: resources.logger)
+                storage = [database]  // first, so that it stops after everything that queries it
+            } else {
+                let database = try ServiceDatabase.open(service: "orders", environment: resources.environment, migrations: SQLiteOrderStore.migrations)
+                store = SQLiteOrderStore(database: database)
+                relay = OutboxRelay(database: database, publisher: resources.events, logger: resources.logger)
+                inbox = SQLiteCommandInbox(database: database, logger: resources.logger)
+            }
+            let orders = OrderHandlers(store: store, relay: relay)
             return ServiceDefinition(
                 handlers: orders.handlers, subscription: orders.payments,
-                services: ServiceDatabase.relays([relay], environment: resources.environment, logger: resources.logger) + [inbox],
+                services: storage + ServiceDatabase.relays([relay], environment: resources.environment, logger: resources.logger) + [inbox],
                 inbox: inbox)
         }
     }
