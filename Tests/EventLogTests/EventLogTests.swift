@@ -51,7 +51,8 @@ struct EventLogTests {
             let read = try await reader.value
             #expect(written.count == writers * batches * perBatch)
             #expect(read.count == written.count, "read \(read.count) of \(written.count)")
-            #expect(Set(read) == Set(written), "missing: \(Set(written).subtracting(read).sorted().prefix(10))")
+            let missing = Set(written).subtracting(read)
+            #expect(missing.isEmpty, "\(missing.count) never read, e.g. \(missing.sorted().prefix(5))")
             #expect(Set(read).count == read.count, "some event read twice")
         }
     }
