@@ -150,9 +150,9 @@ struct SagaTests {
         }
     }
 
-    @Test("killed after writing the outbox row, before publishing: the event goes out after the restart")
-    func outboxSurvivesACrash() async throws {
-        try await withSystem(["user-service"]) { system in
+    @Test("killed after writing the outbox row, before publishing: the event goes out after the restart", arguments: StorageBackend.allCases)
+    func outboxSurvivesACrash(backend: StorageBackend) async throws {
+        try await withSystem(["user-service"], backend: backend) { system in
             let userID = try await newUser(system)
             let orders = try await system.launch("order-service", environment: ["OUTBOX_RELAY": "paused"])
             let created = try await system.call("orders.create", ["userId": userID, "items": [["sku": "pen", "quantity": 1, "unitPriceCents": 100]]])
@@ -167,9 +167,9 @@ struct SagaTests {
         }
     }
 
-    @Test("two instances of each service on the same queues: every event applied once")
-    func competingConsumers() async throws {
-        try await withSystem { system in
+    @Test("two instances of each service on the same queues: every event applied once", arguments: StorageBackend.allCases)
+    func competingConsumers(backend: StorageBackend) async throws {
+        try await withSystem(backend: backend) { system in
             try await system.launch("order-service", instance: "-2")
             try await system.launch("payment-service", instance: "-2")
             let userID = try await newUser(system)

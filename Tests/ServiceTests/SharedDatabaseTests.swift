@@ -116,4 +116,45 @@ struct SharedDatabaseTests {
             #expect(answeredFromInbox > 0, "some duplicates reached the other instance")
         }
     }
+
+    @Test("grant-admin and revoke-admin act on the PostgreSQL database of DATABASE_URL; the running service relays user.updated")
+    func grantAdminOnPostgres() async throws {
+        try await withSystem(["user-service"], backend: .postgres) { system in
+            let email = "root-\(UUID().uuidString.prefix(6))@example.com"
+            let id = try await newUser(system, email: email)
+            let url = try system.database(of: "user-service").url
+            let granted = try UserAdmin.runService(["grant-admin", email.uppercased()], environment: ["DATABASE_URL": url])
+            #expect(granted.status == 0, "\(granted)")
+            #expect((try await system.call("users.get", ["id": id])).string("role") == "admin")
+            #expect(try await system.tap.wait(for: "user.updated", aggregateID: id).count == 1)
+            let unknown = try UserAdmin.runService(["grant-admin", "nobody@example.com"], environment: ["DATABASE_URL": url])
+            #expect(unknown.status == 1 && unknown.stderr.contains("no account"), "\(unknown)")
+            let revoked = try UserAdmin.runService(["revoke-admin", email], environment: ["DATABASE_URL": url])
+            #expect(revoked.status == 0, "\(revoked)")
+            #expect((try await system.call("users.get", ["id": id])).string("role") == "user")
+        }
+    }
+
+    @Test(
+        "an unusable DATABASE_URL stops the start: exit 1, one critical line naming the server, never the password",
+        arguments: [
+            "postgres://warren:s3cret-pw@127.0.0.1:1/users?sslmode=disable",  // nothing listens
+            "postgres://warren:s3cret-pw@127.0.0.1:5432/users?sslmode=disable",  // wrong password
+            "postgres://warren:warren@127.0.0.1:5432/warren_no_such_database?sslmode=disable",
+            "postgres://warren:s3cret-pw@127.0.0.1:5432",  // no database
+            "postgresql://warren:s3cret-pw@127.0.0.1:5432/users?sslmode=maybe",
+        ])
+    func unusableURL(url: String) async throws {
+        try await withVhost("pg-start") { vhost in
+            let process = try ServiceProcess("user-service", environment: ["AMQP_URL": vhost.url, "DATABASE_URL": url, "BCRYPT_COST": "4"])
+            let deadline = ContinuousClock.now + .seconds(30)
+            while process.isRunning, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(50)) }
+            #expect(await process.stop() == 1, "\(process.log)")
+            let critical = process.logLines.filter { $0["level"] as? String == "critical" }
+            #expect(critical.count == 1, "\(process.log)")
+            let message = critical.first?["msg"] as? String ?? ""
+            #expect(message.contains("DATABASE_URL") || message.contains("127.0.0.1"), "\(message)")
+            #expect(!process.log.contains("s3cret-pw"), "\(process.log)")
+        }
+    }
 }
