@@ -6,6 +6,9 @@
 # then every service on a PostgreSQL database of its own (DATABASE_URL). Each run has a vhost
 # and databases of its own, removed afterwards.
 #   BUILD=debug|release (debug)  DURATION=seconds of load (15)  CONNECTIONS=wrk connections (16)
+#   PG_SYNCHRONOUS_COMMIT=off: the PostgreSQL run without waiting for the WAL flush at each commit
+#   (what SQLite's synchronous=NORMAL in WAL mode does), to see what the flush costs.
+#   Arguments: the backends to run (sqlite postgres by default).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD="${BUILD:-debug}"
@@ -35,12 +38,13 @@ cleanup() {
 }
 trap cleanup EXIT
 
-wait_for() {  # url
+wait_for() {  # url log
     for _ in $(seq 1 120); do
         [ "$(curl -s -o /dev/null -w '%{http_code}' "$1")" = 200 ] && return 0
         sleep 0.5
     done
-    echo "$1 did not answer 200" >&2
+    echo "$1 did not answer 200: $(curl -s "$1")" >&2
+    tail -5 "$2" >&2
     return 1
 }
 
@@ -60,15 +64,16 @@ run() {  # backend
             local database="warren_bench_${service##*:}_$$"
             psql_ "CREATE DATABASE $database ENCODING 'UTF8' TEMPLATE template0"
             databases+=("$database")
+            [ -n "${PG_SYNCHRONOUS_COMMIT:-}" ] && psql_ "ALTER DATABASE $database SET synchronous_commit = ${PG_SYNCHRONOUS_COMMIT//[^a-z]/}"
             url="postgres://$PG_USER:$PG_PASSWORD@127.0.0.1:5432/$database?sslmode=disable"
         fi
         DATABASE_URL="$url" HTTP_PORT=$port "$bin/${service%%:*}" >>"$data/${service%%:*}.log" 2>&1 &
         pids+=($!)
-        wait_for "http://127.0.0.1:$port/health"
+        wait_for "http://127.0.0.1:$port/health" "$data/${service%%:*}.log"
     done
     HTTP_PORT=18080 "$bin/api-gateway" >>"$data/api-gateway.log" 2>&1 &
     pids+=($!)
-    wait_for http://127.0.0.1:18080/health
+    wait_for http://127.0.0.1:18080/health "$data/api-gateway.log"
 
     curl -s -o /dev/null -X POST localhost:18080/users -H 'Content-Type: application/json' \
         -d '{"name":"Bench","email":"bench@example.com","password":"correct horse"}'
@@ -98,6 +103,8 @@ run() {  # backend
     echo "$backend: warren replay --dry-run: $count events in $(echo "$end - $start" | bc | cut -c1-5)s = $(echo "$count / ($end - $start)" | bc) events/s"
     curl -s -u guest:guest -X PUT "http://localhost:15672/api/queues/$vhost/benchsink.events" -H 'content-type: application/json' \
         -d '{"durable":false}' >/dev/null
+    curl -s -u guest:guest -X POST "http://localhost:15672/api/bindings/$vhost/e/warren.events/q/benchsink.events" \
+        -H 'content-type: application/json' -d '{"routing_key":"#"}' >/dev/null
     start=$(date +%s.%N)
     "$bin/warren" replay --to benchsink --page-size 1000 >/dev/null
     end=$(date +%s.%N)
@@ -105,5 +112,6 @@ run() {  # backend
     cleanup
 }
 
-run sqlite
-run postgres
+for backend in "${@:-sqlite postgres}"; do
+    for one in $backend; do run "$one"; done
+done

@@ -18,9 +18,7 @@ struct EventStore {
             let environment = resources.environment
             let log: any EventLog
             var storage: [any Service] = []
-            if let url = environment["DATABASE_URL"], !url.isEmpty {
-                let database = try await PostgresServiceDatabase.open(url: url, migrations: PostgresEventLog.migrations, logger: resources.logger)
-                resources.logger.info("event log on PostgreSQL", metadata: ["database": "\(database.url)"])
+            if let database = try await PostgresServiceDatabase.open(environment: environment, migrations: PostgresEventLog.migrations, logger: resources.logger) {
                 log = PostgresEventLog(database: database)
                 storage = [database]  // first, so that it stops after the ingestor's last batch
             } else {

@@ -21,9 +21,7 @@ struct OrderService {
             let relay: OutboxRelay
             let inbox: any CommandInbox & Service
             var storage: [any Service] = []
-            if let url = resources.environment["DATABASE_URL"], !url.isEmpty {
-                let database = try await PostgresServiceDatabase.open(url: url, migrations: PostgresOrderStore.migrations, logger: resources.logger)
-                resources.logger.info("orders on PostgreSQL", metadata: ["database": "\(database.url)"])
+            if let database = try await PostgresServiceDatabase.open(environment: resources.environment, migrations: PostgresOrderStore.migrations, logger: resources.logger) {
                 store = PostgresOrderStore(database: database)
                 relay = OutboxRelay(database: database, publisher: resources.events, logger: resources.logger)
                 inbox = PostgresCommandInbox(database: database, logger: resources.logger)

@@ -25,9 +25,7 @@ struct PaymentService {
             let store: any PaymentStore
             let relay: OutboxRelay
             var storage: [any Service] = []
-            if let url = environment["DATABASE_URL"], !url.isEmpty {
-                let database = try await PostgresServiceDatabase.open(url: url, migrations: PostgresPaymentStore.migrations, logger: resources.logger)
-                resources.logger.info("payments on PostgreSQL", metadata: ["database": "\(database.url)"])
+            if let database = try await PostgresServiceDatabase.open(environment: environment, migrations: PostgresPaymentStore.migrations, logger: resources.logger) {
                 store = PostgresPaymentStore(database: database)
                 relay = OutboxRelay(database: database, publisher: resources.events, logger: resources.logger)
                 storage = [database]  // first, so that it stops after everything that queries it

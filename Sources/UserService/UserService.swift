@@ -41,9 +41,7 @@ struct UserService {
             let relay: OutboxRelay
             let inbox: any CommandInbox & Service
             var storage: [any Service] = []
-            if let url = environment["DATABASE_URL"], !url.isEmpty {
-                let database = try await PostgresServiceDatabase.open(url: url, migrations: PostgresUserStore.migrations, logger: resources.logger)
-                resources.logger.info("users on PostgreSQL", metadata: ["database": "\(database.url)"])
+            if let database = try await PostgresServiceDatabase.open(environment: environment, migrations: PostgresUserStore.migrations, logger: resources.logger) {
                 store = PostgresUserStore(database: database)
                 relay = OutboxRelay(database: database, publisher: resources.events, logger: resources.logger)
                 inbox = PostgresCommandInbox(database: database, logger: resources.logger)

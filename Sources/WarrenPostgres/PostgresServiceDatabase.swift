@@ -1,6 +1,7 @@
 public import Logging
 public import PostgresNIO
 public import ServiceLifecycle
+import Warren
 
 /// A service's PostgreSQL database (`DATABASE_URL`): one connection pool (`PostgresClient`)
 /// that runs as a `Service` in the service group, the service's migrations applied at start,
@@ -72,6 +73,17 @@ public final class PostgresServiceDatabase: Service, Sendable {
         } catch {
             throw OpenError(description: "cannot use the database at \(url): \(Self.describe(error))")
         }
+        return database
+    }
+
+    /// Opens the database of `DATABASE_URL`, with a pool of at most `DATABASE_MAX_CONNECTIONS`
+    /// (1 to 1000, default 10: PostgreSQL allows 100 in all by default, shared by every instance
+    /// of every service on the server). nil when `DATABASE_URL` is unset or empty (SQLite then).
+    public static func open(environment: [String: String], migrations: [Migration], logger: Logger) async throws -> PostgresServiceDatabase? {
+        guard let url = environment["DATABASE_URL"], !url.isEmpty else { return nil }
+        let maximum = try ServiceHost.number(environment, "DATABASE_MAX_CONNECTIONS", 1...1_000) ?? 10
+        let database = try await open(url: url, migrations: migrations, maximumConnections: maximum, logger: logger)
+        logger.info("database: PostgreSQL", metadata: ["database": "\(database.url)", "max_connections": "\(maximum)"])
         return database
     }
 
