@@ -6,6 +6,7 @@
 # then every service on a PostgreSQL database of its own (DATABASE_URL). Each run has a vhost
 # and databases of its own, removed afterwards.
 #   BUILD=debug|release (debug)  DURATION=seconds of load (15)  CONNECTIONS=wrk connections (16)
+#   REPLAY_EVENTS=the events each replay reads (4000: the same number on both backends)
 #   PG_SYNCHRONOUS_COMMIT=off: the PostgreSQL run without waiting for the WAL flush at each commit
 #   (what SQLite's synchronous=NORMAL in WAL mode does), to see what the flush costs.
 #   Arguments: the backends to run (sqlite postgres by default).
@@ -14,6 +15,7 @@ cd "$(dirname "$0")/.."
 BUILD="${BUILD:-debug}"
 DURATION="${DURATION:-15}"
 CONNECTIONS="${CONNECTIONS:-16}"
+REPLAY_EVENTS="${REPLAY_EVENTS:-4000}"
 PG_USER="${PG_TEST_USER:-warren}" PG_PASSWORD="${PG_TEST_PASSWORD:-warren}"
 bin=".build/$BUILD"
 
@@ -98,7 +100,7 @@ run() {  # backend
     done
     local start end
     start=$(date +%s.%N)
-    count=$("$bin/warren" replay --dry-run --json --page-size 1000 | sed -n 's/.*"count":\([0-9]*\).*/\1/p')
+    count=$("$bin/warren" replay --dry-run --json --page-size 1000 --limit "$REPLAY_EVENTS" | sed -n 's/.*"count":\([0-9]*\).*/\1/p')
     end=$(date +%s.%N)
     echo "$backend: warren replay --dry-run: $count events in $(echo "$end - $start" | bc | cut -c1-5)s = $(echo "$count / ($end - $start)" | bc) events/s"
     curl -s -u guest:guest -X PUT "http://localhost:15672/api/queues/$vhost/benchsink.events" -H 'content-type: application/json' \
@@ -106,7 +108,7 @@ run() {  # backend
     curl -s -u guest:guest -X POST "http://localhost:15672/api/bindings/$vhost/e/warren.events/q/benchsink.events" \
         -H 'content-type: application/json' -d '{"routing_key":"#"}' >/dev/null
     start=$(date +%s.%N)
-    "$bin/warren" replay --to benchsink --page-size 1000 >/dev/null
+    "$bin/warren" replay --to benchsink --page-size 1000 --limit "$REPLAY_EVENTS" >/dev/null 2>&1
     end=$(date +%s.%N)
     echo "$backend: warren replay --to benchsink: $count events in $(echo "$end - $start" | bc | cut -c1-5)s = $(echo "$count / ($end - $start)" | bc) events/s"
     cleanup
