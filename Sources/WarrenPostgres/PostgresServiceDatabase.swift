@@ -14,6 +14,8 @@ import Warren
 public final class PostgresServiceDatabase: Service, Sendable {
     public let client: PostgresClient
     public let url: PostgresURL
+    /// The service's logger at `info` or above: what postgres-nio logs below that (each
+    /// protocol message and action at `trace`) may hold the login exchange and bound values.
     public let logger: Logger
 
     private init(client: PostgresClient, url: PostgresURL, logger: Logger) {
@@ -45,7 +47,8 @@ public final class PostgresServiceDatabase: Service, Sendable {
     /// run (first among the service's own services, so that it stops last). Fails with an
     /// `OpenError` when the URL is unusable, the server unreachable, the login refused or a
     /// migration fails.
-    public static func open(url text: String, migrations: [Migration], maximumConnections: Int = 20, logger: Logger) async throws(OpenError) -> PostgresServiceDatabase {
+    public static func open(url text: String, migrations: [Migration], maximumConnections: Int = 20, logger serviceLogger: Logger) async throws(OpenError) -> PostgresServiceDatabase {
+        let logger = Self.quieter(serviceLogger)
         let url: PostgresURL
         do {
             url = try PostgresURL(text)
@@ -85,6 +88,13 @@ public final class PostgresServiceDatabase: Service, Sendable {
         let database = try await open(url: url, migrations: migrations, maximumConnections: maximum, logger: logger)
         logger.info("database: PostgreSQL", metadata: ["database": "\(database.url)", "max_connections": "\(maximum)"])
         return database
+    }
+
+    /// `logger` at `info` at least (see `logger`).
+    private static func quieter(_ logger: Logger) -> Logger {
+        var quieter = logger
+        if quieter.logLevel < .info { quieter.logLevel = .info }
+        return quieter
     }
 
     public func run() async {
