@@ -62,11 +62,13 @@ struct StorageBackendTests {
                 try await channel.declareQueue(queue, durable: false, autoDelete: false)
                 try await channel.bindQueue(queue, exchange: EventPublisher.exchange, routingKey: type)
                 let ids = try await storage.enqueue(type, 20)
-                // A relay claims them and dies before publishing.
-                #expect(try await storage.outbox.claim(limit: 100, lease: 1).count == 20)
+                // A relay claims them and dies before publishing. (A lease of 5 s: long enough
+                // that the check below runs within it on a loaded machine.)
+                let claimed = ContinuousClock.now
+                #expect(try await storage.outbox.claim(limit: 100, lease: 5).count == 20)
                 let relay = OutboxRelay(storage: storage.outbox, publisher: try await EventPublisher.start(connection: connection))
                 #expect(try await relay.relayBatch() == 0, "held by the dead relay's lease")
-                try await Task.sleep(for: .milliseconds(1_200))
+                try await Task.sleep(until: claimed + .milliseconds(5_300))
                 #expect(try await relay.relayBatch() == ids.count)
                 let deadline = ContinuousClock.now + .seconds(5)
                 while try await channel.inspectQueue(queue).messageCount < ids.count, ContinuousClock.now < deadline {
