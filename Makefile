@@ -3,7 +3,7 @@ SWIFT ?= swift
 BENCH_C := .build/amqp-bench-c
 STAND_IN := .build/users-responder
 
-.PHONY: run test build broker bench bench-events clean
+.PHONY: run test build broker postgres bench bench-events bench-storage clean
 
 run:
 	@scripts/run.sh
@@ -23,7 +23,7 @@ SYSTEM_TESTS := ServiceTests|EventStoreTests|CLITests|GatewayTests
 CLUSTER_TESTS := ClusterFailoverTests
 TIMED_TESTS := RPCTests/deadline
 BULK_TESTS := manyConfirmedMessages|floodDoesNotStarveConsumer|ReplayThroughputTests|requeueInterrupted|HostileFloodTests
-test: broker
+test: broker postgres
 	openapi-spec-validator schemas/openapi.yaml
 	$(SWIFT) build --build-tests
 	timeout --kill-after=30 900 $(SWIFT) test --skip-build --skip '$(SYSTEM_TESTS)|$(TIMED_TESTS)|$(BULK_TESTS)|$(CLUSTER_TESTS)'
@@ -38,6 +38,11 @@ build:
 
 broker:
 	@scripts/broker.sh
+
+# PostgreSQL for the storage and service suites' second backend (installs and starts it if
+# needed, creates the tests' role; idempotent). Each test creates a database and drops it.
+postgres:
+	@scripts/postgres.sh
 
 bench:
 	@scripts/broker.sh --bench
@@ -56,6 +61,12 @@ bench-events: broker
 	$(SWIFT) build -c release --product event-store
 	$(SWIFT) build --build-tests
 	WARREN_BENCH=1 EVENT_STORE_BUILD=release $(SWIFT) test --skip-build --filter EventStoreBenchmark
+
+# SQLite against PostgreSQL: orders through the gateway per second and `warren replay` events
+# per second, one run each (scripts/bench-storage.sh; BUILD=release for the release build).
+bench-storage: broker postgres
+	$(SWIFT) build
+	@scripts/bench-storage.sh
 
 clean:
 	$(SWIFT) package clean

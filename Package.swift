@@ -15,6 +15,7 @@ let package = Package(
         .library(name: "WarrenAMQP", targets: ["WarrenAMQP"]),
         .library(name: "Warren", targets: ["Warren"]),
         .library(name: "WarrenSQLite", targets: ["WarrenSQLite"]),
+        .library(name: "WarrenPostgres", targets: ["WarrenPostgres"]),
         .executable(name: "warren-bench", targets: ["WarrenBench"]),
         .executable(name: "warren-echo", targets: ["EchoService"]),
         .executable(name: "user-service", targets: ["UserService"]),
@@ -43,6 +44,8 @@ let package = Package(
         // built (OTLP/gRPC would add grpc-swift to every build).
         .package(url: "https://github.com/apple/swift-distributed-tracing.git", from: "1.7.3"),
         .package(url: "https://github.com/swift-otel/swift-otel.git", from: "1.6.0", traits: ["OTLPHTTP"]),
+        .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.33.2"),
+        .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
         // Tests only: property-based tests of the wire decoders.
         .package(url: "https://github.com/x-sheep/swift-property-based.git", from: "2.0.1"),
     ],
@@ -94,6 +97,20 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // The same storage on PostgreSQL (DATABASE_URL), for instances on several hosts sharing one
+        // database. It reuses WarrenSQLite's backend-neutral pieces (the outbox relay, pages).
+        .target(
+            name: "WarrenPostgres",
+            dependencies: [
+                "Warren", "WarrenSQLite",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                // TLS settings for sslmode (PostgresURL.swift).
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         // An example service, also run as a real process by the tests.
         .executableTarget(
             name: "EchoService",
@@ -107,7 +124,9 @@ let package = Package(
         .executableTarget(
             name: "UserService",
             dependencies: [
-                "Warren", "WarrenSQLite",
+                "Warren", "WarrenSQLite", "WarrenPostgres",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "HummingbirdBcrypt", package: "hummingbird-auth"),
@@ -117,7 +136,9 @@ let package = Package(
         .executableTarget(
             name: "OrderService",
             dependencies: [
-                "Warren", "WarrenSQLite",
+                "Warren", "WarrenSQLite", "WarrenPostgres",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -127,7 +148,9 @@ let package = Package(
         .executableTarget(
             name: "PaymentService",
             dependencies: [
-                "Warren", "WarrenSQLite",
+                "Warren", "WarrenSQLite", "WarrenPostgres",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -166,8 +189,9 @@ let package = Package(
         .executableTarget(
             name: "EventStore",
             dependencies: [
-                "Warren", "WarrenAMQP", "WarrenSQLite",
+                "Warren", "WarrenAMQP", "WarrenSQLite", "WarrenPostgres",
                 .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Tracing", package: "swift-distributed-tracing"),
@@ -214,6 +238,8 @@ let package = Package(
             dependencies: [
                 "Warren",
                 "WarrenSQLite",
+                "WarrenPostgres",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
                 "WarrenTestSupport",
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "PropertyBased", package: "swift-property-based"),
@@ -234,6 +260,15 @@ let package = Package(
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        // The event store's logs (SQLite and PostgreSQL) in process, each test in its own database.
+        .testTarget(
+            name: "EventLogTests",
+            dependencies: [
+                "EventStore", "WarrenPostgres", "WarrenTestSupport",
+                .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings
         ),

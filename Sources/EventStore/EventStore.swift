@@ -1,22 +1,32 @@
 import Foundation
 import Logging
+import ServiceLifecycle
 import Warren
+import WarrenPostgres
 import WarrenSQLite
 
 /// The event store: records every event on `warren.events` once, in the order it arrived, and
 /// answers `events.query` with pages of them (what `warren replay` reads).
 ///
-/// Environment, beside the service host's: `DATABASE_PATH` (default `$DATA_DIR/events.sqlite`,
-/// `DATA_DIR` default `data`), `EVENTS_PREFETCH` (1000) and `EVENTS_BATCH_SIZE` (500).
+/// Environment, beside the service host's: `DATABASE_URL` (PostgreSQL, for several instances
+/// on one database) or else `DATABASE_PATH` (default `$DATA_DIR/events.sqlite`, `DATA_DIR`
+/// default `data`), `EVENTS_PREFETCH` (1000) and `EVENTS_BATCH_SIZE` (500).
 @main
 struct EventStore {
     static func main() async throws {
         _ = commandLine.resolve()
         try await ServiceHost.run(name: "events", defaultHTTPPort: httpPort) { resources in
             let environment = resources.environment
-            let path = try databasePath(environment)
-            let log = try SQLiteEventLog(path: path)
-            resources.logger.info("event log open", metadata: ["database": "\(path)"])
+            let log: any EventLog
+            var storage: [any Service] = []
+            if let database = try await PostgresServiceDatabase.open(environment: environment, migrations: PostgresEventLog.migrations, logger: resources.logger) {
+                log = PostgresEventLog(database: database)
+                storage = [database]  // first, so that it stops after the ingestor's last batch
+            } else {
+                let path = try databasePath(environment)
+                log = try SQLiteEventLog(path: path)
+                resources.logger.info("event log open", metadata: ["database": "\(path)"])
+            }
 
             var handlers = RPCHandlers()
             handlers.onRaw("events.query", EventsQuery.self) { request, _ in
@@ -30,7 +40,7 @@ struct EventStore {
             if let prefetch = environment["EVENTS_PREFETCH"].flatMap(UInt16.init) { configuration.prefetch = prefetch }
             if let batchSize = environment["EVENTS_BATCH_SIZE"].flatMap(Int.init), batchSize > 0 { configuration.batchSize = batchSize }
             let ingestor = EventIngestor(connection: resources.connection, log: log, configuration: configuration, logger: resources.logger)
-            return ServiceDefinition(handlers: handlers, services: [ingestor])
+            return ServiceDefinition(handlers: handlers, services: storage + [ingestor])
         }
     }
 

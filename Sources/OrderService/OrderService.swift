@@ -1,7 +1,9 @@
 import Foundation
 import Logging
 import Metrics
+import ServiceLifecycle
 import Warren
+import WarrenPostgres
 import WarrenSQLite
 
 /// The order service (queue `orders.rpc`): places orders for users it checks with the user
@@ -9,20 +11,33 @@ import WarrenSQLite
 /// and settles it when the payment service reports: `payment.succeeded` → confirmed,
 /// `payment.failed` → cancelled with the reason.
 ///
-/// Environment (besides the service host's): `DATABASE_PATH` or `DATA_DIR`, `OUTBOX_RELAY`
+/// Environment (besides the service host's): `DATABASE_URL` (PostgreSQL, shared by instances)
+/// or else `DATABASE_PATH` / `DATA_DIR` (SQLite), `OUTBOX_RELAY`
 /// (`paused` keeps events in the outbox; see README).
 @main
 struct OrderService {
     static func main() async throws {
         _ = commandLine.resolve()
         try await ServiceHost.run(name: "orders", defaultHTTPPort: httpPort) { resources in
-            let database = try ServiceDatabase.open(service: "orders", environment: resources.environment, migrations: SQLiteOrderStore.migrations)
-            let relay = OutboxRelay(database: database, publisher: resources.events, logger: resources.logger)
-            let inbox = SQLiteCommandInbox(database: database, logger: resources.logger)
-            let orders = OrderHandlers(store: SQLiteOrderStore(database: database), relay: relay)
+            let store: any OrderStore
+            let relay: OutboxRelay
+            let inbox: any CommandInbox & Service
+            var storage: [any Service] = []
+            if let database = try await PostgresServiceDatabase.open(environment: resources.environment, migrations: PostgresOrderStore.migrations, logger: resources.logger) {
+                store = PostgresOrderStore(database: database)
+                relay = OutboxRelay(database: database, publisher: resources.events, logger: resources.logger)
+                inbox = PostgresCommandInbox(database: database, logger: resources.logger)
+                storage = [database]  // first, so that it stops after everything that queries it
+            } else {
+                let database = try ServiceDatabase.open(service: "orders", environment: resources.environment, migrations: SQLiteOrderStore.migrations)
+                store = SQLiteOrderStore(database: database)
+                relay = OutboxRelay(database: database, publisher: resources.events, logger: resources.logger)
+                inbox = SQLiteCommandInbox(database: database, logger: resources.logger)
+            }
+            let orders = OrderHandlers(store: store, relay: relay)
             return ServiceDefinition(
                 handlers: orders.handlers, subscription: orders.payments,
-                services: ServiceDatabase.relays([relay], environment: resources.environment, logger: resources.logger) + [inbox],
+                services: storage + ServiceDatabase.relays([relay], environment: resources.environment, logger: resources.logger) + [inbox],
                 inbox: inbox)
         }
     }

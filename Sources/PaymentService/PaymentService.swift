@@ -1,7 +1,9 @@
 import Foundation
 import Logging
 import GRDB
+import ServiceLifecycle
 import Warren
+import WarrenPostgres
 import WarrenSQLite
 
 /// The payment service (queue `payments.rpc`): charges every new order (simulated) and reports
@@ -12,7 +14,8 @@ import WarrenSQLite
 /// One payment per order, however often `order.created` arrives: the order id is unique in
 /// the payments table and the payment and its event are written in one transaction.
 ///
-/// Environment (besides the service host's): `DATABASE_PATH` or `DATA_DIR`,
+/// Environment (besides the service host's): `DATABASE_URL` (PostgreSQL, shared by instances)
+/// or else `DATABASE_PATH` / `DATA_DIR` (SQLite),
 /// `PAYMENT_LIMIT_CENTS`, `OUTBOX_RELAY`.
 @main
 struct PaymentService {
@@ -20,14 +23,24 @@ struct PaymentService {
         _ = commandLine.resolve()
         try await ServiceHost.run(name: "payments", defaultHTTPPort: httpPort) { resources in
             let environment = resources.environment
-            let database = try ServiceDatabase.open(service: "payments", environment: environment, migrations: SQLitePaymentStore.migrations)
-            let relay = OutboxRelay(database: database, publisher: resources.events, logger: resources.logger)
+            let store: any PaymentStore
+            let relay: OutboxRelay
+            var storage: [any Service] = []
+            if let database = try await PostgresServiceDatabase.open(environment: environment, migrations: PostgresPaymentStore.migrations, logger: resources.logger) {
+                store = PostgresPaymentStore(database: database)
+                relay = OutboxRelay(database: database, publisher: resources.events, logger: resources.logger)
+                storage = [database]  // first, so that it stops after everything that queries it
+            } else {
+                let database = try ServiceDatabase.open(service: "payments", environment: environment, migrations: SQLitePaymentStore.migrations)
+                store = SQLitePaymentStore(database: database)
+                relay = OutboxRelay(database: database, publisher: resources.events, logger: resources.logger)
+            }
             let payments = PaymentHandlers(
-                store: SQLitePaymentStore(database: database), relay: relay,
+                store: store, relay: relay,
                 limitCents: try ServiceHost.number(environment, "PAYMENT_LIMIT_CENTS", 0...Int.max) ?? 100_000)
             return ServiceDefinition(
                 handlers: payments.handlers, subscription: payments.orders,
-                services: ServiceDatabase.relays([relay], environment: environment, logger: resources.logger))
+                services: storage + ServiceDatabase.relays([relay], environment: environment, logger: resources.logger))
         }
     }
 }

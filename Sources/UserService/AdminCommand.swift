@@ -1,6 +1,7 @@
 import Foundation
-import GRDB
+import Logging
 import Warren
+import WarrenPostgres
 import WarrenSQLite
 
 /// `user-service grant-admin <email>` / `revoke-admin <email>`: the operator's way to make
@@ -17,7 +18,8 @@ enum AdminCommand {
         usage: user-service                      serve users.rpc (the service)
                user-service grant-admin <email>  give the account with this email the admin role
                user-service revoke-admin <email> make it a plain user again
-        Both act on the service's database: DATABASE_PATH, or DATA_DIR/users.sqlite (DATA_DIR defaults to data).
+        Both act on the service's database: DATABASE_URL (PostgreSQL) when set, else DATABASE_PATH, or
+        DATA_DIR/users.sqlite (DATA_DIR defaults to data).
         """
 
     /// Runs the command and returns the exit status: 0 done, 1 failed (no such account, the
@@ -40,6 +42,9 @@ enum AdminCommand {
         } catch {
             return fail(2, "'\(email)' is not an email address")
         }
+        if let url = environment["DATABASE_URL"], !url.isEmpty {
+            return await onPostgres(url: url, role: role, email: email)
+        }
         // A mistyped DATA_DIR must not create an empty database and report "no such account".
         let path = ServiceDatabase.path(service: "users", environment: environment)
         guard FileManager.default.fileExists(atPath: path) else {
@@ -47,30 +52,39 @@ enum AdminCommand {
         }
         do {
             let database = try ServiceDatabase.open(service: "users", environment: environment, migrations: SQLiteUserStore.migrations)
-            guard let user = try await setRole(role, email: email, database: database) else {
-                return fail(1, "no account has the email \(email) (any case): register it first (POST /users), then run this again")
-            }
-            print("\(user.email) (\(user.id)) is now \(user.role == .admin ? "an admin" : "a plain user"); it takes effect with the next token")
-            return 0
+            return report(try await SQLiteUserStore(database: database).setRole(role, email: email), role: role, email: email)
         } catch {
             return fail(1, "cannot change the role in \(path): \(error)")
         }
     }
 
-    /// Sets the role of the account with `email` (any case) and records `user.updated`; nil when
-    /// there is no such account. Setting the role it already has changes nothing and sends nothing.
-    static func setRole(_ role: User.Role, email: String, database: DatabasePool) async throws -> User? {
-        try await database.write { db in
-            guard let row = try Row.fetchOne(db, sql: "SELECT * FROM users WHERE email_key = ?", arguments: [email.lowercased()]) else {
-                return nil
-            }
-            var user = User(row: row)
-            guard user.role != role else { return user }
-            user.role = role
-            try db.execute(sql: "UPDATE users SET role = ?, updated_at = ? WHERE id = ?", arguments: [role.rawValue, Date(), user.id])
-            try Outbox.enqueue(db, type: "user.updated", payload: user, aggregateID: user.id)
-            return user
+    /// The same on the service's PostgreSQL database, its pool running only for the command.
+    private static func onPostgres(url: String, role: User.Role, email: String) async -> Int32 {
+        var logger = Logger(label: "user-service")
+        logger.logLevel = .warning
+        let database: PostgresServiceDatabase
+        do {
+            database = try await PostgresServiceDatabase.open(url: url, migrations: PostgresUserStore.migrations, maximumConnections: 1, logger: logger)
+        } catch {
+            return fail(1, error.description)
         }
+        return await withDiscardingTaskGroup { group in
+            group.addTask { await database.run() }
+            defer { group.cancelAll() }
+            do {
+                return report(try await PostgresUserStore(database: database).setRole(role, email: email), role: role, email: email)
+            } catch {
+                return fail(1, "cannot change the role in \(database.url): \(PostgresServiceDatabase.describe(error))")
+            }
+        }
+    }
+
+    private static func report(_ user: User?, role: User.Role, email: String) -> Int32 {
+        guard let user else {
+            return fail(1, "no account has the email \(email) (any case): register it first (POST /users), then run this again")
+        }
+        print("\(user.email) (\(user.id)) is now \(user.role == .admin ? "an admin" : "a plain user"); it takes effect with the next token")
+        return 0
     }
 
     private static func fail(_ status: Int32, _ message: String) -> Int32 {

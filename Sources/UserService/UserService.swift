@@ -1,6 +1,8 @@
 import Foundation
 import Logging
+import ServiceLifecycle
 import Warren
+import WarrenPostgres
 import WarrenSQLite
 
 /// The user service (queue `users.rpc`): accounts with salted bcrypt password hashes in the
@@ -12,7 +14,8 @@ import WarrenSQLite
 /// `DATABASE_PATH` / `DATA_DIR`), which proves access to the deployment rather than to an
 /// address (`AdminCommand`).
 ///
-/// Environment (besides the service host's): `DATABASE_PATH` or `DATA_DIR`, `BCRYPT_COST`
+/// Environment (besides the service host's): `DATABASE_URL` (PostgreSQL, for instances that
+/// share one database) or else `DATABASE_PATH` / `DATA_DIR` (SQLite), `BCRYPT_COST`
 /// (4 to 31, default 12).
 @main
 struct UserService {
@@ -33,12 +36,25 @@ struct UserService {
                 resources.logger.warning(
                     "ADMIN_EMAILS is no longer read: registering never grants a role. Make an admin with `user-service grant-admin <email>`")
             }
-            let database = try ServiceDatabase.open(service: "users", environment: environment, migrations: SQLiteUserStore.migrations)
-            let relay = OutboxRelay(database: database, publisher: resources.events, logger: resources.logger)
-            let handlers = UserHandlers(store: SQLiteUserStore(database: database), passwords: Passwords(cost: cost), relay: relay)
-            let inbox = SQLiteCommandInbox(database: database, logger: resources.logger)
+            let store: any UserStore
+            let relay: OutboxRelay
+            let inbox: any CommandInbox & Service
+            var storage: [any Service] = []
+            if let database = try await PostgresServiceDatabase.open(environment: environment, migrations: PostgresUserStore.migrations, logger: resources.logger) {
+                store = PostgresUserStore(database: database)
+                relay = OutboxRelay(database: database, publisher: resources.events, logger: resources.logger)
+                inbox = PostgresCommandInbox(database: database, logger: resources.logger)
+                storage = [database]  // first, so that it stops after everything that queries it
+            } else {
+                let database = try ServiceDatabase.open(service: "users", environment: environment, migrations: SQLiteUserStore.migrations)
+                store = SQLiteUserStore(database: database)
+                relay = OutboxRelay(database: database, publisher: resources.events, logger: resources.logger)
+                inbox = SQLiteCommandInbox(database: database, logger: resources.logger)
+            }
+            let handlers = UserHandlers(store: store, passwords: Passwords(cost: cost), relay: relay)
             return ServiceDefinition(
-                handlers: handlers.all, services: ServiceDatabase.relays([relay], environment: environment, logger: resources.logger) + [inbox],
+                handlers: handlers.all,
+                services: storage + ServiceDatabase.relays([relay], environment: environment, logger: resources.logger) + [inbox],
                 inbox: inbox)
         }
     }

@@ -17,6 +17,9 @@ protocol UserStore: Sendable {
     func update(id: String, name: String?, email: String?, cause: Envelope, command: Command?) async throws -> User?
     /// false when there is no such user.
     func delete(id: String, cause: Envelope, command: Command?) async throws -> Bool
+    /// Sets the role of the account with `email` (any case) and records `user.updated`; nil when
+    /// there is no such account. Setting the role it already has changes nothing and sends nothing.
+    func setRole(_ role: User.Role, email: String) async throws -> User?
 }
 
 /// The default store: the service's own SQLite file, with the outbox beside the users.
@@ -101,6 +104,20 @@ struct SQLiteUserStore: UserStore {
             try Outbox.enqueue(db, type: "user.deleted", payload: UserID(id: id), aggregateID: id, causedBy: cause)
             try SQLiteCommandInbox.record(command, reply: Deleted(id: id), in: db)
             return true
+        }
+    }
+
+    func setRole(_ role: User.Role, email: String) async throws -> User? {
+        try await database.write { db in
+            guard let row = try Row.fetchOne(db, sql: "SELECT * FROM users WHERE email_key = ?", arguments: [email.lowercased()]) else {
+                return nil
+            }
+            var user = User(row: row)
+            guard user.role != role else { return user }
+            user.role = role
+            try db.execute(sql: "UPDATE users SET role = ?, updated_at = ? WHERE id = ?", arguments: [role.rawValue, Date(), user.id])
+            try Outbox.enqueue(db, type: "user.updated", payload: user, aggregateID: user.id)
+            return user
         }
     }
 

@@ -1,4 +1,4 @@
-import Foundation
+public import Foundation
 public import GRDB
 public import Logging
 import Metrics
@@ -53,15 +53,7 @@ public enum Outbox {
     public static func enqueue<Payload: Encodable>(
         _ db: Database, type: String, payload: Payload, aggregateID: String? = nil, causedBy cause: Envelope? = nil
     ) throws -> Envelope {
-        var envelope = cause?.caused(type: type) ?? Envelope(type: type)
-        envelope.aggregateID = aggregateID
-        // The event is created here, in the trace of its cause (the handler's span, whose
-        // traceparent the cause's envelope carries: GRDB runs this closure off the task, so the
-        // task-local context is not at hand). The relay's publish span becomes its child.
-        let span = MessageTracing.startSpan("create \(type)", context: MessageTracing.context(traceparent: envelope.traceparent), ofKind: .producer)
-        defer { span?.end() }
-        span?.setMessagingAttributes(operation: "create", operationType: "create", destination: EventPublisher.exchange, routingKey: type, envelope: envelope)
-        if let span, let traceparent = MessageTracing.traceparent(of: span.context) { envelope.traceparent = traceparent }
+        let envelope = tracedEnvelope(type: type, aggregateID: aggregateID, causedBy: cause)
         try db.execute(
             sql: """
                 INSERT INTO warren_outbox (event_id, type, aggregate_id, correlation_id, causation_id, body, created_at, traceparent)
@@ -73,12 +65,59 @@ public enum Outbox {
             ])
         return envelope
     }
+
+    /// The envelope of an event about to be written to an outbox (either backend), with the
+    /// traceparent of its `create` span. The event is created in the trace of its cause (the
+    /// handler's span, whose traceparent the cause's envelope carries: the database runs the
+    /// write off the task, so the task-local context is not at hand); the relay's publish span
+    /// becomes its child.
+    public static func tracedEnvelope(type: String, aggregateID: String?, causedBy cause: Envelope?) -> Envelope {
+        var envelope = cause?.caused(type: type) ?? Envelope(type: type)
+        envelope.aggregateID = aggregateID
+        let span = MessageTracing.startSpan("create \(type)", context: MessageTracing.context(traceparent: envelope.traceparent), ofKind: .producer)
+        defer { span?.end() }
+        span?.setMessagingAttributes(operation: "create", operationType: "create", destination: EventPublisher.exchange, routingKey: type, envelope: envelope)
+        if let span, let traceparent = MessageTracing.traceparent(of: span.context) { envelope.traceparent = traceparent }
+        return envelope
+    }
+}
+
+/// One unsent event as a relay claimed it from an outbox table.
+public struct OutboxEvent: Sendable {
+    /// The row's position in its outbox: what the relay marks sent, failed or released.
+    public var sequence: Int64
+    public var envelope: Envelope
+    public var body: Data
+
+    public init(sequence: Int64, envelope: Envelope, body: Data) {
+        self.sequence = sequence
+        self.envelope = envelope
+        self.body = body
+    }
+}
+
+/// An outbox table as the relay sees it, one per backend (`SQLiteOutboxStorage` here,
+/// `PostgresOutboxStorage` in WarrenPostgres), so that the publishing rules live once.
+/// Claims are leases: relays of several instances sharing the database never hold the same
+/// row at once, and the rows of a relay that died come free when its lease runs out.
+public protocol OutboxStorage: Sendable {
+    /// Up to `limit` of the oldest unsent events nobody else holds, in sequence order, leased
+    /// to the caller for `lease` seconds in the transaction that reads them.
+    func claim(limit: Int, lease: TimeInterval) async throws -> [OutboxEvent]
+    /// The broker confirmed these: they never go out again.
+    func markSent(_ sequences: [Int64]) async throws
+    /// AMQP can never carry it: set aside with the reason.
+    func markFailed(_ sequence: Int64, reason: String) async throws
+    /// Publishing failed for a reason worth retrying: let any relay take them at once.
+    func release(_ sequences: [Int64]) async throws
+    /// Rows neither published nor set aside (`warren_outbox_pending_events`).
+    func pendingCount() async throws -> Int
 }
 
 /// Publishes the outbox's unsent events in order, with confirms, and marks each sent once the
 /// broker confirmed it. Polls every `interval`; `wake()` after a commit publishes at once.
 public final class OutboxRelay: Service, Sendable {
-    private let database: any DatabaseWriter
+    private let storage: any OutboxStorage
     private let publisher: EventPublisher
     private let interval: Duration
     private let batchSize: Int
@@ -87,15 +126,23 @@ public final class OutboxRelay: Service, Sendable {
     private let wakeupContinuation: AsyncStream<Void>.Continuation
 
     public init(
-        database: any DatabaseWriter, publisher: EventPublisher, interval: Duration = .milliseconds(200), batchSize: Int = 500,
+        storage: any OutboxStorage, publisher: EventPublisher, interval: Duration = .milliseconds(200), batchSize: Int = 500,
         logger: Logger = Logger(label: "warren.outbox")
     ) {
-        self.database = database
+        self.storage = storage
         self.publisher = publisher
         self.interval = interval
         self.batchSize = batchSize
         self.logger = logger
         (wakeups, wakeupContinuation) = AsyncStream.makeStream(bufferingPolicy: .bufferingNewest(1))
+    }
+
+    /// The relay of a service's SQLite outbox.
+    public convenience init(
+        database: any DatabaseWriter, publisher: EventPublisher, interval: Duration = .milliseconds(200), batchSize: Int = 500,
+        logger: Logger = Logger(label: "warren.outbox")
+    ) {
+        self.init(storage: SQLiteOutboxStorage(database: database), publisher: publisher, interval: interval, batchSize: batchSize, logger: logger)
     }
 
     /// Asks the relay to look for new events now rather than at its next poll.
@@ -113,7 +160,7 @@ public final class OutboxRelay: Service, Sendable {
             for await _ in wakeups.cancelOnGracefulShutdown() {
                 do {
                     while try await relayBatch() == batchSize {}
-                    try await countPending()
+                    Self.pendingGauge.record(try await storage.pendingCount())
                 } catch is CancellationError {
                     // Shutting down: the rows stay unsent and go out at the next start.
                 } catch {
@@ -131,7 +178,7 @@ public final class OutboxRelay: Service, Sendable {
     /// broker, the connection) is left for the next attempt, and the call throws.
     @discardableResult
     public func relayBatch() async throws -> Int {
-        let pending = try await claimBatch()
+        let pending = try await storage.claim(limit: batchSize, lease: Self.claimDuration)
         guard !pending.isEmpty else { return 0 }
         // Published concurrently (pipelined confirms) in the channel's order.
         let failures = await withTaskGroup(of: (Int64, (any Error)?).self) { group in
@@ -150,7 +197,7 @@ public final class OutboxRelay: Service, Sendable {
             return failures
         }
         let sent = pending.map(\.sequence).filter { failures[$0] == nil }
-        if !sent.isEmpty { try await update(sent, set: "sent_at = ?", Date()) }
+        if !sent.isEmpty { try await storage.markSent(sent) }
         var retry: [Int64] = []
         for event in pending {
             guard let error = failures[event.sequence] else { continue }
@@ -158,37 +205,37 @@ public final class OutboxRelay: Service, Sendable {
                 retry.append(event.sequence)
                 continue
             }
-            try await database.write { @Sendable db in
-                try db.execute(
-                    sql: "UPDATE warren_outbox SET failed_at = ?, failure = ? WHERE sequence = ?", arguments: [Date(), reason, event.sequence])
-            }
+            try await storage.markFailed(event.sequence, reason: reason)
             logger.error(
                 "an outbox event can never be published: set aside in the outbox",
                 metadata: ["event_id": "\(event.envelope.messageID)", "type": "\(event.envelope.type ?? "-")", "error": "\(reason)"])
         }
         if let first = retry.first, let error = failures[first] {
-            try? await update(retry, set: "claimed_until = NULL")  // let the next attempt have them at once
+            try? await storage.release(retry)  // let the next attempt have them at once
             throw error
         }
         logger.debug("relayed events", metadata: ["count": "\(sent.count)"])
         return pending.count
     }
 
-    /// Rows not yet published (nor set aside), for `warren_outbox_pending_events`: a backlog
-    /// that grows means the relay cannot keep up or cannot reach the broker.
-    private func countPending() async throws {
-        let pending = try await database.read { @Sendable db in
-            try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM warren_outbox WHERE sent_at IS NULL AND failed_at IS NULL") ?? 0
-        }
-        Self.pendingGauge.record(pending)
-    }
+    /// Longer than a batch's publish with confirms takes (well under a second); the events a
+    /// crashed relay had claimed go out this much later.
+    static let claimDuration: TimeInterval = 10
 
+    /// A backlog that grows means the relay cannot keep up or cannot reach the broker.
     private static let pendingGauge = Gauge(label: "warren_outbox_pending_events")
+}
 
-    /// The oldest unsent events nobody else is publishing, leased to this relay for
-    /// `claimDuration` in the same transaction that reads them.
-    private func claimBatch() async throws -> [PendingEvent] {
-        try await database.write { @Sendable [batchSize] db in
+/// The outbox table in a service's SQLite database.
+public struct SQLiteOutboxStorage: OutboxStorage {
+    private let database: any DatabaseWriter
+
+    public init(database: any DatabaseWriter) { self.database = database }
+
+    /// The oldest unsent events nobody else is publishing, leased in the same transaction that
+    /// reads them (SQLite's single writer makes the read and the lease one step).
+    public func claim(limit: Int, lease: TimeInterval) async throws -> [OutboxEvent] {
+        try await database.write { @Sendable db in
             let now = Date()
             let rows = try Row.fetchAll(
                 db,
@@ -197,9 +244,9 @@ public final class OutboxRelay: Service, Sendable {
                     FROM warren_outbox WHERE sent_at IS NULL AND failed_at IS NULL AND (claimed_until IS NULL OR claimed_until < ?)
                     ORDER BY sequence LIMIT ?
                     """,
-                arguments: [now, batchSize])
+                arguments: [now, limit])
             let pending = rows.map { row in
-                PendingEvent(
+                OutboxEvent(
                     sequence: row["sequence"],
                     envelope: Envelope(
                         messageID: row["event_id"], correlationID: row["correlation_id"], causationID: row["causation_id"],
@@ -207,18 +254,30 @@ public final class OutboxRelay: Service, Sendable {
                     body: row["body"])
             }
             if !pending.isEmpty {
-                try Self.update(db, pending.map(\.sequence), set: "claimed_until = ?", now + Self.claimDuration)
+                try Self.update(db, pending.map(\.sequence), set: "claimed_until = ?", now + lease)
             }
             return pending
         }
     }
 
-    /// Longer than a batch's publish with confirms takes (well under a second); the events a
-    /// crashed relay had claimed go out this much later.
-    static let claimDuration: TimeInterval = 10
+    public func markSent(_ sequences: [Int64]) async throws {
+        try await database.write { @Sendable db in try Self.update(db, sequences, set: "sent_at = ?", Date()) }
+    }
 
-    private func update(_ sequences: [Int64], set assignment: String, _ value: (any DatabaseValueConvertible & Sendable)? = nil) async throws {
-        try await database.write { @Sendable db in try Self.update(db, sequences, set: assignment, value) }
+    public func markFailed(_ sequence: Int64, reason: String) async throws {
+        try await database.write { @Sendable db in
+            try db.execute(sql: "UPDATE warren_outbox SET failed_at = ?, failure = ? WHERE sequence = ?", arguments: [Date(), reason, sequence])
+        }
+    }
+
+    public func release(_ sequences: [Int64]) async throws {
+        try await database.write { @Sendable db in try Self.update(db, sequences, set: "claimed_until = NULL", nil) }
+    }
+
+    public func pendingCount() async throws -> Int {
+        try await database.read { @Sendable db in
+            try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM warren_outbox WHERE sent_at IS NULL AND failed_at IS NULL") ?? 0
+        }
     }
 
     private static func update(_ db: Database, _ sequences: [Int64], set assignment: String, _ value: (any DatabaseValueConvertible)?) throws {
@@ -227,12 +286,6 @@ public final class OutboxRelay: Service, Sendable {
             sql: "UPDATE warren_outbox SET \(assignment) WHERE sequence IN (\(placeholders))",
             arguments: StatementArguments((value.map { [$0] } ?? []) + sequences))
     }
-}
-
-private struct PendingEvent: Sendable {
-    var sequence: Int64
-    var envelope: Envelope
-    var body: Data
 }
 
 /// Processed message ids in the service's SQLite database. `record(_:in:)` inside the same

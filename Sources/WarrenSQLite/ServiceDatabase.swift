@@ -81,6 +81,14 @@ public struct Page<Item: Encodable & Sendable>: Encodable, Sendable {
         self.next = next.map(String.init)
     }
 
+    /// A page from items already cut to the limit and the position to continue after (nil at
+    /// the end): for stores that do not read GRDB rows (PostgreSQL).
+    public init(_ key: String, items: [Item], next: Int64?) {
+        self.key = key
+        self.items = items
+        self.next = next.map(String.init)
+    }
+
     public func encode(to encoder: any Encoder) throws {
         var container = encoder.container(keyedBy: Key.self)
         try container.encode(items, forKey: Key(stringValue: key))

@@ -6,9 +6,9 @@ import WarrenTestSupport
 
 @Suite("The order saga across real service processes", .serialized, .timeLimit(.minutes(3)))
 struct SagaTests {
-    @Test("user → order → payment succeeded → order confirmed, every event once and on one correlation id")
-    func orderIsConfirmed() async throws {
-        try await withSystem(System.allServices + ["event-store"]) { system in
+    @Test("user → order → payment succeeded → order confirmed, every event once and on one correlation id", arguments: StorageBackend.allCases)
+    func orderIsConfirmed(backend: StorageBackend) async throws {
+        try await withSystem(System.allServices + ["event-store"], backend: backend) { system in
             let flow = UUID().uuidString.lowercased()
             let userID = try await newUser(system, correlationID: flow)
             let created = try await system.call(
@@ -41,9 +41,9 @@ struct SagaTests {
         }
     }
 
-    @Test("an order above the payment limit is cancelled with the reason")
-    func declinedOrderIsCancelled() async throws {
-        try await withSystem(environment: ["PAYMENT_LIMIT_CENTS": "10000"]) { system in
+    @Test("an order above the payment limit is cancelled with the reason", arguments: StorageBackend.allCases)
+    func declinedOrderIsCancelled(backend: StorageBackend) async throws {
+        try await withSystem(environment: ["PAYMENT_LIMIT_CENTS": "10000"], backend: backend) { system in
             let userID = try await newUser(system)
             let created = try await system.call("orders.create", ["userId": userID, "items": [["sku": "car", "quantity": 1, "unitPriceCents": 10_001]]])
             let orderID = try #require(created.string("id"))
@@ -150,9 +150,9 @@ struct SagaTests {
         }
     }
 
-    @Test("killed after writing the outbox row, before publishing: the event goes out after the restart")
-    func outboxSurvivesACrash() async throws {
-        try await withSystem(["user-service"]) { system in
+    @Test("killed after writing the outbox row, before publishing: the event goes out after the restart", arguments: StorageBackend.allCases)
+    func outboxSurvivesACrash(backend: StorageBackend) async throws {
+        try await withSystem(["user-service"], backend: backend) { system in
             let userID = try await newUser(system)
             let orders = try await system.launch("order-service", environment: ["OUTBOX_RELAY": "paused"])
             let created = try await system.call("orders.create", ["userId": userID, "items": [["sku": "pen", "quantity": 1, "unitPriceCents": 100]]])
@@ -167,9 +167,9 @@ struct SagaTests {
         }
     }
 
-    @Test("two instances of each service on the same queues: every event applied once")
-    func competingConsumers() async throws {
-        try await withSystem { system in
+    @Test("two instances of each service on the same queues: every event applied once", arguments: StorageBackend.allCases)
+    func competingConsumers(backend: StorageBackend) async throws {
+        try await withSystem(backend: backend) { system in
             try await system.launch("order-service", instance: "-2")
             try await system.launch("payment-service", instance: "-2")
             let userID = try await newUser(system)

@@ -14,11 +14,18 @@ final class System: Sendable {
     let rpc: RPCClient
     let channel: AMQPChannel
     let tap: EventTap
+    let backend: StorageBackend
     private let processes = Mutex<[String: ServiceProcess]>([:])
+    /// On PostgreSQL, each service's own database (by executable name), shared by its instances.
+    private let databases = Mutex<[String: TestPostgresDatabase]>([:])
 
     static let allServices = ["user-service", "order-service", "payment-service"]
 
-    private init(vhost: TestVhost, data: TemporaryDirectory, connection: AMQPConnection, rpc: RPCClient, channel: AMQPChannel, tap: EventTap) {
+    private init(
+        vhost: TestVhost, data: TemporaryDirectory, connection: AMQPConnection, rpc: RPCClient, channel: AMQPChannel, tap: EventTap,
+        backend: StorageBackend
+    ) {
+        self.backend = backend
         self.vhost = vhost
         self.data = data
         self.connection = connection
@@ -27,8 +34,9 @@ final class System: Sendable {
         self.tap = tap
     }
 
-    /// Starts `services` (executable names) and waits until each serves its queue.
-    static func start(_ services: [String] = allServices, environment: [String: String] = [:]) async throws -> System {
+    /// Starts `services` (executable names) and waits until each serves its queue. On
+    /// `.postgres` each service gets a database of its own (`DATABASE_URL`), dropped by `stop()`.
+    static func start(_ services: [String] = allServices, environment: [String: String] = [:], backend: StorageBackend = .sqlite) async throws -> System {
         let vhost = try TestVhost.create("services")
         let data = try TemporaryDirectory()
         var configuration = try AMQPConfiguration(url: vhost.url)
@@ -37,22 +45,33 @@ final class System: Sendable {
         let rpc = try await RPCClient.start(connection: connection, configuration: .init(defaultTimeout: .seconds(10)))
         let channel = try await connection.openChannel()
         let tap = try await EventTap.start(connection: connection)
-        let system = System(vhost: vhost, data: data, connection: connection, rpc: rpc, channel: channel, tap: tap)
+        let system = System(vhost: vhost, data: data, connection: connection, rpc: rpc, channel: channel, tap: tap, backend: backend)
         for service in services { try await system.launch(service, environment: environment) }
         return system
     }
 
     /// Starts one more process of `service`, with the system's vhost and data folder.
     @discardableResult
-    func launch(_ service: String, environment: [String: String] = [:], instance: String = "") async throws -> ServiceProcess {
+    func launch(
+        _ service: String, environment: [String: String] = [:], instance: String = "", workingDirectory: URL? = nil, waitUntilReady: Bool = true
+    ) async throws -> ServiceProcess {
         var merged = [
             "AMQP_URL": vhost.url, "DATA_DIR": data.path, "BCRYPT_COST": "4", "LOG_LEVEL": "debug",
         ]
+        if backend == .postgres { merged["DATABASE_URL"] = try database(of: service).url }
         for (key, value) in environment { merged[key] = value }
-        let process = try ServiceProcess(service, environment: merged)
+        let process = try ServiceProcess(service, environment: merged, workingDirectory: workingDirectory)
         processes.withLock { $0[service + instance] = process }
-        try await process.waitUntilReady()
+        if waitUntilReady { try await process.waitUntilReady() }
         return process
+    }
+
+    /// The PostgreSQL database of `service` (created at its first launch).
+    func database(of service: String) throws -> TestPostgresDatabase {
+        if let database = databases.withLock({ $0[service] }) { return database }
+        let database = try TestPostgresDatabase.create(service.replacingOccurrences(of: "-", with: "_"))
+        databases.withLock { $0[service] = database }
+        return database
     }
 
     /// The types of the events the event store holds for a flow, once it holds `count`.
@@ -69,6 +88,7 @@ final class System: Sendable {
         await connection.close()
         vhost.delete()
         data.remove()
+        for database in databases.withLock({ Array($0.values) }) { database.drop() }
     }
 
     /// Calls an operation with a JSON object, returning the reply as JSON.
@@ -156,9 +176,10 @@ final class EventTap: Sendable {
 
 /// Runs `body` against a fresh system and stops it afterwards, whatever happens.
 func withSystem(
-    _ services: [String] = System.allServices, environment: [String: String] = [:], _ body: (System) async throws -> Void
+    _ services: [String] = System.allServices, environment: [String: String] = [:], backend: StorageBackend = .sqlite,
+    _ body: (System) async throws -> Void
 ) async throws {
-    let system = try await System.start(services, environment: environment)
+    let system = try await System.start(services, environment: environment, backend: backend)
     do {
         try await body(system)
     } catch {

@@ -6,9 +6,9 @@ import WarrenTestSupport
 
 @Suite("The user service", .serialized, .timeLimit(.minutes(3)))
 struct UserTests {
-    @Test("register, get, list in pages, update, delete, each with its event; passwords never leave the service")
-    func lifecycle() async throws {
-        try await withSystem(["user-service"]) { system in
+    @Test("register, get, list in pages, update, delete, each with its event; passwords never leave the service", arguments: StorageBackend.allCases)
+    func lifecycle(backend: StorageBackend) async throws {
+        try await withSystem(["user-service"], backend: backend) { system in
             let created = try await system.call("users.create", ["name": "Grace", "email": "Grace@Example.com", "password": "a long secret 1"])
             let id = try #require(created.string("id"))
             #expect(created.string("email") == "Grace@Example.com")
@@ -47,9 +47,9 @@ struct UserTests {
         }
     }
 
-    @Test("an email is taken whatever its case: conflict, also on update")
-    func uniqueEmail() async throws {
-        try await withSystem(["user-service"]) { system in
+    @Test("an email is taken whatever its case: conflict, also on update", arguments: StorageBackend.allCases)
+    func uniqueEmail(backend: StorageBackend) async throws {
+        try await withSystem(["user-service"], backend: backend) { system in
             let email = "dup-\(UUID().uuidString.prefix(6))@example.com"
             _ = try await newUser(system, email: email)
             let again = try await system.call("users.create", ["name": "Other", "email": email.uppercased(), "password": "another secret"])
@@ -60,9 +60,9 @@ struct UserTests {
         }
     }
 
-    @Test("authenticate: the user on the right password; the same unauthorized error for a wrong one and an unknown email")
-    func authenticate() async throws {
-        try await withSystem(["user-service"]) { system in
+    @Test("authenticate: the user on the right password; the same unauthorized error for a wrong one and an unknown email", arguments: StorageBackend.allCases)
+    func authenticate(backend: StorageBackend) async throws {
+        try await withSystem(["user-service"], backend: backend) { system in
             let email = "auth-\(UUID().uuidString.prefix(6))@example.com"
             let id = try await newUser(system, email: email)
             let ok = try await system.call("users.authenticate", ["email": email.uppercased(), "password": "correct horse battery"])

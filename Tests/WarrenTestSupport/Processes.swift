@@ -56,8 +56,9 @@ public final class ServiceProcess: Sendable {
         URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../.build/debug").standardized
     }
 
-    /// Starts `executable` with the test's environment plus `environment` (which wins).
-    public init(_ executable: String, environment: [String: String] = [:], port: Int? = nil) throws {
+    /// Starts `executable` with the test's environment plus `environment` (which wins), in
+    /// `workingDirectory` when given (as another host would run it).
+    public init(_ executable: String, environment: [String: String] = [:], port: Int? = nil, workingDirectory: URL? = nil) throws {
         self.executable = executable
         self.port = port ?? freePort()
         var merged = ProcessInfo.processInfo.environment
@@ -70,6 +71,7 @@ public final class ServiceProcess: Sendable {
         process = Process()
         process.executableURL = Self.buildDirectory.appendingPathComponent(executable)
         process.environment = merged
+        if let workingDirectory { process.currentDirectoryURL = workingDirectory }
         process.standardOutput = try FileHandle(forWritingTo: logFile)
         process.standardError = process.standardOutput
         try process.run()
