@@ -49,7 +49,10 @@ final class PostgresEventLog: EventLog {
             BEGIN RAISE EXCEPTION 'the event log is append-only'; END $$
             """,
             "CREATE TRIGGER events_no_change BEFORE UPDATE OR DELETE ON events FOR EACH ROW EXECUTE FUNCTION events_append_only()",
-        ])
+        ]),
+        // As in SQLite: the publishing service (AMQP app_id), and when the store took the event
+        // in milliseconds (an AMQP timestamp has seconds), for the flows `warren flow` draws.
+        .init("events_source", ["ALTER TABLE events ADD COLUMN source text", "ALTER TABLE events ADD COLUMN recorded_at text"]),
     ]
 
     func append(_ events: [IncomingEvent]) async throws -> Int {
@@ -62,9 +65,10 @@ final class PostgresEventLog: EventLog {
                 let inserted = try await connection.query(
                     """
                     INSERT INTO events
-                        (event_id, type, routing_key, aggregate_id, correlation_id, causation_id, timestamp, headers, body, body_encoding)
+                        (event_id, type, routing_key, aggregate_id, correlation_id, causation_id, timestamp, headers, body, body_encoding,
+                         source, recorded_at)
                     VALUES (\(event.id), \(event.type), \(event.routingKey), \(event.aggregateID), \(event.correlationID), \(event.causationID),
-                            \(event.timestamp), \(event.headersJSON), \(body), \(encoding))
+                            \(event.timestamp), \(event.headersJSON), \(body), \(encoding), \(event.source), \(event.recordedAt))
                     ON CONFLICT (event_id) DO NOTHING RETURNING 1
                     """, logger: logger)
                 for try await _ in inserted { stored += 1 }
@@ -152,6 +156,8 @@ final class PostgresEventLog: EventLog {
         || CASE WHEN aggregate_id IS NULL THEN '' ELSE ',"aggregateId":' || to_json(aggregate_id)::text END
         || CASE WHEN correlation_id IS NULL THEN '' ELSE ',"correlationId":' || to_json(correlation_id)::text END
         || CASE WHEN causation_id IS NULL THEN '' ELSE ',"causationId":' || to_json(causation_id)::text END
+        || CASE WHEN source IS NULL THEN '' ELSE ',"source":' || to_json(source)::text END
+        || CASE WHEN recorded_at IS NULL THEN '' ELSE ',"recordedAt":' || to_json(recorded_at)::text END
         || ',"timestamp":"' || timestamp || '","headers":' || headers || ',"body":' || body
         || CASE WHEN body_encoding IS NULL THEN '' ELSE ',"bodyEncoding":' || to_json(body_encoding)::text END || '}'
         """

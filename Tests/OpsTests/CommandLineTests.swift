@@ -199,8 +199,8 @@ struct CommandLineTests {
         #expect(help.stdout.contains("revoke-admin <email>"))
     }
 
-    /// Variables read by code on other branches until they merge: PostgreSQL storage (helper
-    /// "pg") and the OTLP exporter (helper "tracing"; swift-otel reads OTEL_* itself).
+    /// Variables --help may list though no `environment["…"]` in Sources reads them by that
+    /// name: swift-otel reads the OTEL_* variables itself.
     static let readElsewhere: Set<String> = ["DATABASE_URL", "OTEL_EXPORTER_OTLP_ENDPOINT"]
 
     @Test("--help lists every environment variable the binary's code reads, and only those", arguments: Binary.all)
