@@ -6,7 +6,9 @@ import Synchronization
 /// `{"ts":"2026-11-29T09:34:53.541Z","level":"info","label":"users","msg":"serving","correlation_id":"…",…}`.
 ///
 /// `ts` is RFC 3339 in UTC with milliseconds; a metadata value that is a number (an integer or
-/// a decimal written as Swift writes it, e.g. `"attempt": "\(3)"`) is a JSON number; nested
+/// a decimal written as Swift writes it, e.g. `"attempt": "\(3)"`) is a JSON number, except
+/// under an identifier's key (`id`, `…_id`: a request id `123` stays text, so that a field keeps
+/// one type in a log store whatever the client sent); nested
 /// metadata is a JSON object or array; newlines in messages are escaped, so one event is always
 /// one line. The metadata provider's values (`trace_id`, `span_id` inside a span) are added.
 public struct JSONLogHandler: LogHandler {
@@ -37,9 +39,9 @@ public struct JSONLogHandler: LogHandler {
     /// The JSON object of one event, without the newline; nil only if it cannot be encoded.
     static func line(event: LogEvent, label: String, metadata: Logger.Metadata, provided: Logger.Metadata?, at time: Date) -> Data? {
         var object: [String: Any] = [:]
-        for (key, value) in provided ?? [:] { object[key] = json(value) }
-        for (key, value) in metadata { object[key] = json(value) }
-        for (key, value) in event.metadata ?? [:] { object[key] = json(value) }
+        for (key, value) in provided ?? [:] { object[key] = json(value, key: key) }
+        for (key, value) in metadata { object[key] = json(value, key: key) }
+        for (key, value) in event.metadata ?? [:] { object[key] = json(value, key: key) }
         object["ts"] = time.formatted(timeFormat)
         object["level"] = event.level.rawValue
         object["label"] = label
@@ -47,12 +49,18 @@ public struct JSONLogHandler: LogHandler {
         return try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])
     }
 
-    private static func json(_ value: Logger.Metadata.Value) -> Any {
+    private static func json(_ value: Logger.Metadata.Value, key: String) -> Any {
+        let isIdentifier = key == "id" || key.hasSuffix("_id")
         switch value {
-        case .string(let text): return number(text) ?? text
-        case .stringConvertible(let convertible): return number("\(convertible)") ?? "\(convertible)"
-        case .dictionary(let dictionary): return dictionary.mapValues(json)
-        case .array(let array): return array.map(json)
+        case .string(let text):
+            if !isIdentifier, let number = number(text) { return number }
+            return text
+        case .stringConvertible(let convertible):
+            let text = "\(convertible)"
+            if !isIdentifier, let number = number(text) { return number }
+            return text
+        case .dictionary(let dictionary): return dictionary.map { (key: $0.key, value: json($0.value, key: $0.key)) }.reduce(into: [String: Any]()) { $0[$1.key] = $1.value }
+        case .array(let array): return array.map { json($0, key: key) }
         }
     }
 

@@ -77,7 +77,7 @@ struct SharedDatabaseTests {
             #expect(Set(published) == Set(placed))
             // What each relay says it published (debug log): together, each order once.
             let relayed = [a, b].map { process in
-                process.logLines.filter { $0["msg"] as? String == "relayed events" }.compactMap { ($0["count"] as? String).flatMap { Int($0) } }.reduce(0, +)
+                process.logLines.filter { $0["msg"] as? String == "relayed events" }.compactMap { $0["count"] as? Int }.reduce(0, +)
             }
             #expect(relayed.reduce(0, +) == orders, "relayed by each instance: \(relayed)")
         }

@@ -24,6 +24,7 @@ struct ObservabilityUnitTests {
             metadata: [
                 "attempt": "3", "ratio": "0.25", "negative": "-12", "id": "007", "exponent": "1e3", "big": "123456789012345678901234567890",
                 "count": .stringConvertible(42), "nested": ["a": "1", "b": ["x", "2"]], "text": "users.get",
+                "correlation_id": "123", "message_id": .stringConvertible(456),
             ],
             provided: ["trace_id": "4bf92f3577b34da6a3ce929d0e0e4736", "span_id": "00f067aa0ba902b7"])
         #expect(object["ts"] as? String == "2026-11-29T09:34:53.541Z")
@@ -37,6 +38,8 @@ struct ObservabilityUnitTests {
         #expect(object["exponent"] as? String == "1e3")
         #expect(object["big"] as? String == "123456789012345678901234567890", "beyond Int64 stays text, exactly")
         #expect(object["text"] as? String == "users.get")
+        #expect(object["correlation_id"] as? String == "123", "an identifier stays text, whatever it looks like")
+        #expect(object["message_id"] as? String == "456")
         #expect((object["nested"] as? [String: Any])?["a"] as? Int == 1)
         #expect(object["trace_id"] as? String == "4bf92f3577b34da6a3ce929d0e0e4736")
         #expect(object["span_id"] as? String == "00f067aa0ba902b7")
