@@ -1,5 +1,7 @@
 import Crypto
 public import Foundation
+public import Logging
+import ServiceLifecycle
 
 /// A request to an operation with effects (registered with `RPCHandlers.onCommand`), as the
 /// command inbox keys it: a redelivery, or a client's retry with the same `message_id`, is the
@@ -75,6 +77,29 @@ public struct StoredReply: Sendable, Equatable {
 public protocol CommandInbox: Sendable {
     /// The reply stored for `messageID`, or nil if no command with that id committed.
     func storedReply(for messageID: String) async throws -> StoredReply?
+}
+
+/// A command inbox that forgets replies older than its retention, as both backends' inboxes
+/// do; `pruneHourly` is their service's `run()`.
+public protocol PrunedCommandInbox: CommandInbox {
+    /// Deletes the replies stored before `now` minus the retention; returns how many.
+    func prune(now: Date) async throws -> Int
+}
+
+extension PrunedCommandInbox {
+    /// Prunes once an hour until graceful shutdown (any instance of a service sharing the
+    /// database may; deleting twice is harmless). A failure is logged and tried again next hour.
+    public func pruneHourly(logger: Logger, describe: (any Error) -> String = { "\($0)" }) async {
+        while !Task.isShuttingDownGracefully, !Task.isCancelled {
+            do {
+                let removed = try await prune(now: Date())
+                if removed > 0 { logger.debug("pruned the command inbox", metadata: ["removed": "\(removed)"]) }
+            } catch {
+                logger.warning("could not prune the command inbox", metadata: ["error": "\(describe(error))"])
+            }
+            try? await cancelWhenGracefulShutdown { try await Task.sleep(for: .seconds(3600)) }
+        }
+    }
 }
 
 /// Thrown by a store (from inside its transaction, which then rolls back) when the command's

@@ -10,7 +10,7 @@ public import Warren
 /// the primary key decides: the second insert waits for the first transaction, finds the row
 /// (`ON CONFLICT DO NOTHING` returns nothing) and throws `CommandAlreadyApplied`, so its
 /// transaction rolls back and the responder answers with the first one's reply.
-public final class PostgresCommandInbox: CommandInbox, Service {
+public final class PostgresCommandInbox: PrunedCommandInbox, Service {
     private let database: PostgresServiceDatabase
     public let retention: TimeInterval
     private let logger: Logger
@@ -57,17 +57,9 @@ public final class PostgresCommandInbox: CommandInbox, Service {
         return removed
     }
 
-    /// Prunes once an hour until graceful shutdown (any instance may; deleting twice is harmless).
+    /// Prunes once an hour until graceful shutdown.
     public func run() async throws {
-        while !Task.isShuttingDownGracefully, !Task.isCancelled {
-            do {
-                let removed = try await prune()
-                if removed > 0 { logger.debug("pruned the command inbox", metadata: ["removed": "\(removed)"]) }
-            } catch {
-                logger.warning("could not prune the command inbox", metadata: ["error": "\(PostgresServiceDatabase.describe(error))"])
-            }
-            try? await cancelWhenGracefulShutdown { try await Task.sleep(for: .seconds(3600)) }
-        }
+        await pruneHourly(logger: logger, describe: PostgresServiceDatabase.describe)
     }
 }
 

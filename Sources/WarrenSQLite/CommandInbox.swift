@@ -10,7 +10,7 @@ public import Warren
 /// (say, the connection dropped before the ack) is answered with the stored reply instead of
 /// applying the command again. Rows older than `retention` are removed while it runs as a
 /// service: a retry later than that is executed as a new request.
-public final class SQLiteCommandInbox: CommandInbox, Service {
+public final class SQLiteCommandInbox: PrunedCommandInbox, Service {
     private let database: any DatabaseWriter
     public let retention: TimeInterval
     private let logger: Logger
@@ -71,14 +71,6 @@ public final class SQLiteCommandInbox: CommandInbox, Service {
 
     /// Prunes once an hour until graceful shutdown.
     public func run() async throws {
-        while !Task.isShuttingDownGracefully, !Task.isCancelled {
-            do {
-                let removed = try await prune()
-                if removed > 0 { logger.debug("pruned the command inbox", metadata: ["removed": "\(removed)"]) }
-            } catch {
-                logger.warning("could not prune the command inbox", metadata: ["error": "\(error)"])
-            }
-            try? await cancelWhenGracefulShutdown { try await Task.sleep(for: .seconds(3600)) }
-        }
+        await pruneHourly(logger: logger)
     }
 }
