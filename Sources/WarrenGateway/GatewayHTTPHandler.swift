@@ -31,6 +31,8 @@ final class GatewayHTTPHandler: ChannelInboundHandler {
     private let edge: HTTPEdgeGuard
     private let maxBodyBytes: Int
     private var remoteAddress: String?
+    /// The client half-closed (sent FIN after its request): answer what it sent, then close.
+    private var inputClosed = false
 
     init(responder: GatewayResponder, edge: HTTPEdgeGuard, maxBodyBytes: Int) {
         self.responder = responder
@@ -45,6 +47,21 @@ final class GatewayHTTPHandler: ChannelInboundHandler {
     func channelInactive(context: ChannelHandlerContext) {
         state = .closed
         context.fireChannelInactive()
+    }
+
+    /// A half-close (the server allows them so that a client that sends FIN after its request,
+    /// as `nc -N` or an HTTP/1.0 tool does, still gets its answer): the request with the
+    /// responder is answered and the connection closed after it; otherwise nothing more can
+    /// come, so it closes now (a half-sent request has already failed in the decoder).
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        guard case ChannelEvent.inputClosed = event else {
+            context.fireUserInboundEventTriggered(event)
+            return
+        }
+        inputClosed = true
+        if case .waiting = state { return }
+        state = .closed
+        context.close(promise: nil)
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -117,7 +134,7 @@ final class GatewayHTTPHandler: ChannelInboundHandler {
     /// The responder's answer, on the event loop. A connection that closed meanwhile drops it.
     private func send(_ response: GatewayResponse, context: ChannelHandlerContext) {
         guard case .waiting(let head) = state else { return }
-        let keepAlive = head.isKeepAlive
+        let keepAlive = head.isKeepAlive && !inputClosed
         state = keepAlive ? .idle : .closed
         write(response, head: head, close: !keepAlive, context: context)
     }

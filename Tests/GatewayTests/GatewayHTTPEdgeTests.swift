@@ -227,4 +227,39 @@ struct GatewayHTTPEdgeTests {
             #expect(noisy.isEmpty, "no error lines for clients that left: \(noisy)")
         }
     }
+
+    @Test("a client that half-closes after its request (FIN, as `nc -N` or an HTTP/1.0 tool) still gets every answer, then the close")
+    func halfClosedClient() async throws {
+        try await withStandIn { standIn in
+            let port = standIn.gateway.port
+            let body = #"{"text":"half"}"#
+            let requests: [(String, [Int])] = [
+                // Through the service (the answer comes after the FIN is read).
+                ("POST /echo HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)", [201]),
+                ("GET /items/abc HTTP/1.0\r\n\r\n", [200]),
+                // Pipelined, then FIN: both answered in order.
+                ("GET /items/one HTTP/1.1\r\nHost: t\r\n\r\nGET /fail/conflict HTTP/1.1\r\nHost: t\r\n\r\n", [200, 409]),
+                // A request the gateway answers itself.
+                ("GET /nowhere HTTP/1.1\r\nHost: t\r\n\r\n", [404]),
+            ]
+            for (request, statuses) in requests {
+                let connection = try RawHTTPConnection(port: port)
+                connection.send(request)
+                connection.shutdownWrite()
+                let answers = await connection.responses(statuses.count, timeout: 5)
+                #expect(answers.map(\.status) == statuses, "\(request.prefix(30))")
+                #expect(await connection.waitForClose(timeout: 3), "\(request.prefix(30)): closed after the answers")
+            }
+            // A half-closed connection with nothing sent, or half a head, is closed at once, unanswered.
+            for request in ["", "GET /items/abc HTTP/1.1\r\nHo"] {
+                let connection = try RawHTTPConnection(port: port)
+                connection.send(request)
+                connection.shutdownWrite()
+                let started = ContinuousClock.now
+                #expect(await connection.responses(1, timeout: 3).isEmpty)
+                #expect(connection.closedByPeer)
+                #expect(ContinuousClock.now - started < .seconds(2), "closed at once, not at a timeout")
+            }
+        }
+    }
 }
