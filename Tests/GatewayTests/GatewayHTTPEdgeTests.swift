@@ -262,4 +262,26 @@ struct GatewayHTTPEdgeTests {
             }
         }
     }
+
+    @Test("half a head pipelined behind a whole request gets 408 at the head timeout, not a silent close at the idle timeout")
+    func slowHeadBehindARequest() async throws {
+        let environment = ["HTTP_HEADER_TIMEOUT_SECONDS": "1", "HTTP_IDLE_TIMEOUT_SECONDS": "20"]
+        try await withStandIn(environment: environment) { standIn in
+            let port = standIn.gateway.port
+            // In the same packet as the whole request, and in a later one while it is answered.
+            let sameRead = try RawHTTPConnection(port: port)
+            let started = ContinuousClock.now
+            sameRead.send("GET /items/one HTTP/1.1\r\nHost: t\r\n\r\nGET /items/two HTTP/1.1\r\nHo")
+            let answers = await sameRead.responses(2, timeout: 8)
+            #expect(answers.map(\.status) == [200, 408])
+            #expect(ContinuousClock.now - started < .seconds(5), "at the head timeout (1 s), not the idle timeout (20 s)")
+            #expect(await sameRead.waitForClose(timeout: 3))
+
+            let laterRead = try RawHTTPConnection(port: port)
+            laterRead.send("GET /slow HTTP/1.1\r\nHost: t\r\n\r\n")
+            try await Task.sleep(for: .milliseconds(200))
+            laterRead.send("GET /items/two HTTP/1.1\r\nHo")
+            #expect(await laterRead.responses(2, timeout: 8).map(\.status) == [504, 408])
+        }
+    }
 }
