@@ -197,6 +197,13 @@ struct CommandLineTests {
         let help = try await Run.of("user-service", ["--help"])
         #expect(help.stdout.contains("grant-admin <email>"))
         #expect(help.stdout.contains("revoke-admin <email>"))
+        // The subcommand gets every argument: `grant-admin --help` is a question, not an email address.
+        for arguments in [["grant-admin", "--help"], ["revoke-admin", "-h"], ["grant-admin", "ada@example.com", "--help"]] {
+            let asked = try await Run.of("user-service", arguments)
+            #expect(asked.status == 0, "\(arguments): \(asked.stderr)")
+            #expect(asked.stdout.contains("user-service grant-admin <email>"), "\(arguments) prints the usage")
+            #expect(asked.stderr.isEmpty, "\(arguments)")
+        }
     }
 
     /// Variables read by code on other branches until they merge: PostgreSQL storage (helper
