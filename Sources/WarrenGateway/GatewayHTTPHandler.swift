@@ -33,6 +33,11 @@ final class GatewayHTTPHandler: ChannelInboundHandler {
     private var remoteAddress: String?
     /// The client half-closed (sent FIN after its request): answer what it sent, then close.
     private var inputClosed = false
+    /// In `write`: the pipelining handler hands over what it held (the next request, a parser
+    /// error, a FIN) while the response's end is written, before the flush; a close then
+    /// waits for the flush, or it would throw the response away.
+    private var writing = false
+    private var closeWhenWritten = false
 
     init(responder: GatewayResponder, edge: HTTPEdgeGuard, maxBodyBytes: Int) {
         self.responder = responder
@@ -60,8 +65,17 @@ final class GatewayHTTPHandler: ChannelInboundHandler {
         }
         inputClosed = true
         if case .waiting = state { return }
+        close(context: context)
+    }
+
+    /// Closes the connection, after the response being written if there is one.
+    private func close(context: ChannelHandlerContext) {
         state = .closed
-        context.close(promise: nil)
+        if writing {
+            closeWhenWritten = true
+        } else {
+            context.close(promise: nil)
+        }
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -97,8 +111,7 @@ final class GatewayHTTPHandler: ChannelInboundHandler {
                 }
             case .dropping:
                 edge.requestEnded()
-                state = .closed
-                context.close(promise: nil)
+                close(context: context)
             case .idle, .waiting, .closed:
                 break
             }
@@ -167,11 +180,14 @@ final class GatewayHTTPHandler: ChannelInboundHandler {
         if head?.method != .HEAD, response.body.readableBytes > 0 {
             context.write(wrapOutboundOut(.body(.byteBuffer(response.body))), promise: nil)
         }
-        if closeAfterWrite ?? close {
+        let outer = !writing
+        writing = true
+        let written = context.writeAndFlush(wrapOutboundOut(.end(nil)))
+        if outer { writing = false }
+        if closeAfterWrite ?? close || (outer && closeWhenWritten) {
+            if outer { closeWhenWritten = false }
             let channel = context.channel
-            context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in channel.close(promise: nil) }
-        } else {
-            context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+            written.whenComplete { _ in channel.close(promise: nil) }
         }
     }
 
@@ -180,8 +196,7 @@ final class GatewayHTTPHandler: ChannelInboundHandler {
             // Bytes after a parser error (the decoder's follow-up errors): the answer to that
             // error is on its way and closes. Anything else is the connection failing.
             if !(error is ByteToMessageDecoderError) {
-                state = .closed
-                context.close(promise: nil)
+                close(context: context)
             }
             return
         }
@@ -189,16 +204,16 @@ final class GatewayHTTPHandler: ChannelInboundHandler {
         case .idle, .reading:
             break
         case .dropping, .waiting, .closed:
-            state = .closed
-            context.close(promise: nil)
+            close(context: context)
             return
         }
         let head: HTTPRequestHead?
         if case .reading(let request) = state { head = request.head } else { head = nil }
         state = .closed
         if parserError == .invalidEOFState || parserError == .closedConnection {
-            // The client closed in the middle of its request: nobody to answer.
-            context.close(promise: nil)
+            // The client closed in the middle of its request, or sent bytes after a request
+            // that ended the connection: nothing more to answer.
+            close(context: context)
             return
         }
         let requestID = head.map { responder.requestID(for: $0) } ?? responder.ids.next()

@@ -284,4 +284,35 @@ struct GatewayHTTPEdgeTests {
             #expect(await laterRead.responses(2, timeout: 8).map(\.status) == [504, 408])
         }
     }
+
+    @Test("what follows a request in the same packet never costs its answer: Connection: close, HTTP/1.0, garbage, a FIN")
+    func answerBeforeWhatFollows() async throws {
+        try await withStandIn { standIn in
+            let port = standIn.gateway.port
+            let body = #"{"text":"first"}"#
+            func echo(_ id: String, _ extra: String = "", version: String = "1.1") -> String {
+                "POST /echo HTTP/\(version)\r\nHost: t\r\n\(extra)Content-Type: application/json\r\nX-Request-ID: \(id)\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)"
+            }
+            let cases: [(String, String, [Int], Bool)] = [
+                // The answer goes through the service (after the rest was read); what follows the
+                // last request of the connection is not run.
+                ("close", echo("c1", "Connection: close\r\n") + echo("c1-after"), [201], false),
+                ("HTTP/1.0", echo("c2", version: "1.0") + echo("c2-after"), [201], false),
+                ("garbage", echo("c3") + "NOT HTTP\r\n\r\n", [201, 400], false),
+                ("FIN", echo("c4") + "GET /items/x HTTP/1.1\r\nHost: t\r\n\r\n", [201, 200], true),
+            ]
+            for (name, request, statuses, fin) in cases {
+                let connection = try RawHTTPConnection(port: port)
+                connection.send(request)
+                if fin { connection.shutdownWrite() }
+                let answers = await connection.responses(statuses.count, timeout: 5)
+                #expect(answers.map(\.status) == statuses, "\(name)")
+                #expect(await connection.waitForClose(timeout: 3), "\(name): closed after the answers")
+            }
+            try await Task.sleep(for: .milliseconds(300))
+            let ran = Set(standIn.gateway.process.logLines.compactMap { $0["correlation_id"] as? String })
+            #expect(ran.isSuperset(of: ["c1", "c2", "c3", "c4"]))
+            #expect(ran.isDisjoint(with: ["c1-after", "c2-after"]), "nothing after the connection's last request runs")
+        }
+    }
 }
