@@ -81,6 +81,9 @@ final class GatewayHTTPHandler: ChannelInboundHandler {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch unwrapInboundIn(data) {
         case .head(let head):
+            // Only on an open connection: a request the pipelining handler held behind one
+            // answered with a close (a refusal before its body) must not run.
+            guard case .idle = state else { return }
             received(head, context: context)
         case .body(var chunk):
             guard case .reading(var request) = state else { return }

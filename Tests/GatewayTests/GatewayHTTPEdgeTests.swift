@@ -315,4 +315,29 @@ struct GatewayHTTPEdgeTests {
             #expect(ran.isDisjoint(with: ["c1-after", "c2-after"]), "nothing after the connection's last request runs")
         }
     }
+
+    @Test("a request pipelined behind one refused before its body (404/413 by Expect or Content-Length) is not run")
+    func nothingRunsAfterARefusal() async throws {
+        try await withStandIn { standIn in
+            let port = standIn.gateway.port
+            let after = { (id: String) in
+                "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nX-Request-ID: \(id)\r\nContent-Length: 2\r\n\r\n{}"
+            }
+            let big = String(repeating: "a", count: 1_100_000)
+            let cases: [(String, Int)] = [
+                ("POST /nowhere HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n{}" + after("r1-after"), 404),
+                ("POST /echo HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: \(big.utf8.count)\r\n\r\n\(big)" + after("r2-after"), 413),
+            ]
+            for (request, status) in cases {
+                let connection = try RawHTTPConnection(port: port)
+                connection.send(request)
+                let answers = await connection.responses(2, timeout: 3)
+                #expect(answers.map(\.status) == [status], "only the refusal is answered")
+                #expect(await connection.waitForClose(timeout: 3))
+            }
+            try await Task.sleep(for: .milliseconds(300))
+            let ran = Set(standIn.gateway.process.logLines.compactMap { $0["correlation_id"] as? String })
+            #expect(ran.isDisjoint(with: ["r1-after", "r2-after"]), "nothing after a refusal that closes the connection runs")
+        }
+    }
 }
