@@ -38,6 +38,7 @@ final class GatewayHTTPHandler: ChannelInboundHandler {
     /// waits for the flush, or it would throw the response away.
     private var writing = false
     private var closeWhenWritten = false
+    private var innerWritten: EventLoopFuture<Void>?
 
     init(responder: GatewayResponder, edge: HTTPEdgeGuard, maxBodyBytes: Int) {
         self.responder = responder
@@ -185,8 +186,15 @@ final class GatewayHTTPHandler: ChannelInboundHandler {
         }
         let outer = !writing
         writing = true
-        let written = context.writeAndFlush(wrapOutboundOut(.end(nil)))
-        if outer { writing = false }
+        var written = context.writeAndFlush(wrapOutboundOut(.end(nil)))
+        if outer {
+            writing = false
+            // A response written meanwhile (a parser error's) went out after this one.
+            written = innerWritten ?? written
+            innerWritten = nil
+        } else {
+            innerWritten = written
+        }
         if closeAfterWrite ?? close || (outer && closeWhenWritten) {
             if outer { closeWhenWritten = false }
             let channel = context.channel
