@@ -249,6 +249,10 @@ struct CommandLineTests {
         #expect(stated("JWT_TTL_SECONDS") == "\(defaults.tokenLifetime.components.seconds)")
         #expect(stated("RATE_LIMIT_PER_SECOND").flatMap(Double.init) == defaults.rateLimitPerSecond)
         #expect(stated("RATE_LIMIT_BURST").flatMap(Double.init) == defaults.rateLimitBurst)
+        // Unset, the burst is never below the rate: --help says so.
+        let fast = try GatewayConfiguration(environment: ["RATE_LIMIT_PER_SECOND": "500"])
+        #expect(fast.rateLimitBurst == 500)
+        #expect(help.contains("at least RATE_LIMIT_PER_SECOND when unset"))
         #expect(stated("WARREN_ENV") == defaults.environmentName.rawValue)
         #expect(stated("AMQP_URL") == defaults.amqpURL)
     }
