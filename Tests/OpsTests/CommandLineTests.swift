@@ -206,6 +206,26 @@ struct CommandLineTests {
         }
     }
 
+    @Test("a bad LOG_LEVEL or LOG_FORMAT stops the start with a line naming it, before any connection",
+          arguments: [("LOG_LEVEL", "verbose"), ("LOG_FORMAT", "yaml")])
+    func badLogSettings(name: String, value: String) async throws {
+        for binary in ["warren-echo", "api-gateway"] {
+            let run = try await Run.of(binary, [], environment: [name: value])
+            #expect(run.status == 1, "\(binary) \(name)=\(value): \(run.stdout) \(run.stderr)")
+            #expect(run.stderr.contains("\(name)='\(value)'"), "\(binary): \(run.stderr)")
+            #expect(run.brokerConnections == 0)
+        }
+    }
+
+    @Test("LOG_LEVEL and LOG_FORMAT are read in any letter case")
+    func logSettingsCase() throws {
+        let settings = try ServiceHost.logSettings(["LOG_LEVEL": "DEBUG", "LOG_FORMAT": " JSON "])
+        #expect("\(settings.level)" == "debug")
+        #expect(settings.json == true)
+        #expect("\(try ServiceHost.logSettings([:]).level)" == "info")
+        #expect(try ServiceHost.logSettings(["LOG_FORMAT": "text"]).json == false)
+    }
+
     /// Variables read by code on other branches until they merge: PostgreSQL storage (helper
     /// "pg") and the OTLP exporter (helper "tracing"; swift-otel reads OTEL_* itself).
     static let readElsewhere: Set<String> = ["DATABASE_URL", "OTEL_EXPORTER_OTLP_ENDPOINT"]
