@@ -260,6 +260,13 @@ final class GatewayHTTPHandler: ChannelInboundHandler {
             return .invalid("the request is not valid HTTP/1.1: a forbidden character in a header")
         case .invalidURL, .invalidPath, .invalidQueryString, .invalidFragment, .invalidHost, .invalidPort:
             return .invalid("the request is not valid HTTP/1.1: an invalid URL")
+        case .paused:
+            // llhttp pauses at HTTP/2's connection preface (`PRI * HTTP/2.0`).
+            return .invalid("the request is not valid HTTP/1.1: HTTP/2 is not served here, use HTTP/1.1")
+        case .unknown:
+            // What llhttp's strict checks refuse that NIO names no case for, mostly Transfer-Encoding.
+            return .invalid(
+                "the request is not valid HTTP/1.1: a Transfer-Encoding other than one 'chunked', or a malformed chunk or line")
         default:
             return .invalid("the request is not valid HTTP/1.1: \(error)")
         }

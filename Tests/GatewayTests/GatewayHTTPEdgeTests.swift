@@ -340,4 +340,24 @@ struct GatewayHTTPEdgeTests {
             #expect(ran.isDisjoint(with: ["r1-after", "r2-after"]), "nothing after a refusal that closes the connection runs")
         }
     }
+
+    @Test("parser refusals say what is wrong in the client's terms, not the parser's", arguments: [
+        ("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "HTTP/2"),
+        ("POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: xchunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n", "Transfer-Encoding"),
+        ("POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n", "Transfer-Encoding"),
+    ])
+    func parserMessages(request: String, mentions: String) async throws {
+        let vhost = try TestVhost.create("gateway-parser")
+        defer { vhost.delete() }
+        let gateway = try GatewayProcess(vhost: vhost, openAPI: testContract)
+        try await gateway.waitUntilReady()
+        let connection = try RawHTTPConnection(port: gateway.port)
+        connection.send(request)
+        let answer = await connection.responses(1, timeout: 5).first
+        expectJSONError(answer, 400, mentions)
+        let message = answer?.error["message"] as? String ?? ""
+        #expect(message.contains(mentions), "\(message)")
+        #expect(!message.contains("parser error"), "\(message)")
+        await gateway.stop()
+    }
 }
