@@ -17,7 +17,7 @@ let gatewayCommandLine = ServiceCommandLine(
         .init("JWT_TTL_SECONDS", "3600", "token lifetime"),
         .init("WARREN_ENV", "development", "production (prod), development (dev) or test; production refuses a weak JWT_SECRET"),
         .init("RATE_LIMIT_PER_SECOND", "50", "requests per second per client address; 0 turns it off"),
-        .init("RATE_LIMIT_BURST", "100", "the token bucket's size"),
+        .init("RATE_LIMIT_BURST", "100", "the token bucket's size; at least RATE_LIMIT_PER_SECOND when unset"),
         .init("CORS_ORIGINS", "none", "comma-separated origins allowed from browsers, or *"),
         .init("HTTP_HEADER_TIMEOUT_SECONDS", "10", "from a request's first byte until its head is complete; 408 past it"),
         .init("HTTP_BODY_TIMEOUT_SECONDS", "30", "from the head until the body's last byte; 408 past it"),

@@ -25,6 +25,11 @@ enum AdminCommand {
     /// Runs the command and returns the exit status: 0 done, 1 failed (no such account, the
     /// database cannot be opened), 2 a usage error.
     static func run(_ arguments: [String], environment: [String: String]) async -> Int32 {
+        // `grant-admin --help` asks how to use it; it names no account.
+        if arguments.contains("--help") || arguments.contains("-h") {
+            print(usage)
+            return 0
+        }
         let role: User.Role
         switch arguments.first {
         case "grant-admin": role = .admin

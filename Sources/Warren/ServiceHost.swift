@@ -230,11 +230,44 @@ public enum ServiceHost {
         return value
     }
 
-    /// Text on a terminal, JSON lines elsewhere (or as `LOG_FORMAT` says).
+    /// `LOG_LEVEL` and `LOG_FORMAT` (any letter case): the level (info when unset) and whether
+    /// JSON lines (nil when unset: the caller decides). A value that is neither is an error, so
+    /// that `LOG_LEVEL=verbose` stops the start instead of silently logging at info.
+    public static func logSettings(_ environment: [String: String]) throws(ServiceError) -> (level: Logger.Level, json: Bool?) {
+        func word(_ name: String) -> String? {
+            guard let text = environment[name]?.trimmingCharacters(in: .whitespaces), !text.isEmpty else { return nil }
+            return text.lowercased()
+        }
+        var level = Logger.Level.info
+        if let text = word("LOG_LEVEL") {
+            guard let parsed = Logger.Level(rawValue: text) else {
+                throw .invalid("LOG_LEVEL='\(environment["LOG_LEVEL"] ?? "")' is not a level: use trace, debug, info, notice, warning, error or critical")
+            }
+            level = parsed
+        }
+        var json: Bool?
+        if let text = word("LOG_FORMAT") {
+            guard text == "json" || text == "text" else {
+                throw .invalid("LOG_FORMAT='\(environment["LOG_FORMAT"] ?? "")' is not a format: use json or text")
+            }
+            json = text == "json"
+        }
+        return (level, json)
+    }
+
+    /// Text on a terminal, JSON lines elsewhere (or as `LOG_FORMAT` says). A bad `LOG_LEVEL` or
+    /// `LOG_FORMAT` stops the process (exit 1) with one line on stderr, before anything starts.
     /// `metadataProvider` adds to every line (`trace_id`, `span_id` when tracing).
     public static func bootstrapLogging(_ environment: [String: String], metadataProvider: Logger.MetadataProvider? = nil) {
-        let level = environment["LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:)) ?? .info
-        let json = environment["LOG_FORMAT"].map { $0 == "json" } ?? (isatty(STDOUT_FILENO) == 0)
+        let settings: (level: Logger.Level, json: Bool?)
+        do {
+            settings = try logSettings(environment)
+        } catch {
+            FileHandle.standardError.write(Data("cannot start: \(error.message)\n".utf8))
+            exit(1)
+        }
+        let level = settings.level
+        let json = settings.json ?? (isatty(STDOUT_FILENO) == 0)
         LoggingSystem.bootstrap(
             { label, provider in
                 var handler: any LogHandler =

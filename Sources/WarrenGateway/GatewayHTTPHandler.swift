@@ -31,6 +31,14 @@ final class GatewayHTTPHandler: ChannelInboundHandler {
     private let edge: HTTPEdgeGuard
     private let maxBodyBytes: Int
     private var remoteAddress: String?
+    /// The client half-closed (sent FIN after its request): answer what it sent, then close.
+    private var inputClosed = false
+    /// In `write`: the pipelining handler hands over what it held (the next request, a parser
+    /// error, a FIN) while the response's end is written, before the flush; a close then
+    /// waits for the flush, or it would throw the response away.
+    private var writing = false
+    private var closeWhenWritten = false
+    private var innerWritten: EventLoopFuture<Void>?
 
     init(responder: GatewayResponder, edge: HTTPEdgeGuard, maxBodyBytes: Int) {
         self.responder = responder
@@ -47,9 +55,36 @@ final class GatewayHTTPHandler: ChannelInboundHandler {
         context.fireChannelInactive()
     }
 
+    /// A half-close (the server allows them so that a client that sends FIN after its request,
+    /// as `nc -N` or an HTTP/1.0 tool does, still gets its answer): the request with the
+    /// responder is answered and the connection closed after it; otherwise nothing more can
+    /// come, so it closes now (a half-sent request has already failed in the decoder).
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        guard case ChannelEvent.inputClosed = event else {
+            context.fireUserInboundEventTriggered(event)
+            return
+        }
+        inputClosed = true
+        if case .waiting = state { return }
+        close(context: context)
+    }
+
+    /// Closes the connection, after the response being written if there is one.
+    private func close(context: ChannelHandlerContext) {
+        state = .closed
+        if writing {
+            closeWhenWritten = true
+        } else {
+            context.close(promise: nil)
+        }
+    }
+
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch unwrapInboundIn(data) {
         case .head(let head):
+            // Only on an open connection: a request the pipelining handler held behind one
+            // answered with a close (a refusal before its body) must not run.
+            guard case .idle = state else { return }
             received(head, context: context)
         case .body(var chunk):
             guard case .reading(var request) = state else { return }
@@ -80,8 +115,7 @@ final class GatewayHTTPHandler: ChannelInboundHandler {
                 }
             case .dropping:
                 edge.requestEnded()
-                state = .closed
-                context.close(promise: nil)
+                close(context: context)
             case .idle, .waiting, .closed:
                 break
             }
@@ -117,7 +151,7 @@ final class GatewayHTTPHandler: ChannelInboundHandler {
     /// The responder's answer, on the event loop. A connection that closed meanwhile drops it.
     private func send(_ response: GatewayResponse, context: ChannelHandlerContext) {
         guard case .waiting(let head) = state else { return }
-        let keepAlive = head.isKeepAlive
+        let keepAlive = head.isKeepAlive && !inputClosed
         state = keepAlive ? .idle : .closed
         write(response, head: head, close: !keepAlive, context: context)
     }
@@ -150,11 +184,21 @@ final class GatewayHTTPHandler: ChannelInboundHandler {
         if head?.method != .HEAD, response.body.readableBytes > 0 {
             context.write(wrapOutboundOut(.body(.byteBuffer(response.body))), promise: nil)
         }
-        if closeAfterWrite ?? close {
-            let channel = context.channel
-            context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in channel.close(promise: nil) }
+        let outer = !writing
+        writing = true
+        var written = context.writeAndFlush(wrapOutboundOut(.end(nil)))
+        if outer {
+            writing = false
+            // A response written meanwhile (a parser error's) went out after this one.
+            written = innerWritten ?? written
+            innerWritten = nil
         } else {
-            context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+            innerWritten = written
+        }
+        if closeAfterWrite ?? close || (outer && closeWhenWritten) {
+            if outer { closeWhenWritten = false }
+            let channel = context.channel
+            written.whenComplete { _ in channel.close(promise: nil) }
         }
     }
 
@@ -163,8 +207,7 @@ final class GatewayHTTPHandler: ChannelInboundHandler {
             // Bytes after a parser error (the decoder's follow-up errors): the answer to that
             // error is on its way and closes. Anything else is the connection failing.
             if !(error is ByteToMessageDecoderError) {
-                state = .closed
-                context.close(promise: nil)
+                close(context: context)
             }
             return
         }
@@ -172,16 +215,16 @@ final class GatewayHTTPHandler: ChannelInboundHandler {
         case .idle, .reading:
             break
         case .dropping, .waiting, .closed:
-            state = .closed
-            context.close(promise: nil)
+            close(context: context)
             return
         }
         let head: HTTPRequestHead?
         if case .reading(let request) = state { head = request.head } else { head = nil }
         state = .closed
         if parserError == .invalidEOFState || parserError == .closedConnection {
-            // The client closed in the middle of its request: nobody to answer.
-            context.close(promise: nil)
+            // The client closed in the middle of its request, or sent bytes after a request
+            // that ended the connection: nothing more to answer.
+            close(context: context)
             return
         }
         let requestID = head.map { responder.requestID(for: $0) } ?? responder.ids.next()
@@ -217,6 +260,13 @@ final class GatewayHTTPHandler: ChannelInboundHandler {
             return .invalid("the request is not valid HTTP/1.1: a forbidden character in a header")
         case .invalidURL, .invalidPath, .invalidQueryString, .invalidFragment, .invalidHost, .invalidPort:
             return .invalid("the request is not valid HTTP/1.1: an invalid URL")
+        case .paused:
+            // llhttp pauses at HTTP/2's connection preface (`PRI * HTTP/2.0`).
+            return .invalid("the request is not valid HTTP/1.1: HTTP/2 is not served here, use HTTP/1.1")
+        case .unknown:
+            // What llhttp's strict checks refuse that NIO names no case for, mostly Transfer-Encoding.
+            return .invalid(
+                "the request is not valid HTTP/1.1: a Transfer-Encoding other than one 'chunked', or a malformed chunk or line")
         default:
             return .invalid("the request is not valid HTTP/1.1: \(error)")
         }

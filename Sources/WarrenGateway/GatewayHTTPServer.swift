@@ -44,6 +44,8 @@ final class GatewayHTTPServer: Service {
             .serverChannelOption(.backlog, value: 4096)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            // A client's FIN after its request still gets the answer (GatewayHTTPHandler).
+            .childChannelOption(.allowRemoteHalfClosure, value: true)
             .childChannelInitializer { [self] channel in
                 channel.eventLoop.makeCompletedFuture {
                     let edge = HTTPEdgeGuard(settings: settings, responder: responder)

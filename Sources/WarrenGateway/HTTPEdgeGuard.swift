@@ -113,9 +113,11 @@ final class HTTPEdgeGuard: ChannelInboundHandler {
         if phase == .body || phase == .dropping {
             phase = .busy
             arm(nil)
+            // The scan took the body for lines; the next line is a request line. (Without a
+            // body the scan is exact and may already be inside the next, pipelined head.)
+            lineLength = 0
+            lineIsRequestLine = true
         }
-        lineLength = 0
-        lineIsRequestLine = true
     }
 
     /// An answer was given before the body ended; the rest of the body is dropped until the
@@ -125,10 +127,10 @@ final class HTTPEdgeGuard: ChannelInboundHandler {
     }
 
     /// A response is about to end: the keep-alive wait starts (or the next head's, if its
-    /// bytes already came).
+    /// bytes already came: while this request was answered, or after it in the same read).
     func responseEnding() {
         guard phase == .busy else { return }
-        if bytesWhileBusy {
+        if bytesWhileBusy || lineLength > 0 || !lineIsRequestLine {
             phase = .head
             arm(settings.headerTimeout)
         } else {

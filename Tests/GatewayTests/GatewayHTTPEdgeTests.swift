@@ -227,4 +227,137 @@ struct GatewayHTTPEdgeTests {
             #expect(noisy.isEmpty, "no error lines for clients that left: \(noisy)")
         }
     }
+
+    @Test("a client that half-closes after its request (FIN, as `nc -N` or an HTTP/1.0 tool) still gets every answer, then the close")
+    func halfClosedClient() async throws {
+        try await withStandIn { standIn in
+            let port = standIn.gateway.port
+            let body = #"{"text":"half"}"#
+            let requests: [(String, [Int])] = [
+                // Through the service (the answer comes after the FIN is read).
+                ("POST /echo HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)", [201]),
+                ("GET /items/abc HTTP/1.0\r\n\r\n", [200]),
+                // Pipelined, then FIN: both answered in order.
+                ("GET /items/one HTTP/1.1\r\nHost: t\r\n\r\nGET /fail/conflict HTTP/1.1\r\nHost: t\r\n\r\n", [200, 409]),
+                // A request the gateway answers itself.
+                ("GET /nowhere HTTP/1.1\r\nHost: t\r\n\r\n", [404]),
+            ]
+            for (request, statuses) in requests {
+                let connection = try RawHTTPConnection(port: port)
+                connection.send(request)
+                connection.shutdownWrite()
+                let answers = await connection.responses(statuses.count, timeout: 5)
+                #expect(answers.map(\.status) == statuses, "\(request.prefix(30))")
+                #expect(await connection.waitForClose(timeout: 3), "\(request.prefix(30)): closed after the answers")
+            }
+            // A half-closed connection with nothing sent, or half a head, is closed at once, unanswered.
+            for request in ["", "GET /items/abc HTTP/1.1\r\nHo"] {
+                let connection = try RawHTTPConnection(port: port)
+                connection.send(request)
+                connection.shutdownWrite()
+                let started = ContinuousClock.now
+                #expect(await connection.responses(1, timeout: 3).isEmpty)
+                #expect(connection.closedByPeer)
+                #expect(ContinuousClock.now - started < .seconds(2), "closed at once, not at a timeout")
+            }
+        }
+    }
+
+    @Test("half a head pipelined behind a whole request gets 408 at the head timeout, not a silent close at the idle timeout")
+    func slowHeadBehindARequest() async throws {
+        let environment = ["HTTP_HEADER_TIMEOUT_SECONDS": "1", "HTTP_IDLE_TIMEOUT_SECONDS": "20"]
+        try await withStandIn(environment: environment) { standIn in
+            let port = standIn.gateway.port
+            // In the same packet as the whole request, and in a later one while it is answered.
+            let sameRead = try RawHTTPConnection(port: port)
+            let started = ContinuousClock.now
+            sameRead.send("GET /items/one HTTP/1.1\r\nHost: t\r\n\r\nGET /items/two HTTP/1.1\r\nHo")
+            let answers = await sameRead.responses(2, timeout: 8)
+            #expect(answers.map(\.status) == [200, 408])
+            #expect(ContinuousClock.now - started < .seconds(5), "at the head timeout (1 s), not the idle timeout (20 s)")
+            #expect(await sameRead.waitForClose(timeout: 3))
+
+            let laterRead = try RawHTTPConnection(port: port)
+            laterRead.send("GET /slow HTTP/1.1\r\nHost: t\r\n\r\n")
+            try await Task.sleep(for: .milliseconds(200))
+            laterRead.send("GET /items/two HTTP/1.1\r\nHo")
+            #expect(await laterRead.responses(2, timeout: 8).map(\.status) == [504, 408])
+        }
+    }
+
+    @Test("what follows a request in the same packet never costs its answer: Connection: close, HTTP/1.0, garbage, a FIN")
+    func answerBeforeWhatFollows() async throws {
+        try await withStandIn { standIn in
+            let port = standIn.gateway.port
+            let body = #"{"text":"first"}"#
+            func echo(_ id: String, _ extra: String = "", version: String = "1.1") -> String {
+                "POST /echo HTTP/\(version)\r\nHost: t\r\n\(extra)Content-Type: application/json\r\nX-Request-ID: \(id)\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)"
+            }
+            let cases: [(String, String, [Int], Bool)] = [
+                // The answer goes through the service (after the rest was read); what follows the
+                // last request of the connection is not run.
+                ("close", echo("c1", "Connection: close\r\n") + echo("c1-after"), [201], false),
+                ("HTTP/1.0", echo("c2", version: "1.0") + echo("c2-after"), [201], false),
+                ("garbage", echo("c3") + "NOT HTTP\r\n\r\n", [201, 400], false),
+                ("FIN", echo("c4") + "GET /items/x HTTP/1.1\r\nHost: t\r\n\r\n", [201, 200], true),
+            ]
+            for (name, request, statuses, fin) in cases {
+                let connection = try RawHTTPConnection(port: port)
+                connection.send(request)
+                if fin { connection.shutdownWrite() }
+                let answers = await connection.responses(statuses.count, timeout: 5)
+                #expect(answers.map(\.status) == statuses, "\(name)")
+                #expect(await connection.waitForClose(timeout: 3), "\(name): closed after the answers")
+            }
+            try await Task.sleep(for: .milliseconds(300))
+            let ran = Set(standIn.gateway.process.logLines.compactMap { $0["correlation_id"] as? String })
+            #expect(ran.isSuperset(of: ["c1", "c2", "c3", "c4"]))
+            #expect(ran.isDisjoint(with: ["c1-after", "c2-after"]), "nothing after the connection's last request runs")
+        }
+    }
+
+    @Test("a request pipelined behind one refused before its body (404/413 by Expect or Content-Length) is not run")
+    func nothingRunsAfterARefusal() async throws {
+        try await withStandIn { standIn in
+            let port = standIn.gateway.port
+            let after = { (id: String) in
+                "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nX-Request-ID: \(id)\r\nContent-Length: 2\r\n\r\n{}"
+            }
+            let big = String(repeating: "a", count: 1_100_000)
+            let cases: [(String, Int)] = [
+                ("POST /nowhere HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n{}" + after("r1-after"), 404),
+                ("POST /echo HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: \(big.utf8.count)\r\n\r\n\(big)" + after("r2-after"), 413),
+            ]
+            for (request, status) in cases {
+                let connection = try RawHTTPConnection(port: port)
+                connection.send(request)
+                let answers = await connection.responses(2, timeout: 3)
+                #expect(answers.map(\.status) == [status], "only the refusal is answered")
+                #expect(await connection.waitForClose(timeout: 3))
+            }
+            try await Task.sleep(for: .milliseconds(300))
+            let ran = Set(standIn.gateway.process.logLines.compactMap { $0["correlation_id"] as? String })
+            #expect(ran.isDisjoint(with: ["r1-after", "r2-after"]), "nothing after a refusal that closes the connection runs")
+        }
+    }
+
+    @Test("parser refusals say what is wrong in the client's terms, not the parser's", arguments: [
+        ("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "HTTP/2"),
+        ("POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: xchunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n", "Transfer-Encoding"),
+        ("POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n", "Transfer-Encoding"),
+    ])
+    func parserMessages(request: String, mentions: String) async throws {
+        let vhost = try TestVhost.create("gateway-parser")
+        defer { vhost.delete() }
+        let gateway = try GatewayProcess(vhost: vhost, openAPI: testContract)
+        try await gateway.waitUntilReady()
+        let connection = try RawHTTPConnection(port: gateway.port)
+        connection.send(request)
+        let answer = await connection.responses(1, timeout: 5).first
+        expectJSONError(answer, 400, mentions)
+        let message = answer?.error["message"] as? String ?? ""
+        #expect(message.contains(mentions), "\(message)")
+        #expect(!message.contains("parser error"), "\(message)")
+        await gateway.stop()
+    }
 }

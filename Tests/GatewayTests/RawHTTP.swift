@@ -58,6 +58,11 @@ final class RawHTTPConnection: @unchecked Sendable {
         shutdown(fd, Int32(SHUT_RDWR))
     }
 
+    /// Half-closes: the client sends no more (FIN), but can still read the answer.
+    func shutdownWrite() {
+        shutdown(fd, Int32(SHUT_WR))
+    }
+
     /// Reads until `count` responses are complete (a 1xx counts), the peer closes, or `timeout`.
     /// `headRequests`: the positions (0-based) of responses to HEAD, which have no body.
     func responses(_ count: Int, timeout: Double = 10, headRequests: Set<Int> = []) async -> [Response] {

@@ -197,6 +197,33 @@ struct CommandLineTests {
         let help = try await Run.of("user-service", ["--help"])
         #expect(help.stdout.contains("grant-admin <email>"))
         #expect(help.stdout.contains("revoke-admin <email>"))
+        // The subcommand gets every argument: `grant-admin --help` is a question, not an email address.
+        for arguments in [["grant-admin", "--help"], ["revoke-admin", "-h"], ["grant-admin", "ada@example.com", "--help"]] {
+            let asked = try await Run.of("user-service", arguments)
+            #expect(asked.status == 0, "\(arguments): \(asked.stderr)")
+            #expect(asked.stdout.contains("user-service grant-admin <email>"), "\(arguments) prints the usage")
+            #expect(asked.stderr.isEmpty, "\(arguments)")
+        }
+    }
+
+    @Test("a bad LOG_LEVEL or LOG_FORMAT stops the start with a line naming it, before any connection",
+          arguments: [("LOG_LEVEL", "verbose"), ("LOG_FORMAT", "yaml")])
+    func badLogSettings(name: String, value: String) async throws {
+        for binary in ["warren-echo", "api-gateway"] {
+            let run = try await Run.of(binary, [], environment: [name: value])
+            #expect(run.status == 1, "\(binary) \(name)=\(value): \(run.stdout) \(run.stderr)")
+            #expect(run.stderr.contains("\(name)='\(value)'"), "\(binary): \(run.stderr)")
+            #expect(run.brokerConnections == 0)
+        }
+    }
+
+    @Test("LOG_LEVEL and LOG_FORMAT are read in any letter case")
+    func logSettingsCase() throws {
+        let settings = try ServiceHost.logSettings(["LOG_LEVEL": "DEBUG", "LOG_FORMAT": " JSON "])
+        #expect("\(settings.level)" == "debug")
+        #expect(settings.json == true)
+        #expect("\(try ServiceHost.logSettings([:]).level)" == "info")
+        #expect(try ServiceHost.logSettings(["LOG_FORMAT": "text"]).json == false)
     }
 
     /// Variables --help may list though no `environment["…"]` in Sources reads them by that
@@ -242,6 +269,10 @@ struct CommandLineTests {
         #expect(stated("JWT_TTL_SECONDS") == "\(defaults.tokenLifetime.components.seconds)")
         #expect(stated("RATE_LIMIT_PER_SECOND").flatMap(Double.init) == defaults.rateLimitPerSecond)
         #expect(stated("RATE_LIMIT_BURST").flatMap(Double.init) == defaults.rateLimitBurst)
+        // Unset, the burst is never below the rate: --help says so.
+        let fast = try GatewayConfiguration(environment: ["RATE_LIMIT_PER_SECOND": "500"])
+        #expect(fast.rateLimitBurst == 500)
+        #expect(help.contains("at least RATE_LIMIT_PER_SECOND when unset"))
         #expect(stated("WARREN_ENV") == defaults.environmentName.rawValue)
         #expect(stated("AMQP_URL") == defaults.amqpURL)
     }
