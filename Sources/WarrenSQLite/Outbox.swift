@@ -160,12 +160,14 @@ public final class OutboxRelay: Service, Sendable {
             for await _ in wakeups.cancelOnGracefulShutdown() {
                 do {
                     while try await relayBatch() == batchSize {}
-                    Self.pendingGauge.record(try await storage.pendingCount())
                 } catch is CancellationError {
                     // Shutting down: the rows stay unsent and go out at the next start.
                 } catch {
                     logger.warning("outbox relay failed; retrying", metadata: ["error": "\(error)"])
                 }
+                // After a failed batch too: a backlog that grows while the broker is unreachable
+                // is what the gauge is for.
+                if let pending = try? await storage.pendingCount() { Self.pendingGauge.record(pending) }
             }
             group.cancelAll()
         }
