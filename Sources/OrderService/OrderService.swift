@@ -81,13 +81,16 @@ struct OrderHandlers {
         }
         handlers.onCommand("orders.cancel", OrderID.self) { request, context in
             guard
-                let order = try await store.settle(
+                let settled = try await store.settle(
                     id: request.id, to: .cancelled, reason: "cancelled by the customer", eventID: nil, cause: context.envelope,
                     command: context.command)
             else { throw ServiceError.notFound("no order \(request.id)") }
+            let order = settled.order
             if order.status == .confirmed { throw ServiceError.conflict("order \(request.id) is confirmed and paid: it can no longer be cancelled") }
-            Counter(label: "orders_settled_total", dimensions: [("status", "cancelled")]).increment()
-            relay.wake()
+            if settled.changed {
+                Counter(label: "orders_settled_total", dimensions: [("status", "cancelled")]).increment()
+                relay.wake()
+            }
             return order
         }
         return handlers
@@ -101,18 +104,21 @@ struct OrderHandlers {
             let target: Order.Status = event.type == "payment.succeeded" ? .confirmed : .cancelled
             let reason = target == .cancelled ? "payment failed: \(payment.reason ?? "declined")" : nil
             guard
-                let order = try await store.settle(
+                let settled = try await store.settle(
                     id: payment.orderId, to: target, reason: reason, eventID: event.envelope.messageID, cause: event.envelope, command: nil)
             else { throw ServiceError.invalid("payment for an unknown order \(payment.orderId)") }
-            relay.wake()
-            if order.status != target {
-                // e.g. paid after the customer cancelled: someone must refund it.
-                event.logger.warning("payment outcome for an order that is no longer pending", metadata: ["order_id": "\(order.id)", "status": "\(order.status.rawValue)"])
-            } else {
-                event.logger.info("order \(target.rawValue)", metadata: ["order_id": "\(order.id)"])
-                // Saga outcomes for the dashboard (a redelivered payment event counts again: rare, and only then).
-                Counter(label: "orders_settled_total", dimensions: [("status", target.rawValue)]).increment()
+            let order = settled.order
+            guard settled.changed else {
+                if order.status != target {
+                    // e.g. paid after the customer cancelled: someone must refund it.
+                    event.logger.warning("payment outcome for an order that is no longer pending", metadata: ["order_id": "\(order.id)", "status": "\(order.status.rawValue)"])
+                }
+                return  // settled before (or this event applied before): nothing new to relay or count
             }
+            relay.wake()
+            event.logger.info("order \(target.rawValue)", metadata: ["order_id": "\(order.id)"])
+            // Saga outcomes for the dashboard, counted once per order (a redelivery changes nothing).
+            Counter(label: "orders_settled_total", dimensions: [("status", target.rawValue)]).increment()
         }
     }
 

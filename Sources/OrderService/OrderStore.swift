@@ -18,7 +18,14 @@ protocol OrderStore: Sendable {
     /// returns it. nil when there is no such order. `eventID`: the event that caused the
     /// change, applied at most once. `command`: the request that caused it, recorded with the
     /// changed order as its reply (only when the order changed: other outcomes are not effects).
-    func settle(id: String, to status: Order.Status, reason: String?, eventID: String?, cause: Envelope, command: Command?) async throws -> Order?
+    func settle(id: String, to status: Order.Status, reason: String?, eventID: String?, cause: Envelope, command: Command?) async throws -> Settlement?
+}
+
+/// What `OrderStore.settle` found: the order as it is now, and whether this call moved it (false for
+/// an order settled before, or an event applied before), so a redelivery is not counted twice.
+struct Settlement: Sendable {
+    let order: Order
+    let changed: Bool
 }
 
 /// The default store: the service's own SQLite file, with the outbox beside the orders.
@@ -103,12 +110,12 @@ struct SQLiteOrderStore: OrderStore {
     func settle(id: String, to status: Order.Status, reason: String?, eventID: String?, cause: Envelope, command: Command?) async throws -> Order? {
         try await database.write { db in
             if let eventID, try !SQLiteProcessedMessages.record(eventID, in: db) {
-                return try Row.fetchOne(db, sql: "SELECT * FROM orders WHERE id = ?", arguments: [id]).map(Order.init(row:))
+                return try Row.fetchOne(db, sql: "SELECT * FROM orders WHERE id = ?", arguments: [id]).map { Settlement(order: Order(row: $0), changed: false) }
             }
             guard var order = try Row.fetchOne(db, sql: "SELECT * FROM orders WHERE id = ?", arguments: [id]).map(Order.init(row:)) else {
                 return nil
             }
-            guard order.status == .pending else { return order }
+            guard order.status == .pending else { return Settlement(order: order, changed: false) }
             order.status = status
             order.reason = reason
             order.updatedAt = Date()
@@ -117,7 +124,7 @@ struct SQLiteOrderStore: OrderStore {
                 arguments: [status.rawValue, reason, order.updatedAt, id])
             try Outbox.enqueue(db, type: "order.\(status.rawValue)", payload: order, aggregateID: id, causedBy: cause)
             try SQLiteCommandInbox.record(command, reply: order, in: db)
-            return order
+            return Settlement(order: order, changed: true)
         }
     }
 }

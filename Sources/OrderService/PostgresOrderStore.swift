@@ -89,14 +89,16 @@ struct PostgresOrderStore: OrderStore {
         return Page("orders", items: Array(orders.prefix(limit)), next: orders.count > limit ? positions[limit - 1] : nil)
     }
 
-    func settle(id: String, to status: Order.Status, reason: String?, eventID: String?, cause: Envelope, command: Command?) async throws -> Order? {
+    func settle(id: String, to status: Order.Status, reason: String?, eventID: String?, cause: Envelope, command: Command?) async throws -> Settlement? {
         try await database.transaction { connection in
             let selected = try await connection.query("SELECT \(unescaped: Self.columns) FROM orders WHERE id = \(id) FOR UPDATE", logger: logger)
             var found: Order?
             for try await row in selected { found = try Self.order(row) }
-            if let eventID, try await !PostgresProcessedMessages.record(eventID, on: connection, logger: logger) { return found }
+            if let eventID, try await !PostgresProcessedMessages.record(eventID, on: connection, logger: logger) {
+                return found.map { Settlement(order: $0, changed: false) }
+            }
             guard var order = found else { return nil }
-            guard order.status == .pending else { return order }
+            guard order.status == .pending else { return Settlement(order: order, changed: false) }
             order.status = status
             order.reason = reason
             order.updatedAt = Date()
@@ -104,7 +106,7 @@ struct PostgresOrderStore: OrderStore {
                 "UPDATE orders SET status = \(status.rawValue), reason = \(reason), updated_at = \(order.updatedAt) WHERE id = \(id)", logger: logger)
             try await PostgresOutbox.enqueue(connection, type: "order.\(status.rawValue)", payload: order, aggregateID: id, causedBy: cause, logger: logger)
             try await PostgresCommandInbox.record(command, reply: order, on: connection, logger: logger)
-            return order
+            return Settlement(order: order, changed: true)
         }
     }
 

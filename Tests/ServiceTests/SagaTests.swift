@@ -110,6 +110,12 @@ struct SagaTests {
             let cancelled = try await system.call("orders.cancel", ["id": try #require(pending.string("id"))])
             #expect(cancelled.string("status") == "cancelled")
             #expect(try await system.tap.wait(for: "order.cancelled").count == 1)
+            // Cancelled again (a new request, not a redelivery): the same answer, no second event, counted once.
+            let again = try await system.call("orders.cancel", ["id": try #require(pending.string("id"))])
+            #expect(again.string("status") == "cancelled")
+            let process = try #require(system.process("order-service"))
+            let (_, metrics) = try await get("/metrics", port: process.port)
+            #expect(metrics.contains(#"orders_settled_total{status="cancelled"} 1"#))
 
             try await system.launch("payment-service")
             let paid = try await system.call("orders.create", ["userId": userID, "items": [["sku": "pen", "quantity": 1, "unitPriceCents": 100]]])
@@ -119,6 +125,7 @@ struct SagaTests {
             #expect(refused.errorCode == "conflict")
             let unknown = try await system.call("orders.cancel", ["id": UUID().uuidString.lowercased()])
             #expect(unknown.errorCode == "not_found")
+            #expect(system.tap.events(ofType: "order.cancelled").count == 1)
         }
     }
 
@@ -147,6 +154,35 @@ struct SagaTests {
             #expect(again.string("id") == first.string("id"))
             #expect(system.tap.events(ofType: "payment.succeeded").count == 1)
             #expect(system.tap.events(ofType: "order.confirmed").count == 1)
+        }
+    }
+
+    @Test("payment.succeeded delivered again, and an orders.cancel repeated: the order is settled and counted once")
+    func settledOnce() async throws {
+        try await withSystem { system in
+            let userID = try await newUser(system)
+            let created = try await system.call("orders.create", ["userId": userID, "items": [["sku": "pen", "quantity": 1, "unitPriceCents": 100]]])
+            let orderID = try #require(created.string("id"))
+            let paid = try #require(try await system.tap.wait(for: "payment.succeeded", aggregateID: orderID).first)
+            try await system.tap.wait(for: "order.confirmed", aggregateID: orderID)
+
+            // The same payment event again, and a copy under a new id, straight into the order service's queue.
+            let publisher = try await system.connection.openChannel()
+            try await publisher.enableConfirms()
+            for messageID in [paid.messageID, UUID().uuidString.lowercased()] {
+                try await publisher.publish(
+                    paid.body, routingKey: "orders.events",
+                    properties: AMQPProperties(contentType: "application/json", messageID: messageID, type: "payment.succeeded"))
+            }
+            for _ in 0..<50 where try await publisher.inspectQueue("orders.events").messageCount > 0 {
+                try await Task.sleep(for: .milliseconds(100))
+            }
+            try await Task.sleep(for: .milliseconds(500))
+            #expect(system.tap.events(ofType: "order.confirmed").count == 1)
+            let process = try #require(system.process("order-service"))
+            let (_, metrics) = try await get("/metrics", port: process.port)
+            #expect(metrics.contains(#"orders_settled_total{status="confirmed"} 1"#), "\(metrics.split(separator: "\n").filter { $0.hasPrefix("orders_settled") })")
+            #expect(!metrics.contains(#"orders_settled_total{status="cancelled"}"#))
         }
     }
 
