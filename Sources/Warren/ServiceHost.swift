@@ -138,7 +138,8 @@ public enum ServiceHost {
             configuration: .init(
                 prefetch: UInt16(clamping: prefetch), concurrency: concurrency, drainTimeout: drain, queueType: queueType),
             rpc: rpc, inbox: definition.inbox, logger: logger)
-        var services: [any Service] = [connection]
+        // The RPC client after the connection: it keeps deadlines until the responders drained.
+        var services: [any Service] = [connection, rpc]
         // The exporter first: it starts before and, the group ending in reverse, stops after
         // the work whose spans it sends.
         if let tracer { services.insert(tracer, at: 0) }

@@ -80,7 +80,7 @@ public enum Gateway {
         }
         let group = ServiceGroup(
             configuration: .init(
-                services: (tracer.map { [.init(service: $0)] } ?? []) + [.init(service: connection), .init(service: server)],
+                services: (tracer.map { [.init(service: $0)] } ?? []) + [.init(service: connection), .init(service: rpc), .init(service: server)],
                 gracefulShutdownSignals: [.sigterm, .sigint],
                 logger: logger))
         try await group.run()
