@@ -223,7 +223,7 @@ public final class RPCResponder: Service, Sendable {
             return .failure(.timeout("the request's deadline passed before it was handled"))
         }
         do {
-            return .success(try await handler(delivery.body, RequestContext(envelope: envelope, logger: logger, rpc: rpc, command: command)))
+            return .success(try await handler(delivery.body, RPCContext(envelope: envelope, logger: logger, rpc: rpc, command: command)))
         } catch let error as ServiceError {
             return .failure(error)
         } catch let applied as CommandAlreadyApplied {
