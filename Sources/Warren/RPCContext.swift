@@ -1,4 +1,4 @@
-public import Foundation
+import Foundation
 public import Logging
 
 /// What a handler knows about the request it serves, and the means to call further with the

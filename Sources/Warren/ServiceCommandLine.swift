@@ -1,4 +1,4 @@
-public import Foundation
+import Foundation
 
 /// The command line of a Warren service binary: `--help` (what it serves, its environment
 /// variables with their defaults, its subcommands), `--version`, and a usage error for anything
