@@ -14,6 +14,7 @@ let package = Package(
     products: [
         .library(name: "WarrenAMQP", targets: ["WarrenAMQP"]),
         .library(name: "Warren", targets: ["Warren"]),
+        .library(name: "WarrenHost", targets: ["WarrenHost"]),
         .library(name: "WarrenSQLite", targets: ["WarrenSQLite"]),
         .library(name: "WarrenPostgres", targets: ["WarrenPostgres"]),
         .executable(name: "warren-bench", targets: ["WarrenBench"]),
@@ -65,7 +66,8 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
-        // The service runtime: envelope, RPC, events, service host. Knows nothing of C.
+        // The service runtime: envelope, RPC, events, consumers. Knows nothing of C, of HTTP
+        // or of how the process exports its metrics and traces (WarrenHost does).
         .target(
             name: "Warren",
             dependencies: [
@@ -74,12 +76,25 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
-                .product(name: "Prometheus", package: "swift-prometheus"),
-                .product(name: "Hummingbird", package: "hummingbird"),
                 // SHA-256 for command fingerprints and derived message ids (CommandInbox.swift).
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Tracing", package: "swift-distributed-tracing"),
+                .product(name: "Instrumentation", package: "swift-distributed-tracing"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        // A service as a process: ServiceHost.run, the /health and /metrics port (Hummingbird),
+        // and what only an executable's main bootstraps (logging, Prometheus, OTLP export).
+        .target(
+            name: "WarrenHost",
+            dependencies: [
+                "Warren", "WarrenAMQP",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Instrumentation", package: "swift-distributed-tracing"),
                 .product(name: "OTel", package: "swift-otel"),
             ],
@@ -115,7 +130,7 @@ let package = Package(
         .executableTarget(
             name: "EchoService",
             dependencies: [
-                "Warren",
+                "Warren", "WarrenHost",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings
@@ -124,7 +139,7 @@ let package = Package(
         .executableTarget(
             name: "UserService",
             dependencies: [
-                "Warren", "WarrenSQLite", "WarrenPostgres",
+                "Warren", "WarrenHost", "WarrenSQLite", "WarrenPostgres",
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "GRDB", package: "GRDB.swift"),
@@ -136,7 +151,7 @@ let package = Package(
         .executableTarget(
             name: "OrderService",
             dependencies: [
-                "Warren", "WarrenSQLite", "WarrenPostgres",
+                "Warren", "WarrenHost", "WarrenSQLite", "WarrenPostgres",
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "GRDB", package: "GRDB.swift"),
@@ -148,7 +163,7 @@ let package = Package(
         .executableTarget(
             name: "PaymentService",
             dependencies: [
-                "Warren", "WarrenSQLite", "WarrenPostgres",
+                "Warren", "WarrenHost", "WarrenSQLite", "WarrenPostgres",
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "GRDB", package: "GRDB.swift"),
@@ -163,6 +178,8 @@ let package = Package(
             dependencies: [
                 "Warren",
                 "WarrenAMQP",
+                // Observability's bootstrap and /metrics rendering.
+                "WarrenHost",
                 // URI: the path and query parsing the gateway has always used.
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -189,7 +206,7 @@ let package = Package(
         .executableTarget(
             name: "EventStore",
             dependencies: [
-                "Warren", "WarrenAMQP", "WarrenSQLite", "WarrenPostgres",
+                "Warren", "WarrenAMQP", "WarrenHost", "WarrenSQLite", "WarrenPostgres",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "Logging", package: "swift-log"),

@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import Warren
+import WarrenHost
 
 /// The smallest Warren service: one operation, `<name>.echo`, that answers with what it got
 /// (after `sleepMilliseconds`, to show draining). An example to copy, and what the tests run as
@@ -19,9 +20,9 @@ struct EchoService {
     }
 
     static func main() async throws {
-        _ = commandLine.resolve()
+        if case .exit(let status) = commandLine.resolve() { exit(status) }
         let name = ProcessInfo.processInfo.environment["ECHO_SERVICE_NAME"] ?? "echo"
-        try await ServiceHost.run(name: name, defaultHTTPPort: httpPort) { _ in
+        exit(await ServiceProcess.run(name: name, defaultHTTPPort: httpPort) { _ in
             var handlers = RPCHandlers()
             handlers.on("\(name).echo", Echo.self) { request, context in
                 context.logger.info("echoing", metadata: ["length": "\(request.text.count)"])
@@ -29,6 +30,6 @@ struct EchoService {
                 return Echo(text: request.text)
             }
             return ServiceDefinition(handlers: handlers)
-        }
+        })
     }
 }

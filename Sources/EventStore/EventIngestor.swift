@@ -18,7 +18,7 @@ import WarrenAMQP
 /// in a frame, the broker refuses it), the event is rejected without requeue and the broker
 /// dead-letters it into `events.events.dlq` (the queue's `x-dead-letter-*` arguments): never
 /// handed back to loop. `/health` shows the consumer (ConsumerHealth).
-final class EventIngestor: Service, Sendable {
+final class EventIngestor: Service, ConsumerStrategy, Sendable {
     struct Configuration: Sendable {
         /// Unacked events the broker sends ahead; the next batch fills while one commits.
         var prefetch: UInt16 = 1000
@@ -43,40 +43,41 @@ final class EventIngestor: Service, Sendable {
     }
 
     func run() async throws {
-        try await serveUntilShutdown(queue: Self.queue, logger: logger) { health in try await ingest(health: health) }
+        try await ConsumerService(connection: connection, strategy: self, logger: logger).run()
+        logger.info("stopped recording events")
     }
 
-    private func ingest(health: ConsumerHealth.Tracker) async throws {
-        let channel = try await connection.openChannel()
-        let parking = try await connection.openChannel()
-        do {
-            try await channel.declareExchange(EventPublisher.exchange, type: "topic", durable: true)
-            try await DeadLettering.declare(Self.queue, deadLetterQueue: Self.deadLetterQueue, type: configuration.queueType, on: channel)
-            try await channel.bindQueue(Self.queue, exchange: EventPublisher.exchange, routingKey: "#")
-            try await parking.enableConfirms()
-            try await channel.setPrefetch(configuration.prefetch)
-            let inbox = DeliveryInbox()
-            let tag = try await channel.consume(queue: Self.queue, onIOThread: inbox.receive)
-            health.consuming()
-            logger.info("recording every event", metadata: ["queue": "\(Self.queue)", "batch_size": "\(configuration.batchSize)"])
-            try await withGracefulShutdownHandler {
-                while let batch = try await inbox.next(upTo: configuration.batchSize) {
-                    health.received(batch.count)
-                    await store(batch, parking: parking)
-                    health.finished(batch.count)
-                }
-            } onGracefulShutdown: {
-                // Stop the broker sending more; what is in hand is still stored and acked.
-                Task { await channel.cancelConsumer(tag: tag) }
-            }
-        } catch {
-            await parking.close()
-            await channel.close()
-            throw error
-        }
-        await parking.close()
-        await channel.close()
-        logger.info("stopped recording events")
+    // MARK: - The batch strategy
+
+    /// The side channel of one run: copies to the dead-letter queue, confirmed.
+    struct Session: Sendable {
+        let parking: AMQPChannel
+    }
+
+    var queue: String { Self.queue }
+    var prefetch: UInt16 { configuration.prefetch }
+    var delivery: ConsumerDelivery { .batches(upTo: configuration.batchSize) }
+
+    func open(_ channels: ConsumerChannels) async throws -> Session {
+        let channel = channels.consuming
+        let parking = try await channels.open()
+        try await channel.declareExchange(EventPublisher.exchange, type: "topic", durable: true)
+        try await DeadLettering.declare(Self.queue, deadLetterQueue: Self.deadLetterQueue, type: configuration.queueType, on: channel)
+        try await channel.bindQueue(Self.queue, exchange: EventPublisher.exchange, routingKey: "#")
+        try await parking.enableConfirms()
+        return Session(parking: parking)
+    }
+
+    func consuming(_ session: Session) {
+        logger.info("recording every event", metadata: ["queue": "\(Self.queue)", "batch_size": "\(configuration.batchSize)"])
+    }
+
+    func handle(batch: [AMQPDelivery], in session: Session) async {
+        await store(batch, parking: session.parking)
+    }
+
+    func handle(_ delivery: AMQPDelivery, in session: Session) async {
+        await store([delivery], parking: session.parking)
     }
 
     private func store(_ batch: [AMQPDelivery], parking: AMQPChannel) async {

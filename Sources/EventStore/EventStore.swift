@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import ServiceLifecycle
 import Warren
+import WarrenHost
 import WarrenPostgres
 import WarrenSQLite
 
@@ -14,8 +15,8 @@ import WarrenSQLite
 @main
 struct EventStore {
     static func main() async throws {
-        _ = commandLine.resolve()
-        try await ServiceHost.run(name: "events", defaultHTTPPort: httpPort) { resources in
+        if case .exit(let status) = commandLine.resolve() { exit(status) }
+        exit(await ServiceProcess.run(name: "events", defaultHTTPPort: httpPort) { resources in
             let environment = resources.environment
             let log: any EventLog
             var storage: [any Service] = []
@@ -41,7 +42,7 @@ struct EventStore {
             if let batchSize = environment["EVENTS_BATCH_SIZE"].flatMap(Int.init), batchSize > 0 { configuration.batchSize = batchSize }
             let ingestor = EventIngestor(connection: resources.connection, log: log, configuration: configuration, logger: resources.logger)
             return ServiceDefinition(handlers: handlers, services: storage + [ingestor])
-        }
+        })
     }
 
     /// `DATABASE_PATH`, or `events.sqlite` in `DATA_DIR` (as for every service); the folder is

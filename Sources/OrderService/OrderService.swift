@@ -3,6 +3,7 @@ import Logging
 import Metrics
 import ServiceLifecycle
 import Warren
+import WarrenHost
 import WarrenPostgres
 import WarrenSQLite
 
@@ -17,8 +18,8 @@ import WarrenSQLite
 @main
 struct OrderService {
     static func main() async throws {
-        _ = commandLine.resolve()
-        try await ServiceHost.run(name: "orders", defaultHTTPPort: httpPort) { resources in
+        if case .exit(let status) = commandLine.resolve() { exit(status) }
+        exit(await ServiceProcess.run(name: "orders", defaultHTTPPort: httpPort) { resources in
             let store: any OrderStore
             let relay: OutboxRelay
             let inbox: any CommandInbox & Service
@@ -39,7 +40,7 @@ struct OrderService {
                 handlers: orders.handlers, subscription: orders.payments,
                 services: storage + ServiceDatabase.relays([relay], environment: resources.environment, logger: resources.logger) + [inbox],
                 inbox: inbox)
-        }
+        })
     }
 }
 

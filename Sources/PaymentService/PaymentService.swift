@@ -3,6 +3,7 @@ import Logging
 import GRDB
 import ServiceLifecycle
 import Warren
+import WarrenHost
 import WarrenPostgres
 import WarrenSQLite
 
@@ -20,8 +21,8 @@ import WarrenSQLite
 @main
 struct PaymentService {
     static func main() async throws {
-        _ = commandLine.resolve()
-        try await ServiceHost.run(name: "payments", defaultHTTPPort: httpPort) { resources in
+        if case .exit(let status) = commandLine.resolve() { exit(status) }
+        exit(await ServiceProcess.run(name: "payments", defaultHTTPPort: httpPort) { resources in
             let environment = resources.environment
             let store: any PaymentStore
             let relay: OutboxRelay
@@ -41,7 +42,7 @@ struct PaymentService {
             return ServiceDefinition(
                 handlers: payments.handlers, subscription: payments.orders,
                 services: storage + ServiceDatabase.relays([relay], environment: environment, logger: resources.logger))
-        }
+        })
     }
 }
 

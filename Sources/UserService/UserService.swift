@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import ServiceLifecycle
 import Warren
+import WarrenHost
 import WarrenPostgres
 import WarrenSQLite
 
@@ -20,8 +21,10 @@ import WarrenSQLite
 @main
 struct UserService {
     static func main() async throws {
-        if case .subcommand(let arguments) = commandLine.resolve() {
-            exit(await AdminCommand.run(arguments, environment: ProcessInfo.processInfo.environment))
+        switch commandLine.resolve() {
+        case .exit(let status): exit(status)
+        case .subcommand(let arguments): exit(await AdminCommand.run(arguments, environment: ProcessInfo.processInfo.environment))
+        case .serve: break
         }
         let cost: UInt8
         do throws(ServiceError) {
@@ -30,7 +33,7 @@ struct UserService {
             FileHandle.standardError.write(Data("user-service: \(error.message)\n".utf8))
             exit(1)
         }
-        try await ServiceHost.run(name: "users", defaultHTTPPort: httpPort) { resources in
+        exit(await ServiceProcess.run(name: "users", defaultHTTPPort: httpPort) { resources in
             let environment = resources.environment
             if let listed = environment["ADMIN_EMAILS"], !listed.trimmingCharacters(in: .whitespaces).isEmpty {
                 resources.logger.warning(
@@ -56,7 +59,7 @@ struct UserService {
                 handlers: handlers.all,
                 services: storage + ServiceDatabase.relays([relay], environment: environment, logger: resources.logger) + [inbox],
                 inbox: inbox)
-        }
+        })
     }
 }
 

@@ -50,7 +50,7 @@ public struct Event: Sendable {
 ///   retries and parking set to the type decided at the first delivery, else the AMQP `type`.
 /// An event whose type matches none of the patterns (AMQP topic matching), or that has no
 /// type, is parked with the reason and the handler does not run.
-public final class EventSubscriber: Service, Sendable {
+public final class EventSubscriber: Service, ConsumerStrategy, Sendable {
     public typealias Handler = @Sendable (Event) async throws -> Void
 
     public struct Configuration: Sendable {
@@ -124,36 +124,33 @@ public final class EventSubscriber: Service, Sendable {
     }
 
     public func run() async throws {
-        try await serveUntilShutdown(queue: queue, logger: logger) { _ in try await serve() }
+        try await ConsumerService(connection: connection, strategy: self, logger: logger).run()
     }
 
-    private func serve() async throws {
-        let channel = try await connection.openChannel()
-        // Retries and parking go through a confirm channel: the original is acked only once
-        // the broker holds its copy.
-        let forwarding = try await connection.openChannel()
-        do {
-            try await declareTopology(on: channel)
-            try await channel.setPrefetch(configuration.prefetch)
-            try await forwarding.enableConfirms()
-            let events = try await channel.consume(queue: queue)
-            logger.info("subscribed", metadata: ["queue": "\(queue)", "patterns": "\(patterns.joined(separator: ","))"])
-            try await withGracefulShutdownHandler {
-                try await runHandlers(
-                    for: events, concurrency: configuration.concurrency, drainTimeout: configuration.drainTimeout, logger: logger
-                ) { delivery in
-                    await self.handle(delivery, forwarding: forwarding)
-                }
-            } onGracefulShutdown: {
-                Task { await events.cancel() }
-            }
-        } catch {
-            await forwarding.close()
-            await channel.close()
-            throw error
-        }
-        await forwarding.close()
-        await channel.close()
+    // MARK: - The subscribe strategy
+
+    /// The side channel of one run: retries and parking go through a confirm channel, so that
+    /// the original is acked only once the broker holds its copy.
+    public struct Session: Sendable {
+        let forwarding: AMQPChannel
+    }
+
+    public var prefetch: UInt16 { configuration.prefetch }
+    public var delivery: ConsumerDelivery { .each(concurrency: configuration.concurrency, drainTimeout: configuration.drainTimeout) }
+
+    public func open(_ channels: ConsumerChannels) async throws -> Session {
+        let forwarding = try await channels.open()
+        try await declareTopology(on: channels.consuming)
+        try await forwarding.enableConfirms()
+        return Session(forwarding: forwarding)
+    }
+
+    public func consuming(_ session: Session) {
+        logger.info("subscribed", metadata: ["queue": "\(queue)", "patterns": "\(patterns.joined(separator: ","))"])
+    }
+
+    public func handle(_ delivery: AMQPDelivery, in session: Session) async {
+        await handle(delivery, forwarding: session.forwarding)
     }
 
     /// The event type of a delivery, as the type doc above decides it; nil when it has none.

@@ -1,17 +1,13 @@
 import Foundation
 import Glibc
-import Instrumentation
-public import Logging
 import Metrics
-import OTel
-public import Prometheus
-public import ServiceLifecycle
 import Synchronization
 public import WarrenAMQP
 
-/// What a Warren executable sets up once, in `main` (libraries never bootstrap): Prometheus
-/// metrics with Warren's buckets, OTLP trace export when asked for, and the metrics read at
-/// scrape time (process, broker connection, build).
+/// What Warren's metrics and traces share, whatever the process exports them with: the
+/// duration buckets, when trace export is asked for, and the metrics read at scrape time
+/// (process, broker connection, build). Bootstrapping them is the executable's (WarrenHost's
+/// `Observability.bootstrap…`, called from `main`): libraries never bootstrap.
 public enum Observability {
     /// Histogram buckets of every duration, in seconds: from 100 µs (a `users.get` served from
     /// memory) to 10 s (a call's deadline).
@@ -24,14 +20,6 @@ public enum Observability {
         environment["WARREN_VERSION"].flatMap { $0.isEmpty ? nil : $0 } ?? "dev"
     }
 
-    /// A Prometheus factory whose timers are histograms with `durationBuckets`.
-    public static func metricsFactory(registry: PrometheusCollectorRegistry) -> PrometheusMetricsFactory {
-        var factory = PrometheusMetricsFactory(registry: registry)
-        factory.defaultDurationHistogramBuckets = durationBuckets.map { .nanoseconds(Int64(($0 * 1e9).rounded())) }
-        factory.defaultValueHistogramBuckets = durationBuckets
-        return factory
-    }
-
     /// True when `environment` asks for trace export: `OTEL_EXPORTER_OTLP_ENDPOINT` (or the
     /// traces-only `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) set and `OTEL_SDK_DISABLED` not `true`.
     public static func tracingRequested(_ environment: [String: String]) -> Bool {
@@ -40,36 +28,10 @@ public enum Observability {
             .contains { ($0 ?? "").isEmpty == false }
     }
 
-    /// Bootstraps the tracer (swift-otel, OTLP over HTTP, `OTEL_*` variables as OpenTelemetry
-    /// defines them; `OTEL_SERVICE_NAME` defaults to `serviceName`) when `tracingRequested`;
-    /// returns the exporter's service, to run beside the process's own. Returns nil and
-    /// bootstraps nothing otherwise: the tracer stays the no-op one, spans cost nothing.
-    /// Throws when the variables are not usable (say, `OTEL_EXPORTER_OTLP_PROTOCOL=grpc`:
-    /// only `http/protobuf` and `http/json` are built in).
-    public static func bootstrapTracing(serviceName: String, environment: [String: String]) throws -> (any Service)? {
-        guard tracingRequested(environment) else { return nil }
-        var configuration = OTel.Configuration.default
-        configuration.serviceName = serviceName
-        configuration.logs.enabled = false  // logs stay JSON lines on stdout
-        configuration.metrics.enabled = false  // metrics stay Prometheus
-        configuration.traces.enabled = true
-        configuration.diagnosticLogLevel = .warning
-        let backend = try OTel.makeTracingBackend(configuration: configuration)
-        InstrumentationSystem.bootstrap(backend.factory)
-        MessageTracing.enable()
-        return backend.service
-    }
-
-    /// `trace_id` and `span_id` of the current span on every log line written inside one.
-    public static let logMetadataProvider: Logger.MetadataProvider = OTel.makeLoggingMetadataProvider()
-
-    /// The `/metrics` body: the registry's families, updated first with what is read at scrape
-    /// time (the broker connection's state, this process from /proc).
-    public static func scrape(registry: PrometheusCollectorRegistry, connection: AMQPConnection?) -> [UInt8] {
-        if let connection { ConnectionMetrics.shared.update(connection) }
-        var buffer = registry.emitToBuffer()
-        buffer.append(contentsOf: Array(ProcessMetrics.read().utf8))
-        return buffer
+    /// Updates what is read off the broker connection at scrape time (`warren_amqp_connection_up`,
+    /// `warren_amqp_reconnects_total`); `/metrics` calls it before it renders the registry.
+    public static func recordConnectionMetrics(_ connection: AMQPConnection) {
+        ConnectionMetrics.shared.update(connection)
     }
 
     /// `warren_build_info{service,version} 1`.

@@ -47,6 +47,12 @@ struct PendingCalls<Waiter> {
         return queues
     }
 
+    /// The earliest deadline or probe of the calls waiting: when the RPC client must next look
+    /// at them; nil when none waits.
+    var nextEvent: ContinuousClock.Instant? {
+        calls.values.lazy.map { min($0.deadline, $0.probeAt) }.min()
+    }
+
     /// Removes and returns the calls to one queue (its service is gone) or to all (connection lost).
     mutating func removeAll(queue: String? = nil) -> [Call] {
         var removed: [Call] = []
@@ -55,5 +61,50 @@ struct PendingCalls<Waiter> {
             calls.removeValue(forKey: id)
         }
         return removed
+    }
+}
+
+/// When the RPC client's `run()` must wake: what it sleeps until, and its waiting continuation.
+/// Decides, for each call added, whether it must be woken (the call is due earlier), so that
+/// only the first call after an idle spell, or one with a shorter timeout, costs a wake-up.
+struct DeadlineSchedule {
+    /// What `run()` sleeps until; nil while it waits with no call pending (or has not slept yet).
+    private(set) var wakeAt: ContinuousClock.Instant?
+    /// A wake-up asked for before `run()` began to wait: it must not wait then.
+    private(set) var wakeRequested = false
+    private var waiter: CheckedContinuation<Void, Never>?
+    /// Set once: `run()` ends and calls are refused.
+    var stopped = false
+
+    /// `run()` is about to sleep until `next` (its earliest event; nil: none). Returns `next`.
+    mutating func sleep(until next: ContinuousClock.Instant?) -> ContinuousClock.Instant? {
+        wakeAt = next
+        wakeRequested = false
+        return next
+    }
+
+    /// A call due at `event` was added; returns the continuation to resume when `run()` must
+    /// wake for it (the caller resumes it outside the lock).
+    mutating func added(_ event: ContinuousClock.Instant) -> CheckedContinuation<Void, Never>? {
+        if let wakeAt, wakeAt <= event { return nil }
+        // From now on `run()` looks at least as early as `event`: later calls need no wake-up.
+        wakeAt = event
+        wakeRequested = true
+        return takeWaiter()
+    }
+
+    /// `run()` waits on `continuation`; true when it must not wait (resume at once).
+    mutating func wait(_ continuation: CheckedContinuation<Void, Never>, cancelled: Bool) -> Bool {
+        if wakeRequested || stopped || cancelled {
+            wakeRequested = false
+            return true
+        }
+        waiter = continuation
+        return false
+    }
+
+    mutating func takeWaiter() -> CheckedContinuation<Void, Never>? {
+        defer { waiter = nil }
+        return waiter
     }
 }

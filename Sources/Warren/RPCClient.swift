@@ -1,10 +1,10 @@
 public import Foundation
 public import Logging
 import Metrics
+public import ServiceLifecycle
 import Synchronization
 public import Tracing
 public import WarrenAMQP
-import Dispatch
 
 /// Calls operations of other services over RabbitMQ: one per process, shared by all tasks.
 ///
@@ -21,7 +21,13 @@ import Dispatch
 /// and runs if an instance starts before then); and when the connection drops while waiting
 /// for the reply. A retry with the same `message_id` is then safe for commands (the service's
 /// command inbox answers it if it ran).
-public final class RPCClient: Sendable {
+///
+/// Deadlines and probes are kept by `run()`: the client is a `Service` that sleeps until the
+/// earliest deadline or probe of the calls waiting (woken when a call with an earlier one is
+/// added), so an idle client costs nothing. Run it for as long as calls are made (in the
+/// process's `ServiceGroup`, or `async let _ = client.run()` for a scope); without it a call
+/// whose reply never comes is not failed at its deadline.
+public final class RPCClient: Service, Sendable {
     public struct Configuration: Sendable {
         public var defaultTimeout: Duration
         /// How long a call waits for its reply before the client checks that someone consumes
@@ -43,18 +49,23 @@ public final class RPCClient: Sendable {
     }
 
     /// What a pending call runs with its outcome, on the thread that has it (the I/O thread, the
-    /// deadline timer or the caller): a closure rather than a continuation, so a caller that is
+    /// deadline task or the caller): a closure rather than a continuation, so a caller that is
     /// not a task (the gateway's event loop) waits without one.
     typealias Waiter = @Sendable (Result<Reply, ServiceError>) -> Void
+
+    /// The calls waiting and what `run()` sleeps until, under one lock: adding a call with an
+    /// earlier deadline or probe than the one `run()` sleeps until wakes it.
+    struct State {
+        var calls = PendingCalls<Waiter>()
+        var schedule = DeadlineSchedule()
+    }
 
     public let configuration: Configuration
     private let connection: AMQPConnection
     private let channel: AMQPChannel
     private let probeChannel: AMQPChannel
-    private let calls = Mutex(PendingCalls<Waiter>())
+    private let state = Mutex(State())
     private let lateReplyCount = Atomic<Int>(0)
-    /// Fails calls at their deadline and starts probes; Dispatch timers are not Sendable, hence the lock.
-    private let timer = Mutex<(any DispatchSourceTimer)?>(nil)
     private let logger: Logger
     private let callCounts = MetricHandles(counter: "warren_rpc_calls_total", "operation", "outcome")
     private let durations = MetricHandles(timer: "warren_rpc_call_duration_seconds", "operation")
@@ -80,26 +91,81 @@ public final class RPCClient: Sendable {
         _ = try await client.channel.consume(queue: "amq.rabbitmq.reply-to", noAck: true) { [weak client] event in
             client?.replyEvent(event)
         }
-        client.timer.withLock { timer in
-            let source = DispatchSource.makeTimerSource(queue: DispatchQueue(label: "warren.rpc.deadlines"))
-            source.schedule(deadline: .now(), repeating: .milliseconds(10), leeway: .milliseconds(2))
-            source.setEventHandler { [weak client] in client?.tick() }
-            source.resume()
-            timer = source
-        }
         return client
     }
 
-    deinit { timer.withLock { $0?.cancel() } }
-
-    /// Stops the deadline timer and fails calls still waiting (`timeout`: they were sent); the
-    /// connection stays open.
-    public func close() async {
-        timer.withLock { $0?.cancel() }
-        for call in calls.withLock({ $0.removeAll() }) {
-            // Sent, and perhaps executed: the outcome is unknown.
-            call.waiter(.failure(.timeout("the RPC client was closed while waiting for \(call.queue): the outcome is unknown")))
+    /// Fails calls at their deadline and probes the queues of calls waiting longer than
+    /// `probeAfter`, sleeping in between until the earliest of them. Returns at graceful
+    /// shutdown, on cancellation or after `close()`; calls still waiting then fail (`timeout`:
+    /// they were sent, the outcome is unknown) and later calls fail at once (`unavailable`).
+    public func run() async {
+        await withGracefulShutdownHandler {
+            // Probes run as child tasks, so that a slow broker answer never holds up a deadline.
+            await withDiscardingTaskGroup { group in
+                while !Task.isCancelled, !Task.isShuttingDownGracefully {
+                    let now = ContinuousClock.now
+                    let (expired, probes, wakeAt, stopped) = state.withLock { state in
+                        let expired = state.calls.expire(now: now)
+                        let probes = state.calls.queuesToProbe(now: now)
+                        let wakeAt = state.schedule.sleep(until: state.calls.nextEvent)
+                        return (expired, probes, wakeAt, state.schedule.stopped)
+                    }
+                    for call in expired {
+                        Counter(label: "warren_rpc_timeouts_total").increment()
+                        call.waiter(.failure(.timeout("no reply from \(call.queue) before the deadline")))
+                    }
+                    for queue in probes {
+                        group.addTask { await self.probe(queue) }
+                    }
+                    if stopped { break }
+                    await sleep(until: wakeAt)
+                }
+            }
+        } onGracefulShutdown: {
+            self.stop()
         }
+        stop()
+    }
+
+    /// Sleeps until `instant` (forever when nil), or until a call with an earlier event, `stop()`
+    /// or cancellation wakes it.
+    private func sleep(until instant: ContinuousClock.Instant?) async {
+        await withTaskGroup(of: Void.self) { group in
+            if let instant {
+                group.addTask { try? await Task.sleep(until: instant, clock: .continuous) }
+            }
+            group.addTask {
+                await withTaskCancellationHandler {
+                    await withCheckedContinuation { (waiter: CheckedContinuation<Void, Never>) in
+                        let wakeNow = self.state.withLock { state in state.schedule.wait(waiter, cancelled: Task.isCancelled) }
+                        if wakeNow { waiter.resume() }
+                    }
+                } onCancel: {
+                    self.state.withLock { $0.schedule.takeWaiter() }?.resume()
+                }
+            }
+            await group.next()
+            group.cancelAll()
+        }
+    }
+
+    /// Ends `run()` and fails the calls still waiting: nothing keeps their deadlines any more.
+    private func stop() {
+        let (waiting, waiter) = state.withLock { state in
+            state.schedule.stopped = true
+            return (state.calls.removeAll(), state.schedule.takeWaiter())
+        }
+        waiter?.resume()
+        for call in waiting {
+            // Sent, and perhaps executed: the outcome is unknown.
+            call.waiter(.failure(.timeout("the RPC client was stopped while waiting for \(call.queue): the outcome is unknown")))
+        }
+    }
+
+    /// Ends `run()` and fails calls still waiting (`timeout`: they were sent); the connection
+    /// stays open.
+    public func close() async {
+        stop()
         await channel.close()
         await probeChannel.close()
     }
@@ -123,7 +189,7 @@ public final class RPCClient: Sendable {
     }
 
     /// `call` for a caller that is not a task: `completion` gets the outcome exactly once, on the
-    /// AMQP I/O thread, the deadline timer's queue or (when nothing could be sent) at once on the
+    /// AMQP I/O thread, the task of `run()` or (when nothing could be sent) at once on the
     /// caller's thread. It must not block. `context` is the caller's trace context (the
     /// gateway's server span); without it the client span starts a trace.
     public func call(
@@ -184,10 +250,19 @@ public final class RPCClient: Sendable {
         // when one flow makes several calls at once, or a client retries a command with the
         // same message id while the first call still waits; the flow's id travels in
         // `x-correlation-id`.
-        let callID = calls.withLock { calls in
-            let id = calls.contains(messageID) ? UUID().uuidString.lowercased() : messageID
-            calls.add(id, .init(waiter: waiter, queue: call.queue, deadline: call.deadline, probeAt: call.probeAt))
-            return id
+        let (callID, wake, stopped) = state.withLock { state -> (String, CheckedContinuation<Void, Never>?, Bool) in
+            if state.schedule.stopped { return ("", nil, true) }
+            let id = state.calls.contains(messageID) ? UUID().uuidString.lowercased() : messageID
+            state.calls.add(id, .init(waiter: waiter, queue: call.queue, deadline: call.deadline, probeAt: call.probeAt))
+            // Only a call due before what `run()` sleeps until wakes it: with one timeout for
+            // all calls, that is the first call after an idle spell, not every call.
+            return (id, state.schedule.added(min(call.deadline, call.probeAt)), false)
+        }
+        wake?.resume()
+        if stopped {
+            // Nothing was sent: certainly not executed.
+            waiter(.failure(.unavailable("the RPC client is stopped: \(operation) was not sent")))
+            return
         }
         properties.correlationID = callID
         do {
@@ -199,7 +274,7 @@ public final class RPCClient: Sendable {
             } else {
                 failure = .unavailable("not connected to the message broker")
             }
-            if let pending = calls.withLock({ $0.complete(callID) }) {
+            if let pending = state.withLock({ $0.calls.complete(callID) }) {
                 pending.waiter(.failure(failure))
             }
         }
@@ -227,12 +302,12 @@ public final class RPCClient: Sendable {
         return "\(service).rpc"
     }
 
-    // MARK: - Events from the I/O thread and the timer
+    // MARK: - Events from the I/O thread and the deadline task
 
     private func replyEvent(_ event: AMQPConsumerEvent) {
         switch event {
         case .delivery(let delivery):
-            guard let id = delivery.properties.correlationID, let call = calls.withLock({ $0.complete(id) }) else {
+            guard let id = delivery.properties.correlationID, let call = state.withLock({ $0.calls.complete(id) }) else {
                 lateReplyCount.add(1, ordering: .relaxed)
                 Counter(label: "warren_rpc_late_replies_total").increment()
                 logger.debug("dropped a reply nobody waits for (late or unknown)", metadata: ["correlation_id": "\(delivery.properties.correlationID ?? "-")"])
@@ -243,7 +318,7 @@ public final class RPCClient: Sendable {
         case .interrupted, .ended:
             // Replies to the old direct reply-to address can never arrive. The requests may have
             // been executed (or may still be): the outcome is unknown, which is not `unavailable`.
-            for call in calls.withLock({ $0.removeAll() }) {
+            for call in state.withLock({ $0.calls.removeAll() }) {
                 call.waiter(
                     .failure(
                         .timeout(
@@ -254,20 +329,8 @@ public final class RPCClient: Sendable {
     }
 
     private func returned(_ message: AMQPReturnedMessage) {
-        guard let id = message.properties.correlationID, let call = calls.withLock({ $0.complete(id) }) else { return }
+        guard let id = message.properties.correlationID, let call = state.withLock({ $0.calls.complete(id) }) else { return }
         call.waiter(.failure(.unavailable("no service serves \(message.routingKey): the queue does not exist")))
-    }
-
-    private func tick() {
-        let now = ContinuousClock.now
-        let (expired, probes) = calls.withLock { ($0.expire(now: now), $0.queuesToProbe(now: now)) }
-        for call in expired {
-            Counter(label: "warren_rpc_timeouts_total").increment()
-            call.waiter(.failure(.timeout("no reply from \(call.queue) before the deadline")))
-        }
-        for queue in probes {
-            Task { await self.probe(queue) }
-        }
     }
 
     /// A call has waited a while: if requests sit in its queue and nobody consumes it, no reply
@@ -282,7 +345,7 @@ public final class RPCClient: Sendable {
             return
         }
         guard info.consumerCount == 0, info.messageCount > 0 else { return }
-        for call in calls.withLock({ $0.removeAll(queue: queue) }) {
+        for call in state.withLock({ $0.calls.removeAll(queue: queue) }) {
             call.waiter(
                 .failure(
                     .timeout(

@@ -25,7 +25,7 @@ public import WarrenAMQP
 /// Operations registered with `RPCHandlers.onCommand` are looked up in `inbox` by `message_id`
 /// first: a redelivered command that already committed is answered with its stored reply, not
 /// executed again (without a `message_id` no such check is possible).
-public final class RPCResponder: Service, Sendable {
+public final class RPCResponder: Service, ConsumerStrategy, Sendable {
     public struct Configuration: Sendable {
         public var prefetch: UInt16
         public var concurrency: Int
@@ -86,39 +86,37 @@ public final class RPCResponder: Service, Sendable {
                 "commands registered without a command inbox: a redelivered command runs again",
                 metadata: ["operations": "\(handlers.commands.sorted().joined(separator: ","))"])
         }
-        try await serveUntilShutdown(queue: queue, logger: logger) { _ in try await serve() }
+        try await ConsumerService(connection: connection, strategy: self, logger: logger).run()
         logger.info("stopped serving", metadata: ["queue": "\(queue)"])
     }
 
-    private func serve() async throws {
-        let channel = try await connection.openChannel()
-        let parking = try await connection.openChannel()
-        let replies = try await connection.openChannel()
-        do {
-            try await channel.setPrefetch(configuration.prefetch)
-            try await parking.enableConfirms()
-            try await DeadLettering.declare(queue, deadLetterQueue: deadLetterQueue, type: configuration.queueType, on: parking)
-            let requests = try await channel.consume(queue: queue)
-            logger.info("serving", metadata: ["queue": "\(queue)", "operations": "\(handlers.operations.joined(separator: ","))"])
-            try await withGracefulShutdownHandler {
-                try await runHandlers(
-                    for: requests, concurrency: configuration.concurrency, drainTimeout: configuration.drainTimeout, logger: logger
-                ) { delivery in
-                    await self.handle(delivery, replyOn: replies, parking: parking)
-                }
-            } onGracefulShutdown: {
-                // Stop the broker sending more; what was already delivered is still handled.
-                Task { await requests.cancel() }
-            }
-        } catch {
-            await replies.close()
-            await parking.close()
-            await channel.close()
-            throw error
-        }
-        await replies.close()
-        await parking.close()
-        await channel.close()
+    // MARK: - The reply strategy
+
+    /// The side channels of one run: `parking` (confirms) for copies to the dead-letter queue,
+    /// `replies` for the replies, so that a reply the broker refuses (a bad `reply_to`) closes
+    /// that channel, never the one the requests and their acks travel on.
+    public struct Session: Sendable {
+        let parking: AMQPChannel
+        let replies: AMQPChannel
+    }
+
+    public var prefetch: UInt16 { configuration.prefetch }
+    public var delivery: ConsumerDelivery { .each(concurrency: configuration.concurrency, drainTimeout: configuration.drainTimeout) }
+
+    public func open(_ channels: ConsumerChannels) async throws -> Session {
+        let parking = try await channels.open()
+        let replies = try await channels.open()
+        try await parking.enableConfirms()
+        try await DeadLettering.declare(queue, deadLetterQueue: deadLetterQueue, type: configuration.queueType, on: parking)
+        return Session(parking: parking, replies: replies)
+    }
+
+    public func consuming(_ session: Session) {
+        logger.info("serving", metadata: ["queue": "\(queue)", "operations": "\(handlers.operations.joined(separator: ","))"])
+    }
+
+    public func handle(_ delivery: AMQPDelivery, in session: Session) async {
+        await handle(delivery, replyOn: session.replies, parking: session.parking)
     }
 
     private func handle(_ delivery: AMQPDelivery, replyOn replies: AMQPChannel, parking: AMQPChannel) async {
@@ -126,7 +124,6 @@ public final class RPCResponder: Service, Sendable {
         defer { Self.inFlight.decrement() }
         var envelope = Envelope(delivery: delivery)
         let started = ContinuousClock.now
-        let operation = envelope.type ?? "-"
         // The metrics' label: only operations this service has, so that clients cannot grow it.
         let operationLabel = envelope.type.flatMap { handlers.handlers[$0] == nil ? nil : $0 } ?? "unknown"
         // The server span, child of the caller's client span (its `traceparent` header); the
@@ -223,7 +220,7 @@ public final class RPCResponder: Service, Sendable {
             return .failure(.timeout("the request's deadline passed before it was handled"))
         }
         do {
-            return .success(try await handler(delivery.body, RequestContext(envelope: envelope, logger: logger, rpc: rpc, command: command)))
+            return .success(try await handler(delivery.body, RPCContext(envelope: envelope, logger: logger, rpc: rpc, command: command)))
         } catch let error as ServiceError {
             return .failure(error)
         } catch let applied as CommandAlreadyApplied {

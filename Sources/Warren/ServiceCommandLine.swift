@@ -1,4 +1,4 @@
-public import Foundation
+import Foundation
 
 /// The command line of a Warren service binary: `--help` (what it serves, its environment
 /// variables with their defaults, its subcommands), `--version`, and a usage error for anything
@@ -7,7 +7,8 @@ public import Foundation
 ///
 /// A service declares its command line once, as data, and calls `resolve()` first thing in
 /// `main`: it returns `.serve` (no arguments), or `.subcommand` for one the service declared,
-/// and otherwise prints and exits (0 for `--help`/`--version`, `usageStatus` for a usage error).
+/// and otherwise prints and returns `.exit` with the status for `main` to exit with (0 for
+/// `--help`/`--version`, `usageStatus` for a usage error): a library never exits.
 public struct ServiceCommandLine: Sendable {
     /// An environment variable the binary reads, as `--help` lists it.
     public struct Variable: Sendable, Equatable {
@@ -42,6 +43,8 @@ public struct ServiceCommandLine: Sendable {
         case serve
         /// A declared subcommand, with every argument (its name first).
         case subcommand([String])
+        /// `--help`, `--version` or a usage error, already printed: `main` exits with this status.
+        case exit(Int32)
     }
 
     /// What the arguments ask for; `resolve()` acts on it, tests read it.
@@ -71,18 +74,18 @@ public struct ServiceCommandLine: Sendable {
         self.subcommands = subcommands
     }
 
-    /// Reads `arguments` (without the program name): prints and exits for `--help`,
-    /// `--version` and usage errors, else says what to run.
+    /// Reads `arguments` (without the program name): prints for `--help`, `--version` and
+    /// usage errors and returns `.exit`, else says what to run.
     public func resolve(_ arguments: [String] = Array(CommandLine.arguments.dropFirst())) -> Invocation {
         switch outcome(arguments) {
         case .invocation(let invocation):
             return invocation
         case .print(let text):
             FileHandle.standardOutput.write(Data((text + "\n").utf8))
-            exit(0)
+            return .exit(0)
         case .usageError(let text):
             FileHandle.standardError.write(Data((text + "\n").utf8))
-            exit(Self.usageStatus)
+            return .exit(Self.usageStatus)
         }
     }
 

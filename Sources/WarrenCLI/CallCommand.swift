@@ -66,6 +66,8 @@ struct CallCommand: AsyncParsableCommand {
             let headers = try MessageInput.headers(self.headers)
             let connection = try await connection.connect(purpose: "call \(operation)")
             let rpc = try await RPCClient.start(connection: connection)
+            // Keeps the calls' deadlines for this scope (cancelled at its end).
+            async let _ = rpc.run()
             let result: Result<RPCClient.Reply, ServiceError>
             do throws(ServiceError) {
                 let envelope = Envelope(messageID: requestID, correlationID: correlationID, headers: headers)

@@ -47,6 +47,8 @@ struct FlowCommand: AsyncParsableCommand {
         try await reportingFailures {
             let amqp = try await connection.connect(purpose: "flow")
             let rpc = try await RPCClient.start(connection: amqp)
+            // Keeps the calls' deadlines for this scope (cancelled at its end).
+            async let _ = rpc.run()
             let result: Result<EventFlow, ServiceError>
             do throws(ServiceError) {
                 result = .success(

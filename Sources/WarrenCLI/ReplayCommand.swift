@@ -109,6 +109,8 @@ struct ReplayCommand: AsyncParsableCommand {
             let destination = try await checkDestination(channel)
             let routes = try await queueRoutes(for: destination, configuration: configuration)
             let rpc = try await RPCClient.start(connection: connection)
+            // Keeps the calls' deadlines for this scope (cancelled at its end).
+            async let _ = rpc.run()
             let events = EventStorePages(
                 rpc: rpc, query: query, limit: limit, rate: dryRun ? nil : rate, timeout: timeout.duration, routes: routes)
             if dryRun {

@@ -7,6 +7,7 @@ import ServiceLifecycle
 import UnixSignals
 import Warren
 import WarrenAMQP
+import WarrenHost
 
 /// The `api-gateway` process: reads the configuration and the OpenAPI document, connects to the
 /// broker, and serves HTTP until SIGTERM/SIGINT, when it stops accepting connections, finishes
@@ -19,7 +20,8 @@ import WarrenAMQP
 /// `DRAIN_TIMEOUT_SECONDS`, `HTTP_THREADS`, `LOG_LEVEL`, `LOG_FORMAT` (README, Configuration).
 public enum Gateway {
     public static func run(environment: [String: String] = ProcessInfo.processInfo.environment) async throws {
-        ServiceHost.bootstrapLogging(
+        // A bad LOG_LEVEL/LOG_FORMAT is thrown to main, which says it and exits 1.
+        try Observability.bootstrapLogging(
             environment, metadataProvider: Observability.tracingRequested(environment) ? Observability.logMetadataProvider : nil)
         let registry = PrometheusCollectorRegistry()
         MetricsSystem.bootstrap(Observability.metricsFactory(registry: registry))
@@ -80,7 +82,7 @@ public enum Gateway {
         }
         let group = ServiceGroup(
             configuration: .init(
-                services: (tracer.map { [.init(service: $0)] } ?? []) + [.init(service: connection), .init(service: server)],
+                services: (tracer.map { [.init(service: $0)] } ?? []) + [.init(service: connection), .init(service: rpc), .init(service: server)],
                 gracefulShutdownSignals: [.sigterm, .sigint],
                 logger: logger))
         try await group.run()

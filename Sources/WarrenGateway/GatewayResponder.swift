@@ -7,6 +7,7 @@ import NIOHTTP1
 import Prometheus
 import Tracing
 import Warren
+import WarrenHost
 
 /// A request as the HTTP layer read it: the head, the whole body (bounded by `maxBodyBytes`),
 /// the client's address and the request id the layer chose.

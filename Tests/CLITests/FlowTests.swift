@@ -19,6 +19,8 @@ struct FlowTests {
             for service in services { try await service.waitUntilReady() }
             try await waitForLogLine(services[3], "recording every event")
             let rpc = try await RPCClient.start(connection: connection, configuration: .init(defaultTimeout: .seconds(10)))
+            // Keeps the calls' deadlines for this scope (cancelled at its end).
+            async let _ = rpc.run()
 
             let user = try await rpc.call(
                 "users.create", body: Data(#"{"name":"Ada","email":"ada@example.com","password":"correct horse battery"}"#.utf8))

@@ -27,6 +27,8 @@ final class EventStoreFixture: Sendable {
         channel = try await connection.openChannel()
         publisher = try await EventPublisher.start(connection: connection)
         rpc = try await RPCClient.start(connection: connection)
+        // Keeps the calls' deadlines until `close()` ends it.
+        Task { [rpc] in await rpc.run() }
     }
 
     /// Runs `body` against a fresh event store, then stops it and deletes its vhost and files.

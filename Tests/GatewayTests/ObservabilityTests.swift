@@ -155,6 +155,8 @@ struct ObservabilityTests {
     private func checkHostileOverAMQP(gateway: GatewayProcess, receiver: OTLPReceiver) async throws {
         let connection = try await AMQPConnection.connect(url: gateway.process.environment["AMQP_URL"] ?? "", connectionName: "observability-tests")
         let rpc = try await RPCClient.start(connection: connection)
+        // Keeps the calls' deadlines for this scope (cancelled at its end).
+        async let _ = rpc.run()
         let hostile: [AMQPTable] = [
             ["traceparent": .string("00-\(String(repeating: "z", count: 32))-\(Self.clientSpan)-01")],
             ["traceparent": .string(String(repeating: "a", count: 10_240)), "tracestate": .string(String(repeating: "b", count: 100_000))],

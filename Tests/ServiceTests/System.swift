@@ -43,6 +43,8 @@ final class System: Sendable {
         configuration.connectionName = "service-tests"
         let connection = try await AMQPConnection.connect(configuration)
         let rpc = try await RPCClient.start(connection: connection, configuration: .init(defaultTimeout: .seconds(10)))
+        // Keeps the calls' deadlines until `close()` ends it.
+        Task { [rpc] in await rpc.run() }
         let channel = try await connection.openChannel()
         let tap = try await EventTap.start(connection: connection)
         let system = System(vhost: vhost, data: data, connection: connection, rpc: rpc, channel: channel, tap: tap, backend: backend)

@@ -130,6 +130,8 @@ func withPlacing(name: String = #function, _ body: (PlacingService, RPCClient, A
     let connection = try await Broker.connect(name: name)
     let service = try PlacingService(connection: connection)
     let client = try await RPCClient.start(connection: connection)
+    // Keeps the calls' deadlines for this scope (cancelled at its end).
+    async let _ = client.run()
     try await service.start(rpc: client)
     let result: Result<Void, any Error>
     do {
@@ -386,6 +388,8 @@ struct RequestDeliveryEndsTests {
         configuration.connectionName = "test-broker-down"
         let connection = try await AMQPConnection.connect(configuration)
         let client = try await RPCClient.start(connection: connection)
+        // Keeps the calls' deadlines for this scope (cancelled at its end).
+        async let _ = client.run()
         // The link dies and new ones hang: the client cannot reconnect until `restore()`.
         proxy.blackhole()
         proxy.cut()

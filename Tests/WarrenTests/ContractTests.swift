@@ -19,6 +19,8 @@ struct ContractTests {
         try await channel.declareQueue("\(service).rpc", durable: false, autoDelete: true)
         let requests = try await channel.consume(queue: "\(service).rpc", noAck: true)
         let client = try await RPCClient.start(connection: connection)
+        // Keeps the calls' deadlines for this scope (cancelled at its end).
+        async let _ = client.run()
         let pending = Task { try? await client.call("\(service).echo", body: Data(#"{"text":"x"}"#.utf8), timeout: .milliseconds(500)) }
         let request = try #require(try await requests.first(1).first)
         samples.append(("warren/request-headers.schema.json", amqpJSON(request.properties)))

@@ -59,6 +59,8 @@ struct HostileInputServiceTests {
 
             #expect(echo.process.isRunning)
             let client = try await RPCClient.start(connection: connection)
+            // Keeps the calls' deadlines for this scope (cancelled at its end).
+            async let _ = client.run()
             let next = try await client.call("\(echo.name).echo", EchoBody(text: "next"), as: EchoBody.self)
             #expect(next.text == "next")
             #expect(echo.process.isRunning)
@@ -92,6 +94,8 @@ struct HostileInputServiceTests {
             #expect(health.contains(#""queue":"\#(echo.name).rpc","state":"consuming""#))
 
             let client = try await RPCClient.start(connection: connection)
+            // Keeps the calls' deadlines for this scope (cancelled at its end).
+            async let _ = client.run()
             let slow = Task { try await client.call("\(echo.name).echo", EchoBody(text: "slow", sleepMilliseconds: 4000), as: EchoBody.self, timeout: .seconds(10)) }
             var stalled: (Int, String) = (0, "")
             for _ in 0..<30 {

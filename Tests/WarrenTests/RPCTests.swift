@@ -83,6 +83,8 @@ func withRPC<T>(
     let service = TestService(connection: connection)
     try await service.start(configuration: configuration)
     let client = try await RPCClient.start(connection: connection)
+    // Keeps the calls' deadlines for this scope (cancelled at its end).
+    async let _ = client.run()
     let result: Result<T, any Error>
     do {
         result = .success(try await body(service, client, connection))
@@ -310,6 +312,8 @@ struct RPCTests {
         let service = TestService(connection: serverConnection)
         try await service.start()
         let client = try await RPCClient.start(connection: clientConnection)
+        // Keeps the calls' deadlines for this scope (cancelled at its end).
+        async let _ = client.run()
         let inFlight = Task {
             // Slower than rabbitmqctl on a busy machine, so the drop comes first.
             try await client.call("\(service.name).echo", Echo(text: "slow", sleepMilliseconds: 8000), as: Echo.self, timeout: .seconds(15))

@@ -83,6 +83,8 @@ struct ServiceProcessTests {
         let channel = try await connection.openChannel()
         try await echo.waitUntilHealthy()
         let client = try await RPCClient.start(connection: connection)
+        // Keeps the calls' deadlines for this scope (cancelled at its end).
+        async let _ = client.run()
         let answered = try await withThrowingTaskGroup(of: Bool.self) { group in
             for index in 0..<100 {
                 group.addTask {
@@ -125,6 +127,8 @@ struct ServiceProcessTests {
         #expect(health.contains(#""broker":"connected""#))
 
         let client = try await RPCClient.start(connection: connection)
+        // Keeps the calls' deadlines for this scope (cancelled at its end).
+        async let _ = client.run()
         let envelope = Envelope(correlationID: "flow-\(echo.name)")
         _ = try await client.call("\(echo.name).echo", EchoBody(text: "hi"), as: EchoBody.self, envelope: envelope)
         // An operation the service does not have is answered, and counted under "unknown": a

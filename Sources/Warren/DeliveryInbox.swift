@@ -1,8 +1,8 @@
 import Synchronization
 import WarrenAMQP
 
-/// Hands deliveries from the connection's I/O thread to the writer, which takes them in
-/// batches: whatever arrived while it was committing the previous batch.
+/// The batch consumer's hand-over: deliveries from the connection's I/O thread to the task that
+/// takes them in batches, whatever arrived while it handled the previous batch (ConsumerService).
 final class DeliveryInbox: Sendable {
     private struct State {
         var deliveries: [AMQPDelivery] = []

@@ -1,0 +1,51 @@
+public import WarrenAMQP
+
+/// What a consumer of one queue does; `ConsumerService` does the rest, the same for every
+/// consumer: the channels and their closing, the prefetch, the consumer and its restart when
+/// the broker cancels it, `/health`, and the drain on graceful shutdown. Warren's strategies:
+/// `RPCResponder` (reply: request/reply), `EventSubscriber` (subscribe: events with retry
+/// queues and a dead-letter queue) and the event store's ingestor (batches).
+///
+/// A strategy acks or rejects each delivery itself, after its effects: whatever it leaves
+/// unacked goes back to the queue when the channel closes.
+public protocol ConsumerStrategy: Sendable {
+    /// What the strategy opened for one run of the consumer (its side channels), handed to
+    /// each `handle`; closed by `ConsumerService` with the channels.
+    associatedtype Session: Sendable
+
+    /// The queue consumed.
+    var queue: String { get }
+    /// Unacked deliveries the broker sends ahead (`basic.qos`).
+    var prefetch: UInt16 { get }
+    /// One delivery at a time per handler, or batches.
+    var delivery: ConsumerDelivery { get }
+
+    /// Declares the topology (on `channels.consuming` or a side channel) and opens the side
+    /// channels handling needs (`channels.open()`), before the consumer starts. Runs again
+    /// after the broker cancelled the consumer (its queue deleted).
+    func open(_ channels: ConsumerChannels) async throws -> Session
+    /// The consumer started: the strategy's log line (tests and operators wait for it).
+    func consuming(_ session: Session)
+    /// Handles one delivery (`.each`): acks, replies, retries or parks it.
+    func handle(_ delivery: AMQPDelivery, in session: Session) async
+    /// Handles a batch (`.batches`), in order; by default one delivery after the other.
+    func handle(batch: [AMQPDelivery], in session: Session) async
+}
+
+extension ConsumerStrategy {
+    public func handle(batch: [AMQPDelivery], in session: Session) async {
+        for delivery in batch { await handle(delivery, in: session) }
+    }
+}
+
+/// How a consumer takes its deliveries.
+public enum ConsumerDelivery: Sendable, Equatable {
+    /// Each delivery to a handler of its own, at most `concurrency` at once (1 keeps the
+    /// queue's order). Graceful shutdown waits at most `drainTimeout` for the handlers running,
+    /// then cancels them (their deliveries, unacked, are redelivered).
+    case each(concurrency: Int, drainTimeout: Duration)
+    /// Whatever arrived while the previous batch was handled, up to `upTo` deliveries, in order
+    /// (a store that writes a batch in one transaction and acks it with one multiple-ack).
+    /// Graceful shutdown lets the batches already delivered be handled.
+    case batches(upTo: Int)
+}
