@@ -15,7 +15,9 @@ struct AsyncAPIContractTests {
     /// stores put in the outbox or its command line says it publishes — and from the runtime's rules for the queues of a name
     /// (RPCResponder, EventSubscriber: `<service>.rpc`, `.rpc.dlq`, `.events`, `.events.dlq`,
     /// `.events.retry.<ms>ms` with the default delays; the event store's `events.events`).
-    static func declaredNames() throws -> (queues: Set<String>, exchanges: Set<String>, routingKeys: Set<String>, operations: Set<String>) {
+    static func declaredNames() throws -> (
+        queues: Set<String>, exchanges: Set<String>, routingKeys: Set<String>, bindings: [String: Set<String>], operations: Set<String>
+    ) {
         let sources = Schemas.directory.appendingPathComponent("../Sources").standardized
         func matches(_ pattern: String, in text: String) -> [String] {
             let regex = try? NSRegularExpression(pattern: pattern)
@@ -25,6 +27,7 @@ struct AsyncAPIContractTests {
             }
         }
         var queues = Set<String>(), routingKeys = Set<String>(), operations = Set<String>()
+        var bindings: [String: Set<String>] = [:]
         let delays = EventSubscriber.Configuration().retryDelays.map { "\(Int($0 / .milliseconds(1)))ms" }
         for service in ["UserService", "OrderService", "PaymentService", "EventStore", "EchoService"] {
             let folder = sources.appendingPathComponent(service)
@@ -46,13 +49,17 @@ struct AsyncAPIContractTests {
             for list in matches(#"Subscription\(\[([^\]]*)\]\)"#, in: text) {
                 let patterns = matches(#""([^"]+)""#, in: list)
                 routingKeys.formUnion(patterns)
+                bindings["\(name).events", default: []].formUnion(patterns)
                 queues.formUnion(["\(name).events", "\(name).events.dlq"] + delays.map { "\(name).events.retry.\($0)" })
             }
             // The event store's ingestor: its own queue, bound by `#`.
             for queue in matches(#"static let (?:queue|deadLetterQueue) = "([a-z.]+)""#, in: text) { queues.insert(queue) }
-            routingKeys.formUnion(matches(#"bindQueue\(Self\.queue, exchange: EventPublisher\.exchange, routingKey: "([^"]+)""#, in: text))
+            for key in matches(#"bindQueue\(Self\.queue, exchange: EventPublisher\.exchange, routingKey: "([^"]+)""#, in: text) {
+                routingKeys.insert(key)
+                bindings["events.events", default: []].insert(key)
+            }
         }
-        return (queues, [EventPublisher.exchange], routingKeys, operations)
+        return (queues, [EventPublisher.exchange], routingKeys, bindings, operations)
     }
 
     static func document() throws -> [String: Any] {
@@ -80,6 +87,7 @@ struct AsyncAPIContractTests {
         let names = try Self.declaredNames()
         #expect(names.queues.isSuperset(of: ["users.rpc", "orders.events", "orders.events.retry.1000ms", "events.events", "payments.events.dlq"]))
         #expect(names.routingKeys.isSuperset(of: ["order.created", "payment.succeeded", "user.deleted", "#"]))
+        #expect(names.bindings == ["orders.events": ["payment.succeeded", "payment.failed"], "payments.events": ["order.created"], "events.events": ["#"]])
         #expect(names.operations.isSuperset(of: ["users.create", "orders.cancel", "events.query", "echo.echo"]))
         #expect(names.operations.count == 14)
     }
@@ -102,6 +110,11 @@ struct AsyncAPIContractTests {
             keys.formUnion(channel["x-warren-binding-keys"] as? [String] ?? [])
         }
         #expect(names.routingKeys.subtracting(keys).isEmpty, "routing keys missing: \(names.routingKeys.subtracting(keys).sorted())")
+        // Each subscriber queue with exactly the binding keys its service binds.
+        for (queue, declared) in names.bindings {
+            let channel = (document["channels"] as? [String: Any] ?? [:]).values.compactMap { $0 as? [String: Any] }.first { $0["address"] as? String == queue }
+            #expect(Set(channel?["x-warren-binding-keys"] as? [String] ?? []) == declared, "\(queue): binding keys")
+        }
 
         // An operation: a request message (AMQP `type`) and a reply message of its name.
         let messages = (document["components"] as? [String: Any])?["messages"] as? [String: Any] ?? [:]
