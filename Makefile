@@ -16,6 +16,8 @@ run:
 # cluster test, which starts a three-node RabbitMQ cluster of its own (scripts/cluster.sh, ports
 # 5681-5683 and 25681-25683) and removes it, even when it fails (a run killed before that is
 # cleaned up by the next).
+# First, the contracts in the ecosystem's validators (scripts/check-contracts.sh: OpenAPI 3.1 and
+# AsyncAPI 3.0; idempotent, installs what is missing from PyPI).
 # Last, what an operator runs: docker-compose.yml, deploy/kubernetes and the Prometheus/Grafana
 # configuration checked offline against the code, and Prometheus scraping the services run here
 # (scripts/check-deploy.sh; idempotent, installs what is missing, leaves nothing running).
@@ -25,7 +27,7 @@ CLUSTER_TESTS := ClusterFailoverTests
 TIMED_TESTS := RPCTests/deadline|declaresBetweenPublishBursts
 BULK_TESTS := manyConfirmedMessages|floodDoesNotStarveConsumer|ReplayThroughputTests|requeueInterrupted|HostileFloodTests
 test: broker postgres
-	openapi-spec-validator schemas/openapi.yaml
+	scripts/check-contracts.sh
 	$(SWIFT) build --build-tests
 	timeout --kill-after=30 900 $(SWIFT) test --skip-build --skip '$(SYSTEM_TESTS)|$(TIMED_TESTS)|$(BULK_TESTS)|$(CLUSTER_TESTS)'
 	timeout --kill-after=30 1200 $(SWIFT) test --skip-build --no-parallel --filter '$(SYSTEM_TESTS)' --skip '$(BULK_TESTS)|$(CLUSTER_TESTS)'

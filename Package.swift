@@ -40,6 +40,10 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
         .package(url: "https://github.com/vapor/jwt-kit.git", from: "5.7.1"),
         .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
+        // The typed OpenAPI document the gateway's routes are read from (the parser inside
+        // swift-openapi-generator). Without its default ExternalLoading trait, which the gateway
+        // does not use and which makes it notably slower to build.
+        .package(url: "https://github.com/mattpolzin/OpenAPIKit.git", from: "6.4.0", traits: []),
         .package(url: "https://github.com/apple/swift-crypto.git", from: "4.1.0"),
         // Tracing API (spans, W3C context propagation) and its OTLP exporter; only OTLP/HTTP is
         // built (OTLP/gRPC would add grpc-swift to every build).
@@ -186,7 +190,9 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "JWTKit", package: "jwt-kit"),
+                // Yams only decodes the YAML into OpenAPIKit's types (and reads asyncapi.yaml for /docs).
                 .product(name: "Yams", package: "Yams"),
+                .product(name: "OpenAPIKit", package: "OpenAPIKit"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
@@ -199,7 +205,7 @@ let package = Package(
         ),
         .executableTarget(
             name: "APIGateway",
-            dependencies: ["Warren", "WarrenGateway"],
+            dependencies: ["Warren", "WarrenGateway", .product(name: "Logging", package: "swift-log")],
             swiftSettings: swiftSettings
         ),
         // The event store: every event once, in order, queried by events.query.
@@ -263,6 +269,8 @@ let package = Package(
                 "WarrenAMQP",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Tracing", package: "swift-distributed-tracing"),
+                // schemas/asyncapi.yaml read by AsyncAPIContractTests.
+                .product(name: "Yams", package: "Yams"),
             ],
             swiftSettings: swiftSettings
         ),
@@ -271,9 +279,14 @@ let package = Package(
             name: "GatewayTests",
             dependencies: [
                 "Warren", "WarrenAMQP", "WarrenGateway", "WarrenTestSupport",
+                // The typed contract the route and status tests read (OpenAPIContractTests).
+                .product(name: "OpenAPIKit", package: "OpenAPIKit"),
+                .product(name: "Yams", package: "Yams"),
                 // The OTLP/HTTP receiver the services export their spans to (ObservabilityTests).
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "NIOCore", package: "swift-nio"),
+                // HTTPParserError and HTTPHeaders: the statuses the HTTP layer writes (OpenAPIContractTests).
+                .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

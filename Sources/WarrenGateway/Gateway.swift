@@ -1,4 +1,5 @@
 public import Foundation
+import OpenAPIKit
 import Glibc
 import Logging
 import Metrics
@@ -36,22 +37,25 @@ public enum Gateway {
             throw error
         }
 
-        let configuration: GatewayConfiguration
-        let routes: RouteTable
+        // Not logged here: `main` logs why it cannot start, once, and exits.
+        let configuration = try GatewayConfiguration(environment: environment)
         let document: Data
         do {
-            configuration = try GatewayConfiguration(environment: environment)
-            do {
-                document = try Data(contentsOf: URL(fileURLWithPath: configuration.openAPIPath))
-            } catch {
-                throw GatewayConfigurationError(
-                    "cannot read the OpenAPI document at \(configuration.openAPIPath): set OPENAPI_PATH or start from the repository's root")
-            }
-            routes = try RouteTable(openAPI: String(decoding: document, as: UTF8.self))
+            document = try Data(contentsOf: URL(fileURLWithPath: configuration.openAPIPath))
         } catch {
-            logger.critical("cannot start: \(error)")
-            throw error
+            throw GatewayConfigurationError(
+                "cannot read the OpenAPI document at \(configuration.openAPIPath): set OPENAPI_PATH or start from the repository's root")
         }
+        let openAPIText = String(decoding: document, as: UTF8.self)
+        let contract = try RouteTable.decode(openAPIText)
+        let routes = try RouteTable(document: contract)
+        // The AsyncAPI document is read from beside the OpenAPI one (both are in schemas/).
+        let asyncAPIPath = URL(fileURLWithPath: configuration.openAPIPath).deletingLastPathComponent().appendingPathComponent("asyncapi.yaml")
+        let asyncAPIText = (try? Data(contentsOf: asyncAPIPath)).map { String(decoding: $0, as: UTF8.self) }
+        if asyncAPIText == nil {
+            logger.warning("no asyncapi.yaml beside the OpenAPI document: /docs shows the HTTP API only", metadata: ["path": "\(asyncAPIPath.path)"])
+        }
+        let docs = try GatewayDocs(openAPIText: openAPIText, document: contract, asyncAPIText: asyncAPIText)
         if configuration.usesDevelopmentSecret {
             logger.warning(
                 "JWT_SECRET is unset or the development secret: signing tokens with the DEVELOPMENT secret; never do this in production",
@@ -72,7 +76,7 @@ public enum Gateway {
             routes: routes, rpc: rpc,
             tokens: await TokenAuthority(secret: configuration.jwtSecret, lifetime: configuration.tokenLifetime),
             configuration: configuration, openAPI: document,
-            health: GatewayHealth(connection: connection, services: routes.services), registry: registry, logger: logger)
+            health: GatewayHealth(connection: connection, services: routes.services), registry: registry, logger: logger, docs: docs)
         let server = GatewayHTTPServer(responder: responder, configuration: configuration, logger: logger) { [logger] port in
             logger.info(
                 "ready",

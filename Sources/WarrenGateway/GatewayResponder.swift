@@ -60,6 +60,8 @@ final class GatewayResponder: Sendable {
     let configuration: GatewayConfiguration
     let openAPI: ByteBuffer
     let health: GatewayHealth?
+    /// `/docs` and the raw contracts (GatewayDocs.swift); nil: those routes answer 404.
+    let docs: GatewayDocs?
     let registry: PrometheusCollectorRegistry
     let logger: Logger
     let ids = RequestIDs()
@@ -68,8 +70,9 @@ final class GatewayResponder: Sendable {
 
     init(
         routes: RouteTable, rpc: RPCClient, tokens: TokenAuthority, configuration: GatewayConfiguration, openAPI: Data,
-        health: GatewayHealth?, registry: PrometheusCollectorRegistry, logger: Logger
+        health: GatewayHealth?, registry: PrometheusCollectorRegistry, logger: Logger, docs: GatewayDocs? = nil
     ) {
+        self.docs = docs
         self.routes = routes
         self.rpc = rpc
         self.tokens = tokens
@@ -132,6 +135,10 @@ final class GatewayResponder: Sendable {
                 var headers = HTTPHeaders()
                 headers.add(name: "Content-Type", value: "application/yaml")
                 finish(GatewayResponse(status: 200, headers: headers, body: openAPI), label)
+                return
+            case .docs, .asyncapi:
+                guard let docs else { throw GatewayError.notFound("this gateway serves no documentation") }
+                finish(try docs.response(for: route.target), label)
                 return
             }
             // The common case without a task: the caller is known (public route, or a token

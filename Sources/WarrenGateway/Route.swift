@@ -10,6 +10,13 @@ public struct Route: Sendable {
     public enum Target: Sendable, Equatable {
         case operation(String)
         case health, metrics, openapi
+        /// `/docs`: both contracts as a readable page; `asyncapi`: the AsyncAPI document as it is.
+        case docs, asyncapi
+
+        /// The `x-warren-builtin` names of what the gateway answers itself.
+        public static let builtins: [String: Target] = [
+            "health": .health, "metrics": .metrics, "openapi": .openapi, "docs": .docs, "asyncapi": .asyncapi,
+        ]
     }
 
     /// "The resource must belong to the caller unless admin" (`x-warren-owner`).
@@ -31,6 +38,8 @@ public struct Route: Sendable {
     public var method: String
     /// The OpenAPI path template, `/users/{id}`; also the `route` label of metrics.
     public var path: String
+    /// The operation's `operationId`, unique in the document (required).
+    public var operationID: String
     public var target: Target
     public var access: Access
     /// `x-warren-self`: a path parameter that must equal the token's subject unless admin.
@@ -42,6 +51,8 @@ public struct Route: Sendable {
     public var timeout: Duration
     /// The first 2xx status the document lists (201 for a creation).
     public var successStatus: Int
+    /// Every status the document lists for the operation (what a client is told to expect).
+    public var documentedStatuses: Set<Int>
     public var pathParameters: [Parameter]
     public var queryParameters: [Parameter]
     /// A JSON request body is expected (POST/PATCH with `requestBody`).

@@ -1,3 +1,4 @@
+public import OpenAPIKit
 import Foundation
 import Yams
 
@@ -21,29 +22,43 @@ public struct RouteTable: Sendable {
         self.methods = Set(routes.map(\.method))
     }
 
-    /// Reads every operation of an OpenAPI 3.1 document. Throws, naming the path and method,
-    /// on an operation the gateway could not serve, so a mistake in the contract stops the
-    /// start instead of surfacing as 500s.
+    /// Reads every operation of an OpenAPI 3.1 document, decoded and validated by OpenAPIKit.
+    /// Throws, naming the problem (OpenAPIKit's words, or the path and method of an operation
+    /// the gateway could not serve), so a mistake in the contract stops the start instead of
+    /// surfacing as 500s.
     public init(openAPI yaml: String) throws(RouteTableError) {
-        let document: Any?
+        try self.init(document: Self.decode(yaml))
+    }
+
+    /// The typed document of `yaml`, or what is wrong with it.
+    public static func decode(_ yaml: String) throws(RouteTableError) -> OpenAPI.Document {
         do {
-            document = try Yams.load(yaml: yaml)
+            return try YAMLDecoder().decode(OpenAPI.Document.self, from: yaml)
         } catch {
-            throw RouteTableError("the document is not valid YAML: \(error)")
+            throw RouteTableError("the document is not valid OpenAPI: \(OpenAPI.Error(from: error).localizedDescription)")
         }
-        guard let root = document as? [String: Any], let paths = root["paths"] as? [String: Any] else {
-            throw RouteTableError("the document has no 'paths' object")
+    }
+
+    /// The routes of a decoded document, after OpenAPIKit's validation (unique operation ids,
+    /// every path parameter declared, every reference resolvable) and the gateway's own rules.
+    /// References are looked up in `components` one by one rather than by dereferencing the
+    /// whole document, which refuses the recursive schemas a tree (`EventFlow`) needs.
+    public init(document: OpenAPI.Document) throws(RouteTableError) {
+        do {
+            _ = try document.validate()
+        } catch {
+            throw RouteTableError("the document is not valid OpenAPI: \(error)")
         }
         var routes: [Route] = []
-        for (path, item) in paths.sorted(by: { $0.key < $1.key }) {
-            guard let item = item as? [String: Any] else { throw RouteTableError("\(path): not an object") }
-            let shared = item["parameters"] as? [Any] ?? []
-            for method in ["get", "put", "post", "patch", "delete"] {
-                guard let operation = item[method] as? [String: Any] else { continue }
-                routes.append(try Self.route(path: path, method: method.uppercased(), operation: operation, shared: shared))
+        for (path, item) in document.paths {
+            guard let item = document.components[item] else {
+                throw RouteTableError("\(path.rawValue): its path item reference is not in components")
+            }
+            for endpoint in item.endpoints {
+                routes.append(try Self.route(path: path.rawValue, item: item, endpoint: endpoint, components: document.components))
             }
         }
-        self.init(routes: routes)
+        self.init(routes: routes.sorted { ($0.path, $0.method) < ($1.path, $1.method) })
     }
 
     /// The route for a request; `path` is the request's path without its query. Literal
@@ -99,48 +114,77 @@ public struct RouteTable: Sendable {
 
     // MARK: - Reading one operation
 
-    private static func route(path: String, method: String, operation: [String: Any], shared: [Any]) throws(RouteTableError) -> Route {
+    /// The methods a route may have: the ones the gateway routes (HEAD is GET's, OPTIONS CORS's).
+    static let servedMethods: Set<String> = ["GET", "PUT", "POST", "PATCH", "DELETE"]
+
+    private static func route(
+        path: String, item: OpenAPI.PathItem, endpoint: OpenAPI.PathItem.Endpoint, components: OpenAPI.Components
+    ) throws(RouteTableError) -> Route {
+        let operation = endpoint.operation
+        let method = endpoint.method.rawValue.uppercased()
         let name = "\(method) \(path)"
+        guard servedMethods.contains(method) else {
+            throw RouteTableError("\(name): the gateway serves GET, PUT, POST, PATCH and DELETE operations only")
+        }
+        guard let operationID = operation.operationId, !operationID.isEmpty else {
+            throw RouteTableError("\(name): needs an operationId")
+        }
+        let extensions = operation.vendorExtensions.mapValues(\.value)
         let target: Route.Target
-        switch (operation["x-warren-operation"], operation["x-warren-builtin"]) {
+        let builtinError = RouteTableError(
+            "\(name): x-warren-builtin must be one of \(Route.Target.builtins.keys.sorted().joined(separator: ", ")), and not beside x-warren-operation")
+        switch (extensions["x-warren-operation"], extensions["x-warren-builtin"]) {
         case (let value as String, nil):
             guard value.contains("."), !value.hasPrefix("."), !value.hasSuffix(".") else {
                 throw RouteTableError("\(name): x-warren-operation '\(value)' must be <service>.<operation>")
             }
             target = .operation(value)
-        case (nil, "health" as String): target = .health
-        case (nil, "metrics" as String): target = .metrics
-        case (nil, "openapi" as String): target = .openapi
         case (nil, nil): throw RouteTableError("\(name): needs x-warren-operation (or x-warren-builtin)")
-        default: throw RouteTableError("\(name): x-warren-builtin must be health, metrics or openapi, and not beside x-warren-operation")
+        case (nil, let value as String):
+            guard let builtin = Route.Target.builtins[value] else { throw builtinError }
+            target = builtin
+        default:
+            throw builtinError
         }
 
-        let accessText = operation["x-warren-auth"] as? String ?? "user"
+        let accessText = extensions["x-warren-auth"].map { "\($0)" } ?? "user"
         guard let access = Route.Access(rawValue: accessText) else {
             throw RouteTableError("\(name): x-warren-auth must be public, user or admin, not '\(accessText)'")
         }
 
         var pathParameters: [Route.Parameter] = []
         var queryParameters: [Route.Parameter] = []
-        for case let parameter as [String: Any] in shared + (operation["parameters"] as? [Any] ?? []) {
-            guard let parameterName = parameter["name"] as? String, let location = parameter["in"] as? String else {
-                throw RouteTableError("\(name): every parameter needs 'name' and 'in'")
+        // The operation's parameters, then the path item's it does not override (same name and place).
+        var parameters: [OpenAPI.Parameter] = []
+        for reference in operation.parameters + item.parameters {
+            guard let parameter = components[reference] else {
+                throw RouteTableError("\(name): a parameter reference is not in components")
             }
-            let schema = parameter["schema"] as? [String: Any] ?? [:]
+            if !parameters.contains(where: { $0.name == parameter.name && $0.location == parameter.location }) {
+                parameters.append(parameter)
+            }
+        }
+        for parameter in parameters {
+            let parameterName = parameter.name
             let kind: Route.Parameter.Kind
-            switch schema["type"] as? String ?? "string" {
-            case "string": kind = .string
-            case "integer": kind = .integer
-            case "number": kind = .number
-            case "boolean": kind = .boolean
-            case let other: throw RouteTableError("\(name): parameter '\(parameterName)' has type '\(other)'; use string, integer, number or boolean")
+            guard let schema = parameter.schemaOrContent.schemaValue else {
+                throw RouteTableError("\(name): parameter '\(parameterName)' needs a schema (not content)")
             }
-            let entry = Route.Parameter(name: parameterName, field: parameter["x-warren-field"] as? String ?? parameterName, kind: kind)
-            switch location {
-            case "path": pathParameters.append(entry)
-            case "query": queryParameters.append(entry)
-            case "header", "cookie": continue
-            default: throw RouteTableError("\(name): parameter '\(parameterName)' is in '\(location)'")
+            switch (components[schema] ?? schema).jsonType {
+            case .string, nil: kind = .string
+            case .integer: kind = .integer
+            case .number: kind = .number
+            case .boolean: kind = .boolean
+            case let other?:
+                throw RouteTableError("\(name): parameter '\(parameterName)' has type '\(other)'; use string, integer, number or boolean")
+            }
+            let field = parameter.vendorExtensions["x-warren-field"]?.value as? String ?? parameterName
+            let entry = Route.Parameter(name: parameterName, field: field, kind: kind)
+            switch parameter.location {
+            case .path: pathParameters.append(entry)
+            case .query: queryParameters.append(entry)
+            case .header, .cookie: continue
+            case .querystring: throw RouteTableError("\(name): parameter '\(parameterName)' is in 'querystring'")
             }
         }
 
@@ -158,38 +202,41 @@ public struct RouteTable: Sendable {
         }
         guard path.hasPrefix("/") else { throw RouteTableError("\(name): the path must start with /") }
 
-        let selfParameter = operation["x-warren-self"] as? String
+        let selfParameter = extensions["x-warren-self"] as? String
         if let selfParameter, !pathParameters.contains(where: { $0.name == selfParameter }) {
             throw RouteTableError("\(name): x-warren-self names '\(selfParameter)', which is not a path parameter")
         }
         var ownership: Route.Ownership?
-        if let owner = operation["x-warren-owner"] {
+        if let owner = extensions["x-warren-owner"] {
             guard let owner = owner as? [String: Any], let field = owner["field"] as? String else {
                 throw RouteTableError("\(name): x-warren-owner must be {field: <owner field>, lookup: <operation>?}")
             }
             ownership = Route.Ownership(field: field, lookup: owner["lookup"] as? String)
         }
-        let restricted = selfParameter != nil || operation["x-warren-subject"] != nil || ownership != nil
+        let restricted = selfParameter != nil || extensions["x-warren-subject"] != nil || ownership != nil
         if access == .public, restricted {
             throw RouteTableError("\(name): x-warren-self, x-warren-subject and x-warren-owner need a token; x-warren-auth is public")
         }
 
         var timeout = Duration.seconds(5)
-        if let milliseconds = operation["x-warren-timeout-ms"] {
+        if let milliseconds = extensions["x-warren-timeout-ms"] {
             guard let milliseconds = milliseconds as? Int, (1...300_000).contains(milliseconds) else {
                 throw RouteTableError("\(name): x-warren-timeout-ms must be an integer from 1 to 300000")
             }
             timeout = .milliseconds(milliseconds)
         }
 
-        let responses = operation["responses"] as? [AnyHashable: Any] ?? [:]
-        let successStatus = responses.keys.compactMap { Int("\($0)") }.filter { (200..<300).contains($0) }.min() ?? 200
-        let hasBody = operation["requestBody"] != nil
+        let documented = operation.responses.keys.compactMap { status -> Int? in
+            if case .status(let code) = status.value { return code }
+            return nil
+        }
+        let successStatus = documented.filter { (200..<300).contains($0) }.min() ?? 200
         return Route(
-            method: method, path: path, target: target, access: access, selfParameter: selfParameter,
-            subjectField: operation["x-warren-subject"] as? String, ownership: ownership,
-            issuesToken: operation["x-warren-token"] as? Bool ?? false, timeout: timeout, successStatus: successStatus,
-            pathParameters: pathParameters, queryParameters: queryParameters, hasBody: hasBody, segments: segments)
+            method: method, path: path, operationID: operationID, target: target, access: access, selfParameter: selfParameter,
+            subjectField: extensions["x-warren-subject"] as? String, ownership: ownership,
+            issuesToken: extensions["x-warren-token"] as? Bool ?? false, timeout: timeout, successStatus: successStatus,
+            documentedStatuses: Set(documented), pathParameters: pathParameters, queryParameters: queryParameters,
+            hasBody: operation.requestBody != nil, segments: segments)
     }
 }
 

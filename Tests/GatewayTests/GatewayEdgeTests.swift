@@ -146,10 +146,12 @@ let edgeContract = testContract + """
 
       /health:
         get:
+          operationId: getHealth
           x-warren-builtin: health
           x-warren-auth: public
       /metrics:
         get:
+          operationId: getMetrics
           x-warren-builtin: metrics
           x-warren-auth: public
     """

@@ -14,56 +14,67 @@ import WarrenTestSupport
 /// fails on demand. The gateway reads it exactly as it reads schemas/openapi.yaml.
 let testContract = """
     openapi: 3.1.0
+    info: {title: Gateway test contract, version: '1'}
     paths:
       /echo:
         post:
+          operationId: postEcho
           x-warren-operation: test.echo
           x-warren-auth: public
           requestBody: {content: {application/json: {}}}
           responses: {'201': {description: echoed}}
       /items/{id}:
         get:
+          operationId: getItemsId
           x-warren-operation: test.echo
           x-warren-auth: public
           parameters:
-            - {name: id, in: path, schema: {type: string}}
+            - {name: id, in: path, required: true, schema: {type: string}}
             - {name: limit, in: query, schema: {type: integer}}
       /slow:
         get:
+          operationId: getSlow
           x-warren-operation: test.sleep
           x-warren-auth: public
           x-warren-timeout-ms: 700
       /fail/{code}:
         get:
+          operationId: getFailCode
           x-warren-operation: test.fail
           x-warren-auth: public
-          parameters: [{name: code, in: path, schema: {type: string}}]
+          parameters: [{name: code, in: path, required: true, schema: {type: string}}]
       /stopped:
         get:
+          operationId: getStopped
           x-warren-operation: stopped.get
           x-warren-auth: public
       /missing:
         get:
+          operationId: getMissing
           x-warren-operation: missing.get
           x-warren-auth: public
       /mine/{id}:
         get:
+          operationId: getMineId
           x-warren-operation: test.echo
           x-warren-auth: user
           x-warren-self: id
-          parameters: [{name: id, in: path, schema: {type: string}}]
+          parameters: [{name: id, in: path, required: true, schema: {type: string}}]
       /admin:
         get:
+          operationId: getAdmin
           x-warren-operation: test.echo
           x-warren-auth: admin
       /owned/{owner}:
         get:
+          operationId: getOwnedOwner
           x-warren-operation: test.owned
           x-warren-auth: user
           x-warren-owner: {field: owner}
-          parameters: [{name: owner, in: path, schema: {type: string}}]
+          parameters: [{name: owner, in: path, required: true, schema: {type: string}}]
       /stamp:
         post:
+          operationId: postStamp
           x-warren-operation: test.echo
           x-warren-auth: user
           x-warren-subject: userId

@@ -11,6 +11,9 @@ struct RouteTableTests {
         return (try? RouteTable(openAPI: yaml)) ?? RouteTable(routes: [])
     }()
 
+    /// What every test document starts with: OpenAPIKit requires `openapi` and `info`.
+    static let header = "openapi: 3.1.0\ninfo: {title: test, version: '1'}\n"
+
     @Test("schemas/openapi.yaml gives every route the issue lists, with its operation and access")
     func contractRoutes() throws {
         let expected: [(String, String, String?, Route.Access)] = [
@@ -22,6 +25,7 @@ struct RouteTableTests {
             ("GET", "/payments/{orderId}", "payments.get", .user), ("GET", "/events", "events.query", .admin),
             ("GET", "/events/flows/{correlationId}", "events.flow", .admin),
             ("GET", "/health", nil, .public), ("GET", "/metrics", nil, .public), ("GET", "/openapi.yaml", nil, .public),
+            ("GET", "/docs", nil, .public), ("GET", "/docs/openapi.yaml", nil, .public), ("GET", "/docs/asyncapi.yaml", nil, .public),
         ]
         #expect(Self.table.routes.count == expected.count)
         for (method, path, operation, access) in expected {
@@ -57,20 +61,25 @@ struct RouteTableTests {
     }
 
     @Test(
-        "a document the gateway cannot serve stops the start, naming the operation",
+        "a document the gateway cannot serve stops the start, naming the operation or OpenAPIKit's complaint",
         arguments: [
-            ("paths: {/x: {get: {x-warren-auth: public}}}", "GET /x: needs x-warren-operation"),
-            ("paths: {/x: {get: {x-warren-operation: nodot}}}", "must be <service>.<operation>"),
-            ("paths: {/x: {get: {x-warren-operation: a.b, x-warren-auth: everyone}}}", "x-warren-auth must be public, user or admin"),
-            ("paths: {'/x/{id}': {get: {x-warren-operation: a.b}}}", "path parameter '{id}' is not declared"),
-            ("paths: {/x: {get: {x-warren-operation: a.b, x-warren-auth: public, x-warren-subject: userId}}}", "need a token"),
-            ("paths: {/x: {get: {x-warren-operation: a.b, x-warren-timeout-ms: soon}}}", "x-warren-timeout-ms must be an integer"),
-            ("openapi: [", "not valid YAML"),
-            ("openapi: 3.1.0", "no 'paths'"),
+            ("paths: {/x: {get: {operationId: x, x-warren-auth: public}}}", "GET /x: needs x-warren-operation"),
+            ("paths: {/x: {get: {x-warren-operation: a.b}}}", "GET /x: needs an operationId"),
+            ("paths: {/x: {get: {operationId: x, x-warren-operation: nodot}}}", "must be <service>.<operation>"),
+            ("paths: {/x: {get: {operationId: x, x-warren-operation: a.b, x-warren-auth: everyone}}}", "x-warren-auth must be public, user or admin"),
+            ("paths: {/x: {get: {operationId: x, x-warren-builtin: nothing}}}", "x-warren-builtin must be one of asyncapi, docs, health, metrics, openapi"),
+            ("paths: {'/x/{id}': {get: {operationId: x, x-warren-operation: a.b}}}", "path parameter '{id}' is not declared"),
+            ("paths: {/x: {get: {operationId: x, x-warren-operation: a.b, x-warren-auth: public, x-warren-subject: userId}}}", "need a token"),
+            ("paths: {/x: {get: {operationId: x, x-warren-operation: a.b, x-warren-timeout-ms: soon}}}", "x-warren-timeout-ms must be an integer"),
+            ("paths: {/x: {get: {operationId: x, x-warren-operation: a.b}}, /y: {get: {operationId: x, x-warren-operation: a.b}}}", "not valid OpenAPI"),
+            ("paths: {/x: {head: {operationId: x, x-warren-operation: a.b}}}", "GET, PUT, POST, PATCH and DELETE operations only"),
+            // The bug the contract once had: an unquoted comma in a flow mapping makes a stray key.
+            ("paths: {/x: {get: {operationId: x, x-warren-operation: a.b, responses: {'200': {description: a, b, c}}}}}", "not valid OpenAPI"),
+            ("openapi: [", "not valid OpenAPI"),
         ])
     func badDocuments(yaml: String, message: String) {
         do {
-            _ = try RouteTable(openAPI: yaml)
+            _ = try RouteTable(openAPI: yaml.hasPrefix("paths") ? Self.header + yaml : yaml)
             Issue.record("accepted: \(yaml)")
         } catch {
             #expect(error.description.contains(message), "\(error.description)")
@@ -79,14 +88,15 @@ struct RouteTableTests {
 
     @Test("path, query and subject become typed fields that win over the client's body")
     func messageBody() throws {
-        let yaml = """
+        let yaml = Self.header + """
             paths:
               /orders/{id}:
                 post:
+                  operationId: changeOrder
                   x-warren-operation: orders.change
                   x-warren-subject: userId
                   parameters:
-                    - {name: id, in: path, schema: {type: string}}
+                    - {name: id, in: path, required: true, schema: {type: string}}
                     - {name: limit, in: query, schema: {type: integer}}
                     - {name: dry, in: query, x-warren-field: dryRun, schema: {type: boolean}}
                   requestBody: {content: {application/json: {}}}
