@@ -53,7 +53,8 @@ public enum Gateway {
         let asyncAPIPath = URL(fileURLWithPath: configuration.openAPIPath).deletingLastPathComponent().appendingPathComponent("asyncapi.yaml")
         let asyncAPIText = (try? Data(contentsOf: asyncAPIPath)).map { String(decoding: $0, as: UTF8.self) }
         if asyncAPIText == nil {
-            logger.warning("no asyncapi.yaml beside the OpenAPI document: /docs shows the HTTP API only", metadata: ["path": "\(asyncAPIPath.path)"])
+            // A gateway may run with a contract of its own: nothing is wrong, /docs just has less.
+            logger.notice("no asyncapi.yaml beside the OpenAPI document: /docs shows the HTTP API only", metadata: ["path": "\(asyncAPIPath.path)"])
         }
         let docs = try GatewayDocs(openAPIText: openAPIText, document: contract, asyncAPIText: asyncAPIText)
         if configuration.usesDevelopmentSecret {

@@ -100,10 +100,12 @@ struct GatewayDocs: Sendable {
                 }
                 html += "<table>\n<tr><th>status</th><th>description</th><th>body</th></tr>\n"
                 for (status, response) in operation.responses {
-                    let reference = response.reference.map { " (\($0.absoluteString))" } ?? ""
-                    let resolved = document.components[response]
-                    html += "<tr><td>\(escape(status.rawValue))</td><td>\(escape((resolved?.description ?? "") + reference))</td>"
-                    html += "<td>\(resolved.map { content($0.content) } ?? "")</td></tr>\n"
+                    // A shared response (the JSON error) links to its one description below.
+                    if let reference = response.reference, let name = reference.name {
+                        html += "<tr><td>\(escape(status.rawValue))</td><td><a href=\"#response-\(escape(name))\">\(escape(name))</a></td><td></td></tr>\n"
+                    } else if let response = document.components[response] {
+                        html += "<tr><td>\(escape(status.rawValue))</td><td>\(escape(response.description ?? ""))</td><td>\(content(response.content))</td></tr>\n"
+                    }
                 }
                 html += "</table>\n</section>\n"
             }
@@ -118,16 +120,31 @@ struct GatewayDocs: Sendable {
             // A media type may be a reference (to components.mediaTypes): shown as the reference.
             switch content {
             case .a(let reference): html += " <code>\(escape(reference.absoluteString))</code>"
-            case .b(let content): if let schema = content.schema { html += " <code>\(escape(json(schema)))</code>" }
+            case .b(let content): if let schema = content.schema { html += " " + schemaLink(schema) }
             }
             html += "<br>\n"
         }
         return html
     }
 
+    /// A schema that is a reference to a component, as a link to it; any other as its JSON.
+    private static func schemaLink(_ schema: JSONSchema) -> String {
+        if case .reference(let reference, _) = schema.value, case .internal = reference, let name = reference.name {
+            return "<a href=\"#schema-\(escape(name))\"><code>\(escape(name))</code></a>"
+        }
+        return "<code>\(escape(json(schema)))</code>"
+    }
+
     private static func schemas(_ document: OpenAPI.Document) -> String {
-        guard !document.components.schemas.isEmpty else { return "" }
-        var html = "<h2 id=\"schemas\">Schemas</h2>\n"
+        var html = ""
+        if !document.components.responses.isEmpty { html += "<h2 id=\"responses\">Shared responses</h2>\n" }
+        for (name, response) in document.components.responses {
+            guard let response = document.components[response] else { continue }
+            html += "<h3 id=\"response-\(escape(name.rawValue))\">\(escape(name.rawValue))</h3>\n"
+            html += paragraphs(response.description) + content(response.content)
+        }
+        guard !document.components.schemas.isEmpty else { return html }
+        html += "<h2 id=\"schemas\">Schemas</h2>\n"
         for (name, schema) in document.components.schemas {
             html += "<h3 id=\"schema-\(escape(name.rawValue))\">\(escape(name.rawValue))</h3>\n<pre>\(escape(json(schema, pretty: true)))</pre>\n"
         }

@@ -18,7 +18,7 @@ struct GatewayDocsTests {
         for route in try RouteTable(document: document).routes {
             #expect(html.contains("id=\"\(route.operationID)\""), "\(route.operationID)")
         }
-        for expected in ["<code>Idempotency-Key</code>", "<td>415</td>", "schema-NewOrder", "orders.create", "warren.events", "{service}.rpc"] {
+        for expected in ["<code>Idempotency-Key</code>", "<td>415</td>", "href=\"#response-Error\"", "href=\"#schema-NewOrder\"", "id=\"schema-NewOrder\"", "orders.create", "warren.events", "{service}.rpc"] {
             #expect(html.contains(expected), "\(expected)")
         }
         #expect(String(buffer: try docs.response(for: .openapi).body) == OpenAPIContractTests.text)
