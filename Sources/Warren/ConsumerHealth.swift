@@ -126,7 +126,7 @@ public final class ConsumerHealth: Sendable {
         /// Forgets the consumer (a test's subscriber that ended, a service shut down cleanly).
         public func remove() { health.remove(id) }
 
-        /// The tracker of the consumer loop this task runs in, set by `serveUntilShutdown`.
+        /// The tracker of the consumer loop this task runs in, set by `ConsumerService`.
         @TaskLocal static var current: Tracker?
     }
 }
