@@ -13,6 +13,7 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .library(name: "WarrenAMQP", targets: ["WarrenAMQP"]),
+        .library(name: "WarrenContract", targets: ["WarrenContract"]),
         .library(name: "Warren", targets: ["Warren"]),
         .library(name: "WarrenSQLite", targets: ["WarrenSQLite"]),
         .library(name: "WarrenPostgres", targets: ["WarrenPostgres"]),
@@ -65,11 +66,21 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // The wire contract, one home for each rule: queue and exchange names, headers, the error
+        // reply, the event store's request and reply types, the wire time, AMQP value <-> JSON and
+        // the request limits the JSON Schemas state. WarrenAMQP only for its value types
+        // (AMQPFieldValue, AMQPTable), which headers are made of.
+        .target(
+            name: "WarrenContract",
+            dependencies: ["WarrenAMQP"],
+            swiftSettings: swiftSettings
+        ),
         // The service runtime: envelope, RPC, events, service host. Knows nothing of C.
         .target(
             name: "Warren",
             dependencies: [
                 "WarrenAMQP",
+                "WarrenContract",
                 .product(name: "DequeModule", package: "swift-collections"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -163,6 +174,7 @@ let package = Package(
             dependencies: [
                 "Warren",
                 "WarrenAMQP",
+                "WarrenContract",
                 // URI: the path and query parsing the gateway has always used.
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -189,7 +201,7 @@ let package = Package(
         .executableTarget(
             name: "EventStore",
             dependencies: [
-                "Warren", "WarrenAMQP", "WarrenSQLite", "WarrenPostgres",
+                "Warren", "WarrenAMQP", "WarrenContract", "WarrenSQLite", "WarrenPostgres",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -214,6 +226,7 @@ let package = Package(
             dependencies: [
                 "Warren",
                 "WarrenAMQP",
+                "WarrenContract",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -223,6 +236,12 @@ let package = Package(
             name: "WarrenTestSupport",
             dependencies: ["WarrenAMQP"],
             path: "Tests/WarrenTestSupport",
+            swiftSettings: swiftSettings
+        ),
+        // The wire contract's rules, no broker: names, wire times, error replies, limits vs schemas/.
+        .testTarget(
+            name: "WarrenContractTests",
+            dependencies: ["WarrenContract", "WarrenAMQP"],
             swiftSettings: swiftSettings
         ),
         .testTarget(

@@ -7,6 +7,7 @@ import Prometheus
 import UnixSignals
 public import ServiceLifecycle
 public import WarrenAMQP
+import WarrenContract
 
 /// What a service's set-up gets from the host: the broker connection, an RPC client for
 /// calling other services, an event publisher, and a logger.
@@ -154,7 +155,7 @@ public enum ServiceHost {
         services.append(
             adminServer(name: name, port: port, connection: connection, registry: registry, stallAfter: stallAfter, logger: logger))
 
-        logger.info("ready", metadata: ["queue": "\(name).rpc", "http_port": "\(port)", "broker": "\(redacted(url))"])
+        logger.info("ready", metadata: ["queue": "\(QueueName.rpc(name))", "http_port": "\(port)", "broker": "\(redacted(url))"])
         let group = ServiceGroup(
             configuration: .init(
                 services: services.map { .init(service: $0) }, gracefulShutdownSignals: [.sigterm, .sigint],

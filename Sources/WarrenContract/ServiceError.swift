@@ -1,5 +1,8 @@
+public import Foundation
+
 /// The error a service returns to its caller, as it travels on the wire:
-/// `{"error":{"code":"not_found","message":"no user 42"}}` with header `x-status: error`.
+/// `{"error":{"code":"not_found","message":"no user 42"}}` with header `x-status: error`
+/// (schemas/warren/error-reply.schema.json).
 ///
 /// The codes are few and stable so that every caller (the gateway maps them to HTTP statuses)
 /// can act on them; the message is for people.
@@ -35,7 +38,31 @@ public struct ServiceError: Error, Sendable, Equatable, Codable, CustomStringCon
     public var description: String { "\(code.rawValue): \(message)" }
 }
 
-/// The body of an error reply.
-struct ErrorReply: Codable {
-    var error: ServiceError
+/// The body of an error reply, `{"error":{"code":"…","message":"…"}}`: written by the
+/// responder, read by every caller (the runtime's RPC client, the gateway, the CLI) through
+/// `decode(_:operation:)`, so that all of them read a hostile body the same way.
+public struct ErrorReply: Codable, Sendable, Equatable {
+    public var error: ServiceError
+
+    public init(error: ServiceError) { self.error = error }
+
+    /// The error's JSON body. Cannot fail: two strings.
+    public var body: Data {
+        (try? WireJSON.encode(self)) ?? Data(#"{"error":{"code":"internal","message":"unencodable error"}}"#.utf8)
+    }
+
+    /// The `ServiceError` an error reply's body carries. Tolerant of what clients in other
+    /// languages send: extra fields are ignored and a missing or non-string `message` is the
+    /// code itself. A body that is not a JSON object with a known `code` under `error` (not
+    /// JSON, an unknown code, a number for a code, …) is `internal`, naming `operation`:
+    /// the caller learns the reply broke the contract, never a guessed error.
+    public static func decode(_ body: Data, operation: String) -> ServiceError {
+        guard let object = try? JSONSerialization.jsonObject(with: body) as? [String: Any],
+            let error = object["error"] as? [String: Any], let codeText = error["code"] as? String,
+            let code = ServiceError.Code(rawValue: codeText)
+        else {
+            return .internal("\(operation) replied with an error that is not in the error format")
+        }
+        return ServiceError(code, error["message"] as? String ?? codeText)
+    }
 }
