@@ -13,6 +13,7 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .library(name: "WarrenAMQP", targets: ["WarrenAMQP"]),
+        .library(name: "WarrenContract", targets: ["WarrenContract"]),
         .library(name: "Warren", targets: ["Warren"]),
         .library(name: "WarrenHost", targets: ["WarrenHost"]),
         .library(name: "WarrenSQLite", targets: ["WarrenSQLite"]),
@@ -70,12 +71,22 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // The wire contract, one home for each rule: queue and exchange names, headers, the error
+        // reply, the event store's request and reply types, the wire time, AMQP value <-> JSON and
+        // the request limits the JSON Schemas state. WarrenAMQP only for its value types
+        // (AMQPFieldValue, AMQPTable), which headers are made of.
+        .target(
+            name: "WarrenContract",
+            dependencies: ["WarrenAMQP"],
+            swiftSettings: swiftSettings
+        ),
         // The service runtime: envelope, RPC, events, consumers. Knows nothing of C, of HTTP
         // or of how the process exports its metrics and traces (WarrenHost does).
         .target(
             name: "Warren",
             dependencies: [
                 "WarrenAMQP",
+                "WarrenContract",
                 .product(name: "DequeModule", package: "swift-collections"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -92,7 +103,7 @@ let package = Package(
         .target(
             name: "WarrenHost",
             dependencies: [
-                "Warren", "WarrenAMQP",
+                "Warren", "WarrenAMQP", "WarrenContract",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -184,6 +195,7 @@ let package = Package(
                 "WarrenAMQP",
                 // Observability's bootstrap and /metrics rendering.
                 "WarrenHost",
+                "WarrenContract",
                 // URI: the path and query parsing the gateway has always used.
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -212,7 +224,7 @@ let package = Package(
         .executableTarget(
             name: "EventStore",
             dependencies: [
-                "Warren", "WarrenAMQP", "WarrenHost", "WarrenSQLite", "WarrenPostgres",
+                "Warren", "WarrenAMQP", "WarrenContract", "WarrenHost", "WarrenSQLite", "WarrenPostgres",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -237,6 +249,7 @@ let package = Package(
             dependencies: [
                 "Warren",
                 "WarrenAMQP",
+                "WarrenContract",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -246,6 +259,12 @@ let package = Package(
             name: "WarrenTestSupport",
             dependencies: ["WarrenAMQP"],
             path: "Tests/WarrenTestSupport",
+            swiftSettings: swiftSettings
+        ),
+        // The wire contract's rules, no broker: names, wire times, error replies, limits vs schemas/.
+        .testTarget(
+            name: "WarrenContractTests",
+            dependencies: ["WarrenContract", "WarrenAMQP"],
             swiftSettings: swiftSettings
         ),
         .testTarget(

@@ -1,5 +1,6 @@
 import Foundation
 import Warren
+import WarrenContract
 
 extension EventLog {
     /// The most events one flow shows; a flow with more is cut there and says so.

@@ -5,6 +5,7 @@ import ServiceLifecycle
 import Tracing
 import Warren
 import WarrenAMQP
+import WarrenContract
 
 /// Records every event published to `warren.events` (binding `#`) from the durable queue
 /// `events.events`, in batches: it takes what arrived while the previous batch committed (up to
@@ -27,8 +28,8 @@ final class EventIngestor: Service, ConsumerStrategy, Sendable {
         var queueType: DurableQueueType = .quorum
     }
 
-    static let queue = "events.events"
-    static let deadLetterQueue = "events.events.dlq"
+    static let queue = QueueName.events(QueueName.eventStoreService).name
+    static let deadLetterQueue = QueueName.eventsDeadLetter(QueueName.eventStoreService).name
 
     private let connection: AMQPConnection
     private let log: any EventLog

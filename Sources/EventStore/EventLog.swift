@@ -10,7 +10,7 @@ protocol EventLog: Sendable {
 
     /// The events matching `query` after its cursor, oldest first. A new event never appears
     /// behind a cursor already handed out, so paging with `next` misses nothing.
-    func page(_ query: EventQuery) async throws -> EventPage
+    func page(_ query: EventQuery) async throws -> EventLogPage
 }
 
 /// One event as it came off the broker.
@@ -22,13 +22,13 @@ struct IncomingEvent: Sendable {
     var aggregateID: String?
     var correlationID: String?
     var causationID: String?
-    /// `EventTimestamp` form, so that text order is time order.
+    /// `WireTime.format` form, so that text order is time order.
     var timestamp: String
     /// The AMQP headers as a JSON object.
     var headersJSON: String
     /// The AMQP `app_id`: the service that published it, for `events.flow`.
     var source: String? = nil
-    /// When the store took it, `EventTimestamp` form: milliseconds, where an AMQP `timestamp`
+    /// When the store took it, `WireTime.format` form: milliseconds, where an AMQP `timestamp`
     /// has whole seconds; `events.flow` measures the gaps between events with it.
     var recordedAt: String? = nil
     /// As published: stored as JSON when it is JSON, otherwise base64.
@@ -39,9 +39,9 @@ struct IncomingEvent: Sendable {
 struct EventQuery: Sendable, Equatable {
     /// `*` matches any run of characters, dots included; everything else matches itself.
     var typePattern: String?
-    /// Inclusive, in `EventTimestamp` form.
+    /// Inclusive, in `WireTime.format` form.
     var since: String?
-    /// Exclusive, in `EventTimestamp` form.
+    /// Exclusive, in `WireTime.format` form.
     var until: String?
     var aggregateID: String?
     var correlationID: String?
@@ -50,8 +50,8 @@ struct EventQuery: Sendable, Equatable {
     var limit: Int
 }
 
-/// One page of `events.query`'s reply.
-struct EventPage: Sendable {
+/// One page of `events.query`'s reply as the log builds it, the reply's bytes (clients read it as `EventPage`).
+struct EventLogPage: Sendable {
     /// The page's StoredEvent objects, comma-separated: the inside of the reply's array, kept
     /// as bytes so that stored bodies go out without being decoded and encoded again.
     var eventsJSON: Data

@@ -8,8 +8,8 @@ extension EventStore {
         binary: "event-store",
         summary: "the event store: every event on warren.events recorded once, in order; events.query pages through them.",
         serves: [
-            "queue events.rpc: events.query (what `warren replay` reads)",
-            "queue events.events: every event (binding #; unstorable ones parked in events.events.dlq)",
+            "queue \(QueueName.rpc("events")): events.query (what `warren replay` reads)",
+            "queue \(QueueName.events("events")): every event (binding #; unstorable ones parked in \(QueueName.eventsDeadLetter("events")))",
             ServiceCommandLine.httpLine(port: httpPort),
         ],
         variables: ServiceCommandLine.hostVariables(port: httpPort) + ServiceCommandLine.storageVariables(service: "events", outbox: false) + [

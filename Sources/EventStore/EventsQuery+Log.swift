@@ -1,4 +1,5 @@
 import Warren
+import WarrenContract
 
 extension EventsQuery {
     /// The query as the log runs it: times in stored form, the cursor as a position, `*` as no

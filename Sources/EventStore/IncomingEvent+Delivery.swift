@@ -1,6 +1,7 @@
 import Foundation
 import Warren
 import WarrenAMQP
+import WarrenContract
 
 extension IncomingEvent {
     /// Why a delivery cannot be stored; it is parked with this as `x-error`.
@@ -28,7 +29,7 @@ extension IncomingEvent {
         }
         let headersJSON: String
         do {
-            headersJSON = String(decoding: try encoder.encode(headers.mapValues(HeaderJSON.init)), as: UTF8.self)
+            headersJSON = String(decoding: try encoder.encode(headers.mapValues(JSONValue.init)), as: UTF8.self)
         } catch {
             throw Unstorable(reason: "the event's headers cannot be written as JSON: \(error)")
         }
@@ -51,34 +52,10 @@ extension IncomingEvent {
             aggregateID: headers[WireHeader.aggregateID]?.stringValue,
             correlationID: headers[WireHeader.correlationID]?.stringValue ?? properties.correlationID,
             causationID: headers[WireHeader.causationID]?.stringValue,
-            timestamp: EventTimestamp.string(properties.timestamp ?? Date()),
+            timestamp: WireTime.format(properties.timestamp ?? Date()),
             headersJSON: headersJSON,
             source: properties.appID.flatMap { $0.utf8.contains(0) ? nil : $0 },
-            recordedAt: EventTimestamp.string(Date()),
+            recordedAt: WireTime.format(Date()),
             body: delivery.body)
-    }
-}
-
-/// An AMQP header value as JSON: bytes as base64, timestamps as ISO 8601 text.
-struct HeaderJSON: Encodable {
-    let value: AMQPFieldValue
-
-    init(_ value: AMQPFieldValue) { self.value = value }
-
-    func encode(to encoder: any Encoder) throws {
-        var container = encoder.singleValueContainer()
-        switch value {
-        case .bool(let bool): try container.encode(bool)
-        case .int(let int): try container.encode(int)
-        // JSON has no NaN or infinity.
-        case .double(let double): if double.isFinite { try container.encode(double) } else { try container.encodeNil() }
-        case .string(let string): try container.encode(string)
-        case .bytes(let data): try container.encode(data.base64EncodedString())
-        case .timestamp(let date): try container.encode(EventTimestamp.string(date))
-        case .decimal(let scale, let value): try container.encode(Double(value) / pow(10, Double(scale)))
-        case .array(let values): try container.encode(values.map(HeaderJSON.init))
-        case .table(let table): try container.encode(table.mapValues(HeaderJSON.init))
-        case .void: try container.encodeNil()
-        }
     }
 }

@@ -87,7 +87,7 @@ final class PostgresEventLog: EventLog {
         return ("\"\(body.base64EncodedString())\"", "base64")
     }
 
-    func page(_ query: EventQuery) async throws -> EventPage {
+    func page(_ query: EventQuery) async throws -> EventLogPage {
         var conditions: [String] = []
         var binds = PostgresBindings()
         func add(_ condition: (String) -> String, _ value: String) {
@@ -131,7 +131,7 @@ final class PostgresEventLog: EventLog {
             last = position
             count += 1
         }
-        return EventPage(eventsJSON: json, count: count, next: more ? last : nil)
+        return EventLogPage(eventsJSON: json, count: count, next: more ? last : nil)
     }
 
     /// Our glob (`*` is the only wildcard) as a LIKE pattern: `%` and `_` and the escape

@@ -102,7 +102,7 @@ final class SQLiteEventLog: EventLog {
         return ("\"\(body.base64EncodedString())\"", "base64")
     }
 
-    func page(_ query: EventQuery) async throws -> EventPage {
+    func page(_ query: EventQuery) async throws -> EventLogPage {
         try await database.read { db in
             var filter = Filter(query)
             let positions: String
@@ -116,7 +116,7 @@ final class SQLiteEventLog: EventLog {
                 let types = try String.fetchAll(
                     db, sql: "SELECT type FROM event_types WHERE type GLOB ? LIMIT ?",
                     arguments: [Self.sqliteGlob(pattern), Self.maxMergedTypes + 1])
-                if types.isEmpty { return EventPage(eventsJSON: Data(), count: 0, next: nil) }
+                if types.isEmpty { return EventLogPage(eventsJSON: Data(), count: 0, next: nil) }
                 if types.count > Self.maxMergedTypes {
                     positions = filter.positions(drivenBy: .position)
                 } else {
@@ -154,7 +154,7 @@ final class SQLiteEventLog: EventLog {
                 last = row[1]
                 count += 1
             }
-            return EventPage(eventsJSON: json, count: count, next: more ? last : nil)
+            return EventLogPage(eventsJSON: json, count: count, next: more ? last : nil)
         }
     }
 

@@ -31,13 +31,13 @@ struct CreateOrder: Decodable, Sendable, Validatable {
 
     func validate() throws(ServiceError) {
         try Check.uuid(userId, "userId")
-        try Check.count(items, "items", 1...100)
+        try Check.count(items, "items", FieldLimits.orderItems.range)
         for (index, item) in items.enumerated() {
-            try Check.length(item.sku, "items[\(index)].sku", 1...64)
-            try Check.range(item.quantity, "items[\(index)].quantity", 1...10_000)
-            try Check.range(item.unitPriceCents, "items[\(index)].unitPriceCents", 0...100_000_000)
+            try Check.length(item.sku, "items[\(index)].sku", FieldLimits.sku.range)
+            try Check.range(item.quantity, "items[\(index)].quantity", FieldLimits.quantity.range)
+            try Check.range(item.unitPriceCents, "items[\(index)].unitPriceCents", FieldLimits.unitPriceCents.range)
         }
-        if let idempotencyKey { try Check.length(idempotencyKey, "idempotencyKey", 1...128) }
+        if let idempotencyKey { try Check.length(idempotencyKey, "idempotencyKey", FieldLimits.idempotencyKey.range) }
     }
 
     /// At most 100 items × 10,000 × 100,000,000 cents: no overflow in 64 bits.
@@ -57,7 +57,7 @@ struct ListOrders: Decodable, Sendable, Validatable {
 
     func validate() throws(ServiceError) {
         try Check.uuid(userId, "userId")
-        if let limit { try Check.range(limit, "limit", 1...100) }
+        if let limit { try Check.range(limit, "limit", FieldLimits.pageLimit.range) }
         if let cursor { _ = try PageCursor.position(cursor) }
     }
 }

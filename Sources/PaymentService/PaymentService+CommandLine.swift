@@ -8,8 +8,8 @@ extension PaymentService {
         binary: "payment-service",
         summary: "the payment service: charges every new order (simulated) and reports the outcome.",
         serves: [
-            "queue payments.rpc: payments.get",
-            "queue payments.events: order.created (retried through payments.events.retry.<delay>ms, parked in payments.events.dlq)",
+            "queue \(QueueName.rpc("payments")): payments.get",
+            "queue \(QueueName.events("payments")): order.created (retried through \(QueueName.events("payments")).retry.<delay>ms, parked in \(QueueName.eventsDeadLetter("payments")))",
             ServiceCommandLine.httpLine(port: httpPort),
             "events published to warren.events: payment.succeeded, payment.failed",
         ],

@@ -8,7 +8,7 @@ extension UserService {
         binary: "user-service",
         summary: "the user service: accounts with bcrypt password hashes, user.* events through the outbox.",
         serves: [
-            "queue users.rpc: users.create, users.get, users.list, users.update, users.delete, users.authenticate (failed commands parked in users.rpc.dlq)",
+            "queue \(QueueName.rpc("users")): users.create, users.get, users.list, users.update, users.delete, users.authenticate (failed commands parked in \(QueueName.rpcDeadLetter("users")))",
             ServiceCommandLine.httpLine(port: httpPort),
             "events published to warren.events: user.registered, user.updated, user.deleted",
         ],

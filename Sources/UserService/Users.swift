@@ -36,7 +36,7 @@ struct ListUsers: Decodable, Sendable, Validatable {
     var limit: Int?
     var cursor: String?
     func validate() throws(ServiceError) {
-        if let limit { try Check.range(limit, "limit", 1...100) }
+        if let limit { try Check.range(limit, "limit", FieldLimits.pageLimit.range) }
         if let cursor { _ = try PageCursor.position(cursor) }
     }
 }
@@ -67,15 +67,15 @@ struct Credentials: Decodable, Sendable, Validatable {
     /// whose password is only that part. (A shorter one cannot match any account, but is
     /// refused no differently from a wrong one.)
     func validate() throws(ServiceError) {
-        try Check.length(email, "email", 1...254)
-        guard (1...72).contains(password.utf8.count) else { throw .invalid("field 'password' must be 1 to 72 bytes long") }
-        try Check.noNUL(password, "password")
+        try Check.length(email, "email", FieldLimits.email.range)
+        try Check.length(password, "password", FieldLimits.credentialsPassword.range)
+        try Check.bcryptBytes(password)
     }
 }
 
 extension Check {
     static func name(_ value: String) throws(ServiceError) {
-        try length(value, "name", 1...100)
+        try length(value, "name", FieldLimits.userName.range)
         try singleLine(value, "name")
         guard !value.allSatisfy(\.isWhitespace) else { throw .invalid("field 'name' must not be blank") }
     }
@@ -84,9 +84,15 @@ extension Check {
     /// longer password, or one with NUL (`"\u0000secret-one"` would be the empty password),
     /// would be silently cut. Both are refused.
     static func password(_ value: String) throws(ServiceError) {
-        guard (8...72).contains(value.utf8.count) else {
-            throw .invalid("field 'password' must be 8 to 72 bytes long")
+        try length(value, "password", FieldLimits.password.range)
+        try bcryptBytes(value)
+    }
+
+    /// The schema counts code points, as `length` does; bcrypt counts bytes: a password of 72
+    /// code points may take up to 288, so the UTF-8 form is held to bcrypt's 72 as well.
+    static func bcryptBytes(_ value: String) throws(ServiceError) {
+        guard value.utf8.count <= FieldLimits.bcryptBytes else {
+            throw .invalid("field 'password' must take at most \(FieldLimits.bcryptBytes) bytes in UTF-8 (bcrypt reads no more)")
         }
-        try noNUL(value, "password")
     }
 }

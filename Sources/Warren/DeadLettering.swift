@@ -1,5 +1,6 @@
 import Foundation
 public import WarrenAMQP
+import WarrenContract
 
 /// The broker's own dead-lettering for a consumer's queue: a message rejected without requeue
 /// (`reject(requeue: false)`) goes to `<queue>.dlq` through the broker, which cannot fail the
@@ -166,7 +167,7 @@ extension DeadLettering {
 extension AMQPProperties {
     /// Header name listing the headers a dead-letter copy had to leave out, with their sizes
     /// (`x-padding (130846 bytes)`), so that the copy fits in a frame.
-    public static let droppedHeadersHeader = "x-dropped-headers"
+    public static let droppedHeadersHeader = WireHeader.droppedHeaders
 
     /// These properties, as a copy to set aside, with a content header of at most `limit` bytes
     /// (`AMQPChannel.maxContentHeaderSize` less `DeadLettering.brokerHeadersAllowance`). When

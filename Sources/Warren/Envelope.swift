@@ -1,23 +1,8 @@
 public import Foundation
 public import Logging
 public import WarrenAMQP
-
-/// The header and property names of Warren's wire contract (schemas/asyncapi.yaml).
-public enum WireHeader {
-    /// Epoch milliseconds after which nobody waits for the answer.
-    public static let deadline = "x-deadline"
-    /// `ok` or `error` on replies.
-    public static let status = "x-status"
-    public static let causationID = "x-causation-id"
-    public static let correlationID = "x-correlation-id"
-    public static let aggregateID = "x-aggregate-id"
-    /// W3C trace context.
-    public static let traceparent = "traceparent"
-    public static let error = "x-error"
-    public static let attempts = "x-attempts"
-    public static let originalRoutingKey = "x-original-routing-key"
-    public static let replayed = "x-replayed"
-}
+// Every user of the runtime speaks the wire contract: its names, headers, errors and checks.
+@_exported public import WarrenContract
 
 /// What Warren knows about a message beyond its body: the ids that tie a flow together, the
 /// operation or event type, the deadline and the trace context.

@@ -1,11 +1,12 @@
 public import Foundation
 import Tracing
 public import WarrenAMQP
+import WarrenContract
 
 /// Publishes domain events to the durable topic exchange `warren.events`, routing key = event
 /// type, persistent, with publisher confirms: `publish` returns once the broker has the event.
 public final class EventPublisher: Sendable {
-    public static let exchange = "warren.events"
+    public static let exchange = QueueName.eventExchange
 
     private let channel: AMQPChannel
     private let appID: String?

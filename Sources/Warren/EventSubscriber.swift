@@ -4,6 +4,7 @@ import Metrics
 public import ServiceLifecycle
 import Tracing
 public import WarrenAMQP
+import WarrenContract
 
 /// An event as a handler sees it.
 public struct Event: Sendable {
@@ -78,8 +79,8 @@ public final class EventSubscriber: Service, ConsumerStrategy, Sendable {
     }
 
     public let service: String
-    public var queue: String { "\(service).events" }
-    public var deadLetterQueue: String { "\(service).events.dlq" }
+    public var queue: String { QueueName.events(service).name }
+    public var deadLetterQueue: String { QueueName.eventsDeadLetter(service).name }
     private let connection: AMQPConnection
     private let patterns: [String]
     private let handler: Handler
@@ -103,7 +104,7 @@ public final class EventSubscriber: Service, ConsumerStrategy, Sendable {
     }
 
     func retryQueue(_ delay: Duration) -> String {
-        "\(queue).retry.\(delay.wholeMilliseconds)ms"
+        QueueName.eventsRetry(service, delay: delay).name
     }
 
     /// Declares the queue, its bindings, the retry queues and the dead-letter queue.

@@ -2,6 +2,7 @@ public import Instrumentation
 import Synchronization
 public import Tracing
 public import WarrenAMQP
+import WarrenContract
 
 /// W3C trace context (`traceparent`, `tracestate`) in AMQP header tables, through whatever
 /// instrument `InstrumentationSystem` was bootstrapped with. With none (the default), injecting

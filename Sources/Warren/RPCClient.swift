@@ -5,6 +5,7 @@ public import ServiceLifecycle
 import Synchronization
 public import Tracing
 public import WarrenAMQP
+import WarrenContract
 
 /// Calls operations of other services over RabbitMQ: one per process, shared by all tasks.
 ///
@@ -298,8 +299,7 @@ public final class RPCClient: Service, Sendable {
 
     /// The queue that serves an operation: `users.get` → `users.rpc`.
     public static func queue(for operation: String) -> String {
-        let service = operation.split(separator: ".", maxSplits: 1).first.map(String.init) ?? operation
-        return "\(service).rpc"
+        QueueName.serving(operation: operation).name
     }
 
     // MARK: - Events from the I/O thread and the deadline task
@@ -369,7 +369,6 @@ extension RPCClient.Reply {
     /// The `ServiceError` an error reply carries (`{"error":{"code","message"}}`); `internal`
     /// when the body is not in that format.
     public func serviceError(operation: String) -> ServiceError {
-        (try? WireJSON.decodeTrusted(ErrorReply.self, from: body))?.error
-            ?? .internal("\(operation) replied with an error that is not in the error format")
+        ErrorReply.decode(body, operation: operation)
     }
 }

@@ -1,5 +1,6 @@
 import Foundation
 public import Logging
+import WarrenContract
 
 /// What a handler knows about the request it serves, and the means to call further with the
 /// same correlation id, the request as cause and the same deadline.

@@ -1,4 +1,5 @@
 public import Foundation
+import WarrenContract
 
 /// The operations a service answers, by AMQP `type`: typed handlers, decoded and validated
 /// from the request's JSON, their results encoded back.

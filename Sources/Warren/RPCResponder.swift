@@ -4,6 +4,7 @@ import Metrics
 public import ServiceLifecycle
 import Tracing
 public import WarrenAMQP
+import WarrenContract
 
 /// Serves `<service>.rpc`: takes requests (`prefetch` at a time, `concurrency` handlers at
 /// once), dispatches them by AMQP `type` and replies to `reply_to` with the request's
@@ -51,8 +52,8 @@ public final class RPCResponder: Service, ConsumerStrategy, Sendable {
     }
 
     public let service: String
-    public var queue: String { "\(service).rpc" }
-    public var deadLetterQueue: String { "\(service).rpc.dlq" }
+    public var queue: String { QueueName.rpc(service).name }
+    public var deadLetterQueue: String { QueueName.rpcDeadLetter(service).name }
     private let connection: AMQPConnection
     private let handlers: RPCHandlers
     private let configuration: Configuration

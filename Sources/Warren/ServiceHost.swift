@@ -2,6 +2,7 @@ import Foundation
 public import Logging
 public import ServiceLifecycle
 public import WarrenAMQP
+import WarrenContract
 
 /// What a service's set-up gets from the host: the broker connection, an RPC client for
 /// calling other services, an event publisher, and a logger.

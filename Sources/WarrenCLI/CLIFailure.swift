@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Warren
 import WarrenAMQP
+import WarrenContract
 
 /// A failure the operator can act on: its message says what to do, its kind picks the exit code
 /// (documented in `warren --help` and the README), so scripts can tell the cases apart.

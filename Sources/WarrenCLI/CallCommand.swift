@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Warren
 import WarrenAMQP
+import WarrenContract
 
 /// `warren call`: one RPC, the way another service would make it.
 struct CallCommand: AsyncParsableCommand {

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Warren
 import WarrenAMQP
+import WarrenContract
 
 /// `warren dlq`: the dead-letter queues, `<service>.events.dlq` and `<service>.rpc.dlq`.
 struct DLQCommand: AsyncParsableCommand {
@@ -174,7 +175,7 @@ struct DLQCommand: AsyncParsableCommand {
                 let queues = try await DeadLetterQueue.existing(for: service, on: amqp)
                 // Events go back past the exchange: only those their queue's bindings route.
                 let routes = try await management.eventRoutes(
-                    to: queues.map(\.target).filter { $0.hasSuffix(".events") }, configuration: try connection.configuration(purpose: "dlq requeue"),
+                    to: queues.map(\.target).filter { QueueName(parsing: $0)?.kind == .events }, configuration: try connection.configuration(purpose: "dlq requeue"),
                     command: "dlq requeue", outcome: "nothing was requeued")
                 var moved: [(queue: DeadLetterQueue, result: DeadLetterQueue.Requeued)] = []
                 var missing = Set(ids)

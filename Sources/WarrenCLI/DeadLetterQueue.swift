@@ -2,6 +2,7 @@ import Foundation
 import Synchronization
 import Warren
 import WarrenAMQP
+import WarrenContract
 
 /// A dead-letter queue, `<service>.events.dlq` or `<service>.rpc.dlq`, and the queue its
 /// messages came from (`<service>.events`, `<service>.rpc`).
@@ -9,19 +10,19 @@ struct DeadLetterQueue: Sendable {
     let name: String
 
     static func isDeadLetterQueue(_ name: String) -> Bool {
-        name.hasSuffix(".events.dlq") || name.hasSuffix(".rpc.dlq")
+        QueueName(parsing: name)?.isDeadLetter ?? false
     }
 
-    var target: String { String(name.dropLast(".dlq".count)) }
+    /// The queue the messages came from; `name` itself if it is not a dead-letter queue (never
+    /// made so: `existing(for:on:)` builds only dead-letter queues).
+    var target: String { QueueName(parsing: name)?.deadLetterSource?.name ?? name }
 
-    var service: String {
-        let target = target
-        return String(target.hasSuffix(".events") ? target.dropLast(".events".count) : target.dropLast(".rpc".count))
-    }
+    var service: String { QueueName(parsing: name)?.service ?? name }
 
     /// The dead-letter queues a command argument names: both of a service's, or the one given.
     static func existing(for argument: String, on connection: AMQPConnection) async throws -> [DeadLetterQueue] {
-        let candidates = isDeadLetterQueue(argument) ? [argument] : ["\(argument).events.dlq", "\(argument).rpc.dlq"]
+        let candidates =
+            isDeadLetterQueue(argument) ? [argument] : [QueueName.eventsDeadLetter(argument).name, QueueName.rpcDeadLetter(argument).name]
         let channel = try await connection.openChannel()
         var found: [DeadLetterQueue] = []
         for name in candidates {

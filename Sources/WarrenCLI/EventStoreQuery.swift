@@ -1,26 +1,7 @@
 import Foundation
 import Warren
 import WarrenAMQP
-
-/// One page of `events.query`; `next` is the cursor of the following page, nil at the end.
-struct EventPage: Sendable {
-    var events: [StoredEvent]
-    var next: String?
-}
-
-/// An event as the event store recorded it. The body stays the JSON bytes it came as, and the
-/// headers are already AMQP values: a replay passes both on without looking inside.
-struct StoredEvent: Sendable {
-    var position: Int64
-    var id: String
-    var type: String
-    var aggregateId: String?
-    var correlationId: String?
-    var causationId: String?
-    var timestamp: String
-    var headers: AMQPTable
-    var body: Data
-}
+import WarrenContract
 
 extension EventPage {
     /// Reads a page with `JSONScanner`: bodies stay bytes, so a page of 1,000 events costs a
@@ -83,31 +64,6 @@ extension StoredEvent {
         self.init(
             position: position, id: id, type: type, aggregateId: aggregateId, correlationId: correlationId, causationId: causationId,
             timestamp: timestamp, headers: headers, body: body)
-    }
-}
-
-extension AMQPFieldValue {
-    /// A value from `JSONSerialization` as a header value.
-    init(json value: Any) {
-        switch value {
-        case let text as String:
-            self = .string(text)
-        case let number as NSNumber:
-            // JSON booleans come as NSNumber too; their Objective-C type is char. An integer
-            // beyond Int64 (type Q) stays a number as a double instead of wrapping around.
-            switch String(cString: number.objCType) {
-            case "c", "B": self = .bool(number.boolValue)
-            case "d", "f": self = .double(number.doubleValue)
-            case "Q": self = Int64(exactly: number.uint64Value).map(AMQPFieldValue.int) ?? .double(number.doubleValue)
-            default: self = .int(number.int64Value)
-            }
-        case let array as [Any]:
-            self = .array(array.map(AMQPFieldValue.init(json:)))
-        case let object as [String: Any]:
-            self = .table(object.mapValues(AMQPFieldValue.init(json:)))
-        default:
-            self = .void
-        }
     }
 }
 

@@ -3,6 +3,7 @@ import Dispatch
 import Foundation
 import Warren
 import WarrenAMQP
+import WarrenContract
 
 /// `warren events`: watch the event bus.
 struct EventsCommand: AsyncParsableCommand {

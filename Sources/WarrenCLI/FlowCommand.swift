@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Warren
 import WarrenAMQP
+import WarrenContract
 
 /// `warren flow`: one request's way through the system, from the event store.
 struct FlowCommand: AsyncParsableCommand {

@@ -1,5 +1,6 @@
 import Foundation
 import WarrenAMQP
+import WarrenContract
 
 /// Just enough of a JSON reader to take an `events.query` page apart without rebuilding what a
 /// replay passes on: a body is kept as the bytes the event store sent (exactly as stored, and

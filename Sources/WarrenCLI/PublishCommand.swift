@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Warren
 import WarrenAMQP
+import WarrenContract
 
 /// `warren publish`: put an event (or many) on the bus, as a service's outbox relay would.
 struct PublishCommand: AsyncParsableCommand {
@@ -72,7 +73,7 @@ struct PublishCommand: AsyncParsableCommand {
             let connection = try await connection.connect(purpose: "publish")
             let channel = try await connection.openChannel()
             let target = try await checkTarget(channel)
-            if let queue, queue.hasSuffix(".events") { try await checkRoutes(to: queue) }
+            if let queue, QueueName(parsing: queue)?.kind == .events { try await checkRoutes(to: queue) }
             try await channel.enableConfirms()
 
             let correlationID = self.correlationID ?? UUID().uuidString.lowercased()

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Warren
 import WarrenAMQP
+import WarrenContract
 
 /// `warren replay`: send recorded events again, to rebuild a projection or heal a consumer.
 struct ReplayCommand: AsyncParsableCommand {
@@ -242,7 +243,7 @@ struct ReplayedEvent {
         case exchange(String)
     }
 
-    static let originalCorrelationID = "x-original-correlation-id"
+    static let originalCorrelationID = WireHeader.originalCorrelationID
 
     let event: StoredEvent
     let replayID: String
@@ -265,7 +266,7 @@ struct ReplayedEvent {
         if let causation = event.causationId, headers[WireHeader.causationID] == nil { headers[WireHeader.causationID] = .string(causation) }
         let properties = AMQPProperties(
             contentType: "application/json", headers: headers, deliveryMode: .persistent, correlationID: replayID,
-            messageID: event.id, timestamp: ISOTime.parse(event.timestamp), type: event.type, appID: "warren-replay")
+            messageID: event.id, timestamp: WireTime.parse(event.timestamp)?.date, type: event.type, appID: "warren-replay")
         let body = event.body
         switch destination {
         case .queue(let queue):
@@ -281,7 +282,7 @@ struct TimeArgument: ExpressibleByArgument, Sendable {
     let date: Date
 
     init?(argument: String) {
-        if let date = ISOTime.parse(argument) {
+        if let date = WireTime.parse(argument)?.date {
             self.date = date
         } else if let back = DurationArgument(argument: argument) {
             self.date = Date() - back.duration.seconds
@@ -290,20 +291,5 @@ struct TimeArgument: ExpressibleByArgument, Sendable {
         }
     }
 
-    var iso8601: String { ISOTime.format(date) }
-}
-
-/// ISO 8601 as the wire writes it (UTC, optional fractional seconds, an offset) or as people
-/// type a day, read by `WireTime`, the one parser of times every part of Warren shares: an
-/// impossible date (`2026-02-30`, `24:00:00`, `:60`) is refused rather than rolled over. It
-/// reads the text in place, so it also serves the event store's timestamps, one per event.
-/// The format style is a value, made once: a formatter per event would cost more than its publish.
-enum ISOTime {
-    private static let fractional = Date.ISO8601FormatStyle(includingFractionalSeconds: true)
-
-    static func parse(_ text: String) -> Date? {
-        WireTime.parse(text)?.date
-    }
-
-    static func format(_ date: Date) -> String { fractional.format(date) }
+    var iso8601: String { WireTime.format(date) }
 }

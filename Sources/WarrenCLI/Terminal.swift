@@ -1,4 +1,5 @@
 import Foundation
+import WarrenContract
 
 /// Where output goes: results to stdout, everything for people (progress, warnings, errors) to
 /// stderr, so that `warren … --json | jq` sees only JSON. Writes are unbuffered: `events tail`

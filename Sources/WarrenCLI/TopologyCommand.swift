@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Warren
 import WarrenAMQP
+import WarrenContract
 
 /// `warren topology`: service discovery read from the broker itself. A service exists when its
 /// queues do; an instance is a consumer on them.
@@ -62,14 +63,13 @@ struct TopologyCommand: AsyncParsableCommand {
 
     /// Which service a queue belongs to and what it is for, by Warren's naming convention.
     static func classify(_ name: String) -> (service: String?, role: String) {
-        let suffixes: [(String, String)] = [(".events.dlq", "dead letters"), (".rpc.dlq", "dead letters"), (".rpc", "rpc"), (".events", "events")]
-        for (suffix, role) in suffixes where name.hasSuffix(suffix) && name.count > suffix.count {
-            return (String(name.dropLast(suffix.count)), role)
+        guard let queue = QueueName(parsing: name) else { return (nil, "other") }
+        switch queue.kind {
+        case .rpc: return (queue.service, "rpc")
+        case .events: return (queue.service, "events")
+        case .eventsRetry: return (queue.service, "retry")
+        case .rpcDeadLetter, .eventsDeadLetter: return (queue.service, "dead letters")
         }
-        if let range = name.range(of: ".events.retry."), range.lowerBound > name.startIndex {
-            return (String(name[..<range.lowerBound]), "retry")
-        }
-        return (nil, "other")
     }
 
     private func printJSON(services: [String: [QueueRow]], others: [QueueRow]) {

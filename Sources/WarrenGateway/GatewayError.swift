@@ -1,5 +1,6 @@
 public import Foundation
 public import Warren
+import WarrenContract
 
 /// An error the client gets, from the gateway or from a service, always as
 /// `{"error":{"code","message","requestId"}}` with the status its code stands for.

@@ -1,6 +1,7 @@
 import Foundation
 import Synchronization
 import WarrenAMQP
+import WarrenContract
 
 /// `/health`: the broker connection, and for each service the routes call, whether anyone
 /// consumes its queue (a passive declare: it creates nothing and reads the consumer count).
@@ -53,7 +54,7 @@ final class GatewayHealth: Sendable {
             entries = inspected
         } else {
             for service in services {
-                entries[service] = Entry(ok: false, detail: "the broker did not answer about \(service).rpc within \(budget)")
+                entries[service] = Entry(ok: false, detail: "the broker did not answer about \(QueueName.rpc(service)) within \(budget)")
             }
         }
         let ok = connected && !blocked && services.allSatisfy { entries[$0]?.ok == true }
@@ -71,7 +72,7 @@ final class GatewayHealth: Sendable {
             if let current { return current }
             let task = Task { [self] in
                 let entries = await withTaskGroup(of: (String, Entry).self) { group in
-                    for service in services { group.addTask { (service, await self.inspect("\(service).rpc")) } }
+                    for service in services { group.addTask { (service, await self.inspect(QueueName.rpc(service).name)) } }
                     var entries: [String: Entry] = [:]
                     for await (service, entry) in group { entries[service] = entry }
                     return entries

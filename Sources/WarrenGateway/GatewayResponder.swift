@@ -7,6 +7,7 @@ import NIOHTTP1
 import Prometheus
 import Tracing
 import Warren
+import WarrenContract
 import WarrenHost
 
 /// A request as the HTTP layer read it: the head, the whole body (bounded by `maxBodyBytes`),
@@ -371,13 +372,7 @@ final class GatewayResponder: Sendable {
         case .failure(let error): throw GatewayError(error, method: method, idempotencyKey: idempotencyKey)
         }
         guard reply.isError else { return reply.body }
-        guard let object = try? JSONSerialization.jsonObject(with: reply.body) as? [String: Any],
-            let error = object["error"] as? [String: Any], let codeText = error["code"] as? String,
-            let code = ServiceError.Code(rawValue: codeText)
-        else {
-            throw GatewayError(.internal("\(operation) replied with an error that is not in the error format"))
-        }
-        throw GatewayError(ServiceError(code, error["message"] as? String ?? codeText))
+        throw GatewayError(ErrorReply.decode(reply.body, operation: operation))
     }
 
     /// The body of a route that takes one: JSON only, at most `maxBodyBytes` (the HTTP layer

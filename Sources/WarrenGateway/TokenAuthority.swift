@@ -1,6 +1,7 @@
 public import Foundation
 import JWTKit
 import Synchronization
+import WarrenContract
 
 /// Who sent a request, as its verified token says.
 public struct Caller: Sendable, Equatable {
@@ -151,11 +152,5 @@ final class VerifiedTokens: Sendable {
             if tokens.count >= capacity { tokens.removeAll(keepingCapacity: true) }
             tokens[token] = (caller, expires)
         }
-    }
-}
-
-extension Duration {
-    var timeInterval: TimeInterval {
-        Double(components.seconds) + Double(components.attoseconds) / 1e18
     }
 }

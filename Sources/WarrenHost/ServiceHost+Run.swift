@@ -6,6 +6,7 @@ public import ServiceLifecycle
 import UnixSignals
 public import Warren
 import WarrenAMQP
+import WarrenContract
 
 extension ServiceHost {
     /// Why a service did not start or stopped on an error; already logged (critical) with what
@@ -104,7 +105,7 @@ extension ServiceHost {
         services.append(
             adminServer(name: name, port: port, connection: connection, registry: registry, stallAfter: stallAfter, logger: logger))
 
-        logger.info("ready", metadata: ["queue": "\(name).rpc", "http_port": "\(port)", "broker": "\(redacted(url))"])
+        logger.info("ready", metadata: ["queue": "\(QueueName.rpc(name))", "http_port": "\(port)", "broker": "\(redacted(url))"])
         let group = ServiceGroup(
             configuration: .init(
                 services: services.map { .init(service: $0) }, gracefulShutdownSignals: [.sigterm, .sigint],

@@ -101,7 +101,7 @@ struct EventLogTests {
         var json: [String: Any]
     }
 
-    static func events(_ page: EventPage) throws -> [Read] {
+    static func events(_ page: EventLogPage) throws -> [Read] {
         let array = try JSONSerialization.jsonObject(with: Data("[".utf8) + page.eventsJSON + Data("]".utf8)) as? [[String: Any]] ?? []
         return array.map { Read(id: $0["id"] as? String ?? "", position: ($0["position"] as? NSNumber)?.int64Value ?? -1, json: $0) }
     }

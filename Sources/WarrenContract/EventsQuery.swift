@@ -5,7 +5,7 @@
 /// Decoding refuses a field it does not know instead of ignoring it: a misspelt filter would
 /// otherwise silently widen the answer, and a replay with it would republish far too much.
 public struct EventsQuery: Codable, Sendable, Equatable, Validatable {
-    public static let maxLimit = 1000
+    public static let maxLimit = FieldLimits.eventsQueryLimit.range.upperBound
     public static let defaultLimit = 100
 
     /// An event type or glob (`order.*`); `*` alone matches every type.
@@ -64,12 +64,12 @@ public struct EventsQuery: Codable, Sendable, Equatable, Validatable {
 
     /// Every field, so that a client (`warren replay`) and the event store refuse the same.
     public func validate() throws(ServiceError) {
-        try Check.range(limit ?? Self.defaultLimit, "limit", 1...Self.maxLimit)
+        try Check.range(limit ?? Self.defaultLimit, "limit", FieldLimits.eventsQueryLimit.range)
         if let since { try Check.time(since, "since") }
         if let until { try Check.time(until, "until") }
-        if let type { try Check.length(type, "type", 1...255) }
-        if let aggregateId { try Check.length(aggregateId, "aggregateId", 1...255) }
-        if let correlationId { try Check.length(correlationId, "correlationId", 1...255) }
+        if let type { try Check.length(type, "type", FieldLimits.eventsQueryText.range) }
+        if let aggregateId { try Check.length(aggregateId, "aggregateId", FieldLimits.eventsQueryAggregateID.range) }
+        if let correlationId { try Check.length(correlationId, "correlationId", FieldLimits.eventsQueryCorrelationID.range) }
         _ = try position
     }
 

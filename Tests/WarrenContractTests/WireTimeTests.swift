@@ -1,6 +1,6 @@
 import Foundation
 import Testing
-import Warren
+import WarrenContract
 
 /// The one parser of times read from outside, and the validation helpers every request type uses.
 @Suite("Wire times and field checks")

@@ -1,4 +1,4 @@
-public import Foundation
+import Foundation
 
 /// One flow (every event with one correlation id) as a causation tree: which event caused
 /// which, from which service, when, and how long after its cause. The body of the event
@@ -127,7 +127,7 @@ public struct EventFlow: Codable, Sendable, Equatable {
     }
 
     static func parseTime(_ text: String) -> Date? {
-        try? Date.ISO8601FormatStyle(includingFractionalSeconds: true).parse(text)
+        WireTime.parse(text)?.date
     }
 }
 
@@ -145,6 +145,6 @@ public struct EventFlowRequest: Codable, Sendable, Validatable {
     public init(correlationId: String) { self.correlationId = correlationId }
 
     public func validate() throws(ServiceError) {
-        try Check.length(correlationId, "correlationId", 1...255)
+        try Check.length(correlationId, "correlationId", FieldLimits.eventsQueryCorrelationID.range)
     }
 }

@@ -1,9 +1,10 @@
-import Foundation
-import WarrenAMQP
+public import Foundation
+public import WarrenAMQP
 
-/// Any JSON value: the documents the CLI prints with `--json` and the message bodies in them.
-/// Integers stay integers (ids, cents, epoch ms).
-enum JSONValue: Codable, Sendable, Equatable {
+/// Any JSON value, and the one conversion between AMQP field values (headers) and JSON: the
+/// event store keeps headers as JSON and `warren replay` turns them back into AMQP values,
+/// the CLI prints headers and bodies with `--json`. Integers stay integers (ids, cents, epoch ms).
+public enum JSONValue: Codable, Sendable, Equatable {
     case null
     case bool(Bool)
     case int(Int64)
@@ -12,7 +13,7 @@ enum JSONValue: Codable, Sendable, Equatable {
     case array([JSONValue])
     case object([String: JSONValue])
 
-    init(from decoder: any Decoder) throws {
+    public init(from decoder: any Decoder) throws {
         let container = try decoder.singleValueContainer()
         if container.decodeNil() {
             self = .null
@@ -31,50 +32,50 @@ enum JSONValue: Codable, Sendable, Equatable {
         }
     }
 
-    func encode(to encoder: any Encoder) throws {
+    /// JSON has no NaN or infinity (an AMQP double may be either): such a number is written as null.
+    public func encode(to encoder: any Encoder) throws {
         var container = encoder.singleValueContainer()
         switch self {
         case .null: try container.encodeNil()
         case .bool(let value): try container.encode(value)
         case .int(let value): try container.encode(value)
-        case .double(let value): try container.encode(value)
+        case .double(let value): if value.isFinite { try container.encode(value) } else { try container.encodeNil() }
         case .string(let value): try container.encode(value)
         case .array(let value): try container.encode(value)
         case .object(let value): try container.encode(value)
         }
     }
 
-    static func parse(_ data: Data) -> JSONValue? {
+    /// The value `data` holds, or nil when it is not JSON.
+    public static func parse(_ data: Data) -> JSONValue? {
         try? JSONDecoder().decode(JSONValue.self, from: data)
     }
 
-    func jsonText(pretty: Bool) -> String {
+    /// The value as JSON text, keys sorted. Cannot fail: every case is plain JSON.
+    public func jsonText(pretty: Bool) -> String {
         let encoder = JSONEncoder()
         encoder.outputFormatting = pretty ? [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes] : [.sortedKeys, .withoutEscapingSlashes]
-        // A header may hold a NaN or an infinity (an AMQP double is any double); JSON has no
-        // such numbers, and failing would print the whole document as null. They become strings.
-        encoder.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "Infinity", negativeInfinity: "-Infinity", nan: "NaN")
-        // Encoding a JSONValue cannot fail now: every case is plain JSON.
         let data = (try? encoder.encode(self)) ?? Data("null".utf8)
         return String(decoding: data, as: UTF8.self)
     }
 
-    var stringValue: String? {
+    public var stringValue: String? {
         if case .string(let value) = self { return value }
         return nil
     }
 }
 
 extension JSONValue {
-    /// An AMQP header value as JSON, for printing: timestamps as ISO 8601, bytes as base64.
-    init(_ field: AMQPFieldValue) {
+    /// An AMQP field value as JSON: bytes as base64, timestamps as wire times
+    /// (`WireTime.format`, UTC milliseconds), decimals as numbers, void as null.
+    public init(_ field: AMQPFieldValue) {
         switch field {
         case .bool(let value): self = .bool(value)
         case .int(let value): self = .int(value)
         case .double(let value): self = .double(value)
         case .string(let value): self = .string(value)
         case .bytes(let value): self = .string(value.base64EncodedString())
-        case .timestamp(let value): self = .string(ISOTime.format(value))
+        case .timestamp(let value): self = .string(WireTime.format(value))
         case .decimal(let scale, let value): self = .double(Double(value) / pow(10, Double(scale)))
         case .array(let values): self = .array(values.map(JSONValue.init))
         case .table(let values): self = .object(values.mapValues(JSONValue.init))
@@ -84,7 +85,7 @@ extension JSONValue {
 
     /// A delivered message as one JSON document (`events tail --json`, `dlq show --json`): the
     /// properties that are set, the headers, and the body as JSON when it is JSON.
-    init(_ delivery: AMQPDelivery) {
+    public init(_ delivery: AMQPDelivery) {
         let properties = delivery.properties
         var fields: [String: JSONValue] = [:]
         func set(_ key: String, _ value: String?) { if let value { fields[key] = .string(value) } }
@@ -95,7 +96,7 @@ extension JSONValue {
         set("reply_to", properties.replyTo)
         set("expiration", properties.expiration)
         set("app_id", properties.appID)
-        set("timestamp", properties.timestamp.map(ISOTime.format))
+        set("timestamp", properties.timestamp.map(WireTime.format))
         if let mode = properties.deliveryMode { fields["delivery_mode"] = .int(Int64(mode.rawValue)) }
         let body = JSONValue.parse(delivery.body) ?? .string(String(decoding: delivery.body, as: UTF8.self))
         self = .object([
@@ -106,5 +107,45 @@ extension JSONValue {
             "headers": .object((properties.headers ?? [:]).mapValues(JSONValue.init)),
             "body": body,
         ])
+    }
+}
+
+extension AMQPFieldValue {
+    /// A JSON value as a header value (the way back from `JSONValue(_: AMQPFieldValue)`):
+    /// text stays text (a timestamp or base64 written as JSON cannot be told from text), null
+    /// is void.
+    public init(jsonValue value: JSONValue) {
+        switch value {
+        case .null: self = .void
+        case .bool(let flag): self = .bool(flag)
+        case .int(let number): self = .int(number)
+        case .double(let number): self = .double(number)
+        case .string(let text): self = .string(text)
+        case .array(let values): self = .array(values.map(AMQPFieldValue.init(jsonValue:)))
+        case .object(let values): self = .table(values.mapValues(AMQPFieldValue.init(jsonValue:)))
+        }
+    }
+
+    /// A value from `JSONSerialization` as a header value. An integer beyond Int64 stays a
+    /// number as a double instead of wrapping around.
+    public init(json value: Any) {
+        switch value {
+        case let text as String:
+            self = .string(text)
+        case let number as NSNumber:
+            // JSON booleans come as NSNumber too; their Objective-C type is char.
+            switch String(cString: number.objCType) {
+            case "c", "B": self = .bool(number.boolValue)
+            case "d", "f": self = .double(number.doubleValue)
+            case "Q": self = Int64(exactly: number.uint64Value).map(AMQPFieldValue.int) ?? .double(number.doubleValue)
+            default: self = .int(number.int64Value)
+            }
+        case let array as [Any]:
+            self = .array(array.map(AMQPFieldValue.init(json:)))
+        case let object as [String: Any]:
+            self = .table(object.mapValues(AMQPFieldValue.init(json:)))
+        default:
+            self = .void
+        }
     }
 }

@@ -126,6 +126,40 @@ public struct WireTime: Sendable, Hashable, Comparable, CustomStringConvertible 
         return WireTime(secondsSince1970: seconds, nanoseconds: Int32(nanoseconds))
     }
 
+    /// 0000-01-01T00:00:00.000Z and 9999-12-31T23:59:59.999Z in epoch milliseconds: the
+    /// range a four-digit year can write, so that text order stays time order.
+    static let earliestWrittenMilliseconds: Int64 = -62_167_219_200_000
+    static let latestWrittenMilliseconds: Int64 = 253_402_300_799_999
+
+    /// `date` truncated to milliseconds (after rounding to the microsecond), for writing. Any date, also one read off the wire (an
+    /// AMQP timestamp may be up to 2^64 - 1 seconds), is clamped into the four-digit years
+    /// 0000–9999; NaN is 1970. Never traps.
+    public init(clamping date: Date) {
+        // To the microsecond first: `Date` keeps its time from 2001, so a millisecond read off
+        // the wire (`…42.123Z`, or -0.001 s) comes back a hair below it and would be cut a
+        // millisecond short.
+        let milliseconds = ((date.timeIntervalSince1970 * 1_000_000).rounded() / 1000).rounded(.down)
+        let clamped: Int64 =
+            if milliseconds.isNaN {
+                0
+            } else if milliseconds <= Double(Self.earliestWrittenMilliseconds) {
+                Self.earliestWrittenMilliseconds
+            } else if milliseconds >= Double(Self.latestWrittenMilliseconds) {
+                Self.latestWrittenMilliseconds
+            } else {
+                Int64(milliseconds)  // in range and whole: exact
+            }
+        let (seconds, remainder) = clamped.quotientAndRemainder(dividingBy: 1000)
+        self.init(
+            secondsSince1970: remainder < 0 ? seconds - 1 : seconds, nanoseconds: Int32((remainder + 1000) % 1000) * 1_000_000)
+    }
+
+    /// `WireTime(clamping: date).utcMilliseconds`: the one form Warren writes times in (the
+    /// event store's stored timestamps, header timestamps as JSON, the CLI's output).
+    public static func format(_ date: Date) -> String {
+        WireTime(clamping: date).utcMilliseconds
+    }
+
     /// The time, or nil if `text` is not a wire time; `init(parsing:)` says why.
     public static func parse(_ text: String) -> WireTime? {
         try? WireTime(parsing: text)
