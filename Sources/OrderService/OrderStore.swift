@@ -108,13 +108,13 @@ struct SQLiteOrderStore: OrderStore {
     }
 
     func settle(id: String, to status: Order.Status, reason: String?, eventID: String?, cause: Envelope, command: Command?) async throws -> Order? {
-        try await database.write { db in
+        try await database.write { db -> Settlement? in
             if let eventID, try !SQLiteProcessedMessages.record(eventID, in: db) {
-                return try Row.fetchOne(db, sql: "SELECT * FROM orders WHERE id = ?", arguments: [id]).map { Settlement(order: Order(row: $0), changed: false) }
+                guard let row = try Row.fetchOne(db, sql: "SELECT * FROM orders WHERE id = ?", arguments: [id]) else { return nil }
+                return Settlement(order: Order(row: row), changed: false)
             }
-            guard var order = try Row.fetchOne(db, sql: "SELECT * FROM orders WHERE id = ?", arguments: [id]).map(Order.init(row:)) else {
-                return nil
-            }
+            guard let row = try Row.fetchOne(db, sql: "SELECT * FROM orders WHERE id = ?", arguments: [id]) else { return nil }
+            var order = Order(row: row)
             guard order.status == .pending else { return Settlement(order: order, changed: false) }
             order.status = status
             order.reason = reason

@@ -90,7 +90,7 @@ struct PostgresOrderStore: OrderStore {
     }
 
     func settle(id: String, to status: Order.Status, reason: String?, eventID: String?, cause: Envelope, command: Command?) async throws -> Settlement? {
-        try await database.transaction { connection in
+        try await database.transaction { connection -> Settlement? in
             let selected = try await connection.query("SELECT \(unescaped: Self.columns) FROM orders WHERE id = \(id) FOR UPDATE", logger: logger)
             var found: Order?
             for try await row in selected { found = try Self.order(row) }
