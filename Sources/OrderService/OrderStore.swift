@@ -107,7 +107,7 @@ struct SQLiteOrderStore: OrderStore {
         }
     }
 
-    func settle(id: String, to status: Order.Status, reason: String?, eventID: String?, cause: Envelope, command: Command?) async throws -> Order? {
+    func settle(id: String, to status: Order.Status, reason: String?, eventID: String?, cause: Envelope, command: Command?) async throws -> Settlement? {
         try await database.write { db -> Settlement? in
             if let eventID, try !SQLiteProcessedMessages.record(eventID, in: db) {
                 guard let row = try Row.fetchOne(db, sql: "SELECT * FROM orders WHERE id = ?", arguments: [id]) else { return nil }
