@@ -1,9 +1,10 @@
-import Dispatch
 import HummingbirdBcrypt
+import NIOPosix
 import Warren
 
-/// Salted bcrypt hashes, computed off the cooperative thread pool: one hash takes tens of
-/// milliseconds by design and would otherwise stall every other request on a 2-core machine.
+/// Salted bcrypt hashes, computed off the cooperative thread pool (on SwiftNIO's blocking pool,
+/// `NIOThreadPool.singleton`): one hash takes tens of milliseconds by design and would otherwise
+/// stall every other request on a 2-core machine.
 ///
 /// bcrypt's C code reads a password as a C string of at most 72 bytes: it stops at the first
 /// NUL and ignores what follows byte 72. A password it would cut is never hashed or checked
@@ -43,19 +44,23 @@ struct Passwords: Sendable {
         guard Self.isKeptExactly(password) else {
             throw .invalid("field 'password' must be at most 72 bytes and contain no NUL: bcrypt would cut it")
         }
-        return await offload { [cost] in Bcrypt.hash(password, cost: cost) }
+        return try await offload { [cost] in Bcrypt.hash(password, cost: cost) }
     }
 
-    func verify(_ password: String, hash: String?) async -> Bool {
+    func verify(_ password: String, hash: String?) async throws(ServiceError) -> Bool {
         // A password bcrypt would cut is checked against the decoy (same time) and never matches.
         let exact = Self.isKeptExactly(password)
-        let matches = await offload { [decoy] in Bcrypt.verify(exact ? password : "", hash: exact ? hash ?? decoy : decoy) }
+        let matches = try await offload { [decoy] in Bcrypt.verify(exact ? password : "", hash: exact ? hash ?? decoy : decoy) }
         return matches && exact && hash != nil
     }
 
-    private func offload<T: Sendable>(_ work: @escaping @Sendable () -> T) async -> T {
-        await withCheckedContinuation { continuation in
-            DispatchQueue.global().async { continuation.resume(returning: work()) }
+    /// `work` on the blocking pool. It throws only when the pool refuses the work (the request's
+    /// task was cancelled first): the password was then not checked, so the answer is `unavailable`.
+    private func offload<T: Sendable>(_ work: @escaping @Sendable () -> T) async throws(ServiceError) -> T {
+        do {
+            return try await NIOThreadPool.singleton.runIfActive(work)
+        } catch {
+            throw .unavailable("the password could not be checked now (\(error)); nothing was done")
         }
     }
 }

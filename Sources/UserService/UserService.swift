@@ -105,7 +105,7 @@ struct UserHandlers {
         handlers.on("users.authenticate", Credentials.self) { request, context in
             // The same work and the same answer whether the email is unknown or the password wrong.
             let account = try await store.credentials(email: request.email)
-            guard await passwords.verify(request.password, hash: account?.passwordHash), let user = account?.user else {
+            guard try await passwords.verify(request.password, hash: account?.passwordHash), let user = account?.user else {
                 context.logger.info("authentication refused")
                 throw ServiceError.unauthorized("wrong email or password")
             }

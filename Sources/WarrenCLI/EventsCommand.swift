@@ -1,5 +1,5 @@
 import ArgumentParser
-import Dispatch
+import UnixSignals
 import Foundation
 import Warren
 import WarrenAMQP
@@ -45,6 +45,9 @@ struct EventsCommand: AsyncParsableCommand {
                     try await channel.bindQueue(queue, exchange: EventPublisher.exchange, routingKey: pattern)
                 }
                 let events = try await channel.consume(queue: queue, noAck: true)
+                // Ctrl-C and SIGTERM end the tail cleanly (exit 0) instead of killing the process;
+                // trapped before the note, so that a signal sent on seeing it is not the default kill.
+                let signals = await UnixSignalsSequence(trapping: .sigint, .sigterm)
                 Terminal.note("listening on \(EventPublisher.exchange) for \(patterns.joined(separator: ", ")) (Ctrl-C to stop)")
                 let printing = Task { [json = output.json] in
                     for try await delivery in events {
@@ -55,9 +58,14 @@ struct EventsCommand: AsyncParsableCommand {
                         }
                     }
                 }
-                let signals = Self.onInterrupt { printing.cancel() }
+                let interrupt = Task {
+                    for await _ in signals {
+                        printing.cancel()
+                        return
+                    }
+                }
                 let result = await printing.result
-                signals.forEach { $0.cancel() }
+                interrupt.cancel()
                 await connection.close()
                 if case .failure(let error) = result, !(error is CancellationError) { throw error }
             }
@@ -77,17 +85,6 @@ struct EventsCommand: AsyncParsableCommand {
             if body.count > 80 { body = String(body.prefix(79)) + "…" }
             let replay = headers[WireHeader.replayed] == .bool(true) ? "  (replay)" : ""
             return "\(time)  \(type)  \(id)  \(correlation)  \(Terminal.escape(body))\(replay)"
-        }
-
-        /// Ctrl-C and SIGTERM end the tail cleanly (exit 0) instead of killing the process.
-        static func onInterrupt(_ handler: @escaping @Sendable () -> Void) -> [any DispatchSourceSignal] {
-            [SIGINT, SIGTERM].map { signalNumber in
-                signal(signalNumber, SIG_IGN)
-                let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: .global())
-                source.setEventHandler(handler: handler)
-                source.resume()
-                return source
-            }
         }
     }
 }

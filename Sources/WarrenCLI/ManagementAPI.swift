@@ -1,8 +1,8 @@
 import ArgumentParser
+import AsyncHTTPClient
 import Foundation
-#if canImport(FoundationNetworking)
-import FoundationNetworking
-#endif
+import NIOCore
+import NIOHTTP1
 import Warren
 import WarrenAMQP
 
@@ -53,7 +53,8 @@ extension ManagementOptions {
 
 /// RabbitMQ's management HTTP API, for what AMQP cannot do: list queues and bindings.
 /// Depths and consumer counts are read over AMQP instead (exact and current, where the
-/// management statistics lag by seconds).
+/// management statistics lag by seconds). Spoken with async-http-client, which the graph
+/// already holds (URLSession would link libcurl into the `warren` binary).
 struct ManagementAPI: Sendable {
     struct Queue: Decodable, Sendable {
         var name: String
@@ -79,22 +80,26 @@ struct ManagementAPI: Sendable {
         try await get("api/bindings/\(Self.escape(vhost))", as: [Binding].self)
     }
 
+    /// The most of a management answer read: far more than the bindings of a large broker.
+    static let maxResponseBytes = 64 << 20
+
     private func get<T: Decodable>(_ path: String, as type: T.Type) async throws -> T {
         let base = baseURL.absoluteString.hasSuffix("/") ? baseURL.absoluteString : baseURL.absoluteString + "/"
         guard let url = URL(string: base + path) else { throw CLIFailure(.usage, "cannot build a management URL from \(baseURL)") }
-        var request = URLRequest(url: url)
-        request.timeoutInterval = 10
-        request.setValue("Basic " + Data("\(user):\(password)".utf8).base64EncodedString(), forHTTPHeaderField: "Authorization")
-        let data: Data
-        let response: URLResponse
+        var request = HTTPClientRequest(url: url.absoluteString)
+        request.headers.add(name: "Authorization", value: "Basic " + Data("\(user):\(password)".utf8).base64EncodedString())
+        request.headers.add(name: "Accept", value: "application/json")
+        // One deadline for the answer and its body: a broker that stops mid-answer is reported too.
+        let deadline = NIODeadline.now() + .seconds(10)
+        let response: HTTPClientResponse
         do {
-            (data, response) = try await URLSession.shared.data(for: request)
+            response = try await HTTPClient.shared.execute(request, deadline: deadline)
         } catch {
             throw CLIFailure(
                 .unreachable,
                 "cannot reach RabbitMQ's management API at \(baseURL): is the plugin on? `rabbitmq-plugins enable rabbitmq_management` (scripts/broker.sh does it); --management-url or WARREN_MANAGEMENT_URL points elsewhere")
         }
-        let status = (response as? HTTPURLResponse)?.statusCode ?? 0
+        let status = Int(response.status.code)
         switch status {
         case 200:
             break
@@ -104,6 +109,12 @@ struct ManagementAPI: Sendable {
             throw CLIFailure(.failed, "the management API does not know vhost '\(vhost)': check the vhost in --url or AMQP_URL")
         default:
             throw CLIFailure(.failed, "the management API answered \(status) for \(url.path)")
+        }
+        let data: Data
+        do {
+            data = Data(try await response.body.collect(upTo: Self.maxResponseBytes).readableBytesView)
+        } catch {
+            throw CLIFailure(.failed, "the management API's answer for \(url.path) did not arrive whole within 10 s and \(Self.maxResponseBytes >> 20) MB (\(error))")
         }
         do {
             return try JSONDecoder().decode(type, from: data)

@@ -1,4 +1,5 @@
 import ArgumentParser
+import AsyncAlgorithms
 import Foundation
 import Warren
 import WarrenAMQP
@@ -167,15 +168,5 @@ extension Data {
         let isSpace: (UInt8) -> Bool = { $0 == 0x20 || $0 == 0x09 || $0 == 0x0D || $0 == 0x0A }
         guard let first = firstIndex(where: { !isSpace($0) }), let last = lastIndex(where: { !isSpace($0) }) else { return Data() }
         return Data(self[first...last])
-    }
-}
-
-extension Sequence where Element: Sendable {
-    /// The elements as an `AsyncSequence`, for APIs that also take streams.
-    var async: AsyncStream<Element> {
-        AsyncStream { continuation in
-            for element in self { continuation.yield(element) }
-            continuation.finish()
-        }
     }
 }

@@ -74,7 +74,7 @@ public enum Gateway {
         }
         let rpc = try await RPCClient.start(connection: connection, logger: logger)
         let responder = GatewayResponder(
-            routes: routes, rpc: rpc,
+            routes: routes, services: rpc,
             tokens: await TokenAuthority(secret: configuration.jwtSecret, lifetime: configuration.tokenLifetime),
             configuration: configuration, openAPI: document,
             health: GatewayHealth(connection: connection, services: routes.services), registry: registry, logger: logger, docs: docs)

@@ -48,13 +48,7 @@ final class GatewayHTTPServer: Service {
             .childChannelOption(.allowRemoteHalfClosure, value: true)
             .childChannelInitializer { [self] channel in
                 channel.eventLoop.makeCompletedFuture {
-                    let edge = HTTPEdgeGuard(settings: settings, responder: responder)
-                    let pipeline = channel.pipeline.syncOperations
-                    try pipeline.addHandler(edge)
-                    try pipeline.configureHTTPServerPipeline(
-                        position: .last, withPipeliningAssistance: true, withErrorHandling: false,
-                        withEncoderConfiguration: .init(), withDecoderLimitConfiguration: settings.decoderLimits)
-                    try pipeline.addHandler(GatewayHTTPHandler(responder: responder, edge: edge, maxBodyBytes: settings.maxBodyBytes))
+                    try Self.configure(channel.pipeline.syncOperations, settings: settings, responder: responder)
                     self.track(channel)
                 }
             }
@@ -65,6 +59,20 @@ final class GatewayHTTPServer: Service {
         server.close(promise: nil)
         try? await server.closeFuture.get()
         await drain()
+    }
+
+    /// A connection's handlers, on its event loop: the edge guard (timeouts, limits), SwiftNIO's
+    /// HTTP/1 server pipeline, the gateway's handler. The in-process tests build the same pipeline
+    /// on an `EmbeddedChannel`.
+    static func configure(
+        _ pipeline: ChannelPipeline.SynchronousOperations, settings: HTTPEdgeSettings, responder: GatewayResponder
+    ) throws {
+        let edge = HTTPEdgeGuard(settings: settings, responder: responder)
+        try pipeline.addHandler(edge)
+        try pipeline.configureHTTPServerPipeline(
+            position: .last, withPipeliningAssistance: true, withErrorHandling: false,
+            withEncoderConfiguration: .init(), withDecoderLimitConfiguration: settings.decoderLimits)
+        try pipeline.addHandler(GatewayHTTPHandler(responder: responder, edge: edge, maxBodyBytes: settings.maxBodyBytes))
     }
 
     private func track(_ channel: any Channel) {

@@ -1,0 +1,462 @@
+import Foundation
+import NIOCore
+import NIOHTTP1
+import Testing
+import Warren
+@testable import WarrenGateway
+
+/// The gateway's rules in process: routing, tokens, roles, ownership, rate limits, idempotency
+/// keys, bodies and the mapping of every service error to HTTP, through `GatewayResponder` (and
+/// the connection pipeline on an `EmbeddedChannel`) with `FakeServices` in place of the broker.
+/// The real-broker suites keep the wire.
+@Suite("Gateway in process")
+struct GatewayResponderTests {
+    static let alice = "0b9e5b4c-6f1e-4a8e-9c1d-2f3a4b5c6d7e"
+    static let bob = "7d6c5b4a-3f2e-4d1c-8b9a-0e1f2a3b4c5d"
+
+    // MARK: - Routing
+
+    @Test("an unknown route is 404 in the JSON error format and reaches no service", arguments: [
+        "/nope", "/USERS", "/users/a/b", "/orders/1/refund", "/openapi.yaml/x", "/health/deep",
+        "/payments", "/events/flows", "/" + String(repeating: "x", count: 8_000), "/users/%00/x", "/ü",
+    ])
+    func unknownRoute(path: String) async throws {
+        let gateway = try await InProcessGateway()
+        let response = await gateway.send(.GET, path)
+        #expect(response.status == 404)
+        #expect(response.errorCode == "not_found")
+        #expect(response.headers.first(name: "Content-Type") == "application/json")
+        #expect(response.errorRequestID == response.headers.first(name: "X-Request-ID"))
+        #expect(gateway.services.sent.isEmpty)
+    }
+
+    @Test("a method a route does not take is 405 with Allow, before any token check", arguments: [
+        (HTTPMethod.PUT, "/users"), (.DELETE, "/orders"), (.POST, "/health"), (.PATCH, "/auth/token"),
+        (.POST, "/users/\(GatewayResponderTests.alice)"), (.GET, "/orders/\(GatewayResponderTests.alice)/cancel"), (.TRACE, "/metrics"), (.RAW(value: "BREW"), "/users"),
+    ])
+    func wrongMethod(method: HTTPMethod, path: String) async throws {
+        let gateway = try await InProcessGateway()
+        let response = await gateway.send(method, path)
+        #expect(response.status == 405)
+        #expect(response.errorCode == "method_not_allowed")
+        let allow = try #require(response.headers.first(name: "Allow"))
+        #expect(!allow.isEmpty)
+        #expect(!allow.contains(method.rawValue))
+        #expect(gateway.services.sent.isEmpty)
+    }
+
+    @Test("HEAD is routed as GET")
+    func headAsGet() async throws {
+        let gateway = try await InProcessGateway(FakeServices { _ in FakeServices.reply(#"{"id":"\#(Self.alice)"}"#) })
+        let token = try await gateway.token(Self.alice)
+        let response = await gateway.send(.HEAD, "/users/\(Self.alice)", token: token)
+        #expect(response.status == 200)
+        #expect(gateway.services.operations == ["users.get"])
+    }
+
+    // MARK: - Tokens
+
+    /// Authorization headers that name no valid token.
+    static func hostileAuthorizations() async throws -> [(String, String)] {
+        let now = Date()
+        let other = await TokenAuthority(secret: "another-secret-entirely-0123456789abcdef", lifetime: .seconds(3600))
+        let expired = try await TokenAuthority(secret: InProcessGateway.secret, lifetime: .seconds(60))
+            .issue(subject: alice, role: "user", now: now - 3_600)
+        let valid = try await TokenAuthority(secret: InProcessGateway.secret, lifetime: .seconds(3600)).issue(subject: alice, role: "admin")
+        let parts = valid.split(separator: ".").map(String.init)
+        func base64URL(_ text: String) -> String {
+            Data(text.utf8).base64EncodedString().replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_")
+                .replacingOccurrences(of: "=", with: "")
+        }
+        let noneHeader = base64URL(#"{"alg":"none","typ":"JWT"}"#)
+        let hs512Header = base64URL(#"{"alg":"HS512","typ":"JWT"}"#)
+        var forgedPayload = parts
+        forgedPayload[1] = base64URL(#"{"sub":"\#(bob)","role":"admin","exp":99999999999,"iat":0}"#)
+        return [
+            ("empty", ""),
+            ("scheme only", "Bearer"),
+            ("scheme and spaces", "Bearer    "),
+            ("another scheme", "Basic YWxpY2U6c2VjcmV0"),
+            ("two parts", "Bearer abc.def"),
+            ("four parts", "Bearer a.b.c.d"),
+            ("not base64", "Bearer !!!.???.***"),
+            ("header not JSON", "Bearer \(base64URL("not json")).\(parts[1]).\(parts[2])"),
+            ("alg none", "Bearer \(noneHeader).\(parts[1])."),
+            ("alg HS512", "Bearer \(hs512Header).\(parts[1]).\(parts[2])"),
+            ("payload swapped", "Bearer \(forgedPayload.joined(separator: "."))"),
+            ("signature cut", "Bearer \(parts[0]).\(parts[1]).\(parts[2].dropLast(4))"),
+            ("signed with another secret", "Bearer \(try await other.issue(subject: alice, role: "admin"))"),
+            ("expired", "Bearer \(expired)"),
+            ("huge", "Bearer " + String(repeating: "A", count: 60_000)),
+            ("control bytes", "Bearer \(parts[0])\u{0}.\(parts[1]).\(parts[2])"),
+            ("non-ASCII", "Bearer ééé.ùùù.ççç"),
+        ]
+    }
+
+    @Test("every hostile token is 401 with WWW-Authenticate, and no service hears of it")
+    func hostileTokens() async throws {
+        let gateway = try await InProcessGateway()
+        for (name, authorization) in try await Self.hostileAuthorizations() {
+            for (method, path) in [(HTTPMethod.GET, "/users/\(Self.alice)"), (.GET, "/users"), (.DELETE, "/users/\(Self.alice)")] {
+                let response = await gateway.send(method, path, headers: [("Authorization", authorization)])
+                #expect(response.status == 401, "\(name): \(method) \(path)")
+                #expect(response.errorCode == "unauthorized", "\(name)")
+                #expect(response.headers.first(name: "WWW-Authenticate") == "Bearer", "\(name)")
+                // The message says what is wrong with the token, never echoes a secret.
+                #expect(response.errorMessage?.contains(InProcessGateway.secret) == false, "\(name)")
+            }
+        }
+        #expect(gateway.services.sent.isEmpty)
+    }
+
+    @Test("a token with its header sent twice is refused, not half read")
+    func duplicatedAuthorization() async throws {
+        let gateway = try await InProcessGateway()
+        let token = try await gateway.token(Self.alice)
+        let response = await gateway.send(
+            .GET, "/users/\(Self.alice)", headers: [("Authorization", "Bearer \(token)"), ("Authorization", "Bearer \(token)")])
+        #expect(response.status == 401)
+        #expect(gateway.services.sent.isEmpty)
+    }
+
+    @Test("the first request with a token (verified in a task) and the next (from the cache) get the same answer")
+    func freshAndCachedToken() async throws {
+        let gateway = try await InProcessGateway(FakeServices { _ in FakeServices.reply(#"{"id":"\#(Self.alice)","name":"Alice"}"#) })
+        let token = try await gateway.token(Self.alice)
+        let first = await gateway.send(.GET, "/users/\(Self.alice)", token: token)
+        let second = await gateway.send(.GET, "/users/\(Self.alice)", token: token)
+        #expect(first.status == 200)
+        #expect(second.status == 200)
+        #expect(first.body == second.body)
+        #expect(first.json["name"] as? String == "Alice")
+        #expect(gateway.services.operations == ["users.get", "users.get"])
+    }
+
+    // MARK: - Roles and ownership
+
+    @Test("an admin route refuses a user (403) and serves an admin")
+    func adminRoute() async throws {
+        let gateway = try await InProcessGateway(FakeServices { _ in FakeServices.reply(#"{"users":[],"next":null}"#) })
+        let user = await gateway.send(.GET, "/users", token: try await gateway.token(Self.alice))
+        #expect(user.status == 403)
+        #expect(user.errorCode == "forbidden")
+        #expect(gateway.services.sent.isEmpty)
+        let admin = await gateway.send(.GET, "/users", token: try await gateway.token(Self.bob, role: "admin"))
+        #expect(admin.status == 200)
+        #expect(gateway.services.operations == ["users.list"])
+    }
+
+    @Test("a user acts on their own account only; an id in upper case is their own")
+    func selfParameter() async throws {
+        let gateway = try await InProcessGateway(FakeServices { sent in FakeServices.reply(#"{"id":"\#(sent.fields["id"] as? String ?? "")"}"#) })
+        let token = try await gateway.token(Self.alice)
+        let other = await gateway.send(.DELETE, "/users/\(Self.bob)", token: token)
+        #expect(other.status == 403)
+        #expect(gateway.services.sent.isEmpty)
+        let own = await gateway.send(.GET, "/users/\(Self.alice.uppercased())", token: token)
+        #expect(own.status == 200)
+        #expect(gateway.services.sent.first?.fields["id"] as? String == Self.alice)
+        let admin = await gateway.send(.GET, "/users/\(Self.alice)", token: try await gateway.token(Self.bob, role: "admin"))
+        #expect(admin.status == 200)
+    }
+
+    @Test("another user's order is reported missing (404); the owner and an admin see it")
+    func ownershipFromReply() async throws {
+        let gateway = try await InProcessGateway(FakeServices { _ in FakeServices.reply(#"{"id":"o1","userId":"\#(Self.bob.uppercased())"}"#) })
+        let alice = await gateway.send(.GET, "/orders/\(Self.alice)", token: try await gateway.token(Self.alice))
+        #expect(alice.status == 404)
+        #expect(alice.errorCode == "not_found")
+        let bob = await gateway.send(.GET, "/orders/\(Self.alice)", token: try await gateway.token(Self.bob))
+        #expect(bob.status == 200)
+        let admin = await gateway.send(.GET, "/orders/\(Self.alice)", token: try await gateway.token(Self.alice, role: "admin"))
+        #expect(admin.status == 200)
+    }
+
+    @Test("cancelling another user's order looks it up and never sends the cancel")
+    func ownershipLookup() async throws {
+        let gateway = try await InProcessGateway(FakeServices { sent in
+            sent.operation == "orders.get" ? FakeServices.reply(#"{"id":"o1","userId":"\#(Self.bob)"}"#) : FakeServices.reply(#"{"id":"o1"}"#)
+        })
+        let refused = await gateway.send(.POST, "/orders/\(Self.alice)/cancel", token: try await gateway.token(Self.alice))
+        #expect(refused.status == 404)
+        #expect(gateway.services.operations == ["orders.get"])
+        let allowed = await gateway.send(.POST, "/orders/\(Self.alice)/cancel", token: try await gateway.token(Self.bob))
+        #expect(allowed.status == 200)
+        #expect(gateway.services.operations == ["orders.get", "orders.get", "orders.cancel"])
+    }
+
+    @Test("an owner check on a reply without the owner field is a 500, not a leak")
+    func ownershipWithoutField() async throws {
+        let gateway = try await InProcessGateway(FakeServices { _ in FakeServices.reply(#"{"id":"o1"}"#) })
+        let response = await gateway.send(.GET, "/orders/\(Self.alice)", token: try await gateway.token(Self.alice))
+        #expect(response.status == 500)
+        #expect(response.errorCode == "internal")
+    }
+
+    @Test("the token's subject replaces whatever user the body names")
+    func subjectField() async throws {
+        let gateway = try await InProcessGateway(FakeServices { _ in FakeServices.reply(#"{"id":"o1"}"#) })
+        let response = await gateway.send(
+            .POST, "/orders", token: try await gateway.token(Self.alice.uppercased()),
+            body: #"{"userId":"\#(Self.bob)","items":[{"sku":"a","quantity":1}]}"#)
+        #expect(response.status == 201)
+        let sent = try #require(gateway.services.sent.first)
+        #expect(sent.fields["userId"] as? String == Self.alice)
+        #expect(sent.timeout == .seconds(10))
+    }
+
+    @Test("odd and huge ids reach the service as one JSON string, exactly", arguments: [
+        String(repeating: "a", count: 10_000), "..", "x'y", "<script>", "ø", "-1", "0", "1e999", "null", "true",
+        "a\\b", "{}", "[]", "%2Fetc%2Fpasswd",
+    ])
+    func oddIDs(id: String) async throws {
+        let gateway = try await InProcessGateway(FakeServices { _ in FakeServices.reply(#"{"id":"x","userId":"y"}"#) })
+        let response = await gateway.send(.GET, "/orders/\(id)", token: try await gateway.token(Self.alice, role: "admin"))
+        #expect(response.status == 200)
+        let sent = try #require(gateway.services.sent.first)
+        #expect(sent.operation == "orders.get")
+        #expect(sent.fields["id"] is String)
+        if !id.contains("%") { #expect(sent.fields["id"] as? String == id) }
+        // A user's own-account check compares the id as given: an odd id is someone else's.
+        let user = await gateway.send(.GET, "/users/\(id)", token: try await gateway.token(Self.alice))
+        #expect(user.status == 403)
+    }
+
+    // MARK: - Bodies
+
+    @Test("a body that is not a JSON object is 400 and reaches no service", arguments: [
+        "{", "[]", "null", "42", #""text""#, #"{"a":1"#, #"{"a":1}}"#, "{'a':1}", "\u{FEFF}", "{\"a\":NaN}", "[" + String(repeating: "[", count: 5_000),
+    ])
+    func badJSON(body: String) async throws {
+        let gateway = try await InProcessGateway()
+        let response = await gateway.send(.POST, "/users", body: body)
+        #expect(response.status == 400, "\(body.prefix(20))")
+        #expect(response.errorCode == "invalid")
+        #expect(gateway.services.sent.isEmpty)
+    }
+
+    @Test("bytes that are not UTF-8 are 400")
+    func notUTF8() async throws {
+        let gateway = try await InProcessGateway()
+        let response = await gateway.send(.POST, "/users", bodyBytes: [0x7B, 0x22, 0xFF, 0xFE, 0x22, 0x3A, 0x31, 0x7D])
+        #expect(response.status == 400)
+        #expect(gateway.services.sent.isEmpty)
+    }
+
+    @Test("a body that is not sent as JSON is 415", arguments: ["text/plain", "application/x-www-form-urlencoded", "application/jsonx", "json"])
+    func wrongContentType(contentType: String) async throws {
+        let gateway = try await InProcessGateway()
+        let response = await gateway.send(.POST, "/users", headers: [("Content-Type", contentType)], body: #"{"a":1}"#)
+        #expect(response.status == 415)
+        #expect(response.errorCode == "unsupported_media_type")
+        #expect(gateway.services.sent.isEmpty)
+    }
+
+    @Test("JSON media types with parameters and +json suffixes are accepted", arguments: [
+        "application/json", "application/json; charset=utf-8", "Application/JSON", "application/problem+json",
+    ])
+    func jsonContentTypes(contentType: String) async throws {
+        let gateway = try await InProcessGateway()
+        let response = await gateway.send(.POST, "/users", headers: [("Content-Type", contentType)], body: #"{"a":1}"#)
+        #expect(response.status == 201)
+        #expect(gateway.services.operations == ["users.create"])
+    }
+
+    @Test("a body over the limit is 413")
+    func tooLarge() async throws {
+        let gateway = try await InProcessGateway()
+        let body = #"{"a":""# + String(repeating: "x", count: gateway.configuration.maxBodyBytes) + #""}"#
+        let response = await gateway.send(.POST, "/users", body: body)
+        #expect(response.status == 413)
+        #expect(response.errorCode == "payload_too_large")
+        #expect(gateway.services.sent.isEmpty)
+    }
+
+    @Test("an unknown or mistyped query parameter is 400", arguments: ["/orders?colour=red", "/orders?limit=abc", "/users/\(GatewayResponderTests.alice)?x=1"])
+    func badQuery(uri: String) async throws {
+        let gateway = try await InProcessGateway()
+        let response = await gateway.send(.GET, uri, token: try await gateway.token(Self.alice, role: "admin"))
+        #expect(response.status == 400)
+        #expect(response.errorCode == "invalid")
+        #expect(gateway.services.sent.isEmpty)
+    }
+
+    // MARK: - Error mapping
+
+    static let statusOfCode: [(ServiceError.Code, Int)] = [
+        (.invalid, 400), (.unauthorized, 401), (.forbidden, 403), (.notFound, 404), (.conflict, 409),
+        (.internal, 500), (.unavailable, 503), (.timeout, 504),
+    ]
+
+    @Test("every service error code maps to its status, as an error reply and as a failed call", arguments: GatewayResponderTests.statusOfCode)
+    func errorMapping(code: ServiceError.Code, status: Int) async throws {
+        #expect(Self.statusOfCode.count == ServiceError.Code.allCases.count)
+        for asReply in [true, false] {
+            let gateway = try await InProcessGateway(FakeServices { _ in
+                asReply ? FakeServices.errorReply(code, "from the service") : .failure(ServiceError(code, "from the client"))
+            })
+            let response = await gateway.send(.GET, "/users/\(Self.alice)", token: try await gateway.token(Self.alice))
+            #expect(response.status == status, "\(code) as \(asReply ? "reply" : "failure")")
+            #expect(response.errorCode == code.rawValue)
+            #expect(response.errorMessage == (asReply ? "from the service" : "from the client"))
+            #expect(response.errorRequestID == response.headers.first(name: "X-Request-ID"))
+            #expect(response.headers.first(name: "Content-Type") == "application/json")
+        }
+    }
+
+    @Test("a timeout of a command says the outcome is unknown and how to retry safely")
+    func commandTimeout() async throws {
+        let gateway = try await InProcessGateway(FakeServices { _ in .failure(ServiceError(.timeout, "no reply within 10 s")) })
+        let token = try await gateway.token(Self.alice)
+        let body = #"{"items":[{"sku":"a","quantity":1}]}"#
+        let bare = await gateway.send(.POST, "/orders", token: token, body: body)
+        #expect(bare.status == 504)
+        #expect(bare.errorMessage?.contains("Idempotency-Key") == true)
+        let keyed = await gateway.send(.POST, "/orders", token: token, headers: [("Idempotency-Key", "retry-me-1")], body: body)
+        #expect(keyed.status == 504)
+        #expect(keyed.errorMessage?.contains("'retry-me-1'") == true)
+    }
+
+    @Test("an error reply the gateway cannot read is a 500 naming the operation", arguments: [
+        "", "not json", "{}", #"{"error":"x"}"#, #"{"error":{"code":"teapot","message":"m"}}"#, #"{"error":{"code":7}}"#, "[]",
+    ])
+    func unreadableErrorReply(body: String) async throws {
+        let gateway = try await InProcessGateway(FakeServices { _ in .success(PlainReply(isError: true, body: Data(body.utf8))) })
+        let response = await gateway.send(.GET, "/users/\(Self.alice)", token: try await gateway.token(Self.alice))
+        #expect(response.status == 500)
+        #expect(response.errorCode == "internal")
+        #expect(response.errorMessage?.contains("users.get") == true)
+    }
+
+    @Test("a reply is forwarded byte for byte, with the route's success status")
+    func replyForwarded() async throws {
+        let reply = #"{"id":"\#(Self.alice)","name":"Ä \"quoted\" \u00e9","n":1.50}"#
+        let gateway = try await InProcessGateway(FakeServices { _ in FakeServices.reply(reply) })
+        let response = await gateway.send(.POST, "/users", body: #"{"name":"A"}"#)
+        #expect(response.status == 201)
+        #expect(String(decoding: response.body.readableBytesView, as: UTF8.self) == reply)
+    }
+
+    // MARK: - Rate limits, idempotency keys, request ids
+
+    @Test("past the burst an address gets 429 with Retry-After; other addresses and /health do not")
+    func rateLimit() async throws {
+        let gateway = try await InProcessGateway(environment: ["RATE_LIMIT_PER_SECOND": "0.01", "RATE_LIMIT_BURST": "2"])
+        let first = await gateway.send(.GET, "/openapi.yaml")
+        let second = await gateway.send(.GET, "/openapi.yaml")
+        let third = await gateway.send(.GET, "/openapi.yaml")
+        #expect(first.status == 200)
+        #expect(second.status == 200)
+        #expect(third.status == 429)
+        #expect(third.errorCode == "rate_limited")
+        let retryAfter = try #require(third.headers.first(name: "Retry-After").flatMap(Int.init))
+        #expect((1...3_600).contains(retryAfter))
+        let other = await gateway.send(.GET, "/openapi.yaml", remoteAddress: "198.51.100.7")
+        #expect(other.status == 200)
+        let health = await gateway.send(.GET, "/health")
+        #expect(health.status == 200)
+        // A refused request reaches no service.
+        let refused = await gateway.send(.POST, "/users", body: "{}")
+        #expect(refused.status == 429)
+        #expect(gateway.services.sent.isEmpty)
+    }
+
+    @Test("an Idempotency-Key gives the same message id for the same caller and route, another for another")
+    func idempotencyKeys() async throws {
+        let gateway = try await InProcessGateway(FakeServices { _ in FakeServices.reply(#"{"id":"o1"}"#) })
+        let alice = try await gateway.token(Self.alice)
+        let bob = try await gateway.token(Self.bob)
+        let body = #"{"items":[{"sku":"a","quantity":1}]}"#
+        for (token, key) in [(alice, "k-1"), (alice, "k-1"), (alice, "k-2"), (bob, "k-1")] {
+            _ = await gateway.send(.POST, "/orders", token: token, headers: [("Idempotency-Key", key)], body: body)
+        }
+        _ = await gateway.send(.POST, "/orders", token: alice, body: body)
+        _ = await gateway.send(.POST, "/orders", token: alice, body: body)
+        let ids = gateway.services.sent.map(\.envelope.messageID)
+        #expect(ids.count == 6)
+        #expect(ids[0] == ids[1])
+        #expect(Set(ids).count == 5)
+    }
+
+    @Test("a malformed Idempotency-Key is 400 and nothing is sent", arguments: [
+        "", " ", "a b", String(repeating: "k", count: 129), "key\u{7F}", "clé", "k1, k2",
+    ])
+    func badIdempotencyKey(key: String) async throws {
+        let gateway = try await InProcessGateway()
+        let response = await gateway.send(.POST, "/users", headers: [("Idempotency-Key", key)], body: "{}")
+        #expect(response.status == 400)
+        #expect(response.errorCode == "invalid")
+        #expect(gateway.services.sent.isEmpty)
+    }
+
+    @Test("a sane X-Request-ID is the correlation id end to end; an insane one is replaced", arguments: [
+        ("req-123", true), ("", false), (String(repeating: "r", count: 129), false), ("a b", false), ("x\"y", false), ("é", false),
+    ])
+    func requestIDs(header: String, kept: Bool) async throws {
+        let gateway = try await InProcessGateway()
+        let response = await gateway.send(.POST, "/users", headers: [("X-Request-ID", header)], body: "{}")
+        let id = try #require(response.headers.first(name: "X-Request-ID"))
+        #expect((id == header) == kept)
+        #expect(gateway.services.sent.first?.envelope.correlationID == id)
+    }
+
+    @Test("POST /auth/token turns the user service's answer into a token the gateway accepts")
+    func issuesToken() async throws {
+        let gateway = try await InProcessGateway(FakeServices { _ in FakeServices.reply(#"{"id":"\#(Self.alice)","role":"admin"}"#) })
+        let response = await gateway.send(.POST, "/auth/token", body: #"{"email":"a@example.com","password":"secret"}"#)
+        #expect(response.status == 200)
+        let token = try #require(response.json["access_token"] as? String)
+        #expect(response.json["token_type"] as? String == "Bearer")
+        let caller = try await gateway.tokens.verify(authorization: "Bearer \(token)")
+        #expect(caller == Caller(subject: Self.alice, isAdmin: true))
+    }
+
+    @Test("a user service answer without id and role gives no token (500)", arguments: [#"{"id":"x"}"#, #"{"role":"user"}"#, "[]", "{}"])
+    func noTokenWithoutUser(reply: String) async throws {
+        let gateway = try await InProcessGateway(FakeServices { _ in FakeServices.reply(reply) })
+        let response = await gateway.send(.POST, "/auth/token", body: #"{"email":"a@example.com","password":"secret"}"#)
+        #expect(response.status == 500)
+        #expect(response.json["access_token"] == nil)
+    }
+
+    // MARK: - The connection pipeline, without a socket
+
+    @Test("raw requests through the HTTP pipeline: routed, refused and malformed ones get the JSON error")
+    func embeddedPipeline() async throws {
+        let gateway = try await InProcessGateway(FakeServices { _ in FakeServices.reply(#"{"id":"\#(Self.alice)"}"#) })
+        let token = try await gateway.token(Self.alice)
+        // Verified once here, so that the pipeline's request takes the path without a task.
+        _ = await gateway.send(.GET, "/users/\(Self.alice)", token: token)
+        let cases: [(String, Int, String?)] = [
+            ("GET /users/\(Self.alice) HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \(token)\r\n\r\n", 200, nil),
+            ("GET /nope HTTP/1.1\r\nHost: x\r\n\r\n", 404, "not_found"),
+            ("PUT /users HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n", 405, "method_not_allowed"),
+            ("GET /users/\(Self.alice) HTTP/1.1\r\nHost: x\r\n\r\n", 401, "unauthorized"),
+            ("POST /users HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 99999999\r\n\r\n", 413, "payload_too_large"),
+            ("POST /users HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1\r\n\r\n{", 400, "invalid"),
+            ("GARBAGE\r\n\r\n", 400, nil),
+            ("GET /users HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n", 400, nil),
+            ("GET /" + String(repeating: "u", count: 20_000) + " HTTP/1.1\r\nHost: x\r\n\r\n", 414, nil),
+        ]
+        for (request, status, code) in cases {
+            let answer = try EmbeddedGateway.exchange(gateway, [request])[0]
+            #expect(EmbeddedGateway.status(answer) == status, "\(request.prefix(40))")
+            if let code {
+                #expect((EmbeddedGateway.json(answer)["error"] as? [String: Any])?["code"] as? String == code, "\(request.prefix(40))")
+            }
+        }
+        #expect(gateway.services.operations == ["users.get", "users.get"])
+    }
+
+    @Test("keep-alive requests on one connection are each answered in turn")
+    func embeddedKeepAlive() async throws {
+        let gateway = try await InProcessGateway()
+        let answers = try EmbeddedGateway.exchange(gateway, [
+            "GET /nope HTTP/1.1\r\nHost: x\r\n\r\n",
+            "POST /users HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}",
+            "DELETE /health HTTP/1.1\r\nHost: x\r\n\r\n",
+        ])
+        #expect(answers.map(EmbeddedGateway.status) == [404, 201, 405])
+        #expect(gateway.services.operations == ["users.create"])
+    }
+}
