@@ -1,12 +1,5 @@
 public import Foundation
 
-/// What `queue.declare` reports: the (possibly server-chosen) name and the queue's depth.
-public struct AMQPQueueInfo: Sendable, Equatable {
-    public let name: String
-    public let messageCount: UInt32
-    public let consumerCount: UInt32
-}
-
 /// An AMQP channel: the unit of ordering, prefetch and publisher confirms.
 ///
 /// Use one channel per consumer and one for publishing, so that a channel error on one (which
@@ -284,45 +277,5 @@ public final class AMQPChannel: Sendable {
     public func close() async {
         let handle = handle
         _ = try? await jobs.perform { loop throws(AMQPError) in loop.closeChannel(handle) }
-    }
-}
-
-/// What a consumer's handler is told: a message; that the connection dropped and the consumer
-/// will be restored once it is back (unacked deliveries will come again, replies to a direct
-/// reply-to address never will); or that the consumer ended (nil when this process cancelled it
-/// or closed the channel, the broker's reason otherwise).
-public enum AMQPConsumerEvent: Sendable {
-    case delivery(AMQPDelivery)
-    case interrupted(AMQPError)
-    case ended(AMQPError?)
-}
-
-/// A mandatory message the broker could not route and sent back.
-public struct AMQPReturnedMessage: Sendable {
-    public let exchange: String
-    public let routingKey: String
-    /// 312 NO_ROUTE when no queue is bound for the routing key.
-    public let replyCode: UInt16
-    public let replyText: String
-    public let properties: AMQPProperties
-    public let body: Data
-}
-
-/// A consumer's deliveries. Iterate it from one task.
-public struct AMQPConsumer: AsyncSequence, Sendable {
-    public typealias Element = AMQPDelivery
-
-    let stream: AsyncThrowingStream<AMQPDelivery, any Error>
-    /// The consumer tag, kept across reconnects.
-    public let tag: String
-    let channel: ChannelHandle
-
-    public func makeAsyncIterator() -> AsyncThrowingStream<AMQPDelivery, any Error>.AsyncIterator {
-        stream.makeAsyncIterator()
-    }
-
-    /// Stops deliveries; the sequence then finishes. Deliveries already on the wire are requeued.
-    public func cancel() async {
-        await AMQPChannel(handle: channel).cancelConsumer(tag: tag)
     }
 }

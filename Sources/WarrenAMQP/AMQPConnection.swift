@@ -85,27 +85,25 @@ public final class AMQPConnection: Sendable {
 }
 
 extension AMQPConnection: Service {
-    /// Keeps the connection until graceful shutdown (SIGTERM in a `ServiceGroup`), then closes it.
+    /// Owns the connection's I/O thread and its reconnects for the life of a `ServiceGroup`:
+    /// returns after graceful shutdown (SIGTERM) or cancellation, once the thread has closed the
+    /// connection and exited. Throws what ended the connection if it ends by itself — lost with
+    /// recovery disabled — so that the group learns its broker connection is gone instead of
+    /// serving without one. A connection closed by `close()` waits for the shutdown, as before.
     public func run() async throws {
-        try? await gracefulShutdown()
-        await close()
-    }
-}
-
-extension JobQueue {
-    /// Runs `body` on the I/O thread and returns its result to the awaiting task.
-    func perform<T: Sendable>(_ body: @escaping @Sendable (IOLoop) throws(AMQPError) -> T) async throws -> T {
-        try await withUnsafeThrowingContinuation { continuation in
-            submit(
-                Job(
-                    run: { loop in
-                        do throws(AMQPError) {
-                            continuation.resume(returning: try body(loop))
-                        } catch {
-                            continuation.resume(throwing: error)
-                        }
-                    },
-                    fail: { continuation.resume(throwing: $0) }))
+        let jobs = jobs
+        await withTaskCancellationHandler {
+            await withGracefulShutdownHandler {
+                await status.waitUntilFinished()
+            } onGracefulShutdown: {
+                jobs.requestClose()
+            }
+        } onCancel: {
+            jobs.requestClose()
         }
+        if let failure = status.failure { throw failure }
+        // Closed by `close()` before the group stops: stay until it does, like the other services.
+        if !Task.isCancelled, !Task.isShuttingDownGracefully { try? await gracefulShutdown() }
+        await close()
     }
 }

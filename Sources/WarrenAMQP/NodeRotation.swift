@@ -1,5 +1,5 @@
 /// Which broker node a connection tries next, and how long it pauses between rounds: the pure
-/// rules of `IOLoop`'s connecting and recovery, apart so that they can be tested without a socket.
+/// rules of connecting and recovery that `ConnectionStateMachine` applies, testable without a socket.
 ///
 /// The nodes are tried in the URL's order, starting from one chosen at random per connection:
 /// the processes of a system then spread their connections over the cluster (rather than all

@@ -257,4 +257,38 @@ struct NetworkFailureTests {
         try await channel.deleteQueue(queue)
         await connection.close()
     }
+
+    @Test("a connection that dies without recovery makes its service's run() throw; one cancelled returns, closed")
+    func serviceLearnsOfDeath() async throws {
+        let proxy = try TCPProxy()
+        defer { proxy.stop() }
+        var configuration = try Broker.configuration(name: #function)
+        configuration.host = "127.0.0.1"
+        configuration.port = Int(proxy.port)
+        configuration.recovery.isEnabled = false
+        let connection = try await AMQPConnection.connect(configuration)
+        async let ran: Result<Void, any Error> = { () async -> Result<Void, any Error> in
+            do {
+                try await connection.run()
+                return .success(())
+            } catch {
+                return .failure(error)
+            }
+        }()
+        proxy.cut()
+        guard case .failure(let error) = await ran else {
+            Issue.record("run() returned although the connection died")
+            return
+        }
+        #expect(error is AMQPError)
+        #expect(!connection.isConnected)
+
+        let healthy = try await AMQPConnection.connect(try Broker.configuration(name: #function + "-healthy"))
+        let service = Task { try await healthy.run() }
+        try await Task.sleep(for: .milliseconds(200))
+        #expect(healthy.isConnected)
+        service.cancel()  // as a ServiceGroup does to a service after shutdown
+        try await service.value
+        #expect(!healthy.isConnected)
+    }
 }

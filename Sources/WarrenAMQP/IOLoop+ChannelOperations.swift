@@ -1,0 +1,361 @@
+import CRabbitMQ
+import Foundation
+import Logging
+
+/// The operations jobs run on the I/O thread, one librabbitmq call (and its reply) each, and
+/// the checks they share: a channel error closes only its channel, anything else loses the
+/// connection.
+extension IOLoop {
+    func check(_ reply: amqp_rpc_reply_t, channel: UInt16, operation: @autoclosure () -> String) throws(AMQPError) {
+        switch reply.reply_type {
+        case AMQP_RESPONSE_NORMAL:
+            return
+        case AMQP_RESPONSE_SERVER_EXCEPTION:
+            let (code, text) = Self.closeReason(reply.reply)
+            if Int(reply.reply.id) == WARREN_METHOD_CHANNEL_CLOSE {
+                let error = AMQPError.channelClosed(code: code, text: text)
+                acknowledgeChannelClose(channel)
+                channelClosed(channel, error: error)
+                throw error
+            }
+            acknowledgeConnectionClose()
+            let error = AMQPError.connectionClosed(code: code, text: text)
+            lose(error)
+            throw error
+        case AMQP_RESPONSE_LIBRARY_EXCEPTION where reply.library_error == AMQP_STATUS_TIMEOUT.rawValue:
+            let error = AMQPError.timedOut(operation: operation())
+            lose(error)
+            throw error
+        default:
+            let error = AMQPError.connectionLost(reason: "\(operation()): \(Self.replyText(reply))")
+            lose(error)
+            throw error
+        }
+    }
+
+    func liveConnection() throws(AMQPError) -> OpaquePointer {
+        guard let connection, lostError == nil else { throw lostError ?? .connectionLost(reason: "not connected") }
+        return connection
+    }
+
+    func ensureOpen(_ state: ChannelState) throws(AMQPError) {
+        guard state.machine.needsOpen else { return }
+        setCorked(false)  // the open must reach the broker now: we wait for its reply
+        let connection = try liveConnection()
+        // Confirms of the old incarnation still queued must not resolve the new one's publishes.
+        while amqp_frames_enqueued(connection) != 0, lostError == nil { readFrames() }
+        let number = state.handle.number
+        state.machine.opening()
+        amqp_channel_open(connection, number)
+        try check(amqp_get_rpc_reply(connection), channel: number, operation: "opening channel \(number)")
+        let setup = state.machine.opened()
+        state.handle.advanceEpoch()
+        if let prefetch = setup.prefetchCount {
+            amqp_basic_qos(connection, number, 0, prefetch, 0)
+            try check(amqp_get_rpc_reply(connection), channel: number, operation: "basic.qos")
+        }
+        if setup.confirms {
+            amqp_confirm_select(connection, number)
+            try check(amqp_get_rpc_reply(connection), channel: number, operation: "confirm.select")
+        }
+    }
+
+    func openState(_ handle: ChannelHandle) throws(AMQPError) -> ChannelState {
+        guard let state = channels[handle.number], state.handle === handle else { throw .closed }
+        try ensureOpen(state)
+        return state
+    }
+
+    func openChannel() throws(AMQPError) -> ChannelHandle {
+        let limit = UInt16(clamping: connection.map { Int(amqp_get_channel_max($0)) }.flatMap { $0 > 0 ? $0 : nil } ?? configuration.channelMax)
+        guard let number = (Self.controlChannel + 1...max(limit, Self.controlChannel + 1)).first(where: { channels[$0] == nil }) else {
+            throw .protocolError("all \(limit) channels are in use")
+        }
+        let state = ChannelState(handle: ChannelHandle(number: number, jobs: jobs, frameMax: configuration.frameMax))
+        channels[number] = state
+        do {
+            try ensureOpen(state)
+        } catch {
+            channels.removeValue(forKey: number)
+            throw error
+        }
+        return state.handle
+    }
+
+    func closeChannel(_ handle: ChannelHandle) {
+        guard let state = channels[handle.number], state.handle === handle else { return }
+        if state.machine.isOpen, let connection, lostError == nil {
+            let reply = amqp_channel_close(connection, handle.number, AMQP_REPLY_SUCCESS)
+            if reply.reply_type == AMQP_RESPONSE_SERVER_EXCEPTION, Int(reply.reply.id) == WARREN_METHOD_CHANNEL_CLOSE {
+                // The broker was closing it at the same time: it still needs our close-ok, or the
+                // channel number stays half-closed and its next open kills the connection.
+                acknowledgeChannelClose(handle.number)
+            } else if reply.reply_type != AMQP_RESPONSE_NORMAL, reply.reply_type != AMQP_RESPONSE_SERVER_EXCEPTION {
+                lose(.connectionLost(reason: "closing channel: \(Self.replyText(reply))"))
+            }
+        }
+        channels.removeValue(forKey: handle.number)
+        handle.advanceEpoch()
+        execute(state.machine.closing())
+    }
+
+    func setReturnHandler(_ handle: ChannelHandle, _ handler: @escaping @Sendable (AMQPReturnedMessage) -> Void) throws(AMQPError) {
+        try openState(handle).returnHandler = handler
+    }
+
+    func setPrefetch(_ handle: ChannelHandle, count: UInt16) throws(AMQPError) {
+        let state = try openState(handle)
+        let connection = try liveConnection()
+        amqp_basic_qos(connection, handle.number, 0, count, 0)
+        try check(amqp_get_rpc_reply(connection), channel: handle.number, operation: "basic.qos")
+        state.machine.prefetchSet(count)
+    }
+
+    func enableConfirms(_ handle: ChannelHandle) throws(AMQPError) {
+        let state = try openState(handle)
+        guard !state.machine.confirmMode else { return }
+        let connection = try liveConnection()
+        amqp_confirm_select(connection, handle.number)
+        try check(amqp_get_rpc_reply(connection), channel: handle.number, operation: "confirm.select")
+        state.machine.confirmsEnabled()
+        handle.confirmMode = true
+    }
+
+    func declare(_ entry: TopologyRecord.Entry, on channel: UInt16) throws(AMQPError) {
+        let connection = try liveConnection()
+        switch entry {
+        case .exchange(let exchange):
+            amqp_exchange_declare(
+                connection, channel, scratch.bytes(exchange.name), scratch.bytes(exchange.type), 0,
+                exchange.durable ? 1 : 0, exchange.autoDelete ? 1 : 0, exchange.internal ? 1 : 0, scratch.table(exchange.arguments))
+            try check(amqp_get_rpc_reply(connection), channel: channel, operation: "declaring exchange '\(exchange.name)'")
+        case .queue(let queue):
+            _ = try declareQueue(queue, passive: false, on: channel)
+        case .binding(let binding):
+            amqp_queue_bind(
+                connection, channel, scratch.bytes(binding.queue), scratch.bytes(binding.exchange),
+                scratch.bytes(binding.routingKey), scratch.table(binding.arguments))
+            try check(amqp_get_rpc_reply(connection), channel: channel, operation: "binding queue '\(binding.queue)' to '\(binding.exchange)'")
+        }
+    }
+
+    func declare(_ handle: ChannelHandle, _ entry: TopologyRecord.Entry) throws(AMQPError) {
+        _ = try openState(handle)
+        try declare(entry, on: handle.number)
+        topology.record(entry)
+    }
+
+    func declareQueue(_ queue: TopologyRecord.Queue, passive: Bool, on channel: UInt16) throws(AMQPError) -> AMQPQueueInfo {
+        let connection = try liveConnection()
+        let ok = amqp_queue_declare(
+            connection, channel, scratch.bytes(queue.name), passive ? 1 : 0, queue.durable ? 1 : 0,
+            queue.exclusive ? 1 : 0, queue.autoDelete ? 1 : 0, scratch.table(queue.arguments))
+        try check(amqp_get_rpc_reply(connection), channel: channel, operation: "declaring queue '\(queue.name)'")
+        guard let ok else { throw .protocolError("queue.declare-ok missing") }
+        return AMQPQueueInfo(name: String(amqpBytes: ok.pointee.queue), messageCount: ok.pointee.message_count, consumerCount: ok.pointee.consumer_count)
+    }
+
+    func declareQueue(_ handle: ChannelHandle, _ queue: TopologyRecord.Queue, passive: Bool) throws(AMQPError) -> AMQPQueueInfo {
+        _ = try openState(handle)
+        let info = try declareQueue(queue, passive: passive, on: handle.number)
+        // A server-named queue cannot be declared again under its name ('amq.' is reserved):
+        // it is not recovered, and neither are its consumers (they end with an error).
+        if !passive, !queue.name.isEmpty {
+            topology.record(.queue(queue))
+        }
+        return info
+    }
+
+    func declareExchangePassive(_ handle: ChannelHandle, name: String) throws(AMQPError) {
+        _ = try openState(handle)
+        let connection = try liveConnection()
+        amqp_exchange_declare(connection, handle.number, scratch.bytes(name), scratch.bytes("direct"), 1, 0, 0, 0, amqp_empty_table)
+        try check(amqp_get_rpc_reply(connection), channel: handle.number, operation: "checking exchange '\(name)'")
+    }
+
+    func unbindQueue(_ handle: ChannelHandle, _ binding: TopologyRecord.Binding) throws(AMQPError) {
+        _ = try openState(handle)
+        let connection = try liveConnection()
+        amqp_queue_unbind(
+            connection, handle.number, scratch.bytes(binding.queue), scratch.bytes(binding.exchange),
+            scratch.bytes(binding.routingKey), scratch.table(binding.arguments))
+        try check(amqp_get_rpc_reply(connection), channel: handle.number, operation: "unbinding queue '\(binding.queue)'")
+        topology.unbind(queue: binding.queue, exchange: binding.exchange, routingKey: binding.routingKey)
+    }
+
+    func deleteQueue(_ handle: ChannelHandle, name: String, ifUnused: Bool, ifEmpty: Bool) throws(AMQPError) -> UInt32 {
+        _ = try openState(handle)
+        let connection = try liveConnection()
+        let ok = amqp_queue_delete(connection, handle.number, scratch.bytes(name), ifUnused ? 1 : 0, ifEmpty ? 1 : 0)
+        try check(amqp_get_rpc_reply(connection), channel: handle.number, operation: "deleting queue '\(name)'")
+        topology.deleteQueue(name)
+        return ok?.pointee.message_count ?? 0
+    }
+
+    func deleteExchange(_ handle: ChannelHandle, name: String, ifUnused: Bool) throws(AMQPError) {
+        _ = try openState(handle)
+        let connection = try liveConnection()
+        amqp_exchange_delete(connection, handle.number, scratch.bytes(name), ifUnused ? 1 : 0)
+        try check(amqp_get_rpc_reply(connection), channel: handle.number, operation: "deleting exchange '\(name)'")
+        topology.deleteExchange(name)
+    }
+
+    func purgeQueue(_ handle: ChannelHandle, name: String) throws(AMQPError) -> UInt32 {
+        _ = try openState(handle)
+        let connection = try liveConnection()
+        let ok = amqp_queue_purge(connection, handle.number, scratch.bytes(name))
+        try check(amqp_get_rpc_reply(connection), channel: handle.number, operation: "purging queue '\(name)'")
+        return ok?.pointee.message_count ?? 0
+    }
+
+    func publish(
+        _ handle: ChannelHandle, body: Data, exchange: String, routingKey: String, mandatory: Bool,
+        properties: AMQPProperties, waiter: ConfirmWaiter?
+    ) {
+        let state: ChannelState
+        let connection: OpaquePointer
+        do {
+            state = try openState(handle)
+            connection = try liveConnection()
+        } catch {
+            logPublishFailure(error, waiter: waiter, exchange: exchange, routingKey: routingKey)
+            return
+        }
+        var rawProperties = scratch.properties(properties)
+        let status = body.withUnsafeBytes { buffer in
+            amqp_basic_publish(
+                connection, handle.number, scratch.bytes(exchange), scratch.bytes(routingKey), mandatory ? 1 : 0, 0,
+                &rawProperties, amqp_bytes_t(len: buffer.count, bytes: UnsafeMutableRawPointer(mutating: buffer.baseAddress)))
+        }
+        guard status == AMQP_STATUS_OK.rawValue else {
+            let error = AMQPError.connectionLost(reason: "publishing: \(Self.statusText(status))")
+            lose(error)
+            logPublishFailure(error, waiter: waiter, exchange: exchange, routingKey: routingKey)
+            return
+        }
+        if state.machine.confirmMode {
+            _ = state.machine.published(
+                waiter, exchange: exchange, routingKey: routingKey,
+                mandatory: mandatory ? .init(exchange: exchange, routingKey: routingKey, body: body) : nil)
+        } else {
+            waiter?.resume()
+        }
+    }
+
+    /// A publish without confirms has no one waiting to hear it failed: say so in the log.
+    func logPublishFailure(_ error: AMQPError, waiter: ConfirmWaiter?, exchange: String, routingKey: String) {
+        if let waiter {
+            waiter.resume(throwing: error)
+        } else {
+            logger.warning("publish failed", metadata: ["exchange": "\(exchange)", "routing_key": "\(routingKey)", "error": "\(error)"])
+        }
+    }
+
+    func startConsumer(_ consumer: ConsumerState, on state: ChannelState) throws(AMQPError) {
+        let connection = try liveConnection()
+        amqp_basic_consume(
+            connection, state.handle.number, scratch.bytes(consumer.queue), scratch.bytes(consumer.tag), 0,
+            consumer.noAck ? 1 : 0, consumer.exclusive ? 1 : 0, scratch.table(consumer.arguments))
+        try check(amqp_get_rpc_reply(connection), channel: state.handle.number, operation: "consuming from queue '\(consumer.queue)'")
+        state.machine.consumerStarted(consumer)
+    }
+
+    func consume(_ handle: ChannelHandle, consumer: ConsumerState) throws(AMQPError) {
+        let state = try openState(handle)
+        try startConsumer(consumer, on: state)
+    }
+
+    func cancelConsumer(_ handle: ChannelHandle, tag: String) {
+        guard let state = channels[handle.number], state.handle === handle,
+            let cancel = state.machine.cancelRequested(tag: tag)
+        else { return }
+        cancel.consumer.handler(.ended(nil))
+        guard cancel.sendCancel, let connection, lostError == nil else { return }
+        amqp_basic_cancel(connection, handle.number, scratch.bytes(tag))
+        try? check(amqp_get_rpc_reply(connection), channel: handle.number, operation: "cancelling consumer")
+        // After cancel-ok the broker sends nothing more for this tag; what it sent before is
+        // queued now and handed back by deliverMessage.
+        while lostError == nil, amqp_frames_enqueued(connection) != 0 { readFrames() }
+        state.machine.cancelFinished(tag: tag)
+    }
+
+    func get(_ handle: ChannelHandle, queue: String, noAck: Bool) throws(AMQPError) -> AMQPDelivery? {
+        let state = try openState(handle)
+        // Deliveries arriving during basic.get would be queued between its reply and content,
+        // which librabbitmq cannot untangle.
+        guard state.machine.consumers.isEmpty else {
+            throw .invalidArgument("basic.get on a channel with consumers: use a channel without consumers")
+        }
+        let connection = try liveConnection()
+        let reply = amqp_basic_get(connection, handle.number, scratch.bytes(queue), noAck ? 1 : 0)
+        try check(reply, channel: handle.number, operation: "basic.get from '\(queue)'")
+        guard Int(reply.reply.id) == WARREN_METHOD_BASIC_GET_OK, let decoded = reply.reply.decoded else { return nil }
+        let ok = decoded.assumingMemoryBound(to: amqp_basic_get_ok_t.self).pointee
+        let exchange = String(amqpBytes: ok.exchange)
+        let routingKey = String(amqpBytes: ok.routing_key)
+        guard let (properties, body) = readContent(channel: handle.number) else { throw lostError ?? .connectionLost(reason: "basic.get") }
+        return AMQPDelivery(
+            body: body, properties: properties, exchange: exchange, routingKey: routingKey, deliveryTag: ok.delivery_tag,
+            redelivered: ok.redelivered != 0, consumerTag: nil,
+            acknowledger: noAck ? nil : AMQPDelivery.Acknowledger(channel: handle, epoch: state.handle.epoch),
+            messageCount: ok.message_count)
+    }
+
+    enum Acknowledgement {
+        case ack(multiple: Bool)
+        case nack(multiple: Bool, requeue: Bool)
+        case reject(requeue: Bool)
+    }
+
+    /// Acks only on the channel epoch the delivery came from: after a reopen the same tag names
+    /// another message.
+    func acknowledge(_ handle: ChannelHandle, epoch: UInt64, deliveryTag: UInt64, _ acknowledgement: Acknowledgement) {
+        guard let state = channels[handle.number], state.handle === handle, state.machine.isOpen, handle.epoch == epoch,
+            let connection, lostError == nil
+        else {
+            logger.debug("dropped an acknowledgement for a delivery from a closed channel", metadata: ["delivery_tag": "\(deliveryTag)"])
+            return
+        }
+        let status: Int32
+        switch acknowledgement {
+        case .ack(let multiple):
+            status = amqp_basic_ack(connection, handle.number, deliveryTag, multiple ? 1 : 0)
+        case .nack(let multiple, let requeue):
+            status = amqp_basic_nack(connection, handle.number, deliveryTag, multiple ? 1 : 0, requeue ? 1 : 0)
+        case .reject(let requeue):
+            status = amqp_basic_reject(connection, handle.number, deliveryTag, requeue ? 1 : 0)
+        }
+        if status != AMQP_STATUS_OK.rawValue {
+            lose(.connectionLost(reason: "acknowledging: \(Self.statusText(status))"))
+        }
+    }
+
+    // MARK: - Helpers
+
+    static func statusText(_ status: Int32) -> String {
+        String(cString: amqp_error_string2(status))
+    }
+
+    static func replyText(_ reply: amqp_rpc_reply_t) -> String {
+        switch reply.reply_type {
+        case AMQP_RESPONSE_LIBRARY_EXCEPTION: statusText(reply.library_error)
+        case AMQP_RESPONSE_SERVER_EXCEPTION: "\(closeReason(reply.reply))"
+        default: "no reply"
+        }
+    }
+
+    /// The code and text of a channel.close or connection.close (both have the same layout).
+    static func closeReason(_ method: amqp_method_t) -> (UInt16, String) {
+        guard let decoded = method.decoded else { return (0, "") }
+        switch Int(method.id) {
+        case WARREN_METHOD_CHANNEL_CLOSE:
+            let close = decoded.assumingMemoryBound(to: amqp_channel_close_t.self).pointee
+            return (close.reply_code, String(amqpBytes: close.reply_text))
+        case WARREN_METHOD_CONNECTION_CLOSE:
+            let close = decoded.assumingMemoryBound(to: amqp_connection_close_t.self).pointee
+            return (close.reply_code, String(amqpBytes: close.reply_text))
+        default:
+            return (0, "unexpected method \(method.id)")
+        }
+    }
+}
