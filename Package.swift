@@ -8,9 +8,9 @@ let swiftSettings: [SwiftSetting] = [
     .enableUpcomingFeature("InternalImportsByDefault"),
 ]
 
+// Linux only (librabbitmq, Glibc, eventfd): no Apple platform is declared.
 let package = Package(
     name: "warren",
-    platforms: [.macOS(.v15)],
     products: [
         .library(name: "WarrenAMQP", targets: ["WarrenAMQP"]),
         .library(name: "WarrenContract", targets: ["WarrenContract"]),
