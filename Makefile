@@ -23,8 +23,9 @@ run:
 # (scripts/check-deploy.sh; idempotent, installs what is missing, leaves nothing running).
 SYSTEM_TESTS := ServiceTests|EventStoreTests|CLITests|GatewayTests
 CLUSTER_TESTS := ClusterFailoverTests
-# (and the declare latency under publish bursts, a median measured to the tenth of a second)
-TIMED_TESTS := RPCTests/deadline|declaresBetweenPublishBursts
+# (and the declare latency under publish bursts, a median measured to the tenth of a second, and
+# the RPC client's deadlines without a timer, each bounded above by about a second)
+TIMED_TESTS := RPCTests/deadline|RPCClientDeadlineTests|declaresBetweenPublishBursts
 BULK_TESTS := manyConfirmedMessages|floodDoesNotStarveConsumer|ReplayThroughputTests|requeueInterrupted|HostileFloodTests
 test: broker postgres
 	scripts/check-contracts.sh
