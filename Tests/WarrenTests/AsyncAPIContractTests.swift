@@ -8,12 +8,11 @@ import Yams
 /// queue, exchange and routing key a service declares, binds or publishes to is in the contract.
 @Suite("AsyncAPI contract against the code")
 struct AsyncAPIContractTests {
-    /// The broker names the code declares. Gathered in this one function so that it can switch
-    /// to the contract target's names (`WarrenContract`) once that lands: until then, from the
-    /// service definitions — each service's name (`ServiceHost.run(name:)`), its operations
+    /// The broker names the code declares, gathered in this one function: from the service
+    /// definitions each service's name (`ServiceProcess.run(name:)`), its operations
     /// (`handlers.on…("…")`), its subscription (`Subscription([...])`) and the event types its
-    /// stores put in the outbox or its command line says it publishes — and from the runtime's rules for the queues of a name
-    /// (RPCResponder, EventSubscriber: `<service>.rpc`, `.rpc.dlq`, `.events`, `.events.dlq`,
+    /// stores put in the outbox or its command line says it publishes; the queues of a name from
+    /// the contract's rules (`QueueName`: `<service>.rpc`, `.rpc.dlq`, `.events`, `.events.dlq`,
     /// `.events.retry.<ms>ms` with the default delays; the event store's `events.events`).
     static func declaredNames() throws -> (
         queues: Set<String>, exchanges: Set<String>, routingKeys: Set<String>, bindings: [String: Set<String>], operations: Set<String>
@@ -28,7 +27,6 @@ struct AsyncAPIContractTests {
         }
         var queues = Set<String>(), routingKeys = Set<String>(), operations = Set<String>()
         var bindings: [String: Set<String>] = [:]
-        let delays = EventSubscriber.Configuration().retryDelays.map { "\(Int($0 / .milliseconds(1)))ms" }
         for service in ["UserService", "OrderService", "PaymentService", "EventStore", "EchoService"] {
             let folder = sources.appendingPathComponent(service)
             var text = ""
@@ -36,8 +34,10 @@ struct AsyncAPIContractTests {
                 text += try String(contentsOf: folder.appendingPathComponent(file), encoding: .utf8) + "\n"
             }
             // The example service's name is `ECHO_SERVICE_NAME`, by default `echo`.
-            let name = service == "EchoService" ? "echo" : try #require(matches(#"ServiceHost\.run\(name: "([a-z]+)""#, in: text).first, "\(service)")
-            queues.formUnion(["\(name).rpc", "\(name).rpc.dlq"])
+            let name =
+                service == "EchoService"
+                ? "echo" : try #require(matches(#"Service(?:Host|Process)\.run\(name: "([a-z]+)""#, in: text).first, "\(service)")
+            queues.formUnion([QueueName.rpc(name).name, QueueName.rpcDeadLetter(name).name])
             operations.formUnion(matches(#"handlers\.on(?:Command|Raw)?\("([a-z]+\.[a-zA-Z]+)""#, in: text))
             operations.formUnion(matches(#"handlers\.on\("\\\(name\)(\.[a-zA-Z]+)""#, in: text).map { "echo" + $0 })
             // What it publishes: the types its stores put in the outbox, and those its command
@@ -50,10 +50,14 @@ struct AsyncAPIContractTests {
                 let patterns = matches(#""([^"]+)""#, in: list)
                 routingKeys.formUnion(patterns)
                 bindings["\(name).events", default: []].formUnion(patterns)
-                queues.formUnion(["\(name).events", "\(name).events.dlq"] + delays.map { "\(name).events.retry.\($0)" })
+                queues.formUnion(
+                    [QueueName.events(name).name, QueueName.eventsDeadLetter(name).name]
+                        + EventSubscriber.Configuration().retryDelays.map { QueueName.eventsRetry(name, delay: $0).name })
             }
             // The event store's ingestor: its own queue, bound by `#`.
-            for queue in matches(#"static let (?:queue|deadLetterQueue) = "([a-z.]+)""#, in: text) { queues.insert(queue) }
+            if text.contains("QueueName.events(QueueName.eventStoreService)") {
+                queues.formUnion([QueueName.events(name).name, QueueName.eventsDeadLetter(name).name])
+            }
             for key in matches(#"bindQueue\(Self\.queue, exchange: EventPublisher\.exchange, routingKey: "([^"]+)""#, in: text) {
                 routingKeys.insert(key)
                 bindings["events.events", default: []].insert(key)
