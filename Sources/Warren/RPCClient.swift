@@ -313,8 +313,17 @@ public final class RPCClient: Service, Sendable {
                 logger.debug("dropped a reply nobody waits for (late or unknown)", metadata: ["correlation_id": "\(delivery.properties.correlationID ?? "-")"])
                 return
             }
-            let isError = delivery.properties.headers?[WireHeader.status]?.stringValue == "error"
-            call.waiter(.success(Reply(isError: isError, body: delivery.body, properties: delivery.properties)))
+            // `x-status` is `ok` or `error` (schemas/): a reply with neither is not taken for
+            // either, so an error can never pass as a success (the request may have run).
+            switch delivery.properties.headers?[WireHeader.status]?.stringValue {
+            case "ok": call.waiter(.success(Reply(isError: false, body: delivery.body, properties: delivery.properties)))
+            case "error": call.waiter(.success(Reply(isError: true, body: delivery.body, properties: delivery.properties)))
+            default:
+                logger.warning(
+                    "a reply without a valid x-status (ok or error)",
+                    metadata: ["queue": "\(call.queue)", "correlation_id": "\(id)", "x_status": "\(delivery.properties.headers?[WireHeader.status].map { "\($0)" }.map { String($0.prefix(64)) } ?? "-")"])
+                call.waiter(.failure(.internal("\(call.queue) replied without a valid x-status header (ok or error): the request may have run")))
+            }
         case .interrupted, .ended:
             // Replies to the old direct reply-to address can never arrive. The requests may have
             // been executed (or may still be): the outcome is unknown, which is not `unavailable`.

@@ -61,8 +61,20 @@ public struct ErrorReply: Codable, Sendable, Equatable {
             let error = object["error"] as? [String: Any], let codeText = error["code"] as? String,
             let code = ServiceError.Code(rawValue: codeText)
         else {
-            return .internal("\(operation) replied with an error that is not in the error format")
+            let start = String(decoding: body.prefix(80), as: UTF8.self)
+            return .internal("\(operation) replied with an error that is not in the error format (\(body.count) bytes: \(start.debugDescription))")
         }
-        return ServiceError(code, error["message"] as? String ?? codeText)
+        return ServiceError(code, bounded(error["message"] as? String ?? codeText))
+    }
+
+    /// The most of a service's error message passed on (Unicode scalars): a message is for a
+    /// person, and a service must not be able to make the gateway answer with megabytes.
+    public static let maxMessageLength = 2_000
+
+    static func bounded(_ message: String) -> String {
+        guard message.unicodeScalars.count > maxMessageLength else { return message }
+        var scalars = String.UnicodeScalarView()
+        scalars.append(contentsOf: message.unicodeScalars.prefix(maxMessageLength))
+        return String(scalars) + "… (\(message.unicodeScalars.count - maxMessageLength) more characters)"
     }
 }

@@ -28,7 +28,10 @@ struct GatewayDocs: Sendable {
         if let asyncAPIText {
             let root: Any?
             do {
+                _ = try ContractYAML.compose(asyncAPIText)
                 root = try Yams.load(yaml: asyncAPIText)
+            } catch let problem as ContractYAML.Problem {
+                throw GatewayConfigurationError("the AsyncAPI document beside the OpenAPI document \(problem.description)")
             } catch {
                 throw GatewayConfigurationError("the AsyncAPI document beside the OpenAPI document is not valid YAML: \(error)")
             }

@@ -104,7 +104,9 @@ final class GatewayResponder: Sendable {
             self.decorate(&response, request: request.head, requestID: request.requestID)
             GatewayTracing.endServerSpan(
                 span, method: request.head.method.rawValue, route: routeLabel == "unmatched" ? nil : routeLabel, status: response.status)
-            self.record(response.status, method: request.head.method.rawValue, routeLabel: routeLabel, started: started, requestID: request.requestID)
+            self.record(
+                response.status, method: request.head.method.rawValue, routeLabel: routeLabel, started: started, requestID: request.requestID,
+                body: response.body)
             completion(response)
         }
         if let preflight = preflight(request.head) {
@@ -181,7 +183,7 @@ final class GatewayResponder: Sendable {
     func reject(_ error: GatewayError, head: HTTPRequestHead?, requestID: String) -> GatewayResponse {
         var response = Self.errorResponse(error, requestID: requestID)
         if let head { decorate(&response, request: head, requestID: requestID) } else { response.headers.replaceOrAdd(name: "X-Request-ID", value: requestID) }
-        record(response.status, method: head?.method.rawValue ?? "other", routeLabel: "unmatched", started: nil, requestID: requestID)
+        record(response.status, method: head?.method.rawValue ?? "other", routeLabel: "unmatched", started: nil, requestID: requestID, body: response.body)
         return response
     }
 
@@ -211,7 +213,9 @@ final class GatewayResponder: Sendable {
         if origin != "*" { response.headers.replaceOrAdd(name: "Vary", value: "Origin") }
     }
 
-    private func record(_ status: Int, method: String, routeLabel: String, started: ContinuousClock.Instant?, requestID: String) {
+    /// `body`: the response's, whose JSON error (its start) goes into the line of a 5xx, so that
+    /// an operator sees why without the client's help.
+    private func record(_ status: Int, method: String, routeLabel: String, started: ContinuousClock.Instant?, requestID: String, body: ByteBuffer) {
         // Methods outside the routes' own only as "other": clients cannot grow the label set.
         let methodLabel = routes.methods.contains(method) || method == "HEAD" ? method : "other"
         self.requests(routeLabel, methodLabel, "\(status)").increment()
@@ -223,12 +227,12 @@ final class GatewayResponder: Sendable {
         if logger.logLevel <= level {
             var logger = logger
             logger[metadataKey: "correlation_id"] = "\(requestID)"
-            logger.log(
-                level: level, "request",
-                metadata: [
-                    "method": "\(method)", "route": "\(routeLabel)", "status": "\(status)",
-                    "duration_ms": "\(elapsed.map { Double($0 / .microseconds(10)) / 100 } ?? 0)",
-                ])
+            var metadata: Logger.Metadata = [
+                "method": "\(method)", "route": "\(routeLabel)", "status": "\(status)",
+                "duration_ms": "\(elapsed.map { Double($0 / .microseconds(10)) / 100 } ?? 0)",
+            ]
+            if status >= 500 { metadata["error"] = "\(String(buffer: body.getSlice(at: body.readerIndex, length: min(body.readableBytes, 512)) ?? ByteBuffer()))" }
+            logger.log(level: level, "request", metadata: metadata)
         }
     }
 

@@ -32,8 +32,14 @@ public struct RouteTable: Sendable {
 
     /// The typed document of `yaml`, or what is wrong with it.
     public static func decode(_ yaml: String) throws(RouteTableError) -> OpenAPI.Document {
+        let node: Node
         do {
-            return try YAMLDecoder().decode(OpenAPI.Document.self, from: yaml)
+            node = try ContractYAML.compose(yaml)
+        } catch {
+            throw RouteTableError("the document is not valid OpenAPI: it \(error.description)")
+        }
+        do {
+            return try YAMLDecoder().decode(OpenAPI.Document.self, from: node)
         } catch {
             throw RouteTableError("the document is not valid OpenAPI: \(OpenAPI.Error(from: error).localizedDescription)")
         }
@@ -51,6 +57,10 @@ public struct RouteTable: Sendable {
         }
         var routes: [Route] = []
         for (path, item) in document.paths {
+            guard Self.isMatchable(path.rawValue) else {
+                throw RouteTableError(
+                    "\(path.rawValue.debugDescription): not a path the gateway can match (it starts with / and holds only URI path characters and {parameters})")
+            }
             guard let item = document.components[item] else {
                 throw RouteTableError("\(path.rawValue): its path item reference is not in components")
             }
@@ -58,7 +68,16 @@ public struct RouteTable: Sendable {
                 routes.append(try Self.route(path: path.rawValue, item: item, endpoint: endpoint, components: document.components))
             }
         }
+        guard !routes.isEmpty else { throw RouteTableError("the document declares no operations: the gateway would answer every request with 404") }
         self.init(routes: routes.sorted { ($0.path, $0.method) < ($1.path, $1.method) })
+    }
+
+    /// A path template a request's path can equal: `/` first, then only RFC 3986 path characters
+    /// (no space, `?`, `#` or non-ASCII, which arrive percent-encoded and would never match) and
+    /// the braces of `{parameters}`.
+    static func isMatchable(_ path: String) -> Bool {
+        let allowed = Set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~!$&'()*+,;=:@/{}%".utf8)
+        return path.utf8.first == UInt8(ascii: "/") && path.utf8.allSatisfy(allowed.contains)
     }
 
     /// The route for a request; `path` is the request's path without its query. Literal

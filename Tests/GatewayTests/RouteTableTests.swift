@@ -60,6 +60,16 @@ struct RouteTableTests {
         if case .notFound = Self.table.match(method: "GET", path: "/users/") {} else { Issue.record("an empty id must not match") }
     }
 
+    static let aliasBomb: String = {
+        var yaml = "x-bomb:\n  a: &a [x, x, x, x, x, x, x, x, x]\n"
+        var previous = "a"
+        for level in 1...9 {
+            yaml += "  b\(level): &b\(level) [" + Array(repeating: "*\(previous)", count: 9).joined(separator: ", ") + "]\n"
+            previous = "b\(level)"
+        }
+        return yaml + "paths: {/x: {get: {operationId: x, x-warren-operation: a.b}}}\n"
+    }()
+
     @Test(
         "a document the gateway cannot serve stops the start, naming the operation or OpenAPIKit's complaint",
         arguments: [
@@ -76,6 +86,15 @@ struct RouteTableTests {
             // The bug the contract once had: an unquoted comma in a flow mapping makes a stray key.
             ("paths: {/x: {get: {operationId: x, x-warren-operation: a.b, responses: {'200': {description: a, b, c}}}}}", "not valid OpenAPI"),
             ("openapi: [", "not valid OpenAPI"),
+            // Paths a request's path could never equal, and a document with nothing to serve.
+            ("paths: {'/he alth': {get: {operationId: x, x-warren-operation: a.b}}}", "not a path the gateway can match"),
+            ("paths: {'/x?y=1': {get: {operationId: x, x-warren-operation: a.b}}}", "not a path the gateway can match"),
+            ("paths: {'/x#f': {get: {operationId: x, x-warren-operation: a.b}}}", "not a path the gateway can match"),
+            ("paths: {'/caf\u{E9}': {get: {operationId: x, x-warren-operation: a.b}}}", "not a path the gateway can match"),
+            ("paths: {'/\u{202E}x': {get: {operationId: x, x-warren-operation: a.b}}}", "not a path the gateway can match"),
+            ("paths: {}", "declares no operations"),
+            // An alias bomb: nine levels of nine aliases, 9^9 nodes from a few hundred bytes.
+            (Self.aliasBomb, "expands to more than"),
         ])
     func badDocuments(yaml: String, message: String) {
         do {

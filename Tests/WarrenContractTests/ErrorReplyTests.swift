@@ -25,6 +25,17 @@ struct ErrorReplyTests {
                 == .timeout("slow"))
     }
 
+    @Test("a service's message is passed on up to 2,000 characters, cut there with the count of the rest")
+    func boundedMessage() {
+        let long = String(repeating: "é", count: 4 * 1024 * 1024)
+        let error = ErrorReply.decode(ErrorReply(error: .invalid(long)).body, operation: "users.get")
+        #expect(error.code == .invalid)
+        #expect(error.message.unicodeScalars.count < 2_100)
+        #expect(error.message.hasSuffix("… (\(4 * 1024 * 1024 - 2_000) more characters)"))
+        let exact = String(repeating: "m", count: 2_000)
+        #expect(ErrorReply.decode(ErrorReply(error: .invalid(exact)).body, operation: "o").message == exact)
+    }
+
     @Test(
         "a body that breaks the contract is internal, naming the operation",
         arguments: [

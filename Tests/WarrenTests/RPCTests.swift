@@ -170,6 +170,32 @@ struct RPCTests {
         }
     }
 
+    @Test(
+        "a reply whose x-status is neither ok nor error is internal, never a success (nor an error body taken for a result)",
+        arguments: [nil, "weird", "ERROR", "", "ok ", AMQPFieldValue.int(1), AMQPFieldValue.bytes(Data([0xFF, 0xFE]))] as [AMQPFieldValue?])
+    func replyWithoutValidStatus(status: AMQPFieldValue?) async throws {
+        try await withRPC { service, client, connection in
+            // A stand-in for the service that answers every request with the same odd reply.
+            await service.stop()
+            let channel = try await connection.openChannel()
+            _ = try await channel.consume(queue: "\(service.name).rpc", noAck: true) { event in
+                guard case .delivery(let request) = event, let replyTo = request.properties.replyTo else { return }
+                Task {
+                    try? await channel.publish(
+                        Data(#"{"error":{"code":"not_found","message":"gone"}}"#.utf8), routingKey: replyTo,
+                        properties: AMQPProperties(
+                            contentType: "application/json", headers: status.map { [WireHeader.status: $0] } ?? [:],
+                            correlationID: request.properties.correlationID))
+                }
+            }
+            await #expect {
+                _ = try await client.call("\(service.name).echo", Echo(text: "x"), as: Echo.self, timeout: .seconds(5))
+            } throws: { error in
+                (error as? ServiceError)?.code == .internal && (error as? ServiceError)?.message.contains("x-status") == true
+            }
+        }
+    }
+
     @Test("no queue for the operation: unavailable at once")
     func missingQueue() async throws {
         try await withRPC { _, client, _ in

@@ -1,0 +1,51 @@
+import Yams
+
+/// Reads a contract's YAML into a node tree, refusing one that expands beyond any real
+/// contract: YAML aliases can make a few hundred bytes stand for billions of nodes (an "alias
+/// bomb"), which would hold the gateway's start-up forever without a word.
+enum ContractYAML {
+    /// Far above the contracts Warren ships (about 20,000 nodes each), far below a bomb.
+    static let maxNodes = 2_000_000
+
+    /// What is wrong with a contract's YAML, in words that follow "the document …".
+    struct Problem: Error, CustomStringConvertible {
+        let description: String
+    }
+
+    /// The document of `yaml`; throws when the YAML is not valid, is empty, or expands to more
+    /// than `maxNodes` nodes.
+    static func compose(_ yaml: String) throws(Problem) -> Node {
+        let root: Node?
+        do {
+            root = try Yams.compose(yaml: yaml)
+        } catch {
+            throw Problem(description: "is not valid YAML: \(error)")
+        }
+        guard let root else { throw Problem(description: "is empty") }
+        var budget = maxNodes
+        guard fits(root, budget: &budget) else {
+            throw Problem(description: "expands to more than \(maxNodes) YAML nodes (aliases repeating anchors?): refused rather than read")
+        }
+        return root
+    }
+
+    /// Whether `node` has at most `budget` nodes, counting each use of an alias again (an alias
+    /// shares its anchor's node, so the walk stops as soon as the budget is spent).
+    private static func fits(_ node: Node, budget: inout Int) -> Bool {
+        budget -= 1
+        guard budget >= 0 else { return false }
+        switch node {
+        case .scalar, .alias: return true
+        case .sequence(let sequence):
+            for child in sequence {
+                if !fits(child, budget: &budget) { return false }
+            }
+            return true
+        case .mapping(let mapping):
+            for (key, value) in mapping {
+                if !fits(key, budget: &budget) || !fits(value, budget: &budget) { return false }
+            }
+            return true
+        }
+    }
+}
