@@ -87,6 +87,7 @@ struct DLQCommand: AsyncParsableCommand {
         @OptionGroup var output: OutputOptions
 
         func validate() throws {
+            try DeadLetterQueue.checkArgument(service)
             guard (1...10_000).contains(limit) else { throw ValidationError("--limit must be between 1 and 10000") }
         }
 
@@ -166,6 +167,7 @@ struct DLQCommand: AsyncParsableCommand {
         @OptionGroup var output: OutputOptions
 
         func validate() throws {
+            try DeadLetterQueue.checkArgument(service)
             if all == !ids.isEmpty { throw ValidationError("say which messages: --id <message-id> (repeatable) or --all") }
         }
 
@@ -220,6 +222,8 @@ struct DLQCommand: AsyncParsableCommand {
 
         @Flag(name: [.long, .customShort("y")], help: "Do not ask for confirmation.")
         var yes = false
+
+        func validate() throws { try DeadLetterQueue.checkArgument(service) }
 
         @OptionGroup var connection: ConnectionOptions
         @OptionGroup var output: OutputOptions

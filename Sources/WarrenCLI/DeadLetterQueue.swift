@@ -1,3 +1,4 @@
+import ArgumentParser
 import Foundation
 import Synchronization
 import Warren
@@ -18,6 +19,15 @@ struct DeadLetterQueue: Sendable {
     var target: String { QueueName(parsing: name)?.deadLetterSource?.name ?? name }
 
     var service: String { QueueName(parsing: name)?.service ?? name }
+
+    /// A usage error (exit 2) for an argument that can name no dead-letter queue: empty, or a
+    /// name without its service (`.dlq`, `.events.dlq`).
+    static func checkArgument(_ argument: String) throws {
+        guard !argument.isEmpty, !argument.hasPrefix(".") else {
+            throw ValidationError(
+                "'\(Terminal.escape(argument))' names no service: give a service (payments) or one of its dead-letter queues (payments.events.dlq)")
+        }
+    }
 
     /// The dead-letter queues a command argument names: both of a service's, or the one given.
     static func existing(for argument: String, on connection: AMQPConnection) async throws -> [DeadLetterQueue] {

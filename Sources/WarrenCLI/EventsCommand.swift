@@ -32,6 +32,11 @@ struct EventsCommand: AsyncParsableCommand {
         @Option(name: .customLong("type"), help: ArgumentHelp("Event types to show, a topic pattern like 'order.*' or 'order.#' (repeatable).", valueName: "pattern"))
         var patterns: [String] = ["#"]
 
+        func validate() throws {
+            // An empty binding key matches only events with an empty type: never what was meant.
+            if patterns.contains(where: \.isEmpty) { throw ValidationError("--type needs a pattern, like 'order.*' or '#' (every event)") }
+        }
+
         @OptionGroup var connection: ConnectionOptions
         @OptionGroup var output: OutputOptions
 

@@ -50,6 +50,17 @@ struct HostileOptionTests {
         #expect(result.stdout.isEmpty, "\(result)")
     }
 
+    @Test("an argument that names nothing is a usage error, exit 2, before any connection", arguments: [
+        ["dlq", "show", ""], ["dlq", "show", ".dlq"], ["dlq", "requeue", ".events.dlq", "--all"], ["dlq", "purge", "", "--yes"],
+        ["events", "tail", "--type", ""], ["events", "tail", "--type", "order.*", "--type", ""],
+    ])
+    func namesNothing(_ arguments: [String]) async throws {
+        let result = try await WarrenCLI.run(arguments, url: Self.deadBroker)
+        #expect(!result.signalled, "\(result)")
+        #expect(result.status == 2, "\(result)")
+        #expect(result.stdout.isEmpty, "\(result)")
+    }
+
     @Test("the extremes that are allowed pass validation (and then find no broker: exit 3)", arguments: [
         ["replay", "--rate", "0.001"], ["replay", "--rate", "1e308"], ["replay", "--limit", "9223372036854775807"],
         ["replay", "--timeout", "1h"], ["replay", "--timeout", "1ms"], ["replay", "--since", "5200w"], ["replay", "--since", "36500d"],
