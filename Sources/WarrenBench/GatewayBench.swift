@@ -13,9 +13,11 @@ struct GatewayBench: AsyncParsableCommand {
         abstract: "GET /users/{id} through api-gateway with wrk, against the C request/reply ceiling.",
         discussion: """
             Starts user-service and api-gateway (from --build-dir, release builds) in a vhost of its
-            own, registers a user, takes a token, runs wrk at --connections against GET /users/{id},
-            then the C program's rpc case at 64 in flight, and reads the gateway's RSS with 1,000
-            keep-alive connections open. With --stand-in it runs wrk once more with user-service
+            own, registers a user, takes a token, runs wrk at --connections against GET /users/{id}
+            with the service queues as quorum queues (the default), reads the gateway's RSS with
+            1,000 keep-alive connections open, runs wrk again with user-service started anew on
+            classic queues (AMQP_QUEUE_TYPE=classic, the C ceiling's queue type), then the C
+            program's rpc case at 64 in flight. The targets are checked for both. With --stand-in it runs wrk once more with user-service
             replaced by two instances of that C program (bench/users_responder.c), which answer
             at almost no cost: what the gateway and the broker alone reach on this machine.
             Needs wrk and rabbitmqctl on this machine.
@@ -81,7 +83,8 @@ struct GatewayBench: AsyncParsableCommand {
 
         let secret = "bench-\(UUID().uuidString)-\(UUID().uuidString)"
         let common = ["AMQP_URL": vhostURL, "LOG_FORMAT": "json", "DATA_DIR": data.path]
-        let users = try Child("\(buildDir)/user-service", environment: common.merging(["HTTP_PORT": "\(port + 1)", "BCRYPT_COST": "4", "LOG_LEVEL": "info"]) { $1 }, log: data.appendingPathComponent("users.log"))
+        let usersEnvironment = common.merging(["HTTP_PORT": "\(port + 1)", "BCRYPT_COST": "4", "LOG_LEVEL": "info", "AMQP_QUEUE_TYPE": "quorum"]) { $1 }
+        let users = try Child("\(buildDir)/user-service", environment: usersEnvironment, log: data.appendingPathComponent("users.log"))
         defer { users.stop() }
         let gateway = try Child(
             "\(buildDir)/api-gateway",
@@ -110,11 +113,13 @@ struct GatewayBench: AsyncParsableCommand {
         let rssOpen = try holdConnections(port: port, path: "/users/\(userID)", token: token, count: openConnections) {
             gateway.rssMegabytes()
         }
+        let classic = try await measureWithClassicQueues(
+            base: base, userID: userID, token: token, vhost: vhost, environment: usersEnvironment, replacing: users, gateway: gateway, logs: data)
         var standInRun: [String: Double]?
         if let standIn {
-            standInRun = try await measureWithStandIn(standIn, base: base, userID: userID, token: token, url: vhostURL, replacing: users, logs: data)
+            standInRun = try await measureWithStandIn(standIn, base: base, userID: userID, token: token, url: vhostURL, replacing: classic.users, logs: data)
         }
-        users.stop()
+        classic.users.stop()
         gateway.stop()
 
         let ceiling = try cProgram.map { try WarrenBench.runC($0, ["rpc", "--inflight", "64", "--seconds", "\(seconds)"], url: url) }
@@ -127,23 +132,26 @@ struct GatewayBench: AsyncParsableCommand {
                 "with_\(openConnections)_connections_in_bursts": rssBursts,
             ] as [String: Any],
         ]
-        let rate = http["requests_per_sec"] ?? 0
+        result["gateway_classic_queues"] = classic.run
+        if let ceiling { result["c_rpc_inflight_64"] = ceiling }
         var targets: [(String, String, Bool)] = []
-        if let ceiling {
-            result["c_rpc_inflight_64"] = ceiling
-            if let cRate = ceiling["requests_per_sec"], cRate > 0 {
+        // The targets for both queue types: quorum (the default, replicated in a cluster) and
+        // classic (AMQP_QUEUE_TYPE=classic, as the C ceiling's queue is).
+        for (label, run, key) in [("quorum queues", http, ""), ("classic queues", classic.run, "_classic_queues")] {
+            let rate = run["requests_per_sec"] ?? 0
+            if let cRate = ceiling?["requests_per_sec"], cRate > 0 {
                 let ratio = (rate / cRate * 1000).rounded() / 1000
-                result["ratio"] = ratio
-                targets.append(("Warren ≥ 0.4× the C ceiling", String(format: "%.3f×", ratio), ratio >= 0.4))
+                result["ratio\(key)"] = ratio
+                targets.append(("Warren (\(label)) ≥ 0.4× the C ceiling", String(format: "%.3f×", ratio), ratio >= 0.4))
             }
-        }
-        if let nodeRate = node["requests_per_sec"], nodeRate > 0 {
-            let ratio = (rate / nodeRate * 1000).rounded() / 1000
-            result["ratio_to_node"] = ratio
-            targets.append(("Warren ≥ 1.0× the Node brokerless design", String(format: "%.3f×", ratio), ratio >= 1.0))
-        }
-        if let p50 = http["p50_ms"], let p99 = http["p99_ms"], p50 > 0 {
-            targets.append(("p99 ≤ 2.5× p50", String(format: "%.2f / %.2f ms = %.2f×", p99, p50, p99 / p50), p99 <= 2.5 * p50))
+            if let nodeRate = node["requests_per_sec"], nodeRate > 0 {
+                let ratio = (rate / nodeRate * 1000).rounded() / 1000
+                result["ratio_to_node\(key)"] = ratio
+                targets.append(("Warren (\(label)) ≥ 1.0× the Node brokerless design", String(format: "%.3f×", ratio), ratio >= 1.0))
+            }
+            if let p50 = run["p50_ms"], let p99 = run["p99_ms"], p50 > 0 {
+                targets.append(("Warren (\(label)) p99 ≤ 2.5× p50", String(format: "%.2f / %.2f ms = %.2f×", p99, p50, p99 / p50), p99 <= 2.5 * p50))
+            }
         }
         let worstRSS = max(rssOpen, rssBursts.max() ?? 0)
         targets.append(("gateway RSS ≤ 64 MB with \(openConnections) connections, after 3 bursts", String(format: "%.1f MB", worstRSS), worstRSS <= 64))
@@ -163,13 +171,15 @@ struct GatewayBench: AsyncParsableCommand {
         }
         print("")
         print("GET /users/{id}, wrk -t2 -c\(connections), \(seconds) s, one run:")
-        print(String(format: "  Warren (gateway → broker → user-service): %.0f req/s, p50 %.2f ms, p99 %.2f ms; CPU per request: %@",
-            rate, http["p50_ms"] ?? 0, http["p99_ms"] ?? 0, cpuText(http, ["gateway", "user_service", "broker"])))
+        for (label, run) in [("quorum queues, the default", http), ("classic queues", classic.run)] {
+            print(String(format: "  Warren (gateway → broker → user-service; %@): %.0f req/s, p50 %.2f ms, p99 %.2f ms; CPU per request: %@",
+                label, run["requests_per_sec"] ?? 0, run["p50_ms"] ?? 0, run["p99_ms"] ?? 0, cpuText(run, ["gateway", "user_service", "broker"])))
+        }
         print(String(format: "  Node brokerless (gateway → user service over HTTP): %.0f req/s, p50 %.2f ms, p99 %.2f ms; CPU per request: %@",
             node["requests_per_sec"] ?? 0, node["p50_ms"] ?? 0, node["p99_ms"] ?? 0, cpuText(node, ["node_gateway", "node_users"])))
         print(String(format: "  C request/reply ceiling (64 in flight): %.0f req/s", ceiling?["requests_per_sec"] ?? 0))
         if let standIn = result["gateway_with_c_stand_in"] as? [String: Double] {
-            print(String(format: "  Warren with the C stand-in for user-service: %.0f req/s, p50 %.2f ms, p99 %.2f ms",
+            print(String(format: "  Warren with the C stand-in for user-service (classic queue): %.0f req/s, p50 %.2f ms, p99 %.2f ms",
                 standIn["requests_per_sec"] ?? 0, standIn["p50_ms"] ?? 0, standIn["p99_ms"] ?? 0))
         }
         print(String(format: "  gateway RSS: idle %.1f MB, after load %.1f MB, bursts %@ MB, with %d open %.1f MB",
@@ -211,6 +221,34 @@ struct GatewayBench: AsyncParsableCommand {
     }
 
     // MARK: - Steps
+
+    /// Stops `users`, deletes its quorum queues and starts it again with `AMQP_QUEUE_TYPE=classic`
+    /// (same database, so the user and the token stay valid), then measures like the first run.
+    /// Returns the new process, which the caller stops.
+    func measureWithClassicQueues(
+        base: String, userID: String, token: String, vhost: String, environment: [String: String], replacing users: Child, gateway: Child,
+        logs: URL
+    ) async throws -> (run: [String: Double], users: Child) {
+        users.stop()
+        for line in try rabbitmqctl(["list_queues", "-p", vhost, "--quiet", "--no-table-headers", "name"]).split(separator: "\n") {
+            let name = line.trimmingCharacters(in: .whitespaces)
+            if name.hasPrefix("users.") { _ = try rabbitmqctl(["delete_queue", "-p", vhost, name]) }
+        }
+        let classic = try Child(
+            "\(buildDir)/user-service", environment: environment.merging(["AMQP_QUEUE_TYPE": "classic"]) { $1 },
+            log: logs.appendingPathComponent("users-classic.log"))
+        do {
+            try await classic.waitForLog(#""msg":"serving""#)
+            _ = try runWrk(base: base, path: "/users/\(userID)", token: token, seconds: 2)
+            let cpu = CPUSample(["gateway": gateway.process.processIdentifier, "user_service": classic.process.processIdentifier, "broker": Self.brokerPID()])
+            var run = try runWrk(base: base, path: "/users/\(userID)", token: token, seconds: seconds)
+            for (name, microseconds) in cpu.microsecondsPerRequest(run["requests"] ?? 0) { run["cpu_us_per_request_\(name)"] = microseconds }
+            return (run, classic)
+        } catch {
+            classic.stop()
+            throw error
+        }
+    }
 
     /// Stops `users` and answers `users.get` with two instances of the C stand-in (one alone
     /// answers one request at a time, so its round trips would set the pace), then runs wrk again.
