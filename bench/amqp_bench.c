@@ -6,6 +6,8 @@
  * queue settings, same JSON output (one line on stdout; diagnostics on stderr).
  *
  *   amqp-bench-c rpc     [--inflight N] [--seconds S]    (64, 5)
+ *                        [--queue-type classic|quorum]   (classic: non-durable, auto-delete;
+ *                                                         quorum: durable, as Warren's default)
  *   amqp-bench-c publish [--messages M] [--window W]     (100000, 1000)
  *   amqp-bench-c consume [--messages M] [--prefetch P]   (100000, 256)
  *   every case also takes --url amqp://guest:guest@localhost:5672/
@@ -37,8 +39,9 @@ struct options {
   const char *url;
   long inflight, messages, window, prefetch;
   double seconds;
+  int quorum; /* rpc: the request queue is a quorum queue */
 };
-static struct options opt = {"amqp://guest:guest@localhost:5672/", 64, 100000, 1000, 256, 5};
+static struct options opt = {"amqp://guest:guest@localhost:5672/", 64, 100000, 1000, 256, 5, 0};
 
 /* ---- errors ---------------------------------------------------------------- */
 
@@ -247,7 +250,16 @@ static sem_t rpc_server_ready;
 static void *rpc_server(void *arg) {
   (void)arg;
   amqp_connection_state_t conn = open_connection();
-  declare_queue(conn, rpc_queue, 0, 1);
+  if (opt.quorum) {
+    /* As Warren declares <service>.rpc by default (DeadLettering.swift): durable, quorum. */
+    amqp_table_entry_t type = {amqp_cstring_bytes("x-queue-type"),
+                               {AMQP_FIELD_KIND_UTF8, {.bytes = amqp_cstring_bytes("quorum")}}};
+    amqp_table_t arguments = {1, &type};
+    amqp_queue_declare(conn, 1, amqp_cstring_bytes(rpc_queue), 0, 1, 0, 0, arguments);
+    die_on_amqp_error(amqp_get_rpc_reply(conn), "declaring a quorum queue");
+  } else {
+    declare_queue(conn, rpc_queue, 0, 1);
+  }
   basic_qos(conn, opt.inflight * 2 > 16 ? opt.inflight * 2 : 16);
   basic_consume(conn, rpc_queue, 0);
   sem_post(&rpc_server_ready);
@@ -383,7 +395,7 @@ static void run_rpc(void) {
 static void usage(void) {
   fprintf(stderr,
           "usage: amqp-bench-c rpc|publish|consume [--url URL] [--inflight N] [--seconds S]\n"
-          "                    [--messages M] [--window W] [--prefetch P]\n");
+          "                    [--messages M] [--window W] [--prefetch P] [--queue-type classic|quorum]\n");
   exit(2);
 }
 
@@ -415,7 +427,10 @@ int main(int argc, char **argv) {
     else if (strcmp(name, "--messages") == 0) opt.messages = positive(name, value, 1L << 40);
     else if (strcmp(name, "--window") == 0) opt.window = positive(name, value, 1L << 30);
     else if (strcmp(name, "--prefetch") == 0) opt.prefetch = positive(name, value, 65535);
-    else usage();
+    else if (strcmp(name, "--queue-type") == 0) {
+      if (strcmp(value, "quorum") == 0) opt.quorum = 1;
+      else if (strcmp(value, "classic") != 0) die("--queue-type must be classic or quorum, got '%s'", value);
+    } else usage();
   }
   memset(body_bytes, 'x', sizeof body_bytes);
 
