@@ -1,5 +1,8 @@
+#define _GNU_SOURCE
 #include "CRabbitMQ.h"
 
+#include <pthread.h>
+#include <string.h>
 #include <sys/time.h>
 
 static amqp_table_entry_t warren_bool_entry(const char *key, int value) {
@@ -51,4 +54,11 @@ int warren_amqp_socket_open(amqp_socket_t *socket, const char *host, int port,
                             int64_t timeout_us) {
     struct timeval timeout = {.tv_sec = timeout_us / 1000000, .tv_usec = timeout_us % 1000000};
     return amqp_socket_open_noblock(socket, host, port, &timeout);
+}
+
+void warren_name_this_thread(const char *name) {
+    char cut[16];
+    strncpy(cut, name, sizeof cut - 1);
+    cut[sizeof cut - 1] = '\0';
+    pthread_setname_np(pthread_self(), cut);
 }

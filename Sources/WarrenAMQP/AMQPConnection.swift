@@ -1,5 +1,6 @@
 public import Logging
 public import ServiceLifecycle
+import CRabbitMQ
 import Foundation
 
 /// A connection to a RabbitMQ broker, served by its own I/O thread.
@@ -35,6 +36,8 @@ public final class AMQPConnection: Sendable {
         logger[metadataKey: "connection"] = "\(configuration.connectionName)"
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
             let thread = Thread { [logger] in
+                // For `top -H`, `perf` and /proc/PID/task (Foundation's name stays inside it).
+                warren_name_this_thread("warren-amqp-io")
                 let loop = IOLoop(configuration: configuration, logger: logger, jobs: jobs, status: status)
                 loop.run { result in continuation.resume(with: result.mapError { $0 as any Error }) }
             }

@@ -105,6 +105,7 @@ struct GatewayBench: AsyncParsableCommand {
         let cpu = CPUSample(["gateway": gateway.process.processIdentifier, "user_service": users.process.processIdentifier, "broker": broker])
         var http = try runWrk(base: base, path: "/users/\(userID)", token: token, seconds: seconds)
         for (name, microseconds) in cpu.microsecondsPerRequest(http["requests"] ?? 0) { http["cpu_us_per_request_\(name)"] = microseconds }
+        let threads = cpu.threadMicrosecondsPerRequest(http["requests"] ?? 0)
         let rssAfterLoad = gateway.rssMegabytes()
         // Three bursts of connections opened, used and closed, then the measured one held open.
         var rssBursts: [Double] = []
@@ -132,6 +133,7 @@ struct GatewayBench: AsyncParsableCommand {
 
         var result: [String: Any] = [
             "gateway": http, "connections": connections, "log_level": logLevel, "node_brokerless": node,
+            "cpu_us_per_request_by_thread": threads,
             "rss_mb": [
                 "idle": rssIdle, "after_load": rssAfterLoad, "with_\(openConnections)_connections": rssOpen,
                 "with_\(openConnections)_connections_in_bursts": rssBursts,
@@ -186,6 +188,11 @@ struct GatewayBench: AsyncParsableCommand {
         for (label, run) in [("quorum queues, the default", http), ("classic queues", classic.run)] {
             print(String(format: "  Warren (gateway → broker → user-service; %@): %.0f req/s, p50 %.2f ms, p99 %.2f ms; CPU per request: %@",
                 label, run["requests_per_sec"] ?? 0, run["p50_ms"] ?? 0, run["p99_ms"] ?? 0, cpuText(run, ["gateway", "user_service", "broker"])))
+        }
+        for process in ["gateway", "user_service", "broker"] {
+            guard let byThread = threads[process], !byThread.isEmpty else { continue }
+            let text = byThread.sorted { $0.value > $1.value }.prefix(6).map { String(format: "%@ %.1f", $0.key, $0.value) }.joined(separator: ", ")
+            print("    \(process) by thread (µs per request, quorum run): \(text)")
         }
         print(String(format: "  Node brokerless (gateway → user service over HTTP): %.0f req/s, p50 %.2f ms, p99 %.2f ms; CPU per request: %@",
             node["requests_per_sec"] ?? 0, node["p50_ms"] ?? 0, node["p99_ms"] ?? 0, cpuText(node, ["node_gateway", "node_users"])))
@@ -378,16 +385,57 @@ struct GatewayBench: AsyncParsableCommand {
     }
 }
 
-/// CPU time (user + system, from /proc/PID/stat) of some processes since the sample was taken.
+/// CPU time (user + system, from /proc/PID/stat) of some processes since the sample was taken,
+/// and of their threads by name (/proc/PID/task/TID/stat): where each process spends it.
 struct CPUSample {
     let start: [String: (pid: Int32, ticks: Double)]
+    let threadStart: [String: [String: Double]]
 
     init(_ processes: [String: Int32?]) {
         var start: [String: (pid: Int32, ticks: Double)] = [:]
+        var threadStart: [String: [String: Double]] = [:]
         for (name, pid) in processes {
-            if let pid, let ticks = Self.ticks(pid) { start[name] = (pid, ticks) }
+            if let pid, let ticks = Self.ticks(pid) {
+                start[name] = (pid, ticks)
+                threadStart[name] = Self.threadTicks(pid)
+            }
         }
         self.start = start
+        self.threadStart = threadStart
+    }
+
+    /// Microseconds of CPU per request of each process's threads, summed by thread name (a
+    /// pool's threads share one), for those that spent at least 1 µs per request.
+    func threadMicrosecondsPerRequest(_ requests: Double) -> [String: [String: Double]] {
+        guard requests > 0 else { return [:] }
+        let perSecond = Double(sysconf(Int32(_SC_CLK_TCK)))
+        var result: [String: [String: Double]] = [:]
+        for (name, sample) in start {
+            let before = threadStart[name] ?? [:]
+            var threads: [String: Double] = [:]
+            for (thread, ticks) in Self.threadTicks(sample.pid) {
+                let microseconds = ((ticks - (before[thread] ?? 0)) / perSecond * 1e6 / requests * 10).rounded() / 10
+                if microseconds >= 1 { threads[thread] = microseconds }
+            }
+            result[name] = threads
+        }
+        return result
+    }
+
+    /// Ticks by thread name (summed over threads of one name), for threads alive now.
+    static func threadTicks(_ pid: Int32) -> [String: Double] {
+        guard let tasks = try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task") else { return [:] }
+        var result: [String: Double] = [:]
+        for task in tasks {
+            guard let stat = try? String(contentsOfFile: "/proc/\(pid)/task/\(task)/stat", encoding: .utf8),
+                let open = stat.firstIndex(of: "("), let close = stat.lastIndex(of: ")"), open < close
+            else { continue }
+            let name = String(stat[stat.index(after: open)..<close])
+            let fields = stat[stat.index(after: close)...].split(separator: " ")
+            guard fields.count > 13, let user = Double(fields[11]), let system = Double(fields[12]) else { continue }
+            result[name, default: 0] += user + system
+        }
+        return result
     }
 
     /// Microseconds of CPU per request, for each process, over `requests` requests.

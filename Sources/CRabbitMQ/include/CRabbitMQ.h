@@ -74,4 +74,9 @@ int warren_amqp_socket_open(amqp_socket_t *_Nonnull socket,
                             int port,
                             int64_t timeout_us);
 
+/// Names the calling thread for the kernel (`top -H`, `perf`, /proc/PID/task/TID/comm), cut
+/// to 15 bytes. Foundation's `Thread.name` does not reach the kernel on Linux, and
+/// `pthread_setname_np` is a GNU extension Swift's Glibc module does not declare.
+void warren_name_this_thread(const char *_Nonnull name);
+
 #endif
