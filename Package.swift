@@ -367,6 +367,9 @@ let package = Package(
                 "WarrenTestSupport",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                // A stand-in for an HTTP server that is not RabbitMQ's management API (ManagementAPITests).
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "NIOCore", package: "swift-nio"),
             ],
             swiftSettings: swiftSettings
         ),

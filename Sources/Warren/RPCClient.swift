@@ -321,7 +321,7 @@ public final class RPCClient: Service, Sendable {
             default:
                 logger.warning(
                     "a reply without a valid x-status (ok or error)",
-                    metadata: ["queue": "\(call.queue)", "correlation_id": "\(id)", "x_status": "\(delivery.properties.headers?[WireHeader.status].map { "\($0)" }.map { String($0.prefix(64)) } ?? "-")"])
+                    metadata: ["queue": "\(call.queue)", "correlation_id": "\(id)", "x_status": "\(delivery.properties.headers?[WireHeader.status].map { String("\($0)".prefix(64)) } ?? "-")"])
                 call.waiter(.failure(.internal("\(call.queue) replied without a valid x-status header (ok or error): the request may have run")))
             }
         case .interrupted, .ended:

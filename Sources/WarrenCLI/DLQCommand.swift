@@ -12,14 +12,16 @@ struct DLQCommand: AsyncParsableCommand {
         discussion: """
             A service parks the events it gave up on in <service>.events.dlq (with
             x-error, x-attempts and x-original-routing-key) and invalid fire-and-forget
-            commands in <service>.rpc.dlq. <service> below means both; a full queue name
-            means that one.
+            commands in <service>.rpc.dlq. <service> below means both; a dead-letter
+            queue's name means that one, and a service queue's (<service>.events,
+            <service>.rpc) means its dead-letter queue (said on stderr).
 
             Examples:
               warren dlq list
               warren dlq show payments --limit 5
               warren dlq requeue payments --all
               warren dlq requeue payments.events.dlq --id 0b5e…
+              warren dlq show users.rpc             # users.rpc.dlq
               warren dlq purge payments --yes
             """,
         subcommands: [List.self, Show.self, Requeue.self, Purge.self]
@@ -77,7 +79,7 @@ struct DLQCommand: AsyncParsableCommand {
                 """
         )
 
-        @Argument(help: ArgumentHelp("A service (both its dead-letter queues) or one dead-letter queue.", valueName: "service"))
+        @Argument(help: ArgumentHelp("A service (both its dead-letter queues), one dead-letter queue, or a service queue (its dead-letter queue).", valueName: "service"))
         var service: String
 
         @Option(help: "At most this many messages per queue (1…10000).")
@@ -95,7 +97,7 @@ struct DLQCommand: AsyncParsableCommand {
             try await reportingFailures {
                 let amqp = try await connection.connect(purpose: "dlq show")
                 var shown: [(DeadLetterQueue, [AMQPDelivery], Int)] = []
-                for queue in try await DeadLetterQueue.existing(for: service, on: amqp) {
+                for queue in try await DeadLetterQueue.existing(for: service, verb: "showing", on: amqp) {
                     let (messages, total) = try await queue.peek(limit, on: amqp)
                     shown.append((queue, messages, total))
                 }
@@ -153,7 +155,7 @@ struct DLQCommand: AsyncParsableCommand {
                 """
         )
 
-        @Argument(help: ArgumentHelp("A service (both its dead-letter queues) or one dead-letter queue.", valueName: "service"))
+        @Argument(help: ArgumentHelp("A service (both its dead-letter queues), one dead-letter queue, or a service queue (its dead-letter queue).", valueName: "service"))
         var service: String
 
         @Option(name: .customLong("id"), help: ArgumentHelp("Requeue the message with this message id (repeatable).", valueName: "message-id"))
@@ -174,7 +176,7 @@ struct DLQCommand: AsyncParsableCommand {
         func run() async throws {
             try await reportingFailures {
                 let amqp = try await connection.connect(purpose: "dlq requeue")
-                let queues = try await DeadLetterQueue.existing(for: service, on: amqp)
+                let queues = try await DeadLetterQueue.existing(for: service, verb: "requeueing from", on: amqp)
                 // Events go back past the exchange: only those their queue's bindings route.
                 let routes = try await management.eventRoutes(
                     to: queues.map(\.target).filter { QueueName(parsing: $0)?.kind == .events }, configuration: try connection.configuration(purpose: "dlq requeue"),
@@ -217,7 +219,7 @@ struct DLQCommand: AsyncParsableCommand {
     struct Purge: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Delete every dead letter (asks first).")
 
-        @Argument(help: ArgumentHelp("A service (both its dead-letter queues) or one dead-letter queue.", valueName: "service"))
+        @Argument(help: ArgumentHelp("A service (both its dead-letter queues), one dead-letter queue, or a service queue (its dead-letter queue).", valueName: "service"))
         var service: String
 
         @Flag(name: [.long, .customShort("y")], help: "Do not ask for confirmation.")
@@ -231,7 +233,7 @@ struct DLQCommand: AsyncParsableCommand {
         func run() async throws {
             try await reportingFailures {
                 let amqp = try await connection.connect(purpose: "dlq purge")
-                let queues = try await DeadLetterQueue.existing(for: service, on: amqp)
+                let queues = try await DeadLetterQueue.existing(for: service, verb: "purging", on: amqp)
                 if !yes {
                     let channel = try await amqp.openChannel()
                     var counts: [String] = []

@@ -15,24 +15,42 @@ struct DeadLetterQueue: Sendable {
     }
 
     /// The queue the messages came from; `name` itself if it is not a dead-letter queue (never
-    /// made so: `existing(for:on:)` builds only dead-letter queues).
+    /// made so: `existing(for:verb:on:)` builds only dead-letter queues).
     var target: String { QueueName(parsing: name)?.deadLetterSource?.name ?? name }
 
     var service: String { QueueName(parsing: name)?.service ?? name }
 
-    /// A usage error (exit 2) for an argument that can name no dead-letter queue: empty, or a
-    /// name without its service (`.dlq`, `.events.dlq`).
+    /// A usage error (exit 2) for an argument that can name no dead-letter queue: empty, a
+    /// name without its service (`.dlq`, `.events.dlq`), or a retry queue (its messages, once
+    /// given up on, are in `<service>.events.dlq`, which the message names).
     static func checkArgument(_ argument: String) throws {
         guard !argument.isEmpty, !argument.hasPrefix(".") else {
             throw ValidationError(
                 "'\(Terminal.escape(argument))' names no service: give a service (payments) or one of its dead-letter queues (payments.events.dlq)")
         }
+        if let queue = QueueName(parsing: argument), case .eventsRetry = queue.kind {
+            throw ValidationError(
+                "'\(Terminal.escape(argument))' is a retry queue, which has no dead-letter queue of its own: the events it gives up on go to \(Terminal.escape(QueueName.eventsDeadLetter(queue.service).name))")
+        }
     }
 
-    /// The dead-letter queues a command argument names: both of a service's, or the one given.
-    static func existing(for argument: String, on connection: AMQPConnection) async throws -> [DeadLetterQueue] {
-        let candidates =
-            isDeadLetterQueue(argument) ? [argument] : [QueueName.eventsDeadLetter(argument).name, QueueName.rpcDeadLetter(argument).name]
+    /// The dead-letter queues an argument names: a dead-letter queue itself; the one of a
+    /// service queue (`payments.rpc` → `payments.rpc.dlq`), with a line that says so; else both
+    /// of a service's. The line is `verb` (`showing`) followed by what was taken.
+    static func candidates(for argument: String, verb: String) -> (names: [String], note: String?) {
+        let queue = QueueName(parsing: argument)
+        if let queue, queue.isDeadLetter { return ([argument], nil) }
+        if let deadLetters = queue?.deadLetterQueue {
+            let note = "\(verb) \(Terminal.escape(deadLetters.name)), the dead-letter queue of \(Terminal.escape(argument))"
+            return ([deadLetters.name], note)
+        }
+        return ([QueueName.eventsDeadLetter(argument).name, QueueName.rpcDeadLetter(argument).name], nil)
+    }
+
+    /// The dead-letter queues a command argument names (`candidates(for:verb:)`) that exist.
+    static func existing(for argument: String, verb: String, on connection: AMQPConnection) async throws -> [DeadLetterQueue] {
+        let (candidates, note) = candidates(for: argument, verb: verb)
+        if let note { Terminal.note(note) }
         let channel = try await connection.openChannel()
         var found: [DeadLetterQueue] = []
         for name in candidates {
@@ -45,7 +63,8 @@ struct DeadLetterQueue: Sendable {
         }
         await channel.close()
         guard !found.isEmpty else {
-            throw CLIFailure(.failed, "there is no dead-letter queue \(candidates.joined(separator: " or ")): `warren dlq list` shows those that exist")
+            throw CLIFailure(
+                .failed, "there is no dead-letter queue \(candidates.map { Terminal.escape($0) }.joined(separator: " or ")): `warren dlq list` shows those that exist")
         }
         return found
     }

@@ -5,6 +5,7 @@ import NIOCore
 import NIOHTTP1
 import Warren
 import WarrenAMQP
+import WarrenContract
 
 /// `--management-url`: where RabbitMQ's management API answers.
 struct ManagementOptions: ParsableArguments {
@@ -100,15 +101,21 @@ struct ManagementAPI: Sendable {
                 "cannot reach RabbitMQ's management API at \(baseURL): is the plugin on? `rabbitmq-plugins enable rabbitmq_management` (scripts/broker.sh does it); --management-url or WARREN_MANAGEMENT_URL points elsewhere")
         }
         let status = Int(response.status.code)
-        switch status {
-        case 200:
-            break
-        case 401:
-            throw CLIFailure(.unreachable, "the management API refused user '\(user)': it needs the management tag (`rabbitmqctl set_user_tags \(user) management`)")
-        case 404:
-            throw CLIFailure(.failed, "the management API does not know vhost '\(vhost)': check the vhost in --url or AMQP_URL")
-        default:
-            throw CLIFailure(.failed, "the management API answered \(status) for \(url.path)")
+        guard status == 200 else {
+            // RabbitMQ refuses with a JSON body of its own: without it, whatever answered is not
+            // its management API, and a 404 from it says nothing about the vhost.
+            let body = try? await response.body.collect(upTo: Self.maxRefusalBytes)
+            guard let body, (try? JSONDecoder().decode(Refusal.self, from: Data(body.readableBytesView))) != nil else {
+                throw notRabbitMQ(status: status, path: path)
+            }
+            switch status {
+            case 401:
+                throw CLIFailure(.unreachable, "the management API refused user '\(user)': it needs the management tag (`rabbitmqctl set_user_tags \(user) management`)")
+            case 404:
+                throw CLIFailure(.failed, "the management API does not know vhost '\(vhost)': check the vhost in --url or AMQP_URL")
+            default:
+                throw CLIFailure(.failed, "the management API answered \(status) for \(url.path)")
+            }
         }
         let data: Data
         do {
@@ -119,8 +126,27 @@ struct ManagementAPI: Sendable {
         do {
             return try JSONDecoder().decode(type, from: data)
         } catch {
-            throw CLIFailure(.failed, "the management API at \(baseURL) sent something unexpected for \(url.path): is it RabbitMQ's?")
+            throw notRabbitMQ(status: status, path: path)
         }
+    }
+
+    /// How RabbitMQ's management API says no (`{"error":"Object Not Found","reason":"Not Found"}`);
+    /// what another server answers has no such body.
+    private struct Refusal: Decodable {
+        var error: JSONValue
+        var reason: JSONValue
+    }
+
+    /// The most of a refusal read: RabbitMQ's are a line.
+    static let maxRefusalBytes = 64 << 10
+
+    /// The URL answers, but not as RabbitMQ's management API (another server, a proxy's page):
+    /// the API is as good as unreachable (exit 3), and its answer says nothing about the vhost.
+    /// `path` is as sent (`api/queues/%2F?columns=name`).
+    private func notRabbitMQ(status: Int, path: String) -> CLIFailure {
+        CLIFailure(
+            .unreachable,
+            "\(baseURL) does not answer like RabbitMQ's management API (HTTP \(status) for /\(path)): --management-url or WARREN_MANAGEMENT_URL points elsewhere (RabbitMQ's listens on port 15672 by default)")
     }
 
     /// Vhosts and names go into the path percent-encoded; `/` becomes `%2F`.

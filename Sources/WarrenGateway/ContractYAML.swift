@@ -12,12 +12,18 @@ enum ContractYAML {
         let description: String
     }
 
-    /// The document of `yaml`; throws when the YAML is not valid, is empty, or expands to more
-    /// than `maxNodes` nodes.
-    static func compose(_ yaml: String) throws(Problem) -> Node {
+    /// The resolver `YAMLDecoder` parses with (merge keys only): every plain scalar stays a
+    /// string, as the response keys of an OpenAPI document (`200`) need. A node composed with it
+    /// decodes as the text would, so the text is parsed once.
+    static let decoderResolver = Resolver.basic.appending(.merge)
+
+    /// The document of `yaml`, its plain scalars typed by `resolver` (`.default`: numbers,
+    /// booleans and nulls, as `Yams.load` reads them); throws when the YAML is not valid, is
+    /// empty, or expands to more than `maxNodes` nodes.
+    static func compose(_ yaml: String, resolver: Resolver = .default) throws(Problem) -> Node {
         let root: Node?
         do {
-            root = try Yams.compose(yaml: yaml)
+            root = try Yams.compose(yaml: yaml, resolver)
         } catch {
             throw Problem(description: "is not valid YAML: \(error)")
         }

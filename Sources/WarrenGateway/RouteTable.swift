@@ -32,15 +32,16 @@ public struct RouteTable: Sendable {
 
     /// The typed document of `yaml`, or what is wrong with it.
     public static func decode(_ yaml: String) throws(RouteTableError) -> OpenAPI.Document {
+        // Parsed once: composed with YAMLDecoder's own resolver (every scalar a string, which the
+        // response keys `200` need), bounded in size, and decoded from that node.
+        let node: Node
         do {
-            _ = try ContractYAML.compose(yaml)
+            node = try ContractYAML.compose(yaml, resolver: ContractYAML.decoderResolver)
         } catch {
             throw RouteTableError("the document is not valid OpenAPI: it \(error.description)")
         }
-        // Decoded from the text again: YAMLDecoder reads every scalar as a string (its own
-        // resolver), which the response keys (`200`) need; the node above only bounds the size.
         do {
-            return try YAMLDecoder().decode(OpenAPI.Document.self, from: yaml)
+            return try YAMLDecoder().decode(OpenAPI.Document.self, from: node)
         } catch {
             throw RouteTableError("the document is not valid OpenAPI: \(OpenAPI.Error(from: error).localizedDescription)")
         }

@@ -181,6 +181,53 @@ struct DLQTests {
         }
     }
 
+    @Test("a service queue's name means its dead-letter queue, and stderr says so; a retry queue is a usage error")
+    func serviceQueueMeansItsDeadLetters() async throws {
+        try await TestVhost.with { vhost, connection in
+            let parked = try await parkDeadLetters(3, service: "payments", on: connection)
+            let channel = try await connection.openChannel()
+            try await channel.declareQueue("payments.rpc.dlq")
+            try await channel.publish(Data("{}".utf8), routingKey: "payments.rpc.dlq", properties: AMQPProperties(messageID: "r0"))
+            for _ in 0..<500 where try await channel.inspectQueue("payments.rpc.dlq").messageCount < 1 {
+                try await Task.sleep(for: .milliseconds(10))
+            }
+            await channel.close()
+
+            let shown = try await WarrenCLI.run(["dlq", "show", "payments.events", "--json"], url: vhost.url)
+            #expect(shown.status == 0, "\(shown)")
+            #expect(shown.stderr == "showing payments.events.dlq, the dead-letter queue of payments.events\n", "\(shown)")
+            let queues = try #require(shown.json as? [[String: Any]], "\(shown)")
+            #expect(queues.map { $0["queue"] as? String } == ["payments.events.dlq"])
+            #expect(queues.first?["messages"] as? Int == 3)
+
+            // Not the service `payments.rpc` (whose queues would be payments.rpc.events.dlq and payments.rpc.rpc.dlq).
+            let text = try await WarrenCLI.run(["dlq", "show", "payments.rpc"], url: vhost.url)
+            #expect(text.status == 0, "\(text)")
+            #expect(text.stderr.contains("showing payments.rpc.dlq, the dead-letter queue of payments.rpc"), "\(text)")
+            #expect(text.stdout.hasPrefix("payments.rpc.dlq: 1 message(s)"), "\(text)")
+            #expect(!text.stdout.contains("payments.events.dlq"), "\(text)")
+
+            let requeued = try await WarrenCLI.run(["dlq", "requeue", "payments.events", "--id", "m1"], url: vhost.url)
+            #expect(requeued.status == 0, "\(requeued)")
+            #expect(requeued.stderr.contains("requeueing from payments.events.dlq, the dead-letter queue of payments.events"), "\(requeued)")
+            #expect(try await takeIDs("payments.events", on: connection) == ["m1"])
+
+            let purged = try await WarrenCLI.run(["dlq", "purge", "payments.rpc", "--yes"], url: vhost.url)
+            #expect(purged.status == 0, "\(purged)")
+            #expect(purged.stderr.contains("purging payments.rpc.dlq, the dead-letter queue of payments.rpc"), "\(purged)")
+            #expect(try await depth("payments.rpc.dlq", on: connection) == 0)
+            #expect(try await ids(in: "payments.events.dlq", on: connection) == parked.filter { $0 != "m1" })
+
+            let missing = try await WarrenCLI.run(["dlq", "show", "orders.rpc"], url: vhost.url)
+            #expect(missing.status == 1, "\(missing)")
+            #expect(missing.stderr.contains("there is no dead-letter queue orders.rpc.dlq:"), "\(missing)")
+
+            let retry = try await WarrenCLI.run(["dlq", "show", "payments.events.retry.5000ms"], url: vhost.url)
+            #expect(retry.status == 2, "\(retry)")
+            #expect(retry.stderr.contains("retry queue") && retry.stderr.contains("payments.events.dlq"), "\(retry)")
+        }
+    }
+
     @Test("purge asks first: without a terminal it needs --yes")
     func purge() async throws {
         try await TestVhost.with { vhost, connection in

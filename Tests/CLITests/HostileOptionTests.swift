@@ -52,6 +52,8 @@ struct HostileOptionTests {
 
     @Test("an argument that names nothing is a usage error, exit 2, before any connection", arguments: [
         ["dlq", "show", ""], ["dlq", "show", ".dlq"], ["dlq", "requeue", ".events.dlq", "--all"], ["dlq", "purge", "", "--yes"],
+        ["dlq", "show", ".rpc"], ["dlq", "requeue", ".events", "--all"], ["dlq", "show", "payments.events.retry.5000ms"],
+        ["dlq", "purge", "payments.events.retry.1ms", "--yes"], ["dlq", "requeue", ".events.retry.5000ms", "--all"],
         ["events", "tail", "--type", ""], ["events", "tail", "--type", "order.*", "--type", ""],
     ])
     func namesNothing(_ arguments: [String]) async throws {

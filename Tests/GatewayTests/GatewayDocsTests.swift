@@ -53,4 +53,18 @@ struct GatewayDocsTests {
             try GatewayDocs(openAPIText: text, document: try RouteTable.decode(text), asyncAPIText: "[a, b")
         }
     }
+
+    @Test("an AsyncAPI document that is not YAML, not a mapping, or an alias bomb stops the start, saying which", arguments: [
+        ("[a, b", "the AsyncAPI document beside the OpenAPI document is not valid YAML"),
+        ("- a\n- b\n", "the AsyncAPI document beside the OpenAPI document is not a YAML mapping"),
+        (RouteTableTests.aliasBomb, "the AsyncAPI document beside the OpenAPI document expands to more than"),
+    ])
+    func refusedAsyncAPI(_ asyncAPI: String, _ message: String) throws {
+        let text = OpenAPIContractTests.text
+        let document = try RouteTable.decode(text)
+        let error = #expect(throws: GatewayConfigurationError.self) {
+            try GatewayDocs(openAPIText: text, document: document, asyncAPIText: asyncAPI)
+        }
+        #expect(error?.description.hasPrefix(message) == true, "\(String(describing: error))")
+    }
 }

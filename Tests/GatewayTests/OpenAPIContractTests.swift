@@ -5,6 +5,7 @@ import Testing
 import Warren
 import WarrenTestSupport
 import Yams
+import Yams
 @testable import WarrenGateway
 
 /// schemas/openapi.yaml against the gateway's code, in process (no broker, no server): the routes
@@ -15,6 +16,15 @@ struct OpenAPIContractTests {
         let path = GatewayProcess.repository.appendingPathComponent("schemas/openapi.yaml").path
         return (try? String(contentsOfFile: path, encoding: .utf8)) ?? ""
     }()
+
+    @Test("the contract parsed once (composed, bounded, decoded from the node) is the document YAMLDecoder reads from the text, response keys such as 200 included")
+    func decodedOnceAsFromText() throws {
+        let once = try RouteTable.decode(Self.text)
+        let fromText = try YAMLDecoder().decode(OpenAPI.Document.self, from: Self.text)
+        #expect(once == fromText)
+        let statuses = once.paths.values.compactMap(\.pathItemValue).flatMap(\.endpoints).flatMap { $0.operation.responses.keys }
+        #expect(statuses.contains(OpenAPI.Response.StatusCode.status(code: 200)), "\(statuses)")
+    }
 
     @Test("every operation of the document is a route the gateway serves, and every route is a documented operation")
     func routesAreDocumented() throws {

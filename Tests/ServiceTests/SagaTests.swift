@@ -140,15 +140,9 @@ struct SagaTests {
             let first = try await system.call("payments.get", ["orderId": orderID])
 
             // The same message again, and a copy under a new id, straight into the payment service's queue.
-            let publisher = try await system.connection.openChannel()
-            try await publisher.enableConfirms()
-            for messageID in [event.messageID, UUID().uuidString.lowercased()] {
-                try await publisher.publish(
-                    event.body, routingKey: "payments.events",
-                    properties: AMQPProperties(contentType: "application/json", messageID: messageID, type: "order.created"))
-            }
+            try await system.republish(event, to: "payments.events")
             try await Task.sleep(for: .seconds(1))
-            let info = try await publisher.inspectQueue("payments.events")
+            let info = try await system.channel.inspectQueue("payments.events")
             #expect(info.messageCount == 0)
             let again = try await system.call("payments.get", ["orderId": orderID])
             #expect(again.string("id") == first.string("id"))
@@ -167,14 +161,8 @@ struct SagaTests {
             try await system.tap.wait(for: "order.confirmed", aggregateID: orderID)
 
             // The same payment event again, and a copy under a new id, straight into the order service's queue.
-            let publisher = try await system.connection.openChannel()
-            try await publisher.enableConfirms()
-            for messageID in [paid.messageID, UUID().uuidString.lowercased()] {
-                try await publisher.publish(
-                    paid.body, routingKey: "orders.events",
-                    properties: AMQPProperties(contentType: "application/json", messageID: messageID, type: "payment.succeeded"))
-            }
-            for _ in 0..<50 where try await publisher.inspectQueue("orders.events").messageCount > 0 {
+            try await system.republish(paid, to: "orders.events")
+            for _ in 0..<50 where try await system.channel.inspectQueue("orders.events").messageCount > 0 {
                 try await Task.sleep(for: .milliseconds(100))
             }
             try await Task.sleep(for: .milliseconds(500))

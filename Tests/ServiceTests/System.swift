@@ -106,6 +106,18 @@ final class System: Sendable {
         return Reply(isError: reply.isError, json: try JSONSerialization.jsonObject(with: reply.body) as? [String: Any] ?? [:])
     }
 
+    /// Publishes `event` again straight into `queue` (past the exchange), twice: under its own
+    /// message id, as a redelivery, and under a new one, as a copy; each confirmed by the broker.
+    func republish(_ event: EventTap.Seen, to queue: String) async throws {
+        let publisher = try await connection.openChannel()
+        try await publisher.enableConfirms()
+        for messageID in [event.messageID, UUID().uuidString.lowercased()] {
+            try await publisher.publish(
+                event.body, routingKey: queue, properties: AMQPProperties(contentType: "application/json", messageID: messageID, type: event.type))
+        }
+        await publisher.close()
+    }
+
     /// Polls `operation` until `condition` holds on its reply or `timeout` passes.
     func eventually(
         _ operation: String, _ body: [String: Any], within timeout: Duration = .seconds(15), _ condition: (Reply) -> Bool
