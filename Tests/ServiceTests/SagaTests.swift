@@ -151,7 +151,7 @@ struct SagaTests {
         }
     }
 
-    @Test("payment.succeeded delivered again, and an orders.cancel repeated: the order is settled and counted once")
+    @Test("payment.succeeded delivered again, under its own id and under a new one: the order is confirmed and counted once (a repeated orders.cancel: `cancel`)")
     func settledOnce() async throws {
         try await withSystem { system in
             let userID = try await newUser(system)
