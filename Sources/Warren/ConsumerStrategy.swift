@@ -3,8 +3,9 @@ public import WarrenAMQP
 /// What a consumer of one queue does; `ConsumerService` does the rest, the same for every
 /// consumer: the channels and their closing, the prefetch, the consumer and its restart when
 /// the broker cancels it, `/health`, and the drain on graceful shutdown. Warren's strategies:
-/// `RPCResponder` (reply: request/reply), `EventSubscriber` (subscribe: events with retry
-/// queues and a dead-letter queue) and the event store's ingestor (batches).
+/// `RPCResponder` (reply: request/reply) and `EventSubscriber` (subscribe: events with retry
+/// queues and a dead-letter queue), each through `InternalStrategy`, and the event store's
+/// ingestor (batches).
 ///
 /// A strategy acks or rejects each delivery itself, after its effects: whatever it leaves
 /// unacked goes back to the queue when the channel closes.
@@ -48,4 +49,19 @@ public enum ConsumerDelivery: Sendable, Equatable {
     /// (a store that writes a batch in one transaction and acks it with one multiple-ack).
     /// Graceful shutdown lets the batches already delivered be handled.
     case batches(upTo: Int)
+}
+
+/// The strategy of Warren's own consumers (`RPCResponder`, `EventSubscriber`), made of their
+/// methods: each stays a public `Service` whose steps are not part of its public API.
+struct InternalStrategy<Session: Sendable>: ConsumerStrategy {
+    let queue: String
+    let prefetch: UInt16
+    let delivery: ConsumerDelivery
+    let start: @Sendable (ConsumerChannels) async throws -> Session
+    let started: @Sendable (Session) -> Void
+    let each: @Sendable (AMQPDelivery, Session) async -> Void
+
+    func open(_ channels: ConsumerChannels) async throws -> Session { try await start(channels) }
+    func consuming(_ session: Session) { started(session) }
+    func handle(_ delivery: AMQPDelivery, in session: Session) async { await each(delivery, session) }
 }

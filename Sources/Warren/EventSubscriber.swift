@@ -51,7 +51,7 @@ public struct Event: Sendable {
 ///   retries and parking set to the type decided at the first delivery, else the AMQP `type`.
 /// An event whose type matches none of the patterns (AMQP topic matching), or that has no
 /// type, is parked with the reason and the handler does not run.
-public final class EventSubscriber: Service, ConsumerStrategy, Sendable {
+public final class EventSubscriber: Service, Sendable {
     public typealias Handler = @Sendable (Event) async throws -> Void
 
     public struct Configuration: Sendable {
@@ -125,32 +125,34 @@ public final class EventSubscriber: Service, ConsumerStrategy, Sendable {
     }
 
     public func run() async throws {
-        try await ConsumerService(connection: connection, strategy: self, logger: logger).run()
+        let strategy = InternalStrategy(
+            queue: queue, prefetch: prefetch, delivery: delivery, start: open, started: consuming, each: { await self.handle($0, in: $1) })
+        try await ConsumerService(connection: connection, strategy: strategy, logger: logger).run()
     }
 
     // MARK: - The subscribe strategy
 
     /// The side channel of one run: retries and parking go through a confirm channel, so that
     /// the original is acked only once the broker holds its copy.
-    public struct Session: Sendable {
+    struct Session: Sendable {
         let forwarding: AMQPChannel
     }
 
-    public var prefetch: UInt16 { configuration.prefetch }
-    public var delivery: ConsumerDelivery { .each(concurrency: configuration.concurrency, drainTimeout: configuration.drainTimeout) }
+    var prefetch: UInt16 { configuration.prefetch }
+    var delivery: ConsumerDelivery { .each(concurrency: configuration.concurrency, drainTimeout: configuration.drainTimeout) }
 
-    public func open(_ channels: ConsumerChannels) async throws -> Session {
+    func open(_ channels: ConsumerChannels) async throws -> Session {
         let forwarding = try await channels.open()
         try await declareTopology(on: channels.consuming)
         try await forwarding.enableConfirms()
         return Session(forwarding: forwarding)
     }
 
-    public func consuming(_ session: Session) {
+    func consuming(_ session: Session) {
         logger.info("subscribed", metadata: ["queue": "\(queue)", "patterns": "\(patterns.joined(separator: ","))"])
     }
 
-    public func handle(_ delivery: AMQPDelivery, in session: Session) async {
+    func handle(_ delivery: AMQPDelivery, in session: Session) async {
         await handle(delivery, forwarding: session.forwarding)
     }
 

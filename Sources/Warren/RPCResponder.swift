@@ -26,7 +26,7 @@ import WarrenContract
 /// Operations registered with `RPCHandlers.onCommand` are looked up in `inbox` by `message_id`
 /// first: a redelivered command that already committed is answered with its stored reply, not
 /// executed again (without a `message_id` no such check is possible).
-public final class RPCResponder: Service, ConsumerStrategy, Sendable {
+public final class RPCResponder: Service, Sendable {
     public struct Configuration: Sendable {
         public var prefetch: UInt16
         public var concurrency: Int
@@ -87,7 +87,9 @@ public final class RPCResponder: Service, ConsumerStrategy, Sendable {
                 "commands registered without a command inbox: a redelivered command runs again",
                 metadata: ["operations": "\(handlers.commands.sorted().joined(separator: ","))"])
         }
-        try await ConsumerService(connection: connection, strategy: self, logger: logger).run()
+        let strategy = InternalStrategy(
+            queue: queue, prefetch: prefetch, delivery: delivery, start: open, started: consuming, each: { await self.handle($0, in: $1) })
+        try await ConsumerService(connection: connection, strategy: strategy, logger: logger).run()
         logger.info("stopped serving", metadata: ["queue": "\(queue)"])
     }
 
@@ -96,15 +98,15 @@ public final class RPCResponder: Service, ConsumerStrategy, Sendable {
     /// The side channels of one run: `parking` (confirms) for copies to the dead-letter queue,
     /// `replies` for the replies, so that a reply the broker refuses (a bad `reply_to`) closes
     /// that channel, never the one the requests and their acks travel on.
-    public struct Session: Sendable {
+    struct Session: Sendable {
         let parking: AMQPChannel
         let replies: AMQPChannel
     }
 
-    public var prefetch: UInt16 { configuration.prefetch }
-    public var delivery: ConsumerDelivery { .each(concurrency: configuration.concurrency, drainTimeout: configuration.drainTimeout) }
+    var prefetch: UInt16 { configuration.prefetch }
+    var delivery: ConsumerDelivery { .each(concurrency: configuration.concurrency, drainTimeout: configuration.drainTimeout) }
 
-    public func open(_ channels: ConsumerChannels) async throws -> Session {
+    func open(_ channels: ConsumerChannels) async throws -> Session {
         let parking = try await channels.open()
         let replies = try await channels.open()
         try await parking.enableConfirms()
@@ -112,11 +114,11 @@ public final class RPCResponder: Service, ConsumerStrategy, Sendable {
         return Session(parking: parking, replies: replies)
     }
 
-    public func consuming(_ session: Session) {
+    func consuming(_ session: Session) {
         logger.info("serving", metadata: ["queue": "\(queue)", "operations": "\(handlers.operations.joined(separator: ","))"])
     }
 
-    public func handle(_ delivery: AMQPDelivery, in session: Session) async {
+    func handle(_ delivery: AMQPDelivery, in session: Session) async {
         await handle(delivery, replyOn: session.replies, parking: session.parking)
     }
 
