@@ -5,6 +5,8 @@ final class ChannelState {
     var machine = ChannelStateMachine<OptionalConfirmWaiter>()
     /// Told about every message the broker returns on this channel (mandatory, unroutable).
     var returnHandler: (@Sendable (AMQPReturnedMessage) -> Void)?
+    /// Acks asked for during the current batch of jobs, sent at its end (`IOLoop.flushAcks`).
+    var acks = AckCoalescer()
 
     init(handle: ChannelHandle) { self.handle = handle }
 }

@@ -50,6 +50,7 @@ extension IOLoop {
         try check(amqp_get_rpc_reply(connection), channel: number, operation: "opening channel \(number)")
         let setup = state.machine.opened()
         state.handle.advanceEpoch()
+        state.acks.reset()
         if let prefetch = setup.prefetchCount {
             amqp_basic_qos(connection, number, 0, prefetch, 0)
             try check(amqp_get_rpc_reply(connection), channel: number, operation: "basic.qos")
@@ -294,6 +295,7 @@ extension IOLoop {
         let exchange = String(amqpBytes: ok.exchange)
         let routingKey = String(amqpBytes: ok.routing_key)
         guard let (properties, body) = readContent(channel: handle.number) else { throw lostError ?? .connectionLost(reason: "basic.get") }
+        if !noAck { state.acks.delivered(ok.delivery_tag) }
         return AMQPDelivery(
             body: body, properties: properties, exchange: exchange, routingKey: routingKey, deliveryTag: ok.delivery_tag,
             redelivered: ok.redelivered != 0, consumerTag: nil,
@@ -316,17 +318,53 @@ extension IOLoop {
             logger.debug("dropped an acknowledgement for a delivery from a closed channel", metadata: ["delivery_tag": "\(deliveryTag)"])
             return
         }
+        // A single ack waits for the end of the batch of jobs, to leave with the others
+        // (`AckCoalescer`); anything else goes now, after the acks asked for before it.
+        if case .ack(multiple: false) = acknowledgement {
+            state.acks.ackRequested(deliveryTag)
+            channelsWithAcks.insert(handle.number)
+            return
+        }
+        flushAcks(state)
+        guard lostError == nil else { return }
         let status: Int32
         switch acknowledgement {
         case .ack(let multiple):
             status = amqp_basic_ack(connection, handle.number, deliveryTag, multiple ? 1 : 0)
+            state.acks.settled(deliveryTag, multiple: multiple)
         case .nack(let multiple, let requeue):
             status = amqp_basic_nack(connection, handle.number, deliveryTag, multiple ? 1 : 0, requeue ? 1 : 0)
+            state.acks.settled(deliveryTag, multiple: multiple)
         case .reject(let requeue):
             status = amqp_basic_reject(connection, handle.number, deliveryTag, requeue ? 1 : 0)
+            state.acks.settled(deliveryTag, multiple: false)
         }
         if status != AMQP_STATUS_OK.rawValue {
             lose(.connectionLost(reason: "acknowledging: \(Self.statusText(status))"))
+        }
+    }
+
+    /// Sends the acks every channel gathered during this batch of jobs.
+    func flushAcks() {
+        guard !channelsWithAcks.isEmpty else { return }
+        for number in channelsWithAcks {
+            if let state = channels[number] { flushAcks(state) }
+        }
+        channelsWithAcks.removeAll(keepingCapacity: true)
+    }
+
+    /// Sends the acks `state` gathered; dropped if its channel or the connection is gone (the
+    /// broker then requeues those deliveries itself).
+    private func flushAcks(_ state: ChannelState) {
+        guard state.acks.hasRequests else { return }
+        let acks = state.acks.flush()
+        guard state.machine.isOpen, let connection, lostError == nil else { return }
+        for ack in acks {
+            let status = amqp_basic_ack(connection, state.handle.number, ack.deliveryTag, ack.multiple ? 1 : 0)
+            if status != AMQP_STATUS_OK.rawValue {
+                lose(.connectionLost(reason: "acknowledging: \(Self.statusText(status))"))
+                return
+            }
         }
     }
 

@@ -69,10 +69,13 @@ extension IOLoop {
         switch state.machine.route(deliveryFor: tag) {
         case .consumer(let found):
             consumer = found
+            if !found.noAck { state.acks.delivered(deliver.delivery_tag) }
         case .reject:
             if let connection { amqp_basic_reject(connection, number, deliver.delivery_tag, 1) }
             return
         case .drop:
+            // Perhaps unacknowledged at the broker: no multiple ack may reach past it.
+            state.acks.delivered(deliver.delivery_tag)
             return
         }
         let delivery = AMQPDelivery(
@@ -140,6 +143,7 @@ extension IOLoop {
         guard let state = channels[number] else { return }
         logger.debug("the broker closed a channel", metadata: ["channel": "\(number)", "error": "\(error)"])
         state.handle.advanceEpoch()
+        state.acks.reset()
         execute(state.machine.closedByBroker(error))
     }
 

@@ -10,6 +10,7 @@ extension IOLoop {
         status.setConnected(false)
         for state in channels.values {
             state.handle.advanceEpoch()
+            state.acks.reset()
             execute(state.machine.connectionLost(error, recovering: true))
         }
         destroyConnection()

@@ -31,6 +31,8 @@ final class IOLoop {
     /// Set by whatever notices the connection failing; the loop acts on it between steps.
     var lostError: AMQPError?
     private var spareJobs: [Job] = []
+    /// Channels whose `acks` hold acks asked for during the current batch of jobs.
+    var channelsWithAcks: Set<UInt16> = []
     private var pollInterval: Int32 = 1000
     var lastRead = ContinuousClock.now
     private var isCorked = false
@@ -257,10 +259,14 @@ final class IOLoop {
                     break
                 }
             }
+            // Publishes may pass the acks gathered so far (each reply was handed over before its
+            // request's ack was asked for); anything else runs after them.
+            if !job.onlyWrites { flushAcks() }
             if batched { setCorked(job.onlyWrites) }
             job.run(self)
             scratch.recycle()
         }
+        flushAcks()
         spareJobs.removeAll(keepingCapacity: true)
     }
 
