@@ -16,6 +16,7 @@
  */
 #include <pthread.h>
 #include <semaphore.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -42,6 +43,11 @@ struct options {
   int quorum; /* rpc: the request queue is a quorum queue */
 };
 static struct options opt = {"amqp://guest:guest@localhost:5672/", 64, 100000, 1000, 256, 5, 0};
+
+/* SIGINT or SIGTERM: each case stops at its next step and deletes its queue (a durable queue,
+ * quorum or classic, would otherwise outlive the program with its messages). */
+static volatile sig_atomic_t interrupted;
+static void on_signal(int signal) { (void)signal; interrupted = 1; }
 
 /* ---- errors ---------------------------------------------------------------- */
 
@@ -163,7 +169,7 @@ static double publish_confirmed(amqp_connection_state_t conn, const char *queue,
   uint64_t published = 0, confirmed = 0, last_acked = 0;
 
   double start = now();
-  while (confirmed < (uint64_t)messages) {
+  while (confirmed < (uint64_t)messages && !interrupted) {
     while (published < (uint64_t)messages && published - confirmed < (uint64_t)window) {
       die_on_error(amqp_basic_publish(conn, 1, amqp_empty_bytes, routing_key, 0, 0, &props, body),
                    "basic.publish");
@@ -207,6 +213,7 @@ static void run_publish(void) {
 
   delete_queue(conn, queue);
   close_connection(conn);
+  if (interrupted) return;
   printf("{\"case\":\"publish\",\"messages\":%ld,\"messages_per_sec\":%.1f}\n", opt.messages,
          opt.messages / elapsed);
 }
@@ -225,7 +232,7 @@ static void run_consume(void) {
   basic_qos(conn, opt.prefetch);
   double start = now();
   basic_consume(conn, queue, 0);
-  for (long i = 0; i < opt.messages; i++) {
+  for (long i = 0; i < opt.messages && !interrupted; i++) {
     amqp_envelope_t envelope;
     die_on_amqp_error(amqp_consume_message(conn, &envelope, NULL, 0), "consuming");
     die_on_error(amqp_basic_ack(conn, 1, envelope.delivery_tag, 0), "basic.ack");
@@ -236,6 +243,7 @@ static void run_consume(void) {
 
   delete_queue(conn, queue); /* also cancels our consumer */
   close_connection(conn);
+  if (interrupted) return;
   printf("{\"case\":\"consume\",\"messages\":%ld,\"prefetch\":%ld,\"messages_per_sec\":%.1f}\n",
          opt.messages, opt.prefetch, opt.messages / elapsed);
 }
@@ -347,7 +355,7 @@ static void run_rpc(void) {
     amqp_envelope_t envelope;
     amqp_rpc_reply_t r = amqp_consume_message(conn, &envelope, &timeout, 0);
     if (is_timeout(r)) {
-      if (now() >= end) break;
+      if (now() >= end || interrupted) break;
       continue;
     }
     die_on_amqp_error(r, "rpc client: consuming replies");
@@ -364,7 +372,7 @@ static void run_rpc(void) {
     amqp_destroy_envelope(&envelope);
     amqp_maybe_release_buffers(conn);
 
-    if (t >= end) break;
+    if (t >= end || interrupted) break;
     if (t >= warm_end) {
       if (count == capacity) {
         capacity *= 2;
@@ -380,11 +388,12 @@ static void run_rpc(void) {
   atomic_store(&rpc_stop, 1);
   pthread_join(server, NULL);
 
+  if (interrupted) return;
   if (count == 0) die("rpc: no replies in the measured interval");
   qsort(latencies, count, sizeof *latencies, compare_doubles);
-  printf("{\"case\":\"rpc\",\"inflight\":%ld,\"requests_per_sec\":%.1f,\"p50_ms\":%.3f,"
+  printf("{\"case\":\"rpc\",\"queue_type\":\"%s\",\"inflight\":%ld,\"requests_per_sec\":%.1f,\"p50_ms\":%.3f,"
          "\"p99_ms\":%.3f,\"count\":%zu}\n",
-         opt.inflight, count / opt.seconds, percentile(latencies, count, 50),
+         opt.quorum ? "quorum" : "classic", opt.inflight, count / opt.seconds, percentile(latencies, count, 50),
          percentile(latencies, count, 99), count);
   free(latencies);
   free(slots);
@@ -427,16 +436,27 @@ int main(int argc, char **argv) {
     else if (strcmp(name, "--messages") == 0) opt.messages = positive(name, value, 1L << 40);
     else if (strcmp(name, "--window") == 0) opt.window = positive(name, value, 1L << 30);
     else if (strcmp(name, "--prefetch") == 0) opt.prefetch = positive(name, value, 65535);
-    else if (strcmp(name, "--queue-type") == 0) {
+    else if (strcmp(name, "--queue-type") == 0 && strcmp(which, "rpc") == 0) {
       if (strcmp(value, "quorum") == 0) opt.quorum = 1;
-      else if (strcmp(value, "classic") != 0) die("--queue-type must be classic or quorum, got '%s'", value);
+      else if (strcmp(value, "classic") == 0) opt.quorum = 0;
+      else die("--queue-type must be classic or quorum");
     } else usage();
   }
   memset(body_bytes, 'x', sizeof body_bytes);
+  struct sigaction action;
+  memset(&action, 0, sizeof action);
+  action.sa_handler = on_signal;
+  action.sa_flags = SA_RESTART; /* the loops see `interrupted` at their next step */
+  sigaction(SIGINT, &action, NULL);
+  sigaction(SIGTERM, &action, NULL);
 
   if (strcmp(which, "rpc") == 0) run_rpc();
   else if (strcmp(which, "publish") == 0) run_publish();
   else if (strcmp(which, "consume") == 0) run_consume();
   else usage();
+  if (interrupted) {
+    fprintf(stderr, "amqp-bench-c: interrupted; its queue is deleted\n");
+    return 130;
+  }
   return 0;
 }
