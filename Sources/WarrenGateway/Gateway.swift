@@ -46,13 +46,26 @@ public enum Gateway {
             throw GatewayConfigurationError(
                 "cannot read the OpenAPI document at \(configuration.openAPIPath): set OPENAPI_PATH or start from the repository's root")
         }
-        let openAPIText = String(decoding: document, as: UTF8.self)
+        // Served as they are (`/openapi.yaml`) and shown in `/docs`: bytes that are not UTF-8
+        // would be one thing on the wire and another on the page.
+        guard let openAPIText = String(validating: document, as: UTF8.self) else {
+            throw GatewayConfigurationError("the OpenAPI document at \(configuration.openAPIPath) is not UTF-8 text")
+        }
         let contract = try RouteTable.decode(openAPIText)
         let routes = try RouteTable(document: contract)
         // The AsyncAPI document is read from beside the OpenAPI one (both are in schemas/).
         let asyncAPIPath = URL(fileURLWithPath: configuration.openAPIPath).deletingLastPathComponent().appendingPathComponent("asyncapi.yaml")
-        let asyncAPIText = (try? Data(contentsOf: asyncAPIPath)).map { String(decoding: $0, as: UTF8.self) }
-        if asyncAPIText == nil {
+        var asyncAPIText: String?
+        if FileManager.default.fileExists(atPath: asyncAPIPath.path) {
+            // There but unreadable (a directory, no permission) or not UTF-8: a mistake to show.
+            guard let data = try? Data(contentsOf: asyncAPIPath) else {
+                throw GatewayConfigurationError("cannot read \(asyncAPIPath.path), the AsyncAPI document beside the OpenAPI one")
+            }
+            guard let text = String(validating: data, as: UTF8.self) else {
+                throw GatewayConfigurationError("the AsyncAPI document at \(asyncAPIPath.path) is not UTF-8 text")
+            }
+            asyncAPIText = text
+        } else {
             // A gateway may run with a contract of its own: nothing is wrong, /docs just has less.
             logger.notice("no asyncapi.yaml beside the OpenAPI document: /docs shows the HTTP API only", metadata: ["path": "\(asyncAPIPath.path)"])
         }

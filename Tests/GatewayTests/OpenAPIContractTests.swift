@@ -140,6 +140,34 @@ struct OpenAPIContractTests {
         #expect(!process.log.contains("broker"), "\(process.log)")
     }
 
+    @Test(
+        "a contract that is not UTF-8, or an asyncapi.yaml that is there but cannot be read, stops the start: one critical line, exit 1",
+        arguments: ["openapi.yaml not UTF-8", "asyncapi.yaml a directory", "asyncapi.yaml not UTF-8"])
+    func unreadableContractsRefused(_ case: String) async throws {
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("contracts-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let notUTF8 = Data(Self.text.utf8) + Data([0x23, 0x20, 0xFF, 0xFE, 0x0A])  // "# " and two bytes no UTF-8 text has
+        let openAPI = folder.appendingPathComponent("openapi.yaml")
+        let asyncAPI = folder.appendingPathComponent("asyncapi.yaml")
+        try (`case` == "openapi.yaml not UTF-8" ? notUTF8 : Data(Self.text.utf8)).write(to: openAPI)
+        switch `case` {
+        case "asyncapi.yaml a directory": try FileManager.default.createDirectory(at: asyncAPI, withIntermediateDirectories: false)
+        case "asyncapi.yaml not UTF-8": try (Data("asyncapi: 3.0.0\n".utf8) + Data([0x23, 0x20, 0xC3, 0x28, 0x0A])).write(to: asyncAPI)
+        default: break
+        }
+        let process = try ServiceProcess(
+            "api-gateway", environment: ["OPENAPI_PATH": openAPI.path, "AMQP_URL": "amqp://guest:guest@127.0.0.1:1/", "LOG_FORMAT": "json"])
+        let deadline = ContinuousClock.now + .seconds(20)
+        while process.isRunning, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(50)) }
+        #expect(await process.stop() == 1)
+        let critical = process.logLines.filter { $0["level"] as? String == "critical" }
+        #expect(critical.count == 1, "\(process.log)")
+        let message = critical.first?["msg"] as? String ?? ""
+        let expected = `case` == "asyncapi.yaml a directory" ? "cannot read \(asyncAPI.path)" : "is not UTF-8 text"
+        #expect(message.contains(expected), "\(message)")
+    }
+
     @Test("every error code the gateway writes is in the Error schema's enum")
     func errorCodesAreDocumented() throws {
         let root = try #require(try Yams.load(yaml: Self.text) as? [String: Any])
