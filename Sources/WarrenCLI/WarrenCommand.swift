@@ -22,8 +22,10 @@ struct WarrenCommand: AsyncParsableCommand {
             The broker is AMQP_URL or --url (default amqp://guest:guest@localhost:5672/).
             dlq list and requeue, topology, replay --to and publish --queue also read
             RabbitMQ's management API: WARREN_MANAGEMENT_URL or --management-url
-            (default http://localhost:15672), with the user, password and vhost of the
-            AMQP URL. Every command takes --json for output that scripts can parse.
+            (default http://localhost:15672), as the user and password in that URL if it
+            has them (http://user:password@host:15672), else those of the AMQP URL, and
+            always in the AMQP URL's vhost; a whole answer within --management-timeout
+            (default 10s). Every command takes --json for output that scripts can parse.
             LOG_LEVEL (default warning) sets what the AMQP client logs to stderr.
 
             Exit codes:
