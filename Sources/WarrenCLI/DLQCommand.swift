@@ -13,8 +13,9 @@ struct DLQCommand: AsyncParsableCommand {
             A service parks the events it gave up on in <service>.events.dlq (with
             x-error, x-attempts and x-original-routing-key) and invalid fire-and-forget
             commands in <service>.rpc.dlq. <service> below means both; a dead-letter
-            queue's name means that one, and a service queue's (<service>.events,
-            <service>.rpc) means its dead-letter queue (said on stderr).
+            queue's name (any name ending in .dlq, exactly as typed) means that one, and
+            a service queue's (<service>.events, <service>.rpc) means its dead-letter
+            queue (said on stderr).
 
             Examples:
               warren dlq list

@@ -36,10 +36,12 @@ struct DeadLetterQueue: Sendable {
 
     /// The dead-letter queues an argument names: a dead-letter queue itself; the one of a
     /// service queue (`payments.rpc` → `payments.rpc.dlq`), with a line that says so; else both
-    /// of a service's. The line is `verb` (`showing`) followed by what was taken.
+    /// of a service's. The line is `verb` (`showing`) followed by what was taken. A name that
+    /// ends in `.dlq` is a dead-letter queue's own, taken exactly as typed, never extended
+    /// (`users.rpc.dlq.dlq` is not the service of `users.rpc.dlq.dlq.rpc.dlq`).
     static func candidates(for argument: String, verb: String) -> (names: [String], note: String?) {
         let queue = QueueName(parsing: argument)
-        if let queue, queue.isDeadLetter { return ([argument], nil) }
+        if argument.hasSuffix(".dlq") || queue?.isDeadLetter == true { return ([argument], nil) }
         if let deadLetters = queue?.deadLetterQueue {
             let note = "\(verb) \(Terminal.escape(deadLetters.name)), the dead-letter queue of \(Terminal.escape(argument))"
             return ([deadLetters.name], note)
@@ -114,6 +116,12 @@ struct DeadLetterQueue: Sendable {
     }
 
     private func requeue(ids: Set<String>?, routes: QueueRoutes?, from source: AMQPChannel, through publisher: AMQPChannel) async throws -> Requeued {
+        // A `.dlq` queue outside the convention (`users.dlq`) has no queue its messages came from.
+        guard QueueName(parsing: name)?.deadLetterSource != nil else {
+            throw CLIFailure(
+                .failed,
+                "'\(Terminal.escape(name))' is not named <service>.events.dlq or <service>.rpc.dlq, so there is no queue to requeue its messages to; nothing was requeued")
+        }
         let present = Int(try await source.inspectQueue(name).messageCount)
         do {
             _ = try await publisher.inspectQueue(target)

@@ -53,6 +53,12 @@ struct WarrenCommand: AsyncParsableCommand {
             handler.logLevel = level
             return handler
         }
+        // Swift would repair invalid UTF-8 to U+FFFD, and the repaired name could match a queue
+        // whose bytes differ: such an argument is refused before anything reads it.
+        if let position = firstArgumentNotUTF8() {
+            Terminal.note("Error: argument \(position) is not valid UTF-8 (\(shownBytes(of: position))): it cannot name a queue, type or id exactly\nUsage: warren --help")
+            Foundation.exit(CLIFailure.Kind.usage.rawValue)
+        }
         do {
             var command = try parseAsRoot()
             if var command = command as? any AsyncParsableCommand {
@@ -66,5 +72,23 @@ struct WarrenCommand: AsyncParsableCommand {
             Terminal.note(fullMessage(for: error))
             Foundation.exit(CLIFailure.Kind.usage.rawValue)
         }
+    }
+
+    /// The position (1 = the first after `warren`) of the first argument whose raw bytes are not
+    /// valid UTF-8, or nil.
+    static func firstArgumentNotUTF8() -> Int? {
+        let argv = CommandLine.unsafeArgv
+        for position in stride(from: 1, to: Int(CommandLine.argc), by: 1) {
+            guard let pointer = argv[position] else { continue }
+            if String(validatingCString: pointer) == nil { return position }
+        }
+        return nil
+    }
+
+    /// Argument `position` as printable ASCII, every other byte as `\xFF`.
+    static func shownBytes(of position: Int) -> String {
+        guard let pointer = CommandLine.unsafeArgv[position] else { return "" }
+        let bytes = UnsafeBufferPointer(start: pointer, count: strlen(pointer)).map { UInt8(bitPattern: $0) }
+        return bytes.map { (0x20..<0x7F).contains($0) && $0 != 0x5C ? String(UnicodeScalar($0)) : "\\x" + String($0, radix: 16, uppercase: true) }.joined()
     }
 }

@@ -245,4 +245,47 @@ struct DLQTests {
             #expect(unknown.stderr.contains("warren dlq list"))
         }
     }
+
+    /// Names that end in `.dlq` but are not `<service>.events.dlq` / `<service>.rpc.dlq`: each is
+    /// a dead-letter queue's own name, never a service whose dead-letter queues it would extend to.
+    static let dlqSuffixed = ["users.rpc.dlq.dlq", "users.dlq", "payments.events.retry.5000ms.dlq", "a.events.dlq.dlq", "x.rpc.dlq.events.dlq.dlq"]
+
+    @Test("a name that ends in .dlq is taken exactly as typed, never extended to <name>.rpc.dlq or <name>.events.dlq", arguments: dlqSuffixed)
+    func dlqSuffixTakenExactly(_ name: String) async throws {
+        try await TestVhost.with { vhost, connection in
+            let decoys = ["\(name).rpc.dlq", "\(name).events.dlq"]
+            for decoy in decoys { try await putOne(in: decoy, on: connection) }
+            for command in [["purge", name, "--yes"], ["show", name], ["requeue", name, "--all"]] {
+                let result = try await WarrenCLI.run(["dlq"] + command, url: vhost.url)
+                #expect(result.status == 1, "\(command): \(result)")
+                #expect(result.stderr.contains("there is no dead-letter queue \(name):"), "\(command): \(result)")
+                #expect(!decoys.contains { result.stderr.contains($0) }, "\(command): \(result)")
+            }
+            for decoy in decoys { #expect(try await depth(decoy, on: connection) == 1, "\(decoy)") }
+
+            // When it exists, it is the one purged; it has no service queue to requeue to.
+            try await putOne(in: name, on: connection)
+            let requeue = try await WarrenCLI.run(["dlq", "requeue", name, "--all"], url: vhost.url)
+            #expect(requeue.status == 1, "\(requeue)")
+            #expect(requeue.stderr.contains("'\(name)' is not named <service>.events.dlq or <service>.rpc.dlq"), "\(requeue)")
+            #expect(try await depth(name, on: connection) == 1)
+            let purged = try await WarrenCLI.run(["dlq", "purge", name, "--yes", "--json"], url: vhost.url)
+            #expect(purged.status == 0, "\(purged)")
+            #expect((purged.json as? [[String: Any]])?.map { $0["queue"] as? String } == [name], "\(purged)")
+            #expect(try await depth(name, on: connection) == 0)
+            for decoy in decoys { #expect(try await depth(decoy, on: connection) == 1, "\(decoy)") }
+        }
+    }
+}
+
+/// Declares `queue` and puts one message in it, waiting until the broker holds it.
+func putOne(in queue: String, on connection: AMQPConnection) async throws {
+    let channel = try await connection.openChannel()
+    try await channel.declareQueue(queue)
+    let before = Int(try await channel.inspectQueue(queue).messageCount)
+    try await channel.publish(Data("{}".utf8), routingKey: queue, properties: AMQPProperties(messageID: "one-\(queue)"))
+    for _ in 0..<500 where Int(try await channel.inspectQueue(queue).messageCount) == before {
+        try await Task.sleep(for: .milliseconds(20))
+    }
+    await channel.close()
 }
