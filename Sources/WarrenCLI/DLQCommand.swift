@@ -209,7 +209,7 @@ struct DLQCommand: AsyncParsableCommand {
                 if !missing.isEmpty || !kept.isEmpty {
                     var problems = kept.map { $0 + "; they stay in the dead letters" }
                     if !missing.isEmpty {
-                        problems.append("no dead letter with id \(missing.sorted().map { Terminal.escape($0) }.joined(separator: ", ")): `warren dlq show \(service)` lists them")
+                        problems.append("no dead letter with id \(missing.sorted().map { Terminal.escape($0) }.joined(separator: ", ")): `warren dlq show \(Terminal.quoted(service))` lists them")
                     }
                     throw CLIFailure(.failed, problems.joined(separator: "\n"))
                 }
@@ -238,7 +238,7 @@ struct DLQCommand: AsyncParsableCommand {
                 if !yes {
                     let channel = try await amqp.openChannel()
                     var counts: [String] = []
-                    for queue in queues { counts.append("\(try await channel.inspectQueue(queue.name).messageCount) in \(queue.name)") }
+                    for queue in queues { counts.append("\(try await channel.inspectQueue(queue.name).messageCount) in \(Terminal.quoted(queue.name))") }
                     guard Terminal.stdinIsTTY else {
                         throw CLIFailure(.usage, "purging deletes \(counts.joined(separator: " and ")) for good; pass --yes to confirm")
                     }
