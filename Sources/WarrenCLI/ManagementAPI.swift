@@ -23,18 +23,25 @@ struct ManagementOptions: ParsableArguments {
 
     var text: String { managementURL ?? ProcessInfo.processInfo.environment["WARREN_MANAGEMENT_URL"] ?? "http://localhost:15672" }
 
-    /// A URL that cannot be the management API's is a usage error before anything is tried.
+    /// Where the URL came from, for messages.
+    var source: String { managementURL != nil ? "--management-url" : "WARREN_MANAGEMENT_URL" }
+
+    /// A `--management-url` that cannot be the management API's is a usage error before anything
+    /// is tried. (WARREN_MANAGEMENT_URL is checked when a command reads it: `replay` without
+    /// `--to` does not, and must not fail for it.)
     func validate() throws {
-        do {
-            _ = try ManagementURL(text)
-        } catch let failure as CLIFailure {
-            throw ValidationError(failure.message)
+        if managementURL != nil {
+            do {
+                _ = try ManagementURL(text, source: source)
+            } catch let failure as CLIFailure {
+                throw ValidationError(failure.message)
+            }
         }
         try managementTimeout.check("--management-timeout", atMost: .seconds(600), written: "10m")
     }
 
     func api(for configuration: AMQPConfiguration) throws -> ManagementAPI {
-        let url = try ManagementURL(text)
+        let url = try ManagementURL(text, source: source)
         return ManagementAPI(
             url: url, user: url.user ?? configuration.user, password: url.password ?? configuration.password, vhost: configuration.vhost,
             timeout: managementTimeout.duration)
@@ -51,11 +58,12 @@ struct ManagementURL: Sendable, CustomStringConvertible {
     /// As given, with the password replaced by `***`.
     let description: String
 
-    /// A usage error unless `text` is an http(s) URL with a host and a port in 1…65535.
-    init(_ text: String) throws {
+    /// A usage error unless `text` is an http(s) URL with a host and a port in 1…65535; `source`
+    /// (`--management-url`) names it in the message.
+    init(_ text: String, source: String = "--management-url") throws {
         let example = "e.g. http://localhost:15672"
         guard var components = URLComponents(string: text), let scheme = components.scheme?.lowercased(), scheme == "http" || scheme == "https" else {
-            throw CLIFailure(.usage, "--management-url '\(Terminal.escape(Self.redacted(text)))' is not an http(s) URL, \(example)")
+            throw CLIFailure(.usage, "\(source) '\(Terminal.escape(Self.redacted(text)))' is not an http(s) URL, \(example)")
         }
         components.scheme = scheme
         let user = components.user
@@ -63,17 +71,17 @@ struct ManagementURL: Sendable, CustomStringConvertible {
         if components.percentEncodedPassword != nil { components.percentEncodedPassword = "***" }
         let shown = components.string ?? Self.redacted(text)
         guard let host = components.host, !host.isEmpty else {
-            throw CLIFailure(.usage, "--management-url '\(Terminal.escape(shown))' names no host, \(example)")
+            throw CLIFailure(.usage, "\(source) '\(Terminal.escape(shown))' names no host, \(example)")
         }
         if let port = components.port, !(1...65535).contains(port) {
-            throw CLIFailure(.usage, "--management-url '\(Terminal.escape(shown))' has port \(port), outside 1…65535, \(example)")
+            throw CLIFailure(.usage, "\(source) '\(Terminal.escape(shown))' has port \(port), outside 1…65535, \(example)")
         }
         components.user = nil
         components.password = nil
         components.query = nil
         components.fragment = nil
         guard let base = components.string else {
-            throw CLIFailure(.usage, "--management-url '\(Terminal.escape(shown))' is not an http(s) URL, \(example)")
+            throw CLIFailure(.usage, "\(source) '\(Terminal.escape(shown))' is not an http(s) URL, \(example)")
         }
         self.base = base
         self.user = user
@@ -210,14 +218,19 @@ struct ManagementAPI: Sendable {
 
     /// The request and its whole answer, raced against `timeout`: a server that sends a head and
     /// then stalls, trickles or never ends its body is cut off then, like one that never answers.
-    /// (The client's own deadline would cover only the head, and would race this one.)
+    /// The client's own deadline covers only the head; it is the same instant, so that a broker
+    /// nobody reaches (the client tries to connect until then) is reported as such, with the
+    /// race's end a little later as the backstop.
     private func exchange(_ request: HTTPClientRequest) async -> Answer {
-        let timeout = timeout
+        let deadline = NIODeadline.now() + .milliseconds(timeout.wholeMilliseconds)
+        let backstop = timeout + .milliseconds(500)
         return await withTaskGroup(of: Answer.self) { group in
             group.addTask {
                 let response: HTTPClientResponse
                 do {
-                    response = try await HTTPClient.shared.execute(request, deadline: .distantFuture)
+                    response = try await HTTPClient.shared.execute(request, deadline: deadline)
+                } catch let error as HTTPClientError where error == .deadlineExceeded || error == .readTimeout {
+                    return .timedOut
                 } catch {
                     return Task.isCancelled ? .timedOut : .unreachable
                 }
@@ -228,12 +241,12 @@ struct ManagementAPI: Sendable {
                 } catch is NIOTooManyBytesError {
                     return .tooLarge(status: status)
                 } catch {
-                    // Cut off by the deadline (or the connection dropped mid-body): not whole.
+                    // Cut off by the race (or the connection dropped mid-body): not whole.
                     return .timedOut
                 }
             }
             group.addTask {
-                try? await Task.sleep(for: timeout)
+                try? await Task.sleep(for: backstop)
                 return .timedOut
             }
             let first = await group.next() ?? .timedOut

@@ -144,11 +144,23 @@ struct ManagementAPITests {
         "a management URL with no host or a port outside 1…65535 is a usage error at once (exit 2)",
         arguments: ["http://localhost:99999", "http://localhost:0", "http://", "https://:15672", "localhost:15672", "ftp://localhost:15672"])
     func badManagementURL(_ url: String) async throws {
-        let started = ContinuousClock.now
+        // Exit 2 with the option named is the parser's validation: no request was tried (one would
+        // end in exit 3 after the deadline).
         let result = try await WarrenCLI.run(["dlq", "list", "--management-url", url], url: Broker.url)
         #expect(result.status == 2, "\(result)")
         #expect(result.stderr.split(separator: "\n").first?.contains("--management-url") == true, "\(result)")
-        #expect(ContinuousClock.now - started < .seconds(5), "\(result)")
+        #expect(!result.stderr.contains("cannot reach") && !result.stderr.contains("did not answer"), "\(result)")
+    }
+
+    @Test("a bad WARREN_MANAGEMENT_URL is a usage error naming it where it is read, and no matter where it is not")
+    func badManagementURLFromEnvironment() async throws {
+        let read = try await WarrenCLI.run(["dlq", "list"], url: Broker.url, environment: ["WARREN_MANAGEMENT_URL": "http://admin:TopSecret1@localhost:0"])
+        #expect(read.status == 2, "\(read)")
+        #expect(read.stderr.contains("WARREN_MANAGEMENT_URL 'http://admin:***@localhost:0' has port 0"), "\(read)")
+        #expect(!read.stderr.contains("TopSecret1"), "\(read)")
+        // replay without --to never reads it: it finds no broker (exit 3), not a usage error.
+        let unread = try await WarrenCLI.run(["replay", "--since", "1h"], url: HostileOptionTests.deadBroker, environment: ["WARREN_MANAGEMENT_URL": "http://"])
+        #expect(unread.status == 3, "\(unread)")
     }
 
     @Test(
@@ -160,8 +172,9 @@ struct ManagementAPITests {
             let result = try await WarrenCLI.run(["dlq", "list", "--management-url", base, "--management-timeout", "1s"], url: Broker.url)
             let took = ContinuousClock.now - started
             #expect(result.status == 3, "\(result)")
-            // Started, ran 1 s, ended: never the trickle's 40 s nor an endless read.
-            #expect(took < .seconds(6), "took \(took): \(result)")
+            // Started, ran 1 s, ended: never the trickle's 40 s nor an endless read (the margin is
+            // for starting a debug binary on a loaded machine).
+            #expect(took < .seconds(15), "took \(took): \(result)")
             #expect(
                 result.stderr.contains("RabbitMQ's management API at \(base) did not answer whole within 1 s")
                     || result.stderr.contains("is larger than 64 MB"), "\(result)")
