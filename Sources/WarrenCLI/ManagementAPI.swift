@@ -42,9 +42,9 @@ struct ManagementOptions: ParsableArguments {
 
     func api(for configuration: AMQPConfiguration) throws -> ManagementAPI {
         let url = try ManagementURL(text, source: source)
-        return ManagementAPI(
-            url: url, user: url.user ?? configuration.user, password: url.password ?? configuration.password, vhost: configuration.vhost,
-            timeout: managementTimeout.duration)
+        // The URL's user goes with the URL's password (none: empty), never with the AMQP one's.
+        let (user, password) = url.user.map { ($0, url.password ?? "") } ?? (configuration.user, configuration.password)
+        return ManagementAPI(url: url, user: user, password: password, vhost: configuration.vhost, timeout: managementTimeout.duration)
     }
 }
 
