@@ -13,8 +13,9 @@ struct DLQCommand: AsyncParsableCommand {
             A service parks the events it gave up on in <service>.events.dlq (with
             x-error, x-attempts and x-original-routing-key) and invalid fire-and-forget
             commands in <service>.rpc.dlq. <service> below means both; a dead-letter
-            queue's name means that one, and a service queue's (<service>.events,
-            <service>.rpc) means its dead-letter queue (said on stderr).
+            queue's name (any name ending in .dlq, exactly as typed) means that one, and
+            a service queue's (<service>.events, <service>.rpc) means its dead-letter
+            queue (said on stderr).
 
             Examples:
               warren dlq list
@@ -208,7 +209,7 @@ struct DLQCommand: AsyncParsableCommand {
                 if !missing.isEmpty || !kept.isEmpty {
                     var problems = kept.map { $0 + "; they stay in the dead letters" }
                     if !missing.isEmpty {
-                        problems.append("no dead letter with id \(missing.sorted().map { Terminal.escape($0) }.joined(separator: ", ")): `warren dlq show \(service)` lists them")
+                        problems.append("no dead letter with id \(missing.sorted().map { Terminal.escape($0) }.joined(separator: ", ")): `warren dlq show \(Terminal.quoted(service))` lists them")
                     }
                     throw CLIFailure(.failed, problems.joined(separator: "\n"))
                 }
@@ -237,7 +238,7 @@ struct DLQCommand: AsyncParsableCommand {
                 if !yes {
                     let channel = try await amqp.openChannel()
                     var counts: [String] = []
-                    for queue in queues { counts.append("\(try await channel.inspectQueue(queue.name).messageCount) in \(queue.name)") }
+                    for queue in queues { counts.append("\(try await channel.inspectQueue(queue.name).messageCount) in \(Terminal.quoted(queue.name))") }
                     guard Terminal.stdinIsTTY else {
                         throw CLIFailure(.usage, "purging deletes \(counts.joined(separator: " and ")) for good; pass --yes to confirm")
                     }

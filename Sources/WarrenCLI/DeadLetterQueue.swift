@@ -26,22 +26,24 @@ struct DeadLetterQueue: Sendable {
     static func checkArgument(_ argument: String) throws {
         guard !argument.isEmpty, !argument.hasPrefix(".") else {
             throw ValidationError(
-                "'\(Terminal.escape(argument))' names no service: give a service (payments) or one of its dead-letter queues (payments.events.dlq)")
+                "\(Terminal.quoted(argument)) names no service: give a service (payments) or one of its dead-letter queues (payments.events.dlq)")
         }
         if let queue = QueueName(parsing: argument), case .eventsRetry = queue.kind {
             throw ValidationError(
-                "'\(Terminal.escape(argument))' is a retry queue, which has no dead-letter queue of its own: the events it gives up on go to \(Terminal.escape(QueueName.eventsDeadLetter(queue.service).name))")
+                "\(Terminal.quoted(argument)) is a retry queue, which has no dead-letter queue of its own: the events it gives up on go to \(Terminal.quoted(QueueName.eventsDeadLetter(queue.service).name))")
         }
     }
 
     /// The dead-letter queues an argument names: a dead-letter queue itself; the one of a
     /// service queue (`payments.rpc` → `payments.rpc.dlq`), with a line that says so; else both
-    /// of a service's. The line is `verb` (`showing`) followed by what was taken.
+    /// of a service's. The line is `verb` (`showing`) followed by what was taken. A name that
+    /// ends in `.dlq` is a dead-letter queue's own, taken exactly as typed, never extended
+    /// (`users.rpc.dlq.dlq` is not the service of `users.rpc.dlq.dlq.rpc.dlq`).
     static func candidates(for argument: String, verb: String) -> (names: [String], note: String?) {
         let queue = QueueName(parsing: argument)
-        if let queue, queue.isDeadLetter { return ([argument], nil) }
+        if argument.hasSuffix(".dlq") || queue?.isDeadLetter == true { return ([argument], nil) }
         if let deadLetters = queue?.deadLetterQueue {
-            let note = "\(verb) \(Terminal.escape(deadLetters.name)), the dead-letter queue of \(Terminal.escape(argument))"
+            let note = "\(verb) \(Terminal.quoted(deadLetters.name)), the dead-letter queue of \(Terminal.quoted(argument))"
             return ([deadLetters.name], note)
         }
         return ([QueueName.eventsDeadLetter(argument).name, QueueName.rpcDeadLetter(argument).name], nil)
@@ -64,7 +66,7 @@ struct DeadLetterQueue: Sendable {
         await channel.close()
         guard !found.isEmpty else {
             throw CLIFailure(
-                .failed, "there is no dead-letter queue \(candidates.map { Terminal.escape($0) }.joined(separator: " or ")): `warren dlq list` shows those that exist")
+                .failed, "there is no dead-letter queue \(candidates.map { Terminal.quoted($0) }.joined(separator: " or ")): `warren dlq list` shows those that exist")
         }
         return found
     }
@@ -114,11 +116,17 @@ struct DeadLetterQueue: Sendable {
     }
 
     private func requeue(ids: Set<String>?, routes: QueueRoutes?, from source: AMQPChannel, through publisher: AMQPChannel) async throws -> Requeued {
+        // A `.dlq` queue outside the convention (`users.dlq`) has no queue its messages came from.
+        guard QueueName(parsing: name)?.deadLetterSource != nil else {
+            throw CLIFailure(
+                .failed,
+                "\(Terminal.quoted(name)) is not named <service>.events.dlq or <service>.rpc.dlq, so there is no queue to requeue its messages to; nothing was requeued")
+        }
         let present = Int(try await source.inspectQueue(name).messageCount)
         do {
             _ = try await publisher.inspectQueue(target)
         } catch AMQPError.channelClosed(404, _) {
-            throw CLIFailure(.failed, "there is no queue \(target) to requeue to: start the \(service) service first, it declares its queue")
+            throw CLIFailure(.failed, "there is no queue \(Terminal.quoted(target)) to requeue to: start the service \(Terminal.quoted(service)) first, it declares its queue")
         }
         guard present > 0 else { return Requeued() }
         try await publisher.enableConfirms()

@@ -11,15 +11,90 @@ import WarrenContract
 struct ManagementOptions: ParsableArguments {
     @Option(
         name: .customLong("management-url"),
-        help: ArgumentHelp("RabbitMQ's management API.", discussion: "Default: WARREN_MANAGEMENT_URL, else http://localhost:15672. User, password and vhost come from the AMQP URL."))
+        help: ArgumentHelp(
+            "RabbitMQ's management API.",
+            discussion: "Default: WARREN_MANAGEMENT_URL, else http://localhost:15672. With user and password in it (http://user:password@host:15672) it logs in as that user, else as the AMQP URL's; the vhost comes from the AMQP URL."))
     var managementURL: String?
 
-    func api(for configuration: AMQPConfiguration) throws -> ManagementAPI {
-        let text = managementURL ?? ProcessInfo.processInfo.environment["WARREN_MANAGEMENT_URL"] ?? "http://localhost:15672"
-        guard let url = URL(string: text), url.scheme == "http" || url.scheme == "https" else {
-            throw CLIFailure(.usage, "--management-url '\(text)' is not an http(s) URL, e.g. http://localhost:15672")
+    @Option(
+        name: .customLong("management-timeout"),
+        help: ArgumentHelp("How long the management API may take for a whole answer (at most 10m).", valueName: "duration"))
+    var managementTimeout = DurationArgument(.seconds(10), description: "10s")
+
+    var text: String { managementURL ?? ProcessInfo.processInfo.environment["WARREN_MANAGEMENT_URL"] ?? "http://localhost:15672" }
+
+    /// Where the URL came from, for messages.
+    var source: String { managementURL != nil ? "--management-url" : "WARREN_MANAGEMENT_URL" }
+
+    /// A `--management-url` that cannot be the management API's is a usage error before anything
+    /// is tried. (WARREN_MANAGEMENT_URL is checked when a command reads it: `replay` without
+    /// `--to` does not, and must not fail for it.)
+    func validate() throws {
+        if managementURL != nil {
+            do {
+                _ = try ManagementURL(text, source: source)
+            } catch let failure as CLIFailure {
+                throw ValidationError(failure.message)
+            }
         }
-        return ManagementAPI(baseURL: url, user: configuration.user, password: configuration.password, vhost: configuration.vhost)
+        try managementTimeout.check("--management-timeout", atMost: .seconds(600), written: "10m")
+    }
+
+    func api(for configuration: AMQPConfiguration) throws -> ManagementAPI {
+        let url = try ManagementURL(text, source: source)
+        // The URL's user goes with the URL's password (none: empty), never with the AMQP one's.
+        let (user, password) = url.user.map { ($0, url.password ?? "") } ?? (configuration.user, configuration.password)
+        return ManagementAPI(url: url, user: user, password: password, vhost: configuration.vhost, timeout: managementTimeout.duration)
+    }
+}
+
+/// A management URL as given, split into what requests go to (without credentials), the user and
+/// password in it if any, and how it is shown (the password as `***`, never printed).
+struct ManagementURL: Sendable, CustomStringConvertible {
+    /// `scheme://host[:port][/path]`, scheme in lower case, no credentials.
+    let base: String
+    let user: String?
+    let password: String?
+    /// As given, with the password replaced by `***`.
+    let description: String
+
+    /// A usage error unless `text` is an http(s) URL with a host and a port in 1…65535; `source`
+    /// (`--management-url`) names it in the message.
+    init(_ text: String, source: String = "--management-url") throws {
+        let example = "e.g. http://localhost:15672"
+        guard var components = URLComponents(string: text), let scheme = components.scheme?.lowercased(), scheme == "http" || scheme == "https" else {
+            throw CLIFailure(.usage, "\(source) '\(Terminal.escape(Self.redacted(text)))' is not an http(s) URL, \(example)")
+        }
+        components.scheme = scheme
+        let user = components.user
+        let password = components.password
+        if components.percentEncodedPassword != nil { components.percentEncodedPassword = "***" }
+        let shown = components.string ?? Self.redacted(text)
+        guard let host = components.host, !host.isEmpty else {
+            throw CLIFailure(.usage, "\(source) '\(Terminal.escape(shown))' names no host, \(example)")
+        }
+        if let port = components.port, !(1...65535).contains(port) {
+            throw CLIFailure(.usage, "\(source) '\(Terminal.escape(shown))' has port \(port), outside 1…65535, \(example)")
+        }
+        components.user = nil
+        components.password = nil
+        components.query = nil
+        components.fragment = nil
+        guard let base = components.string else {
+            throw CLIFailure(.usage, "\(source) '\(Terminal.escape(shown))' is not an http(s) URL, \(example)")
+        }
+        self.base = base
+        self.user = user
+        self.password = password
+        description = shown
+    }
+
+    /// `text` with whatever lies between `//user:` and `@` hidden, for text that is no URL.
+    static func redacted(_ text: String) -> String {
+        guard let slashes = text.range(of: "//") else { return text }
+        let authority = text[slashes.upperBound...].prefix { $0 != "/" }
+        guard let at = authority.lastIndex(of: "@"), let colon = authority[..<at].firstIndex(of: ":") else { return text }
+        return String(text[..<text.index(after: colon)]) + "***" + String(text[at...])
     }
 }
 
@@ -68,10 +143,12 @@ struct ManagementAPI: Sendable {
         var routing_key: String
     }
 
-    let baseURL: URL
+    let url: ManagementURL
     let user: String
     let password: String
     let vhost: String
+    /// For the whole exchange: connecting, the answer's head and all of its body.
+    var timeout: Duration = .seconds(10)
 
     func queues() async throws -> [Queue] {
         try await get("api/queues/\(Self.escape(vhost))?columns=name", as: [Queue].self)
@@ -84,49 +161,112 @@ struct ManagementAPI: Sendable {
     /// The most of a management answer read: far more than the bindings of a large broker.
     static let maxResponseBytes = 64 << 20
 
+    /// What came back: the status and the body, read whole.
+    private enum Answer: Sendable {
+        case whole(status: Int, body: Data)
+        /// Unreachable: nothing answered (refused, no such host, TLS failed).
+        case unreachable
+        /// More than its bound: `maxResponseBytes` for a 200, `maxRefusalBytes` for a refusal.
+        case tooLarge(status: Int)
+        case timedOut
+    }
+
     private func get<T: Decodable>(_ path: String, as type: T.Type) async throws -> T {
-        let base = baseURL.absoluteString.hasSuffix("/") ? baseURL.absoluteString : baseURL.absoluteString + "/"
-        guard let url = URL(string: base + path) else { throw CLIFailure(.usage, "cannot build a management URL from \(baseURL)") }
-        var request = HTTPClientRequest(url: url.absoluteString)
+        let base = url.base.hasSuffix("/") ? url.base : url.base + "/"
+        var request = HTTPClientRequest(url: base + path)
         request.headers.add(name: "Authorization", value: "Basic " + Data("\(user):\(password)".utf8).base64EncodedString())
         request.headers.add(name: "Accept", value: "application/json")
-        // One deadline for the answer and its body: a broker that stops mid-answer is reported too.
-        let deadline = NIODeadline.now() + .seconds(10)
-        let response: HTTPClientResponse
-        do {
-            response = try await HTTPClient.shared.execute(request, deadline: deadline)
-        } catch {
+        let milliseconds = timeout.wholeMilliseconds
+        let seconds = milliseconds % 1000 == 0 ? "\(milliseconds / 1000) s" : "\(milliseconds) ms"
+        switch await exchange(request) {
+        case .unreachable:
             throw CLIFailure(
                 .unreachable,
-                "cannot reach RabbitMQ's management API at \(baseURL): is the plugin on? `rabbitmq-plugins enable rabbitmq_management` (scripts/broker.sh does it); --management-url or WARREN_MANAGEMENT_URL points elsewhere")
-        }
-        let status = Int(response.status.code)
-        guard status == 200 else {
+                "cannot reach RabbitMQ's management API at \(url): is the plugin on? `rabbitmq-plugins enable rabbitmq_management` (scripts/broker.sh does it); --management-url or WARREN_MANAGEMENT_URL points elsewhere")
+        case .timedOut:
+            throw CLIFailure(
+                .unreachable,
+                "RabbitMQ's management API at \(url) did not answer whole within \(seconds) (/\(path)): is it overloaded, or does --management-url or WARREN_MANAGEMENT_URL point elsewhere? (--management-timeout gives it longer)")
+        case .tooLarge(let status) where status == 200:
+            throw CLIFailure(
+                .unreachable,
+                "the answer of \(url) for /\(path) is larger than \(Self.maxResponseBytes >> 20) MB, more than RabbitMQ's management API sends: --management-url or WARREN_MANAGEMENT_URL points elsewhere")
+        case .tooLarge(let status):
+            throw notRabbitMQ(status: status, path: path)
+        case .whole(let status, let body) where status != 200:
             // RabbitMQ refuses with a JSON body of its own: without it, whatever answered is not
             // its management API, and a 404 from it says nothing about the vhost.
-            let body = try? await response.body.collect(upTo: Self.maxRefusalBytes)
-            guard let body, (try? JSONDecoder().decode(Refusal.self, from: Data(body.readableBytesView))) != nil else {
+            guard let refusal = try? JSONDecoder().decode(Refusal.self, from: body) else {
                 throw notRabbitMQ(status: status, path: path)
             }
             switch status {
             case 401:
-                throw CLIFailure(.unreachable, "the management API refused user '\(user)': it needs the management tag (`rabbitmqctl set_user_tags \(user) management`)")
+                throw refusedLogin(refusal)
             case 404:
-                throw CLIFailure(.failed, "the management API does not know vhost '\(vhost)': check the vhost in --url or AMQP_URL")
+                throw CLIFailure(.failed, "the management API does not know vhost '\(Terminal.escape(vhost))': check the vhost in --url or AMQP_URL")
             default:
-                throw CLIFailure(.failed, "the management API answered \(status) for \(url.path)")
+                throw CLIFailure(.failed, "the management API answered \(status) for /\(path)")
+            }
+        case .whole(let status, let body):
+            do {
+                return try JSONDecoder().decode(type, from: body)
+            } catch {
+                throw notRabbitMQ(status: status, path: path)
             }
         }
-        let data: Data
-        do {
-            data = Data(try await response.body.collect(upTo: Self.maxResponseBytes).readableBytesView)
-        } catch {
-            throw CLIFailure(.failed, "the management API's answer for \(url.path) did not arrive whole within 10 s and \(Self.maxResponseBytes >> 20) MB (\(error))")
+    }
+
+    /// The request and its whole answer, raced against `timeout`: a server that sends a head and
+    /// then stalls, trickles or never ends its body is cut off then, like one that never answers.
+    /// The client's own deadline covers only the head; it is the same instant, so that a broker
+    /// nobody reaches (the client tries to connect until then) is reported as such, with the
+    /// race's end a little later as the backstop.
+    private func exchange(_ request: HTTPClientRequest) async -> Answer {
+        let deadline = NIODeadline.now() + .milliseconds(timeout.wholeMilliseconds)
+        let backstop = timeout + .milliseconds(500)
+        return await withTaskGroup(of: Answer.self) { group in
+            group.addTask {
+                let response: HTTPClientResponse
+                do {
+                    response = try await HTTPClient.shared.execute(request, deadline: deadline)
+                } catch let error as HTTPClientError where error == .deadlineExceeded || error == .readTimeout {
+                    return .timedOut
+                } catch {
+                    return Task.isCancelled ? .timedOut : .unreachable
+                }
+                let status = Int(response.status.code)
+                let limit = status == 200 ? Self.maxResponseBytes : Self.maxRefusalBytes
+                do {
+                    return .whole(status: status, body: Data(try await response.body.collect(upTo: limit).readableBytesView))
+                } catch is NIOTooManyBytesError {
+                    return .tooLarge(status: status)
+                } catch {
+                    // Cut off by the race (or the connection dropped mid-body): not whole.
+                    return .timedOut
+                }
+            }
+            group.addTask {
+                try? await Task.sleep(for: backstop)
+                return .timedOut
+            }
+            let first = await group.next() ?? .timedOut
+            group.cancelAll()
+            return first
         }
-        do {
-            return try JSONDecoder().decode(type, from: data)
-        } catch {
-            throw notRabbitMQ(status: status, path: path)
+    }
+
+    /// A 401 from RabbitMQ: a failed login (`Login failed`) or a user without the management
+    /// tag (`Not management user`); the credentials' source is named.
+    private func refusedLogin(_ refusal: Refusal) -> CLIFailure {
+        let source = url.user != nil ? "--management-url" : "--url or AMQP_URL"
+        let who = "the management API refused user '\(Terminal.escape(user))'"
+        switch refusal.reason {
+        case .string("Not management user"):
+            return CLIFailure(.unreachable, "\(who): it needs the management tag (`rabbitmqctl set_user_tags \(Terminal.escape(user)) management`)")
+        case .string("Login failed"):
+            return CLIFailure(.unreachable, "\(who): wrong user or password; check them in \(source)")
+        default:
+            return CLIFailure(.unreachable, "\(who) (\(Terminal.escape(refusal.reason.jsonText(pretty: false)))): check the user and password in \(source)")
         }
     }
 
@@ -146,7 +286,7 @@ struct ManagementAPI: Sendable {
     private func notRabbitMQ(status: Int, path: String) -> CLIFailure {
         CLIFailure(
             .unreachable,
-            "\(baseURL) does not answer like RabbitMQ's management API (HTTP \(status) for /\(path)): --management-url or WARREN_MANAGEMENT_URL points elsewhere (RabbitMQ's listens on port 15672 by default)")
+            "\(url) does not answer like RabbitMQ's management API (HTTP \(status) for /\(path)): --management-url or WARREN_MANAGEMENT_URL points elsewhere (RabbitMQ's listens on port 15672 by default)")
     }
 
     /// Vhosts and names go into the path percent-encoded; `/` becomes `%2F`.

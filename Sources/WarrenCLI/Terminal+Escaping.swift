@@ -34,6 +34,12 @@ extension Terminal {
         return String(escaped)
     }
 
+    /// A value the user gave or that came from outside (a queue name), escaped and in single
+    /// quotes, so that one with leading or trailing spaces (` users.rpc`) shows as what it is.
+    static func quoted(_ text: String) -> String {
+        "'" + escape(text) + "'"
+    }
+
     /// Whether a terminal would act on `scalar` (or reorder text around it) rather than show it.
     static func needsEscape(_ scalar: Unicode.Scalar, keepingLineBreaks: Bool = false) -> Bool {
         switch scalar.value {

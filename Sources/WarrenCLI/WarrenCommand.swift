@@ -22,8 +22,10 @@ struct WarrenCommand: AsyncParsableCommand {
             The broker is AMQP_URL or --url (default amqp://guest:guest@localhost:5672/).
             dlq list and requeue, topology, replay --to and publish --queue also read
             RabbitMQ's management API: WARREN_MANAGEMENT_URL or --management-url
-            (default http://localhost:15672), with the user, password and vhost of the
-            AMQP URL. Every command takes --json for output that scripts can parse.
+            (default http://localhost:15672), as the user and password in that URL if it
+            has them (http://user:password@host:15672), else those of the AMQP URL, and
+            always in the AMQP URL's vhost; a whole answer within --management-timeout
+            (default 10s). Every command takes --json for output that scripts can parse.
             LOG_LEVEL (default warning) sets what the AMQP client logs to stderr.
 
             Exit codes:
@@ -51,6 +53,12 @@ struct WarrenCommand: AsyncParsableCommand {
             handler.logLevel = level
             return handler
         }
+        // Swift would repair invalid UTF-8 to U+FFFD, and the repaired name could match a queue
+        // whose bytes differ: such an argument is refused before anything reads it.
+        if let position = firstArgumentNotUTF8() {
+            Terminal.note("Error: argument \(position) is not valid UTF-8 (\(shownBytes(of: position))): it cannot name a queue, type or id exactly\nUsage: warren --help")
+            Foundation.exit(CLIFailure.Kind.usage.rawValue)
+        }
         do {
             var command = try parseAsRoot()
             if var command = command as? any AsyncParsableCommand {
@@ -64,5 +72,23 @@ struct WarrenCommand: AsyncParsableCommand {
             Terminal.note(fullMessage(for: error))
             Foundation.exit(CLIFailure.Kind.usage.rawValue)
         }
+    }
+
+    /// The position (1 = the first after `warren`) of the first argument whose raw bytes are not
+    /// valid UTF-8, or nil.
+    static func firstArgumentNotUTF8() -> Int? {
+        let argv = CommandLine.unsafeArgv
+        for position in stride(from: 1, to: Int(CommandLine.argc), by: 1) {
+            guard let pointer = argv[position] else { continue }
+            if String(validatingCString: pointer) == nil { return position }
+        }
+        return nil
+    }
+
+    /// Argument `position` as printable ASCII, every other byte as `\xFF`.
+    static func shownBytes(of position: Int) -> String {
+        guard let pointer = CommandLine.unsafeArgv[position] else { return "" }
+        let bytes = UnsafeBufferPointer(start: pointer, count: strlen(pointer)).map { UInt8(bitPattern: $0) }
+        return bytes.map { (0x20..<0x7F).contains($0) && $0 != 0x5C ? String(UnicodeScalar($0)) : "\\x" + String($0, radix: 16, uppercase: true) }.joined()
     }
 }

@@ -150,3 +150,53 @@ func depth(_ queue: String, on connection: AMQPConnection) async throws -> Int {
     await channel.close()
     return Int(info.messageCount)
 }
+
+extension WarrenCLI {
+    /// Runs `warren` with arguments given as raw bytes, which may be invalid UTF-8 (`Process`
+    /// takes Strings and cannot pass them), stdin from /dev/null; killed after `timeout`.
+    static func run(bytes arguments: [[UInt8]], url: String, within timeout: Duration = .seconds(60)) async throws -> CLIResult {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("warren-cli-raw-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let stdoutPath = directory.appendingPathComponent("stdout").path
+        let stderrPath = directory.appendingPathComponent("stderr").path
+
+        var environment = ProcessInfo.processInfo.environment
+        environment["AMQP_URL"] = url
+        let argv: [UnsafeMutablePointer<CChar>?] = ([Array(binary.path.utf8)] + arguments).map { bytes in
+            let pointer = UnsafeMutablePointer<CChar>.allocate(capacity: bytes.count + 1)
+            for (index, byte) in bytes.enumerated() { pointer[index] = CChar(bitPattern: byte) }
+            pointer[bytes.count] = 0
+            return pointer
+        } + [nil]
+        let envp: [UnsafeMutablePointer<CChar>?] = environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
+        defer {
+            argv.forEach { $0?.deallocate() }
+            envp.forEach { free($0) }
+        }
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 1, stdoutPath, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+        posix_spawn_file_actions_addopen(&actions, 2, stderrPath, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+        var pid: pid_t = 0
+        let spawned = posix_spawn(&pid, binary.path, &actions, nil, argv, envp)
+        try #require(spawned == 0, "posix_spawn failed: \(spawned)")
+
+        var status: Int32 = 0
+        let deadline = ContinuousClock.now + timeout
+        while waitpid(pid, &status, WNOHANG) == 0 {
+            if ContinuousClock.now > deadline {
+                Issue.record("warren did not finish within \(timeout)")
+                kill(pid, SIGKILL)
+                waitpid(pid, &status, 0)
+                break
+            }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        let read = { (path: String) in (try? String(contentsOfFile: path, encoding: .utf8)) ?? "" }
+        let signal = status & 0x7F
+        return CLIResult(status: signal == 0 ? (status >> 8) & 0xFF : signal, stdout: read(stdoutPath), stderr: read(stderrPath), signalled: signal != 0)
+    }
+}

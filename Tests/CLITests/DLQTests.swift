@@ -195,7 +195,7 @@ struct DLQTests {
 
             let shown = try await WarrenCLI.run(["dlq", "show", "payments.events", "--json"], url: vhost.url)
             #expect(shown.status == 0, "\(shown)")
-            #expect(shown.stderr == "showing payments.events.dlq, the dead-letter queue of payments.events\n", "\(shown)")
+            #expect(shown.stderr == "showing 'payments.events.dlq', the dead-letter queue of 'payments.events'\n", "\(shown)")
             let queues = try #require(shown.json as? [[String: Any]], "\(shown)")
             #expect(queues.map { $0["queue"] as? String } == ["payments.events.dlq"])
             #expect(queues.first?["messages"] as? Int == 3)
@@ -203,24 +203,24 @@ struct DLQTests {
             // Not the service `payments.rpc` (whose queues would be payments.rpc.events.dlq and payments.rpc.rpc.dlq).
             let text = try await WarrenCLI.run(["dlq", "show", "payments.rpc"], url: vhost.url)
             #expect(text.status == 0, "\(text)")
-            #expect(text.stderr.contains("showing payments.rpc.dlq, the dead-letter queue of payments.rpc"), "\(text)")
+            #expect(text.stderr.contains("showing 'payments.rpc.dlq', the dead-letter queue of 'payments.rpc'"), "\(text)")
             #expect(text.stdout.hasPrefix("payments.rpc.dlq: 1 message(s)"), "\(text)")
             #expect(!text.stdout.contains("payments.events.dlq"), "\(text)")
 
             let requeued = try await WarrenCLI.run(["dlq", "requeue", "payments.events", "--id", "m1"], url: vhost.url)
             #expect(requeued.status == 0, "\(requeued)")
-            #expect(requeued.stderr.contains("requeueing from payments.events.dlq, the dead-letter queue of payments.events"), "\(requeued)")
+            #expect(requeued.stderr.contains("requeueing from 'payments.events.dlq', the dead-letter queue of 'payments.events'"), "\(requeued)")
             #expect(try await takeIDs("payments.events", on: connection) == ["m1"])
 
             let purged = try await WarrenCLI.run(["dlq", "purge", "payments.rpc", "--yes"], url: vhost.url)
             #expect(purged.status == 0, "\(purged)")
-            #expect(purged.stderr.contains("purging payments.rpc.dlq, the dead-letter queue of payments.rpc"), "\(purged)")
+            #expect(purged.stderr.contains("purging 'payments.rpc.dlq', the dead-letter queue of 'payments.rpc'"), "\(purged)")
             #expect(try await depth("payments.rpc.dlq", on: connection) == 0)
             #expect(try await ids(in: "payments.events.dlq", on: connection) == parked.filter { $0 != "m1" })
 
             let missing = try await WarrenCLI.run(["dlq", "show", "orders.rpc"], url: vhost.url)
             #expect(missing.status == 1, "\(missing)")
-            #expect(missing.stderr.contains("there is no dead-letter queue orders.rpc.dlq:"), "\(missing)")
+            #expect(missing.stderr.contains("there is no dead-letter queue 'orders.rpc.dlq':"), "\(missing)")
 
             let retry = try await WarrenCLI.run(["dlq", "show", "payments.events.retry.5000ms"], url: vhost.url)
             #expect(retry.status == 2, "\(retry)")
@@ -245,4 +245,66 @@ struct DLQTests {
             #expect(unknown.stderr.contains("warren dlq list"))
         }
     }
+
+    /// Names that end in `.dlq` but are not `<service>.events.dlq` / `<service>.rpc.dlq`: each is
+    /// a dead-letter queue's own name, never a service whose dead-letter queues it would extend to.
+    static let dlqSuffixed = ["users.rpc.dlq.dlq", "users.dlq", "payments.events.retry.5000ms.dlq", "a.events.dlq.dlq", "x.rpc.dlq.events.dlq.dlq"]
+
+    @Test("a name that ends in .dlq is taken exactly as typed, never extended to <name>.rpc.dlq or <name>.events.dlq", arguments: dlqSuffixed)
+    func dlqSuffixTakenExactly(_ name: String) async throws {
+        try await TestVhost.with { vhost, connection in
+            let decoys = ["\(name).rpc.dlq", "\(name).events.dlq"]
+            for decoy in decoys { try await putOne(in: decoy, on: connection) }
+            for command in [["purge", name, "--yes"], ["show", name], ["requeue", name, "--all"]] {
+                let result = try await WarrenCLI.run(["dlq"] + command, url: vhost.url)
+                #expect(result.status == 1, "\(command): \(result)")
+                #expect(result.stderr.contains("there is no dead-letter queue '\(name)':"), "\(command): \(result)")
+                #expect(!decoys.contains { result.stderr.contains($0) }, "\(command): \(result)")
+            }
+            for decoy in decoys { #expect(try await depth(decoy, on: connection) == 1, "\(decoy)") }
+
+            // When it exists, it is the one purged; it has no service queue to requeue to.
+            try await putOne(in: name, on: connection)
+            let requeue = try await WarrenCLI.run(["dlq", "requeue", name, "--all"], url: vhost.url)
+            #expect(requeue.status == 1, "\(requeue)")
+            #expect(requeue.stderr.contains("'\(name)' is not named <service>.events.dlq or <service>.rpc.dlq"), "\(requeue)")
+            #expect(try await depth(name, on: connection) == 1)
+            let purged = try await WarrenCLI.run(["dlq", "purge", name, "--yes", "--json"], url: vhost.url)
+            #expect(purged.status == 0, "\(purged)")
+            #expect((purged.json as? [[String: Any]])?.map { $0["queue"] as? String } == [name], "\(purged)")
+            #expect(try await depth(name, on: connection) == 0)
+            for decoy in decoys { #expect(try await depth(decoy, on: connection) == 1, "\(decoy)") }
+        }
+    }
+}
+
+extension DLQTests {
+    @Test("dlq's lines on stderr quote queue names: ' users.rpc' is not 'users.rpc'")
+    func namesQuoted() async throws {
+        try await TestVhost.with { vhost, connection in
+            try await putOne(in: " users.rpc.dlq", on: connection)
+            let shown = try await WarrenCLI.run(["dlq", "show", " users.rpc"], url: vhost.url)
+            #expect(shown.status == 0, "\(shown)")
+            #expect(shown.stderr.contains("showing ' users.rpc.dlq', the dead-letter queue of ' users.rpc'"), "\(shown)")
+            let missing = try await WarrenCLI.run(["dlq", "purge", "users.rpc ", "--yes"], url: vhost.url)
+            #expect(missing.status == 1, "\(missing)")
+            #expect(missing.stderr.contains("there is no dead-letter queue 'users.rpc .events.dlq' or 'users.rpc .rpc.dlq'"), "\(missing)")
+            let asked = try await WarrenCLI.run(["dlq", "purge", " users.rpc"], url: vhost.url)
+            #expect(asked.status == 2, "\(asked)")
+            #expect(asked.stderr.contains("deletes 1 in ' users.rpc.dlq' for good"), "\(asked)")
+            #expect(try await depth(" users.rpc.dlq", on: connection) == 1)
+        }
+    }
+}
+
+/// Declares `queue` and puts one message in it, waiting until the broker holds it.
+func putOne(in queue: String, on connection: AMQPConnection) async throws {
+    let channel = try await connection.openChannel()
+    try await channel.declareQueue(queue)
+    let before = Int(try await channel.inspectQueue(queue).messageCount)
+    try await channel.publish(Data("{}".utf8), routingKey: queue, properties: AMQPProperties(messageID: "one-\(queue)"))
+    for _ in 0..<500 where Int(try await channel.inspectQueue(queue).messageCount) == before {
+        try await Task.sleep(for: .milliseconds(20))
+    }
+    await channel.close()
 }

@@ -63,6 +63,29 @@ struct HostileOptionTests {
         #expect(result.stdout.isEmpty, "\(result)")
     }
 
+    /// Arguments that are not valid UTF-8, for every command: Swift would repair them to U+FFFD
+    /// (`\xFF.rpc.dlq` would match `\u{FFFD}.rpc.dlq`), so each is refused, named by position.
+    static let argumentsNotUTF8: [(arguments: [[UInt8]], position: Int)] = [
+        ([Array("dlq".utf8), Array("purge".utf8), [0xFF] + Array(".rpc.dlq".utf8), Array("--yes".utf8)], 3),
+        ([Array("dlq".utf8), Array("show".utf8), Array("users".utf8) + [0xC3]], 3),
+        ([Array("dlq".utf8), Array("requeue".utf8), Array("payments".utf8), Array("--id".utf8), [0xED, 0xA0, 0x80]], 5),
+        ([Array("call".utf8), Array("users.get".utf8), Array(#"{"id":""#.utf8) + [0xC0, 0xAF] + Array(#""}"#.utf8)], 3),
+        ([Array("publish".utf8), [0x80] + Array("order.created".utf8), Array("{}".utf8)], 2),
+        ([Array("events".utf8), Array("tail".utf8), Array("--type".utf8), Array("order.".utf8) + [0xF8, 0x88, 0x80, 0x80, 0x80]], 4),
+        ([[0xFE], Array("topology".utf8)], 1),
+        ([Array("topology".utf8), Array("--url=amqp://guest:".utf8) + [0xFF] + Array("@localhost/".utf8)], 2),
+    ]
+
+    @Test("an argument that is not valid UTF-8 is a usage error naming its position, exit 2, for every command", arguments: argumentsNotUTF8.indices)
+    func refusedNotUTF8(_ index: Int) async throws {
+        let example = Self.argumentsNotUTF8[index]
+        let result = try await WarrenCLI.run(bytes: example.arguments, url: Self.deadBroker)
+        #expect(!result.signalled, "\(result)")
+        #expect(result.status == 2, "\(result)")
+        #expect(result.stderr.split(separator: "\n").first?.contains("argument \(example.position) is not valid UTF-8") == true, "\(result)")
+        #expect(result.stdout.isEmpty, "\(result)")
+    }
+
     @Test("the extremes that are allowed pass validation (and then find no broker: exit 3)", arguments: [
         ["replay", "--rate", "0.001"], ["replay", "--rate", "1e308"], ["replay", "--limit", "9223372036854775807"],
         ["replay", "--timeout", "1h"], ["replay", "--timeout", "1ms"], ["replay", "--since", "5200w"], ["replay", "--since", "36500d"],
