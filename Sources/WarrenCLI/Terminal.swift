@@ -14,21 +14,32 @@ enum Terminal {
     static var stdinIsTTY: Bool { isatty(STDIN_FILENO) == 1 }
 
     static func out(_ line: String) {
-        FileHandle.standardOutput.write(Data((escape(line, keepingLineBreaks: true) + "\n").utf8))
+        outRaw(Data((escape(line, keepingLineBreaks: true) + "\n").utf8))
     }
 
     /// Bytes as they are: only for `--json` output, which scripts read and which is never escaped.
+    /// When the reader has gone (`warren dlq list | head -2`), `warren` ends as a program killed
+    /// by SIGPIPE does (status 141 in a shell), which is what pipelines expect; SwiftNIO ignores
+    /// SIGPIPE for the whole process, so the write fails instead, and the non-throwing
+    /// `FileHandle.write` would trap on that.
     static func outRaw(_ data: Data) {
-        FileHandle.standardOutput.write(data)
+        do {
+            try FileHandle.standardOutput.write(contentsOf: data)
+        } catch {
+            signal(SIGPIPE, SIG_DFL)
+            raise(SIGPIPE)
+            exit(141)
+        }
     }
 
+    /// Text for people; a stderr nobody reads any more loses it (there is nowhere to say so).
     static func note(_ line: String) {
-        FileHandle.standardError.write(Data((escape(line, keepingLineBreaks: true) + "\n").utf8))
+        try? FileHandle.standardError.write(contentsOf: Data((escape(line, keepingLineBreaks: true) + "\n").utf8))
     }
 
     /// A question on stderr, the answer typed on the same line.
     static func prompt(_ question: String) {
-        FileHandle.standardError.write(Data(escape(question, keepingLineBreaks: true).utf8))
+        try? FileHandle.standardError.write(contentsOf: Data(escape(question, keepingLineBreaks: true).utf8))
     }
 
     static func error(_ message: String) {
@@ -37,7 +48,7 @@ enum Terminal {
 
     /// Rewrites the current stderr line (progress bars).
     static func status(_ line: String) {
-        FileHandle.standardError.write(Data(("\r\u{1B}[2K" + escape(line)).utf8))
+        try? FileHandle.standardError.write(contentsOf: Data(("\r\u{1B}[2K" + escape(line)).utf8))
     }
 
     /// `value` as one line of JSON with sorted keys (stable for diffs and tests), unescaped.
