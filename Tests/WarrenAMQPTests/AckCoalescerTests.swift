@@ -110,7 +110,7 @@ struct AckCoalescerTests {
 
     @Test("2,000 random runs: the broker settles exactly the deliveries asked for, never one still held")
     func randomRuns() {
-        var random = SplitMix64(seed: 17)
+        var random = SplitMix(seed: 17)  // ClusterURLTests.swift: seeded, so a failing run replays
         for _ in 0..<2_000 {
             var acks = AckCoalescer()
             var broker = BrokerAcks()
@@ -144,15 +144,3 @@ struct AckCoalescerTests {
     }
 }
 
-/// A small deterministic generator, so that a failing run can be replayed.
-private struct SplitMix64 {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
