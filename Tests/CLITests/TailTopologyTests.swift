@@ -43,6 +43,36 @@ struct TailTopologyTests {
         }
     }
 
+    @Test("output to a reader that has gone (warren topology | head -1) ends warren as SIGPIPE does, never with a trap")
+    func readerGone() async throws {
+        try await TestVhost.with { vhost, connection in
+            let channel = try await connection.openChannel()
+            for index in 0..<20 { try await channel.declareQueue("scratch-\(index)") }
+            var ends: [Int32] = [0, 0]
+            try #require(pipe(&ends) == 0)
+            close(ends[0])  // the reader is gone before warren writes
+            defer { close(ends[1]) }
+            var environment = ProcessInfo.processInfo.environment
+            environment["AMQP_URL"] = vhost.url
+            let argv: [UnsafeMutablePointer<CChar>?] = [strdup(WarrenCLI.binary.path), strdup("topology"), nil]
+            let envp: [UnsafeMutablePointer<CChar>?] = environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
+            defer { (argv + envp).forEach { free($0) } }
+            var actions = posix_spawn_file_actions_t()
+            posix_spawn_file_actions_init(&actions)
+            defer { posix_spawn_file_actions_destroy(&actions) }
+            posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+            posix_spawn_file_actions_adddup2(&actions, ends[1], 1)
+            posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
+            var pid: pid_t = 0
+            try #require(posix_spawn(&pid, WarrenCLI.binary.path, &actions, nil, argv, envp) == 0)
+            var status: Int32 = 0
+            let deadline = ContinuousClock.now + .seconds(60)
+            while waitpid(pid, &status, WNOHANG) == 0, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(20)) }
+            if ContinuousClock.now >= deadline { kill(pid, SIGKILL) }
+            #expect(status & 0x7F == SIGPIPE, "status \(status): signal \(status & 0x7F), exit \((status >> 8) & 0xFF)")
+        }
+    }
+
     @Test("topology shows each service's queues with consumers, depths, bindings and dead letters")
     func topology() async throws {
         try await TestVhost.with { vhost, connection in
