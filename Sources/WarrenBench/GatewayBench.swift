@@ -101,10 +101,9 @@ struct GatewayBench: AsyncParsableCommand {
 
         // Warm-up, then the measured run, with the CPU each process spent during it.
         let broker = Self.brokerPID()
-        _ = try runWrk(base: base, path: "/users/\(userID)", token: token, seconds: 2)
-        let cpu = CPUSample(["gateway": gateway.process.processIdentifier, "user_service": users.process.processIdentifier, "broker": broker])
-        var http = try runWrk(base: base, path: "/users/\(userID)", token: token, seconds: seconds)
-        for (name, microseconds) in cpu.microsecondsPerRequest(http["requests"] ?? 0) { http["cpu_us_per_request_\(name)"] = microseconds }
+        let (http, cpu) = try measure(
+            base: base, path: "/users/\(userID)", token: token,
+            processes: ["gateway": gateway.process.processIdentifier, "user_service": users.process.processIdentifier, "broker": broker])
         let threads = cpu.threadMicrosecondsPerRequest(http["requests"] ?? 0)
         let rssAfterLoad = gateway.rssMegabytes()
         // Three bursts of connections opened, used and closed, then the measured one held open.
@@ -116,7 +115,7 @@ struct GatewayBench: AsyncParsableCommand {
             gateway.rssMegabytes()
         }
         let classic = try await measureWithClassicQueues(
-            base: base, userID: userID, token: token, vhost: vhost, environment: usersEnvironment, replacing: users, gateway: gateway, logs: data)
+            base: base, userID: userID, token: token, vhost: vhost, environment: usersEnvironment, replacing: users, gateway: gateway, broker: broker, logs: data)
         var standInRun: [String: Double]?
         if let standIn {
             standInRun = try await measureWithStandIn(standIn, base: base, userID: userID, token: token, url: vhostURL, replacing: classic.users, logs: data)
@@ -221,11 +220,10 @@ struct GatewayBench: AsyncParsableCommand {
         try await nodeUsers.waitForLog("listening")
         try await nodeGateway.waitForLog("listening")
         let base = "http://127.0.0.1:\(port)"
-        _ = try runWrk(base: base, path: "/users/\(userID)", token: token, seconds: 2)
-        let cpu = CPUSample(["node_gateway": nodeGateway.process.processIdentifier, "node_users": nodeUsers.process.processIdentifier])
-        var run = try runWrk(base: base, path: "/users/\(userID)", token: token, seconds: seconds)
-        for (name, microseconds) in cpu.microsecondsPerRequest(run["requests"] ?? 0) { run["cpu_us_per_request_\(name)"] = microseconds }
-        return run
+        return try measure(
+            base: base, path: "/users/\(userID)", token: token,
+            processes: ["node_gateway": nodeGateway.process.processIdentifier, "node_users": nodeUsers.process.processIdentifier]
+        ).run
     }
 
     /// The broker's process (RabbitMQ's Erlang VM, `beam.smp`), for its CPU; nil if not on this
@@ -247,7 +245,7 @@ struct GatewayBench: AsyncParsableCommand {
     /// Returns the new process, which the caller stops.
     func measureWithClassicQueues(
         base: String, userID: String, token: String, vhost: String, environment: [String: String], replacing users: Child, gateway: Child,
-        logs: URL
+        broker: Int32?, logs: URL
     ) async throws -> (run: [String: Double], users: Child) {
         users.stop()
         for line in try rabbitmqctl(["list_queues", "-p", vhost, "--quiet", "--no-table-headers", "name"]).split(separator: "\n") {
@@ -259,10 +257,9 @@ struct GatewayBench: AsyncParsableCommand {
             log: logs.appendingPathComponent("users-classic.log"))
         do {
             try await classic.waitForLog(#""msg":"serving""#)
-            _ = try runWrk(base: base, path: "/users/\(userID)", token: token, seconds: 2)
-            let cpu = CPUSample(["gateway": gateway.process.processIdentifier, "user_service": classic.process.processIdentifier, "broker": Self.brokerPID()])
-            var run = try runWrk(base: base, path: "/users/\(userID)", token: token, seconds: seconds)
-            for (name, microseconds) in cpu.microsecondsPerRequest(run["requests"] ?? 0) { run["cpu_us_per_request_\(name)"] = microseconds }
+            let (run, _) = try measure(
+                base: base, path: "/users/\(userID)", token: token,
+                processes: ["gateway": gateway.process.processIdentifier, "user_service": classic.process.processIdentifier, "broker": broker])
             return (run, classic)
         } catch {
             classic.stop()
@@ -320,6 +317,16 @@ struct GatewayBench: AsyncParsableCommand {
         request.httpBody = try JSONSerialization.data(withJSONObject: body)
         let (data, _) = try await URLSession.shared.data(for: request)
         return (try? JSONSerialization.jsonObject(with: data) as? [String: Any]) ?? [:]
+    }
+
+    /// A 2 s warm-up, then wrk for `seconds` with the CPU `processes` spent meanwhile: the run
+    /// with each one's `cpu_us_per_request_<name>`, and the sample (for the threads' share).
+    func measure(base: String, path: String, token: String, processes: [String: Int32?]) throws -> (run: [String: Double], cpu: CPUSample) {
+        _ = try runWrk(base: base, path: path, token: token, seconds: 2)
+        let cpu = CPUSample(processes)
+        var run = try runWrk(base: base, path: path, token: token, seconds: seconds)
+        for (name, microseconds) in cpu.microsecondsPerRequest(run["requests"] ?? 0) { run["cpu_us_per_request_\(name)"] = microseconds }
+        return (run, cpu)
     }
 
     /// wrk with a Lua `done` hook that prints the latency percentiles as JSON.
