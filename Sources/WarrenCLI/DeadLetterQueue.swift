@@ -40,9 +40,9 @@ struct DeadLetterQueue: Sendable {
     /// ends in `.dlq` is a dead-letter queue's own, taken exactly as typed, never extended
     /// (`users.rpc.dlq.dlq` is not the service of `users.rpc.dlq.dlq.rpc.dlq`).
     static func candidates(for argument: String, verb: String) -> (names: [String], note: String?) {
-        let queue = QueueName(parsing: argument)
-        if argument.hasSuffix(".dlq") || queue?.isDeadLetter == true { return ([argument], nil) }
-        if let deadLetters = queue?.deadLetterQueue {
+        // Every dead-letter queue's name ends so, Warren's and any other.
+        if argument.hasSuffix(".dlq") { return ([argument], nil) }
+        if let deadLetters = QueueName(parsing: argument)?.deadLetterQueue {
             let note = "\(verb) \(Terminal.quoted(deadLetters.name)), the dead-letter queue of \(Terminal.quoted(argument))"
             return ([deadLetters.name], note)
         }

@@ -176,14 +176,14 @@ struct ManagementAPI: Sendable {
         var request = HTTPClientRequest(url: base + path)
         request.headers.add(name: "Authorization", value: "Basic " + Data("\(user):\(password)".utf8).base64EncodedString())
         request.headers.add(name: "Accept", value: "application/json")
-        let milliseconds = timeout.wholeMilliseconds
-        let seconds = milliseconds % 1000 == 0 ? "\(milliseconds / 1000) s" : "\(milliseconds) ms"
         switch await exchange(request) {
         case .unreachable:
             throw CLIFailure(
                 .unreachable,
                 "cannot reach RabbitMQ's management API at \(url): is the plugin on? `rabbitmq-plugins enable rabbitmq_management` (scripts/broker.sh does it); --management-url or WARREN_MANAGEMENT_URL points elsewhere")
         case .timedOut:
+            let milliseconds = timeout.wholeMilliseconds
+            let seconds = milliseconds % 1000 == 0 ? "\(milliseconds / 1000) s" : "\(milliseconds) ms"
             throw CLIFailure(
                 .unreachable,
                 "RabbitMQ's management API at \(url) did not answer whole within \(seconds) (/\(path)): is it overloaded, or does --management-url or WARREN_MANAGEMENT_URL point elsewhere? (--management-timeout gives it longer)")
