@@ -65,8 +65,7 @@ struct ManagementAPITests {
         #expect(unknown.stderr.contains("the management API does not know vhost '\(vhost)'"), "\(unknown)")
         #expect(!unknown.stderr.contains("does not answer like"), "\(unknown)")
 
-        let wrongPassword = Broker.url.replacingOccurrences(of: "guest:guest@", with: "guest:not-the-password@")
-        try #require(wrongPassword != Broker.url, "the broker URL has no guest:guest@ to change")
+        let wrongPassword = try Self.url(Broker.url, user: "guest", password: "not-the-password")
         let refused = try await WarrenCLI.run(["dlq", "list"], url: wrongPassword)
         #expect(refused.status == 3, "\(refused)")
         #expect(refused.stderr.contains("the management API refused user 'guest': wrong user or password; check them in --url or AMQP_URL"), "\(refused)")
@@ -81,8 +80,7 @@ struct ManagementAPITests {
             _ = try BrokerControl.run(["add_user", user, "untagged-pw"])
             defer { _ = try? BrokerControl.run(["delete_user", user]) }
             _ = try BrokerControl.run(["set_permissions", "-p", vhost.name, user, ".*", ".*", ".*"])
-            let url = vhost.url.replacingOccurrences(of: "guest:guest@", with: "\(user):untagged-pw@")
-            try #require(url != vhost.url, "the broker URL has no guest:guest@ to change")
+            let url = try Self.url(vhost.url, user: user, password: "untagged-pw")
             let result = try await WarrenCLI.run(["dlq", "list"], url: url)
             #expect(result.status == 3, "\(result)")
             #expect(result.stderr.contains("the management API refused user '\(user)': it needs the management tag"), "\(result)")
@@ -93,8 +91,7 @@ struct ManagementAPITests {
     @Test("user and password in --management-url are the ones it logs in with, and the password is never printed")
     func credentialsInManagementURL() async throws {
         try await TestVhost.with { vhost, _ in
-            let wrongAMQP = vhost.url.replacingOccurrences(of: "guest:guest@", with: "guest:not-the-password@")
-            try #require(wrongAMQP != vhost.url, "the broker URL has no guest:guest@ to change")
+            let wrongAMQP = try Self.url(vhost.url, user: "guest", password: "not-the-password")
             // The management API takes the URL's own user: it lets the command through to AMQP,
             // which refuses the AMQP URL's wrong password.
             let own = try await WarrenCLI.run(["dlq", "list", "--management-url", "http://guest:guest@localhost:15672"], url: wrongAMQP)
@@ -198,5 +195,12 @@ struct ManagementAPITests {
         let result = try await WarrenCLI.run(["dlq", "list", "--management-timeout", value], url: Broker.url)
         #expect(result.status == 2, "\(result)")
         #expect(result.stderr.split(separator: "\n").first?.contains("--management-timeout") == true, "\(result)")
+    }
+
+    /// The tests' broker URL (`guest:guest@…`) with other credentials.
+    static func url(_ url: String, user: String, password: String) throws -> String {
+        let changed = url.replacingOccurrences(of: "guest:guest@", with: "\(user):\(password)@")
+        try #require(changed != url, "the broker URL has no guest:guest@ to change")
+        return changed
     }
 }
