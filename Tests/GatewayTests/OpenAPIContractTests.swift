@@ -126,18 +126,24 @@ struct OpenAPIContractTests {
         let file = FileManager.default.temporaryDirectory.appendingPathComponent("openapi-broken-\(UUID().uuidString.prefix(8)).yaml")
         try broken.write(to: file, atomically: true, encoding: .utf8)
         defer { try? FileManager.default.removeItem(at: file) }
-        // A port nothing listens on: the gateway must not get that far.
+        let (message, log) = try await Self.refusedStart(openAPIPath: file.path)
+        #expect(message.contains("cannot start: the document is not valid OpenAPI"), "\(message)")
+        #expect(message.contains("/auth/token"), "names where: \(message)")
+        #expect(!log.contains("broker"), "\(log)")
+    }
+
+    /// Starts `api-gateway` on the contract at `openAPIPath` and a broker port nothing listens
+    /// on (the gateway must not get that far), and expects it to stop with exit 1 and one
+    /// critical line: that line's message and the whole log.
+    static func refusedStart(openAPIPath: String) async throws -> (message: String, log: String) {
         let process = try ServiceProcess(
-            "api-gateway", environment: ["OPENAPI_PATH": file.path, "AMQP_URL": "amqp://guest:guest@127.0.0.1:1/", "LOG_FORMAT": "json"])
+            "api-gateway", environment: ["OPENAPI_PATH": openAPIPath, "AMQP_URL": "amqp://guest:guest@127.0.0.1:1/", "LOG_FORMAT": "json"])
         let deadline = ContinuousClock.now + .seconds(20)
         while process.isRunning, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(50)) }
         #expect(await process.stop() == 1)
         let critical = process.logLines.filter { $0["level"] as? String == "critical" }
         #expect(critical.count == 1, "\(process.log)")
-        let message = critical.first?["msg"] as? String ?? critical.first?["message"] as? String ?? ""
-        #expect(message.contains("cannot start: the document is not valid OpenAPI"), "\(message)")
-        #expect(message.contains("/auth/token"), "names where: \(message)")
-        #expect(!process.log.contains("broker"), "\(process.log)")
+        return (critical.first?["msg"] as? String ?? critical.first?["message"] as? String ?? "", process.log)
     }
 
     @Test(
@@ -156,14 +162,7 @@ struct OpenAPIContractTests {
         case "asyncapi.yaml not UTF-8": try (Data("asyncapi: 3.0.0\n".utf8) + Data([0x23, 0x20, 0xC3, 0x28, 0x0A])).write(to: asyncAPI)
         default: break
         }
-        let process = try ServiceProcess(
-            "api-gateway", environment: ["OPENAPI_PATH": openAPI.path, "AMQP_URL": "amqp://guest:guest@127.0.0.1:1/", "LOG_FORMAT": "json"])
-        let deadline = ContinuousClock.now + .seconds(20)
-        while process.isRunning, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(50)) }
-        #expect(await process.stop() == 1)
-        let critical = process.logLines.filter { $0["level"] as? String == "critical" }
-        #expect(critical.count == 1, "\(process.log)")
-        let message = critical.first?["msg"] as? String ?? ""
+        let (message, _) = try await Self.refusedStart(openAPIPath: openAPI.path)
         let expected = `case` == "asyncapi.yaml a directory" ? "cannot read \(asyncAPI.path)" : "is not UTF-8 text"
         #expect(message.contains(expected), "\(message)")
     }
