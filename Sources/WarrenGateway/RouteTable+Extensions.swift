@@ -1,0 +1,139 @@
+import Foundation
+import Yams
+
+extension RouteTable {
+    /// The `x-warren-*` fields the gateway reads, and what each must be.
+    enum ExtensionForm {
+        /// A name (`users.get`, `id`): text YAML would not read as a boolean, number or null.
+        case name
+        /// One of the listed words, exactly.
+        case word([String])
+        /// `true` or `false`, unquoted.
+        case boolean
+        /// A plain decimal integer in the range.
+        case integer(ClosedRange<Int>)
+        /// `{field: <name>, lookup: <name>?}`.
+        case owner
+    }
+
+    /// Every `x-warren-*` field of an OpenAPI document; any other is a typo, refused.
+    static let extensionForms: [String: ExtensionForm] = [
+        "x-warren-operation": .name, "x-warren-builtin": .name, "x-warren-self": .name, "x-warren-subject": .name,
+        "x-warren-field": .name, "x-warren-auth": .word(["public", "user", "admin"]), "x-warren-token": .boolean,
+        "x-warren-timeout-ms": .integer(1...300_000), "x-warren-owner": .owner,
+    ]
+
+    /// Checks the written form of every `x-warren-*` field in the composed document, before
+    /// OpenAPIKit decodes it: its decoding reads YAML 1.1 (`yes` is true, `0x10` is 16) and
+    /// forgets the text, so a value the author did not mean would pass.
+    static func checkWrittenForms(_ node: Node) throws(RouteTableError) {
+        try walk(node, at: [])
+    }
+
+    private static func walk(_ node: Node, at path: [String]) throws(RouteTableError) {
+        switch node {
+        case .scalar, .alias: return
+        case .sequence(let sequence):
+            for (index, child) in sequence.enumerated() { try walk(child, at: path + ["\(index)"]) }
+        case .mapping(let mapping):
+            for (key, value) in mapping {
+                let keyText = key.scalar?.string ?? "?"
+                if keyText.hasPrefix("x-warren-") {
+                    try check(value, field: keyText, at: path)
+                } else {
+                    try walk(value, at: path + [keyText])
+                }
+            }
+        }
+    }
+
+    /// Where a field is, as the route table's other messages say it: `GET /users` for an
+    /// operation (and what inside it), else the keys from the document's root.
+    static func place(_ path: [String]) -> String {
+        if path.count >= 3, path[0] == "paths" {
+            let operation = "\(path[2].uppercased()) \(path[1])"
+            return path.count == 3 ? operation : "\(operation) (at \(path.dropFirst(3).joined(separator: ".")))"
+        }
+        return path.isEmpty ? "the document's root" : path.joined(separator: ".")
+    }
+
+    private static func check(_ value: Node, field: String, at path: [String]) throws(RouteTableError) {
+        let place = place(path)
+        guard let form = extensionForms[field] else {
+            throw RouteTableError(
+                "\(place): \(field) is not a field the gateway reads (it reads \(extensionForms.keys.sorted().joined(separator: ", ")))")
+        }
+        switch form {
+        case .owner:
+            guard case .mapping(let mapping) = value else {
+                throw RouteTableError("\(place): x-warren-owner must be {field: <owner field>, lookup: <operation>?}, not \(shown(value))")
+            }
+            for (key, entry) in mapping {
+                let keyText = key.scalar?.string
+                guard let key = keyText, key == "field" || key == "lookup" else {
+                    // Not `shown(key)`: composing resolved the tags of mapping keys.
+                    throw RouteTableError("\(place): x-warren-owner takes field and lookup only, not '\(keyText ?? "a collection")'")
+                }
+                try checkName(entry, field: "x-warren-owner's \(key)", place: place)
+            }
+        case .name:
+            try checkName(value, field: field, place: place)
+        case .word(let words):
+            guard let text = plainText(value), words.contains(text) else {
+                throw RouteTableError("\(place): \(field) must be one of \(words.joined(separator: ", ")), not \(shown(value))")
+            }
+        case .boolean:
+            guard let text = plainText(value), text == "true" || text == "false" else {
+                throw RouteTableError("\(place): \(field) must be true or false (unquoted), not \(shown(value))")
+            }
+        case .integer(let range):
+            let limit = String(range.upperBound).utf8.count
+            guard let text = plainText(value), text.utf8.count <= limit, text.utf8.first != UInt8(ascii: "0"),
+                text.utf8.allSatisfy({ (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) }),
+                let number = Int(text), range.contains(number)
+            else {
+                throw RouteTableError(
+                    "\(place): \(field) must be a plain decimal integer from \(range.lowerBound) to \(range.upperBound), not \(shown(value))")
+            }
+        }
+    }
+
+    /// A name must stay text when decoded: YAML reads `yes`, `12`, `0x1f`, `.inf` and `~` as
+    /// other things, which would silently drop the field.
+    private static func checkName(_ value: Node, field: String, place: String) throws(RouteTableError) {
+        guard let scalar = value.scalar, !scalar.string.isEmpty else {
+            throw RouteTableError("\(place): \(field) must be a name, not \(shown(value))")
+        }
+        let readAs: String? =
+            if Bool.construct(from: scalar) != nil { "a boolean" }
+            else if Int.construct(from: scalar) != nil || UInt.construct(from: scalar) != nil || Double.construct(from: scalar) != nil { "a number" }
+            else if value.null != nil { "null" }
+            else { nil }
+        if let readAs {
+            throw RouteTableError("\(place): \(field) must be a name, not \(shown(value)), which YAML reads as \(readAs)")
+        }
+    }
+
+    /// The text of an untagged, unquoted scalar.
+    private static func plainText(_ value: Node) -> String? {
+        guard let scalar = value.scalar, scalar.style == .plain || scalar.style == .any, scalar.tag.rawValue.isEmpty else { return nil }
+        return scalar.string
+    }
+
+    /// A value as the author wrote it, for a message.
+    private static func shown(_ value: Node) -> String {
+        switch value {
+        case .scalar(let scalar):
+            let isQuoted = scalar.style == .singleQuoted || scalar.style == .doubleQuoted
+            let quoted = isQuoted ? " (quoted)" : ""
+            // A quoted scalar is tagged !!str by the parser; only a tag the author wrote is shown.
+            let tag = scalar.tag.rawValue
+            let written = !(tag.isEmpty || tag == "!" || (isQuoted && tag == Tag.Name.str.rawValue))
+            let tagged = written ? tag.replacingOccurrences(of: "tag:yaml.org,2002:", with: "!!") + " " : ""
+            return "\(tagged)'\(String(scalar.string.prefix(80)).debugDescription.dropFirst().dropLast())'\(quoted)"
+        case .mapping: return "a mapping"
+        case .sequence: return "a list"
+        case .alias: return "an alias"
+        }
+    }
+}
