@@ -23,9 +23,13 @@ extension RouteTable {
         "x-warren-timeout-ms": .integer(1...300_000), "x-warren-owner": .owner,
     ]
 
-    /// Checks the written form of every `x-warren-*` field in the composed document, before
-    /// OpenAPIKit decodes it: its decoding reads YAML 1.1 (`yes` is true, `0x10` is 16) and
-    /// forgets the text, so a value the author did not mean would pass.
+    /// The methods an OpenAPI path item may hold, whose `responses` keys are status codes.
+    private static let operationKeys: Set<String> = ["get", "put", "post", "delete", "options", "head", "patch", "trace"]
+
+    /// Checks the written form of every `x-warren-*` field and response key in the composed
+    /// document, before OpenAPIKit decodes it: its decoding reads YAML 1.1 (`yes` is true, `0x10`
+    /// is 16), a status key with Swift's `Int(_:)` (`+200` is 200), and forgets the text, so a
+    /// value the author did not mean would pass.
     static func checkWrittenForms(_ node: Node) throws(RouteTableError) {
         try walk(node, at: [])
     }
@@ -36,8 +40,10 @@ extension RouteTable {
         case .sequence(let sequence):
             for (index, child) in sequence.enumerated() { try walk(child, at: path + ["\(index)"]) }
         case .mapping(let mapping):
+            let isResponses = path.count >= 2 && path.last == "responses" && operationKeys.contains(path[path.count - 2])
             for (key, value) in mapping {
                 let keyText = key.scalar?.string ?? "?"
+                if isResponses { try checkStatusKey(key, at: path) }
                 if keyText.hasPrefix("x-warren-") {
                     try check(value, field: keyText, at: path)
                 } else {
@@ -55,6 +61,28 @@ extension RouteTable {
             return path.count == 3 ? operation : "\(operation) (at \(path.dropFirst(3).joined(separator: ".")))"
         }
         return path.isEmpty ? "the document's root" : path.joined(separator: ".")
+    }
+
+    /// A status code key: `default`, three decimal digits from 100 to 599, or `1XX`…`5XX`, written
+    /// without a YAML tag (OpenAPIKit reads the key with Swift's `Int(_:)`, which takes `+200`).
+    private static func checkStatusKey(_ key: Node, at path: [String]) throws(RouteTableError) {
+        let responses = "\(place(Array(path.dropLast()))): the responses key"
+        guard let scalar = key.scalar else {
+            throw RouteTableError("\(responses) is not a scalar; write each status code as a plain key like \"200\"")
+        }
+        let tag = scalar.tag.rawValue
+        guard tag.isEmpty || tag == "!" || tag == Tag.Name.str.rawValue else {
+            throw RouteTableError(
+                "\(responses) \(tag.replacingOccurrences(of: "tag:yaml.org,2002:", with: "!!")) \(scalar.string) has a YAML tag; write the status code as a plain string key like \"200\" (or default, or 2XX)")
+        }
+        let text = scalar.string
+        let bytes = Array(text.utf8)
+        let isCode = bytes.count == 3 && (UInt8(ascii: "1")...UInt8(ascii: "5")).contains(bytes[0])
+            && (bytes[1...].allSatisfy { (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) } || text.dropFirst() == "XX")
+        guard text == "default" || isCode else {
+            throw RouteTableError(
+                "\(responses) '\(text)' is not a status code; write a decimal code from 100 to 599 as a plain key like \"200\", or 1XX to 5XX, or default")
+        }
     }
 
     private static func check(_ value: Node, field: String, at path: [String]) throws(RouteTableError) {

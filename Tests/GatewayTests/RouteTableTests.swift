@@ -137,6 +137,14 @@ struct RouteTableTests {
              "x-warren-owner takes field and lookup only, not 'lookups'"),
             ("paths: {/x: {get: {operationId: x, x-warren-operation: a.b, x-warren-owner: userId}}}", "x-warren-owner must be {field: <owner field>, lookup: <operation>?}, not 'userId'"),
             ("paths: {/x: {get: {operationId: x, x-warren-operation: a.b, x-warren-timeout: 100}}}", "GET /x: x-warren-timeout is not a field the gateway reads"),
+            // Response keys: status codes as plain decimal strings (OpenAPIKit's Int(_:) takes +200).
+            ("paths: {/x: {get: {operationId: x, x-warren-operation: a.b, responses: {!!int 200: {description: ok}}}}}",
+             "GET /x: the responses key !!int 200 has a YAML tag; write the status code as a plain string key like \"200\""),
+            ("paths: {/x: {get: {operationId: x, x-warren-operation: a.b, responses: {+200: {description: ok}}}}}", "the responses key '+200' is not a status code"),
+            ("paths: {/x: {get: {operationId: x, x-warren-operation: a.b, responses: {0200: {description: ok}}}}}", "the responses key '0200' is not a status code"),
+            ("paths: {/x: {get: {operationId: x, x-warren-operation: a.b, responses: {'-1': {description: ok}}}}}", "the responses key '-1' is not a status code"),
+            ("paths: {/x: {get: {operationId: x, x-warren-operation: a.b, responses: {999: {description: ok}}}}}", "the responses key '999' is not a status code"),
+            ("paths: {/x: {get: {operationId: x, x-warren-operation: a.b, responses: {200/201: {description: ok}}}}}", "the responses key '200/201' is not a status code"),
             // An alias bomb: nine levels of nine aliases, 9^9 nodes from a few hundred bytes.
             (Self.aliasBomb, "expands to more than"),
             (Self.smallAliasBomb, "expands to more than 100000"),
@@ -150,11 +158,12 @@ struct RouteTableTests {
         }
     }
 
-    @Test("x-warren-* values at the edges of their forms are read as written")
+    @Test("x-warren-* values and response keys at the edges of their forms are read as written")
     func edgeForms() throws {
         let yaml = Self.header + """
             paths:
-              /x: {get: {operationId: x, x-warren-operation: a.b, x-warren-timeout-ms: 300000, x-warren-token: false}}
+              /x: {get: {operationId: x, x-warren-operation: a.b, x-warren-timeout-ms: 300000, x-warren-token: false,
+                         responses: {'201': {description: c}, 2XX: {description: s}, default: {description: d}}}}
               /y: {get: {operationId: y, x-warren-operation: a.b, x-warren-timeout-ms: 1, x-warren-token: true, x-warren-auth: admin,
                          x-warren-owner: {field: "userId", lookup: 'users.get'}}}
             """
@@ -162,6 +171,7 @@ struct RouteTableTests {
         let x = try #require(table.routes.first { $0.path == "/x" })
         #expect(x.timeout == .seconds(300))
         #expect(!x.issuesToken)
+        #expect(x.successStatus == 201)
         let y = try #require(table.routes.first { $0.path == "/y" })
         #expect(y.timeout == .milliseconds(1))
         #expect(y.issuesToken)
