@@ -164,8 +164,9 @@ struct ManagementAPI: Sendable {
     /// What came back: the status and the body, read whole.
     private enum Answer: Sendable {
         case whole(status: Int, body: Data)
-        /// Unreachable: nothing answered (refused, no such host, TLS failed).
-        case unreachable
+        /// Unreachable: nothing answered (refused, no such host, TLS failed); `reason` says which
+        /// when the error does.
+        case unreachable(reason: String?)
         /// More than its bound: `maxResponseBytes` for a 200, `maxRefusalBytes` for a refusal.
         case tooLarge(status: Int)
         case timedOut
@@ -177,10 +178,10 @@ struct ManagementAPI: Sendable {
         request.headers.add(name: "Authorization", value: "Basic " + Data("\(user):\(password)".utf8).base64EncodedString())
         request.headers.add(name: "Accept", value: "application/json")
         switch await exchange(request) {
-        case .unreachable:
+        case .unreachable(let reason):
             throw CLIFailure(
                 .unreachable,
-                "cannot reach RabbitMQ's management API at \(url): is the plugin on? `rabbitmq-plugins enable rabbitmq_management` (scripts/broker.sh does it); --management-url or WARREN_MANAGEMENT_URL points elsewhere")
+                "cannot reach RabbitMQ's management API at \(url)\(reason.map { " (\($0))" } ?? ""): is the plugin on? `rabbitmq-plugins enable rabbitmq_management` (scripts/broker.sh does it); --management-url or WARREN_MANAGEMENT_URL points elsewhere")
         case .timedOut:
             let milliseconds = timeout.wholeMilliseconds
             let seconds = milliseconds % 1000 == 0 ? "\(milliseconds / 1000) s" : "\(milliseconds) ms"
@@ -218,21 +219,31 @@ struct ManagementAPI: Sendable {
 
     /// The request and its whole answer, raced against `timeout`: a server that sends a head and
     /// then stalls, trickles or never ends its body is cut off then, like one that never answers.
-    /// The client's own deadline covers only the head; it is the same instant, so that a broker
-    /// nobody reaches (the client tries to connect until then) is reported as such, with the
-    /// race's end a little later as the backstop.
+    /// The client's own deadline covers only the head; it is the same instant, with the race's end
+    /// a little later as the backstop. A connection that fails fails the request at once: the
+    /// client is told not to retry connecting until the deadline (async-http-client's default),
+    /// which made a refused port wait the whole `--management-timeout` to say "cannot reach".
     private func exchange(_ request: HTTPClientRequest) async -> Answer {
+        var configuration = HTTPClient.Configuration(timeout: .init(connect: .milliseconds(timeout.wholeMilliseconds)))
+        configuration.connectionPool.retryConnectionEstablishment = false
+        let client = HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: configuration)
+        let answer = await exchange(request, with: client)
+        try? await client.shutdown()
+        return answer
+    }
+
+    private func exchange(_ request: HTTPClientRequest, with client: HTTPClient) async -> Answer {
         let deadline = NIODeadline.now() + .milliseconds(timeout.wholeMilliseconds)
         let backstop = timeout + .milliseconds(500)
         return await withTaskGroup(of: Answer.self) { group in
             group.addTask {
                 let response: HTTPClientResponse
                 do {
-                    response = try await HTTPClient.shared.execute(request, deadline: deadline)
+                    response = try await client.execute(request, deadline: deadline)
                 } catch let error as HTTPClientError where error == .deadlineExceeded || error == .readTimeout {
                     return .timedOut
                 } catch {
-                    return Task.isCancelled ? .timedOut : .unreachable
+                    return Task.isCancelled ? .timedOut : .unreachable(reason: Self.reason(error))
                 }
                 let status = Int(response.status.code)
                 let limit = status == 200 ? Self.maxResponseBytes : Self.maxRefusalBytes
@@ -253,6 +264,13 @@ struct ManagementAPI: Sendable {
             group.cancelAll()
             return first
         }
+    }
+
+    /// Why a connection failed, in words, when the error says: refused, or too slow to connect.
+    static func reason(_ error: any Error) -> String? {
+        if let error = error as? HTTPClientError, error == .connectTimeout { return "connecting took too long" }
+        if let error = error as? IOError, error.errnoCode == ECONNREFUSED { return "connection refused: nothing listens there" }
+        return nil
     }
 
     /// A 401 from RabbitMQ: a failed login (`Login failed`) or a user without the management

@@ -128,6 +128,20 @@ struct ManagementAPITests {
         #expect(!notHTTP.stderr.contains("TopSecret1"), "\(notHTTP)")
     }
 
+    @Test("a refused management port fails at once, saying so, not after --management-timeout (exit 3)")
+    func refusedAtOnce() async throws {
+        let started = ContinuousClock.now
+        let result = try await WarrenCLI.run(["dlq", "list", "--management-url", "http://127.0.0.1:1", "--management-timeout", "60s"], url: Broker.url)
+        let took = ContinuousClock.now - started
+        #expect(result.status == 3, "\(result)")
+        #expect(
+            result.stderr.contains("cannot reach RabbitMQ's management API at http://127.0.0.1:1 (connection refused: nothing listens there)"),
+            "\(result)")
+        // Retrying the connection until the deadline took the whole 60 s; the margin is for
+        // starting a debug binary on a loaded machine.
+        #expect(took < .seconds(20), "took \(took): \(result)")
+    }
+
     @Test("the scheme of a management URL is case-insensitive")
     func schemeCase() async throws {
         try await TestVhost.with { vhost, _ in
