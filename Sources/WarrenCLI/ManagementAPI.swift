@@ -163,7 +163,8 @@ struct ManagementAPI: Sendable {
 
     /// What came back: the status and the body, read whole.
     private enum Answer: Sendable {
-        case whole(status: Int, body: Data)
+        /// `location`: the `Location` header (for a redirect).
+        case whole(status: Int, body: Data, location: String?)
         /// Unreachable: nothing answered (refused, no such host, TLS failed); `reason` says which
         /// when the error does.
         case unreachable(reason: String?)
@@ -173,6 +174,33 @@ struct ManagementAPI: Sendable {
     }
 
     private func get<T: Decodable>(_ path: String, as type: T.Type) async throws -> T {
+        let (status, body) = try await fetch(path)
+        guard status == 200 else {
+            // RabbitMQ refuses with a JSON body of its own: without it, whatever answered is not
+            // its management API, and a 404 from it says nothing about the vhost.
+            guard let refusal = try? JSONDecoder().decode(Refusal.self, from: body) else {
+                throw notRabbitMQ(status: status, path: path)
+            }
+            switch status {
+            case 401:
+                throw refusedLogin(refusal)
+            case 404:
+                throw CLIFailure(.failed, "the management API does not know vhost '\(Terminal.escape(vhost))': check the vhost in --url or AMQP_URL")
+            default:
+                throw CLIFailure(.failed, "the management API answered \(status) for /\(path)")
+            }
+        }
+        do {
+            return try JSONDecoder().decode(type, from: body)
+        } catch {
+            throw notRabbitMQ(status: status, path: path)
+        }
+    }
+
+    /// The status and whole body of a GET of `path`, or the failure to get them: unreachable,
+    /// too slow, too large, or a redirect (never followed: it would carry the credentials to
+    /// wherever it points, and the user should name the right URL).
+    private func fetch(_ path: String) async throws -> (status: Int, body: Data) {
         let base = url.base.hasSuffix("/") ? url.base : url.base + "/"
         var request = HTTPClientRequest(url: base + path)
         request.headers.add(name: "Authorization", value: "Basic " + Data("\(user):\(password)".utf8).base64EncodedString())
@@ -194,26 +222,10 @@ struct ManagementAPI: Sendable {
                 "the answer of \(url) for /\(path) is larger than \(Self.maxResponseBytes >> 20) MB, more than RabbitMQ's management API sends: --management-url or WARREN_MANAGEMENT_URL points elsewhere")
         case .tooLarge(let status):
             throw notRabbitMQ(status: status, path: path)
-        case .whole(let status, let body) where status != 200:
-            // RabbitMQ refuses with a JSON body of its own: without it, whatever answered is not
-            // its management API, and a 404 from it says nothing about the vhost.
-            guard let refusal = try? JSONDecoder().decode(Refusal.self, from: body) else {
-                throw notRabbitMQ(status: status, path: path)
-            }
-            switch status {
-            case 401:
-                throw refusedLogin(refusal)
-            case 404:
-                throw CLIFailure(.failed, "the management API does not know vhost '\(Terminal.escape(vhost))': check the vhost in --url or AMQP_URL")
-            default:
-                throw CLIFailure(.failed, "the management API answered \(status) for /\(path)")
-            }
-        case .whole(let status, let body):
-            do {
-                return try JSONDecoder().decode(type, from: body)
-            } catch {
-                throw notRabbitMQ(status: status, path: path)
-            }
+        case .whole(let status, _, let location?) where (300..<400).contains(status):
+            throw redirected(status: status, to: location, path: path)
+        case .whole(let status, let body, _):
+            return (status, body)
         }
     }
 
@@ -224,7 +236,8 @@ struct ManagementAPI: Sendable {
     /// client is told not to retry connecting until the deadline (async-http-client's default),
     /// which made a refused port wait the whole `--management-timeout` to say "cannot reach".
     private func exchange(_ request: HTTPClientRequest) async -> Answer {
-        var configuration = HTTPClient.Configuration(timeout: .init(connect: .milliseconds(timeout.wholeMilliseconds)))
+        var configuration = HTTPClient.Configuration(
+            redirectConfiguration: .disallow, timeout: .init(connect: .milliseconds(timeout.wholeMilliseconds)))
         configuration.connectionPool.retryConnectionEstablishment = false
         let client = HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: configuration)
         let answer = await exchange(request, with: client)
@@ -248,7 +261,8 @@ struct ManagementAPI: Sendable {
                 let status = Int(response.status.code)
                 let limit = status == 200 ? Self.maxResponseBytes : Self.maxRefusalBytes
                 do {
-                    return .whole(status: status, body: Data(try await response.body.collect(upTo: limit).readableBytesView))
+                    let body = Data(try await response.body.collect(upTo: limit).readableBytesView)
+                    return .whole(status: status, body: body, location: response.headers.first(name: "location"))
                 } catch is NIOTooManyBytesError {
                     return .tooLarge(status: status)
                 } catch {
@@ -271,6 +285,18 @@ struct ManagementAPI: Sendable {
         if let error = error as? HTTPClientError, error == .connectTimeout { return "connecting took too long" }
         if let error = error as? IOError, error.errnoCode == ECONNREFUSED { return "connection refused: nothing listens there" }
         return nil
+    }
+
+    /// A 3xx: the URL is not where the API answers, and the redirect says where it may be.
+    private func redirected(status: Int, to location: String, path: String) -> CLIFailure {
+        // A Location ending in the path asked for names the URL to use; another, the page's.
+        let suggestion =
+            location.hasSuffix("/" + path) && location.count > path.count + 1
+            ? "use \(Terminal.escape(String(location.dropLast(path.count + 1)))) as --management-url or WARREN_MANAGEMENT_URL"
+            : "use that URL as --management-url or WARREN_MANAGEMENT_URL"
+        return CLIFailure(
+            .unreachable,
+            "the management URL \(url) answered with a redirect to \(Terminal.escape(location)) (HTTP \(status) for /\(path)); \(suggestion)")
     }
 
     /// A 401 from RabbitMQ: a failed login (`Login failed`) or a user without the management

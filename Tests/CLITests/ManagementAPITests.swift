@@ -128,6 +128,34 @@ struct ManagementAPITests {
         #expect(!notHTTP.stderr.contains("TopSecret1"), "\(notHTTP)")
     }
 
+    @Test(
+        "a redirect is named with where it points, never followed (the credentials would go along) (exit 3)",
+        arguments: [HTTPResponse.Status.movedPermanently, .found, .seeOther, .temporaryRedirect, .permanentRedirect])
+    func redirect(_ status: HTTPResponse.Status) async throws {
+        // To the real management API: followed, the command would succeed.
+        let location = "http://localhost:15672/api/queues/%2F?columns=name"
+        try await StubHTTPServer.with(status: status, contentType: "text/html", answer: "<a>moved</a>", location: location) { base in
+            let result = try await WarrenCLI.run(["dlq", "list", "--management-url", base], url: Broker.url)
+            #expect(result.status == 3, "\(result)")
+            #expect(
+                result.stderr.contains(
+                    "the management URL \(base) answered with a redirect to \(location) (HTTP \(status.code) for /api/queues/%2F?columns=name); use http://localhost:15672 as --management-url or WARREN_MANAGEMENT_URL"),
+                "\(result)")
+            #expect(result.stdout.isEmpty, "\(result)")
+        }
+    }
+
+    @Test("a redirect's Location is shown escaped, and elsewhere than the API's path it is suggested as it is")
+    func hostileRedirect() async throws {
+        try await StubHTTPServer.with(status: .found, contentType: "text/html", answer: "", location: "/login?next=\u{1b}[2J") { base in
+            let result = try await WarrenCLI.run(["dlq", "list", "--management-url", base], url: Broker.url)
+            #expect(result.status == 3, "\(result)")
+            #expect(result.stderr.contains("answered with a redirect to /login?next="), "\(result)")
+            #expect(result.stderr.contains("; use that URL as --management-url or WARREN_MANAGEMENT_URL"), "\(result)")
+            #expect(!result.stderr.contains("\u{1b}"), "\(result)")
+        }
+    }
+
     @Test("a refused management port fails at once, saying so, not after --management-timeout (exit 3)")
     func refusedAtOnce() async throws {
         let started = ContinuousClock.now
