@@ -151,11 +151,13 @@ struct ManagementAPI: Sendable {
     var timeout: Duration = .seconds(10)
 
     func queues() async throws -> [Queue] {
-        try await get("api/queues/\(Self.escape(vhost))?columns=name", as: [Queue].self)
+        let path = "api/queues/\(Self.escape(vhost))?columns=name"
+        return try await confirmed(get(path, as: [Queue].self), path: path)
     }
 
     func bindings() async throws -> [Binding] {
-        try await get("api/bindings/\(Self.escape(vhost))", as: [Binding].self)
+        let path = "api/bindings/\(Self.escape(vhost))"
+        return try await confirmed(get(path, as: [Binding].self), path: path)
     }
 
     /// The most of a management answer read: far more than the bindings of a large broker.
@@ -195,6 +197,25 @@ struct ManagementAPI: Sendable {
         } catch {
             throw notRabbitMQ(status: status, path: path)
         }
+    }
+
+    /// What `/api/overview` names in every RabbitMQ version with the management plugin.
+    private struct Overview: Decodable {
+        var management_version: String
+        var rabbitmq_version: String
+    }
+
+    /// `list`, once its sender is known to be RabbitMQ's management API. An empty list (`[]`)
+    /// is what any JSON server may answer, and believing it would report an empty broker: then
+    /// `/api/overview` must name the versions (one more request, only then; a non-empty list
+    /// already had RabbitMQ's fields).
+    private func confirmed<Element>(_ list: [Element], path: String) async throws -> [Element] {
+        guard list.isEmpty else { return list }
+        let (status, body) = try await fetch("api/overview")
+        guard status == 200, (try? JSONDecoder().decode(Overview.self, from: body)) != nil else {
+            throw notRabbitMQ(status: 200, path: path, detail: "and /api/overview (HTTP \(status)) names no RabbitMQ version")
+        }
+        return list
     }
 
     /// The status and whole body of a GET of `path`, or the failure to get them: unreachable,
@@ -326,11 +347,11 @@ struct ManagementAPI: Sendable {
 
     /// The URL answers, but not as RabbitMQ's management API (another server, a proxy's page):
     /// the API is as good as unreachable (exit 3), and its answer says nothing about the vhost.
-    /// `path` is as sent (`api/queues/%2F?columns=name`).
-    private func notRabbitMQ(status: Int, path: String) -> CLIFailure {
+    /// `path` is as sent (`api/queues/%2F?columns=name`); `detail` follows it.
+    private func notRabbitMQ(status: Int, path: String, detail: String? = nil) -> CLIFailure {
         CLIFailure(
             .unreachable,
-            "\(url) does not answer like RabbitMQ's management API (HTTP \(status) for /\(path)): --management-url or WARREN_MANAGEMENT_URL points elsewhere (RabbitMQ's listens on port 15672 by default)")
+            "\(url) does not answer like RabbitMQ's management API (HTTP \(status) for /\(path))\(detail.map { " \($0)" } ?? ""): --management-url or WARREN_MANAGEMENT_URL points elsewhere (RabbitMQ's listens on port 15672 by default)")
     }
 
     /// Vhosts and names go into the path percent-encoded; `/` becomes `%2F`.

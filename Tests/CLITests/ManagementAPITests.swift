@@ -19,6 +19,9 @@ struct Impostor: Sendable, CustomTestStringConvertible {
         Impostor(status: .notFound, contentType: "application/json", answer: ""),
         Impostor(status: .ok, contentType: "text/html", answer: "<!doctype html><title>Grafana</title>"),
         Impostor(status: .ok, contentType: "application/json", answer: #"{"status":"ok"}"#),
+        // An empty list, which RabbitMQ also sends: its /api/overview (here `[]` too) tells them apart.
+        Impostor(status: .ok, contentType: "application/json", answer: "[]"),
+        Impostor(status: .ok, contentType: "application/json", answer: #"{"rabbitmq_version":"3.13.0"}"#),
         Impostor(status: .unauthorized, contentType: "text/html", answer: "<h1>401 Authorization Required</h1>"),
         Impostor(status: .badGateway, contentType: "text/html", answer: "<h1>502 Bad Gateway</h1>"),
     ]
@@ -168,6 +171,15 @@ struct ManagementAPITests {
         // Retrying the connection until the deadline took the whole 60 s; the margin is for
         // starting a debug binary on a loaded machine.
         #expect(took < .seconds(20), "took \(took): \(result)")
+    }
+
+    @Test("an empty vhost's empty lists are believed from RabbitMQ itself (its /api/overview names its version)")
+    func emptyListFromRabbitMQ() async throws {
+        try await TestVhost.with { vhost, _ in
+            let result = try await WarrenCLI.run(["dlq", "list", "--json"], url: vhost.url)
+            #expect(result.status == 0, "\(result)")
+            #expect((result.json as? [Any])?.isEmpty == true, "\(result)")
+        }
     }
 
     @Test("the scheme of a management URL is case-insensitive")
