@@ -56,7 +56,7 @@ extension RouteTable {
     /// Where a field is, as the route table's other messages say it: `GET /users` for an
     /// operation (and what inside it), else the keys from the document's root.
     static func place(_ path: [String]) -> String {
-        if path.count >= 3, path[0] == "paths" {
+        if path.count >= 3, path[0] == "paths", operationKeys.contains(path[2]) {
             let operation = "\(path[2].uppercased()) \(path[1])"
             return path.count == 3 ? operation : "\(operation) (at \(path.dropFirst(3).joined(separator: ".")))"
         }
@@ -90,6 +90,21 @@ extension RouteTable {
         guard let form = extensionForms[field] else {
             throw RouteTableError(
                 "\(place): \(field) is not a field the gateway reads (it reads \(extensionForms.keys.sorted().joined(separator: ", ")))")
+        }
+        // Where the gateway reads a field; anywhere else it would be ignored without a word
+        // (`x-warren-auth: admin` on a path item left its operations open to any user).
+        if field == "x-warren-field" {
+            let inList = path.count >= 2 && path[path.count - 2] == "parameters" && Int(path[path.count - 1]) != nil
+            let inComponents = path.count == 3 && path[0] == "components" && path[1] == "parameters"
+            guard inList || inComponents else {
+                throw RouteTableError("\(place): x-warren-field is read on a parameter only; here it would be ignored")
+            }
+        } else {
+            let inPaths = path.count == 3 && path[0] == "paths" && operationKeys.contains(path[2])
+            let inComponents = path.count == 4 && path[0] == "components" && path[1] == "pathItems" && operationKeys.contains(path[3])
+            guard inPaths || inComponents else {
+                throw RouteTableError("\(place): \(field) is read on an operation only (paths: /path: get: …); here it would be ignored")
+            }
         }
         switch form {
         case .owner:

@@ -137,6 +137,13 @@ struct RouteTableTests {
              "x-warren-owner takes field and lookup only, not 'lookups'"),
             ("paths: {/x: {get: {operationId: x, x-warren-operation: a.b, x-warren-owner: userId}}}", "x-warren-owner must be {field: <owner field>, lookup: <operation>?}, not 'userId'"),
             ("paths: {/x: {get: {operationId: x, x-warren-operation: a.b, x-warren-timeout: 100}}}", "GET /x: x-warren-timeout is not a field the gateway reads"),
+            // A field where the gateway does not read it, which would be ignored.
+            ("paths: {/x: {x-warren-auth: admin, get: {operationId: x, x-warren-operation: a.b}}}",
+             "paths./x: x-warren-auth is read on an operation only (paths: /path: get: …); here it would be ignored"),
+            (Self.header + "x-warren-auth: admin\npaths: {/x: {get: {operationId: x, x-warren-operation: a.b}}}", "the document's root: x-warren-auth is read on an operation only"),
+            ("paths: {/x: {get: {operationId: x, x-warren-operation: a.b, x-warren-field: y}}}", "GET /x: x-warren-field is read on a parameter only"),
+            ("paths: {/x: {get: {operationId: x, x-warren-operation: a.b, parameters: [{name: q, in: query, x-warren-auth: public, schema: {type: string}}]}}}",
+             "GET /x (at parameters.0): x-warren-auth is read on an operation only"),
             // Response keys: status codes as plain decimal strings (OpenAPIKit's Int(_:) takes +200).
             ("paths: {/x: {get: {operationId: x, x-warren-operation: a.b, responses: {!!int 200: {description: ok}}}}}",
              "GET /x: the responses key !!int 200 has a YAML tag; write the status code as a plain string key like \"200\""),
@@ -163,15 +170,18 @@ struct RouteTableTests {
         let yaml = Self.header + """
             paths:
               /x: {get: {operationId: x, x-warren-operation: a.b, x-warren-timeout-ms: 300000, x-warren-token: false,
+                         parameters: [{$ref: '#/components/parameters/q'}],
                          responses: {'201': {description: c}, 2XX: {description: s}, default: {description: d}}}}
               /y: {get: {operationId: y, x-warren-operation: a.b, x-warren-timeout-ms: 1, x-warren-token: true, x-warren-auth: admin,
                          x-warren-owner: {field: "userId", lookup: 'users.get'}}}
+            components: {parameters: {q: {name: q, in: query, x-warren-field: query, schema: {type: string}}}}
             """
         let table = try RouteTable(openAPI: yaml)
         let x = try #require(table.routes.first { $0.path == "/x" })
         #expect(x.timeout == .seconds(300))
         #expect(!x.issuesToken)
         #expect(x.successStatus == 201)
+        #expect(x.queryParameters.first?.field == "query")
         let y = try #require(table.routes.first { $0.path == "/y" })
         #expect(y.timeout == .milliseconds(1))
         #expect(y.issuesToken)
