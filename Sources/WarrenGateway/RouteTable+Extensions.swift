@@ -29,25 +29,34 @@ extension RouteTable {
     /// Checks the written form of every `x-warren-*` field and response key in the composed
     /// document, before OpenAPIKit decodes it: its decoding reads YAML 1.1 (`yes` is true, `0x10`
     /// is 16), a status key with Swift's `Int(_:)` (`+200` is 200), and forgets the text, so a
-    /// value the author did not mean would pass.
+    /// value the author did not mean would pass. Each field must also be where it is read.
     static func checkWrittenForms(_ node: Node) throws(RouteTableError) {
         try walk(node, at: [])
     }
 
-    private static func walk(_ node: Node, at path: [String]) throws(RouteTableError) {
+    /// `placed`: whether a field here is where it is read; false inside another vendor
+    /// extension (`x-templates`), where YAML anchors for merge keys live, whose fields count
+    /// where they are merged.
+    private static func walk(_ node: Node, at path: [String], placed: Bool = true) throws(RouteTableError) {
         switch node {
         case .scalar, .alias: return
         case .sequence(let sequence):
-            for (index, child) in sequence.enumerated() { try walk(child, at: path + ["\(index)"]) }
+            for (index, child) in sequence.enumerated() { try walk(child, at: path + ["\(index)"], placed: placed) }
         case .mapping(let mapping):
             let isResponses = path.count >= 2 && path.last == "responses" && operationKeys.contains(path[path.count - 2])
             for (key, value) in mapping {
                 let keyText = key.scalar?.string ?? "?"
+                if keyText == "<<", key.scalar?.style == .plain {
+                    // A merge key: YAMLDecoder makes its mapping's pairs this mapping's.
+                    let merged = value.sequence.map { Array($0) } ?? [value]
+                    for part in merged { try walk(part, at: path, placed: placed) }
+                    continue
+                }
                 if isResponses { try checkStatusKey(key, at: path) }
                 if keyText.hasPrefix("x-warren-") {
-                    try check(value, field: keyText, at: path)
+                    try check(value, field: keyText, at: path, placed: placed)
                 } else {
-                    try walk(value, at: path + [keyText])
+                    try walk(value, at: path + [keyText], placed: placed && !keyText.hasPrefix("x-"))
                 }
             }
         }
@@ -85,7 +94,7 @@ extension RouteTable {
         }
     }
 
-    private static func check(_ value: Node, field: String, at path: [String]) throws(RouteTableError) {
+    private static func check(_ value: Node, field: String, at path: [String], placed: Bool) throws(RouteTableError) {
         let place = place(path)
         guard let form = extensionForms[field] else {
             throw RouteTableError(
@@ -93,7 +102,9 @@ extension RouteTable {
         }
         // Where the gateway reads a field; anywhere else it would be ignored without a word
         // (`x-warren-auth: admin` on a path item left its operations open to any user).
-        if field == "x-warren-field" {
+        if !placed {
+            // Checked for its form below, and for its place where it is merged.
+        } else if field == "x-warren-field" {
             let inList = path.count >= 2 && path[path.count - 2] == "parameters" && Int(path[path.count - 1]) != nil
             let inComponents = path.count == 3 && path[0] == "components" && path[1] == "parameters"
             guard inList || inComponents else {

@@ -142,6 +142,11 @@ struct RouteTableTests {
              "paths./x: x-warren-auth is read on an operation only (paths: /path: get: …); here it would be ignored"),
             (Self.header + "x-warren-auth: admin\npaths: {/x: {get: {operationId: x, x-warren-operation: a.b}}}", "the document's root: x-warren-auth is read on an operation only"),
             ("paths: {/x: {get: {operationId: x, x-warren-operation: a.b, x-warren-field: y}}}", "GET /x: x-warren-field is read on a parameter only"),
+            // Through a YAML merge key: the form where the anchor is, the place where it is merged.
+            (Self.header + "x-templates: {slow: &slow {x-warren-timeout-ms: 0x10}}\npaths: {/x: {get: {<<: *slow, operationId: x, x-warren-operation: a.b}}}",
+             "x-templates.slow: x-warren-timeout-ms must be a plain decimal integer from 1 to 300000, not '0x10'"),
+            (Self.header + "x-templates: {admin: &admin {x-warren-auth: admin}}\npaths: {/x: {<<: *admin, get: {operationId: x, x-warren-operation: a.b}}}",
+             "paths./x: x-warren-auth is read on an operation only"),
             ("paths: {/x: {get: {operationId: x, x-warren-operation: a.b, parameters: [{name: q, in: query, x-warren-auth: public, schema: {type: string}}]}}}",
              "GET /x (at parameters.0): x-warren-auth is read on an operation only"),
             // Response keys: status codes as plain decimal strings (OpenAPIKit's Int(_:) takes +200).
@@ -168,12 +173,14 @@ struct RouteTableTests {
     @Test("x-warren-* values and response keys at the edges of their forms are read as written")
     func edgeForms() throws {
         let yaml = Self.header + """
+            x-templates: {admin: &admin {x-warren-auth: admin, x-warren-timeout-ms: 250}}
             paths:
               /x: {get: {operationId: x, x-warren-operation: a.b, x-warren-timeout-ms: 300000, x-warren-token: false,
                          parameters: [{$ref: '#/components/parameters/q'}],
                          responses: {'201': {description: c}, 2XX: {description: s}, default: {description: d}}}}
               /y: {get: {operationId: y, x-warren-operation: a.b, x-warren-timeout-ms: 1, x-warren-token: true, x-warren-auth: admin,
                          x-warren-owner: {field: "userId", lookup: 'users.get'}}}
+              /z: {get: {<<: *admin, operationId: z, x-warren-operation: a.b}}
             components: {parameters: {q: {name: q, in: query, x-warren-field: query, schema: {type: string}}}}
             """
         let table = try RouteTable(openAPI: yaml)
@@ -187,6 +194,10 @@ struct RouteTableTests {
         #expect(y.issuesToken)
         #expect(y.access == .admin)
         #expect(y.ownership == Route.Ownership(field: "userId", lookup: "users.get"))
+        // Merged from an anchor in another vendor extension, as YAMLDecoder merges it.
+        let z = try #require(table.routes.first { $0.path == "/z" })
+        #expect(z.access == .admin)
+        #expect(z.timeout == .milliseconds(250))
     }
 
     @Test("path, query and subject become typed fields that win over the client's body")
