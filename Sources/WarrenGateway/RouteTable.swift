@@ -157,7 +157,7 @@ public struct RouteTable: Sendable {
             "\(name): x-warren-builtin must be one of \(Route.Target.builtins.keys.sorted().joined(separator: ", ")), and not beside x-warren-operation")
         switch (extensions["x-warren-operation"], extensions["x-warren-builtin"]) {
         case (let value as String, nil):
-            guard value.contains("."), !value.hasPrefix("."), !value.hasSuffix(".") else {
+            guard Self.isOperationName(value) else {
                 throw RouteTableError("\(name): x-warren-operation '\(value)' must be <service>.<operation>")
             }
             target = .operation(value)
@@ -234,7 +234,11 @@ public struct RouteTable: Sendable {
             guard let owner = owner as? [String: Any], let field = owner["field"] as? String else {
                 throw RouteTableError("\(name): x-warren-owner must be {field: <owner field>, lookup: <operation>?}")
             }
-            ownership = Route.Ownership(field: field, lookup: try Self.name(owner["lookup"], "x-warren-owner's lookup", of: name))
+            let lookup = try Self.name(owner["lookup"], "x-warren-owner's lookup", of: name)
+            if let lookup, !Self.isOperationName(lookup) {
+                throw RouteTableError("\(name): x-warren-owner's lookup '\(lookup)' must be <service>.<operation>")
+            }
+            ownership = Route.Ownership(field: field, lookup: lookup)
         }
         let restricted = selfParameter != nil || subjectField != nil || ownership != nil
         if access == .public, restricted {
@@ -263,6 +267,11 @@ public struct RouteTable: Sendable {
             subjectField: subjectField, ownership: ownership, issuesToken: issuesToken, timeout: timeout, successStatus: successStatus,
             documentedStatuses: Set(documented), pathParameters: pathParameters, queryParameters: queryParameters,
             hasBody: operation.requestBody != nil, segments: segments)
+    }
+
+    /// `<service>.<operation>`: a dot, neither first nor last.
+    private static func isOperationName(_ text: String) -> Bool {
+        text.contains(".") && !text.hasPrefix(".") && !text.hasSuffix(".")
     }
 
     /// The text of a field that names something, nil when absent; refused when it is not text

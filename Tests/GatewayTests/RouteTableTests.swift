@@ -133,6 +133,8 @@ struct RouteTableTests {
              "GET /x (at parameters.0): x-warren-field must be a name, not 'off', which YAML reads as a boolean"),
             ("paths: {/x: {get: {operationId: x, x-warren-operation: a.b, x-warren-owner: {field: userId, lookup: 12}}}}",
              "x-warren-owner's lookup must be a name, not '12'"),
+            ("paths: {/x: {get: {operationId: x, x-warren-operation: a.b, x-warren-owner: {field: userId, lookup: nodot}}}}",
+             "GET /x: x-warren-owner's lookup 'nodot' must be <service>.<operation>"),
             ("paths: {/x: {get: {operationId: x, x-warren-operation: a.b, x-warren-owner: {field: userId, lookups: a.get}}}}",
              "x-warren-owner takes field and lookup only, not 'lookups'"),
             ("paths: {/x: {get: {operationId: x, x-warren-operation: a.b, x-warren-owner: userId}}}", "x-warren-owner must be {field: <owner field>, lookup: <operation>?}, not 'userId'"),
