@@ -297,6 +297,20 @@ public final class RPCClient: Service, Sendable {
         return try reply.decode(Response.self, operation: operation)
     }
 
+    /// What a call fails with when its reply has no valid `x-status` (`ok` or `error`): an
+    /// `internal` error, since the request may have run, that `isInvalidStatus` recognises.
+    public static func invalidStatus(queue: String) -> ServiceError {
+        .internal("\(queue)\(invalidStatusText)")
+    }
+
+    /// Whether `error` is `invalidStatus(queue:)`'s: the service broke the reply format (a
+    /// gateway answers it 502, not as an error the service reported).
+    public static func isInvalidStatus(_ error: ServiceError) -> Bool {
+        error.code == .internal && error.message.hasSuffix(invalidStatusText)
+    }
+
+    private static let invalidStatusText = " replied without a valid x-status header (ok or error): the request may have run"
+
     /// The queue that serves an operation: `users.get` → `users.rpc`.
     public static func queue(for operation: String) -> String {
         QueueName.serving(operation: operation).name
@@ -322,7 +336,7 @@ public final class RPCClient: Service, Sendable {
                 logger.warning(
                     "a reply without a valid x-status (ok or error)",
                     metadata: ["queue": "\(call.queue)", "correlation_id": "\(id)", "x_status": "\(delivery.properties.headers?[WireHeader.status].map { String("\($0)".prefix(64)) } ?? "-")"])
-                call.waiter(.failure(.internal("\(call.queue) replied without a valid x-status header (ok or error): the request may have run")))
+                call.waiter(.failure(Self.invalidStatus(queue: call.queue)))
             }
         case .interrupted, .ended:
             // Replies to the old direct reply-to address can never arrive. The requests may have

@@ -151,11 +151,13 @@ struct ManagementAPI: Sendable {
     var timeout: Duration = .seconds(10)
 
     func queues() async throws -> [Queue] {
-        try await get("api/queues/\(Self.escape(vhost))?columns=name", as: [Queue].self)
+        let path = "api/queues/\(Self.escape(vhost))?columns=name"
+        return try await confirmed(get(path, as: [Queue].self), path: path)
     }
 
     func bindings() async throws -> [Binding] {
-        try await get("api/bindings/\(Self.escape(vhost))", as: [Binding].self)
+        let path = "api/bindings/\(Self.escape(vhost))"
+        return try await confirmed(get(path, as: [Binding].self), path: path)
     }
 
     /// The most of a management answer read: far more than the bindings of a large broker.
@@ -163,37 +165,19 @@ struct ManagementAPI: Sendable {
 
     /// What came back: the status and the body, read whole.
     private enum Answer: Sendable {
-        case whole(status: Int, body: Data)
-        /// Unreachable: nothing answered (refused, no such host, TLS failed).
-        case unreachable
+        /// `location`: the `Location` header (for a redirect).
+        case whole(status: Int, body: Data, location: String?)
+        /// Unreachable: nothing answered (refused, no such host, TLS failed); `reason` says which
+        /// when the error does.
+        case unreachable(reason: String?)
         /// More than its bound: `maxResponseBytes` for a 200, `maxRefusalBytes` for a refusal.
         case tooLarge(status: Int)
         case timedOut
     }
 
     private func get<T: Decodable>(_ path: String, as type: T.Type) async throws -> T {
-        let base = url.base.hasSuffix("/") ? url.base : url.base + "/"
-        var request = HTTPClientRequest(url: base + path)
-        request.headers.add(name: "Authorization", value: "Basic " + Data("\(user):\(password)".utf8).base64EncodedString())
-        request.headers.add(name: "Accept", value: "application/json")
-        switch await exchange(request) {
-        case .unreachable:
-            throw CLIFailure(
-                .unreachable,
-                "cannot reach RabbitMQ's management API at \(url): is the plugin on? `rabbitmq-plugins enable rabbitmq_management` (scripts/broker.sh does it); --management-url or WARREN_MANAGEMENT_URL points elsewhere")
-        case .timedOut:
-            let milliseconds = timeout.wholeMilliseconds
-            let seconds = milliseconds % 1000 == 0 ? "\(milliseconds / 1000) s" : "\(milliseconds) ms"
-            throw CLIFailure(
-                .unreachable,
-                "RabbitMQ's management API at \(url) did not answer whole within \(seconds) (/\(path)): is it overloaded, or does --management-url or WARREN_MANAGEMENT_URL point elsewhere? (--management-timeout gives it longer)")
-        case .tooLarge(let status) where status == 200:
-            throw CLIFailure(
-                .unreachable,
-                "the answer of \(url) for /\(path) is larger than \(Self.maxResponseBytes >> 20) MB, more than RabbitMQ's management API sends: --management-url or WARREN_MANAGEMENT_URL points elsewhere")
-        case .tooLarge(let status):
-            throw notRabbitMQ(status: status, path: path)
-        case .whole(let status, let body) where status != 200:
+        let (status, body) = try await fetch(path)
+        guard status == 200 else {
             // RabbitMQ refuses with a JSON body of its own: without it, whatever answered is not
             // its management API, and a 404 from it says nothing about the vhost.
             guard let refusal = try? JSONDecoder().decode(Refusal.self, from: body) else {
@@ -207,37 +191,99 @@ struct ManagementAPI: Sendable {
             default:
                 throw CLIFailure(.failed, "the management API answered \(status) for /\(path)")
             }
-        case .whole(let status, let body):
-            do {
-                return try JSONDecoder().decode(type, from: body)
-            } catch {
-                throw notRabbitMQ(status: status, path: path)
-            }
+        }
+        do {
+            return try JSONDecoder().decode(type, from: body)
+        } catch {
+            throw notRabbitMQ(status: status, path: path)
+        }
+    }
+
+    /// What `/api/overview` names in every RabbitMQ version with the management plugin.
+    private struct Overview: Decodable {
+        var management_version: String
+        var rabbitmq_version: String
+    }
+
+    /// `list`, once its sender is known to be RabbitMQ's management API. An empty list (`[]`)
+    /// is what any JSON server may answer, and believing it would report an empty broker: then
+    /// `/api/overview` must name the versions (one more request, only then; a non-empty list
+    /// already had RabbitMQ's fields).
+    private func confirmed<Element>(_ list: [Element], path: String) async throws -> [Element] {
+        guard list.isEmpty else { return list }
+        let (status, body) = try await fetch("api/overview")
+        guard status == 200, (try? JSONDecoder().decode(Overview.self, from: body)) != nil else {
+            throw notRabbitMQ(status: 200, path: path, detail: "and /api/overview (HTTP \(status)) names no RabbitMQ version")
+        }
+        return list
+    }
+
+    /// The status and whole body of a GET of `path`, or the failure to get them: unreachable,
+    /// too slow, too large, or a redirect (never followed: it would carry the credentials to
+    /// wherever it points, and the user should name the right URL).
+    private func fetch(_ path: String) async throws -> (status: Int, body: Data) {
+        let base = url.base.hasSuffix("/") ? url.base : url.base + "/"
+        var request = HTTPClientRequest(url: base + path)
+        request.headers.add(name: "Authorization", value: "Basic " + Data("\(user):\(password)".utf8).base64EncodedString())
+        request.headers.add(name: "Accept", value: "application/json")
+        switch await exchange(request) {
+        case .unreachable(let reason):
+            throw CLIFailure(
+                .unreachable,
+                "cannot reach RabbitMQ's management API at \(url)\(reason.map { " (\($0))" } ?? ""): is the plugin on? `rabbitmq-plugins enable rabbitmq_management` (scripts/broker.sh does it); --management-url or WARREN_MANAGEMENT_URL points elsewhere")
+        case .timedOut:
+            let milliseconds = timeout.wholeMilliseconds
+            let seconds = milliseconds % 1000 == 0 ? "\(milliseconds / 1000) s" : "\(milliseconds) ms"
+            throw CLIFailure(
+                .unreachable,
+                "RabbitMQ's management API at \(url) did not answer whole within \(seconds) (/\(path)): is it overloaded, or does --management-url or WARREN_MANAGEMENT_URL point elsewhere? (--management-timeout gives it longer)")
+        case .tooLarge(let status) where status == 200:
+            throw CLIFailure(
+                .unreachable,
+                "the answer of \(url) for /\(path) is larger than \(Self.maxResponseBytes >> 20) MB, more than RabbitMQ's management API sends: --management-url or WARREN_MANAGEMENT_URL points elsewhere")
+        case .tooLarge(let status):
+            throw notRabbitMQ(status: status, path: path)
+        case .whole(let status, _, let location?) where (300..<400).contains(status):
+            throw redirected(status: status, to: location, path: path)
+        case .whole(let status, let body, _):
+            return (status, body)
         }
     }
 
     /// The request and its whole answer, raced against `timeout`: a server that sends a head and
     /// then stalls, trickles or never ends its body is cut off then, like one that never answers.
-    /// The client's own deadline covers only the head; it is the same instant, so that a broker
-    /// nobody reaches (the client tries to connect until then) is reported as such, with the
-    /// race's end a little later as the backstop.
+    /// The client's own deadline covers only the head; it is the same instant, with the race's end
+    /// a little later as the backstop. A connection that fails fails the request at once: the
+    /// client is told not to retry connecting until the deadline (async-http-client's default),
+    /// which made a refused port wait the whole `--management-timeout` to say "cannot reach".
     private func exchange(_ request: HTTPClientRequest) async -> Answer {
+        var configuration = HTTPClient.Configuration(
+            redirectConfiguration: .disallow, timeout: .init(connect: .milliseconds(timeout.wholeMilliseconds)))
+        configuration.connectionPool.retryConnectionEstablishment = false
+        let client = HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: configuration)
+        let answer = await exchange(request, with: client)
+        try? await client.shutdown()
+        return answer
+    }
+
+    private func exchange(_ request: HTTPClientRequest, with client: HTTPClient) async -> Answer {
         let deadline = NIODeadline.now() + .milliseconds(timeout.wholeMilliseconds)
         let backstop = timeout + .milliseconds(500)
         return await withTaskGroup(of: Answer.self) { group in
             group.addTask {
                 let response: HTTPClientResponse
                 do {
-                    response = try await HTTPClient.shared.execute(request, deadline: deadline)
+                    response = try await client.execute(request, deadline: deadline)
                 } catch let error as HTTPClientError where error == .deadlineExceeded || error == .readTimeout {
                     return .timedOut
                 } catch {
-                    return Task.isCancelled ? .timedOut : .unreachable
+                    return Task.isCancelled ? .timedOut : .unreachable(reason: Self.reason(error))
                 }
                 let status = Int(response.status.code)
                 let limit = status == 200 ? Self.maxResponseBytes : Self.maxRefusalBytes
                 do {
-                    return .whole(status: status, body: Data(try await response.body.collect(upTo: limit).readableBytesView))
+                    let body = Data(try await response.body.collect(upTo: limit).readableBytesView)
+                    return .whole(status: status, body: body, location: response.headers.first(name: "location"))
                 } catch is NIOTooManyBytesError {
                     return .tooLarge(status: status)
                 } catch {
@@ -253,6 +299,25 @@ struct ManagementAPI: Sendable {
             group.cancelAll()
             return first
         }
+    }
+
+    /// Why a connection failed, in words, when the error says: refused, or too slow to connect.
+    static func reason(_ error: any Error) -> String? {
+        if let error = error as? HTTPClientError, error == .connectTimeout { return "connecting took too long" }
+        if let error = error as? IOError, error.errnoCode == ECONNREFUSED { return "connection refused: nothing listens there" }
+        return nil
+    }
+
+    /// A 3xx: the URL is not where the API answers, and the redirect says where it may be.
+    private func redirected(status: Int, to location: String, path: String) -> CLIFailure {
+        // A Location ending in the path asked for names the URL to use; another, the page's.
+        let suggestion =
+            location.hasSuffix("/" + path) && location.count > path.count + 1
+            ? "use \(Terminal.escape(String(location.dropLast(path.count + 1)))) as --management-url or WARREN_MANAGEMENT_URL"
+            : "use that URL as --management-url or WARREN_MANAGEMENT_URL"
+        return CLIFailure(
+            .unreachable,
+            "the management URL \(url) answered with a redirect to \(Terminal.escape(location)) (HTTP \(status) for /\(path)); \(suggestion)")
     }
 
     /// A 401 from RabbitMQ: a failed login (`Login failed`) or a user without the management
@@ -282,11 +347,11 @@ struct ManagementAPI: Sendable {
 
     /// The URL answers, but not as RabbitMQ's management API (another server, a proxy's page):
     /// the API is as good as unreachable (exit 3), and its answer says nothing about the vhost.
-    /// `path` is as sent (`api/queues/%2F?columns=name`).
-    private func notRabbitMQ(status: Int, path: String) -> CLIFailure {
+    /// `path` is as sent (`api/queues/%2F?columns=name`); `detail` follows it.
+    private func notRabbitMQ(status: Int, path: String, detail: String? = nil) -> CLIFailure {
         CLIFailure(
             .unreachable,
-            "\(url) does not answer like RabbitMQ's management API (HTTP \(status) for /\(path)): --management-url or WARREN_MANAGEMENT_URL points elsewhere (RabbitMQ's listens on port 15672 by default)")
+            "\(url) does not answer like RabbitMQ's management API (HTTP \(status) for /\(path))\(detail.map { " \($0)" } ?? ""): --management-url or WARREN_MANAGEMENT_URL points elsewhere (RabbitMQ's listens on port 15672 by default)")
     }
 
     /// Vhosts and names go into the path percent-encoded; `/` becomes `%2F`.

@@ -57,13 +57,20 @@ public struct ErrorReply: Codable, Sendable, Equatable {
     /// JSON, an unknown code, a number for a code, …) is `internal`, naming `operation`:
     /// the caller learns the reply broke the contract, never a guessed error.
     public static func decode(_ body: Data, operation: String) -> ServiceError {
-        guard let object = try? JSONSerialization.jsonObject(with: body) as? [String: Any],
-            let error = object["error"] as? [String: Any], let codeText = error["code"] as? String,
-            let code = ServiceError.Code(rawValue: codeText)
-        else {
+        guard let error = decoded(body) else {
             let start = String(decoding: body.prefix(80), as: UTF8.self)
             return .internal("\(operation) replied with an error that is not in the error format (\(body.count) bytes: \(start.debugDescription))")
         }
+        return error
+    }
+
+    /// The `ServiceError` an error reply's body carries, as `decode(_:operation:)` reads it, or
+    /// nil when the body is not in the error format (for a caller that answers that otherwise).
+    public static func decoded(_ body: Data) -> ServiceError? {
+        guard let object = try? JSONSerialization.jsonObject(with: body) as? [String: Any],
+            let error = object["error"] as? [String: Any], let codeText = error["code"] as? String,
+            let code = ServiceError.Code(rawValue: codeText)
+        else { return nil }
         return ServiceError(code, bounded(error["message"] as? String ?? codeText))
     }
 

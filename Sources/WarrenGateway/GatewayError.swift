@@ -28,6 +28,9 @@ public struct GatewayError: Error, Sendable, Equatable {
     }
     public static func forbidden(_ message: String) -> GatewayError { .init(status: 403, code: "forbidden", message: message) }
     public static func notFound(_ message: String) -> GatewayError { .init(status: 404, code: "not_found", message: message) }
+    /// A service's reply broke the reply format (not JSON, an error body not in the error
+    /// format, no valid `x-status`): never passed on as it came.
+    public static func badGateway(_ message: String) -> GatewayError { .init(status: 502, code: "bad_gateway", message: message) }
 
     /// A service's error reply, by its code: the table of the HTTP API's contract.
     public init(_ error: ServiceError) {

@@ -45,8 +45,8 @@ struct GatewayResponse: Sendable {
 
 /// The gateway's one HTTP responder: every request goes through the same steps, driven by the
 /// route table — CORS, rate limit, route, token, authorization rules, body, the request message,
-/// the reply. A reply body is forwarded as the service sent it; only errors are re-encoded
-/// (to add the request id).
+/// the reply. A reply body is forwarded as the service sent it once it is known to be JSON;
+/// only errors are re-encoded (to add the request id).
 ///
 /// `respond(to:completion:)` is where a request begins and ends. The common request (a route
 /// that is one operation, called with a token already verified) runs without a task: its
@@ -153,7 +153,7 @@ final class GatewayResponder: Sendable {
                 let call = try prepare(route, pathParameters: pathParameters, request: request, caller: caller)
                 Self.send(
                     call, through: services, route: route, caller: caller, requestID: request.requestID, context: span?.context,
-                    label: label, finish: finish)
+                    label: label, logger: logger, finish: finish)
                 return
             }
             Task {
@@ -323,12 +323,12 @@ final class GatewayResponder: Sendable {
     /// Generic so that `services` (an existential) is opened here rather than its reply converted.
     private static func send<Services: ServiceCaller>(
         _ call: PreparedCall, through services: Services, route: Route, caller: Caller?, requestID: String, context: ServiceContext?,
-        label: String, finish: @escaping @Sendable (GatewayResponse, String) -> Void
+        label: String, logger: Logger, finish: @escaping @Sendable (GatewayResponse, String) -> Void
     ) {
         services.call(call.operation, body: call.body, timeout: route.timeout, envelope: call.envelope, context: context) { result in
             let response: GatewayResponse
             do {
-                response = try answer(result, call: call, route: route, caller: caller)
+                response = try answer(result, call: call, route: route, caller: caller, logger: logger)
             } catch {
                 response = errorResponse(error, requestID: requestID)
             }
@@ -339,9 +339,11 @@ final class GatewayResponder: Sendable {
     /// The response for a call's outcome: the reply as the service sent it, or the HTTP error
     /// its error reply or failure stands for.
     private static func answer<Reply: ServiceReply>(
-        _ result: Result<Reply, ServiceError>, call: PreparedCall, route: Route, caller: Caller?
+        _ result: Result<Reply, ServiceError>, call: PreparedCall, route: Route, caller: Caller?, logger: Logger
     ) throws(GatewayError) -> GatewayResponse {
-        let reply = try replyBody(result, operation: call.operation, method: call.method, idempotencyKey: call.idempotencyKey)
+        let reply = try replyBody(
+            result, operation: call.operation, method: call.method, idempotencyKey: call.idempotencyKey,
+            correlationID: call.envelope.correlationID, logger: logger)
         if let ownership = route.ownership, ownership.lookup == nil, let caller, !caller.isAdmin {
             try Self.checkOwner(reply, field: ownership.field, caller: caller)
         }
@@ -360,15 +362,18 @@ final class GatewayResponder: Sendable {
             var envelope = call.envelope
             envelope.messageID = ids.next()
             let looked = await rpcResult(lookup, body: call.body, route: route, envelope: envelope)
-            let resource = try Self.replyBody(looked, operation: lookup, method: route.method, idempotencyKey: nil)
+            let resource = try Self.replyBody(
+                looked, operation: lookup, method: route.method, idempotencyKey: nil, correlationID: envelope.correlationID, logger: logger)
             try Self.checkOwner(resource, field: ownership.field, caller: caller)
         }
         let result = await rpcResult(call.operation, body: call.body, route: route, envelope: call.envelope)
         if route.issuesToken {
-            let reply = try Self.replyBody(result, operation: call.operation, method: call.method, idempotencyKey: call.idempotencyKey)
+            let reply = try Self.replyBody(
+                result, operation: call.operation, method: call.method, idempotencyKey: call.idempotencyKey,
+                correlationID: call.envelope.correlationID, logger: logger)
             return try await tokenResponse(for: reply)
         }
-        return try Self.answer(result, call: call, route: route, caller: caller)
+        return try Self.answer(result, call: call, route: route, caller: caller, logger: logger)
     }
 
     private func rpcResult(_ operation: String, body: Data, route: Route, envelope: Envelope) async -> Result<PlainReply, ServiceError> {
@@ -383,17 +388,46 @@ final class GatewayResponder: Sendable {
         await services.call(operation, body: body, timeout: route.timeout, envelope: envelope).map { PlainReply(isError: $0.isError, body: $0.body) }
     }
 
-    /// A reply's body; an error reply or a failed call becomes the matching HTTP error.
+    /// A reply's body; an error reply or a failed call becomes the matching HTTP error, and a
+    /// reply that breaks the reply format (schemas/warren) 502, logged at warning with the
+    /// correlation id: a body that is not JSON, an error body not in the error format, no
+    /// valid `x-status` (which `RPCClient` logs).
     static func replyBody<Reply: ServiceReply>(
-        _ result: Result<Reply, ServiceError>, operation: String, method: String, idempotencyKey: String?
+        _ result: Result<Reply, ServiceError>, operation: String, method: String, idempotencyKey: String?, correlationID: String,
+        logger: Logger
     ) throws(GatewayError) -> Data {
         let reply: Reply
         switch result {
         case .success(let value): reply = value
-        case .failure(let error): throw GatewayError(error, method: method, idempotencyKey: idempotencyKey)
+        case .failure(let error):
+            if RPCClient.isInvalidStatus(error) {
+                throw .badGateway("\(operation) replied without a valid x-status header (ok or error); the request may have run")
+            }
+            throw GatewayError(error, method: method, idempotencyKey: idempotencyKey)
         }
-        guard reply.isError else { return reply.body }
-        throw GatewayError(ErrorReply.decode(reply.body, operation: operation))
+        if reply.isError {
+            if let error = ErrorReply.decoded(reply.body) { throw GatewayError(error) }
+            logBrokenReply(reply.body, "an error reply not in the error format", operation: operation, correlationID: correlationID, logger: logger)
+            throw .badGateway("\(operation) replied with an error that is not in the error format")
+        }
+        guard (try? JSONSerialization.jsonObject(with: reply.body, options: [.fragmentsAllowed])) != nil else {
+            logBrokenReply(reply.body, "a reply whose body is not JSON", operation: operation, correlationID: correlationID, logger: logger)
+            throw .badGateway("\(operation) replied with a body that is not JSON; the request may have run")
+        }
+        return reply.body
+    }
+
+    /// A warning an operator can find by the request's correlation id, with the start of the
+    /// reply (escaped, as the client is not shown it).
+    private static func logBrokenReply(_ body: Data, _ what: Logger.Message, operation: String, correlationID: String, logger: Logger) {
+        var logger = logger
+        logger[metadataKey: "correlation_id"] = "\(correlationID)"
+        logger.warning(
+            "\(what)",
+            metadata: [
+                "operation": "\(operation)", "bytes": "\(body.count)",
+                "reply": "\(String(decoding: body.prefix(200), as: UTF8.self).debugDescription)",
+            ])
     }
 
     /// The body of a route that takes one: JSON only, at most `maxBodyBytes` (the HTTP layer

@@ -40,6 +40,7 @@ public struct RouteTable: Sendable {
         } catch {
             throw RouteTableError("the document is not valid OpenAPI: it \(error.description)")
         }
+        try checkWrittenForms(node)
         do {
             return try YAMLDecoder().decode(OpenAPI.Document.self, from: node)
         } catch {
@@ -156,7 +157,7 @@ public struct RouteTable: Sendable {
             "\(name): x-warren-builtin must be one of \(Route.Target.builtins.keys.sorted().joined(separator: ", ")), and not beside x-warren-operation")
         switch (extensions["x-warren-operation"], extensions["x-warren-builtin"]) {
         case (let value as String, nil):
-            guard value.contains("."), !value.hasPrefix("."), !value.hasSuffix(".") else {
+            guard Self.isOperationName(value) else {
                 throw RouteTableError("\(name): x-warren-operation '\(value)' must be <service>.<operation>")
             }
             target = .operation(value)
@@ -168,9 +169,9 @@ public struct RouteTable: Sendable {
             throw builtinError
         }
 
-        let accessText = extensions["x-warren-auth"].map { "\($0)" } ?? "user"
-        guard let access = Route.Access(rawValue: accessText) else {
-            throw RouteTableError("\(name): x-warren-auth must be public, user or admin, not '\(accessText)'")
+        let accessValue = extensions["x-warren-auth"] ?? "user"
+        guard let accessText = accessValue as? String, let access = Route.Access(rawValue: accessText) else {
+            throw RouteTableError("\(name): x-warren-auth must be one of public, user, admin, not '\(accessValue)'")
         }
 
         var pathParameters: [Route.Parameter] = []
@@ -199,7 +200,7 @@ public struct RouteTable: Sendable {
             case let other?:
                 throw RouteTableError("\(name): parameter '\(parameterName)' has type '\(other)'; use string, integer, number or boolean")
             }
-            let field = parameter.vendorExtensions["x-warren-field"]?.value as? String ?? parameterName
+            let field = try Self.name(parameter.vendorExtensions["x-warren-field"]?.value, "x-warren-field", of: name) ?? parameterName
             let entry = Route.Parameter(name: parameterName, field: field, kind: kind)
             switch parameter.location {
             case .path: pathParameters.append(entry)
@@ -223,7 +224,8 @@ public struct RouteTable: Sendable {
         }
         guard path.hasPrefix("/") else { throw RouteTableError("\(name): the path must start with /") }
 
-        let selfParameter = extensions["x-warren-self"] as? String
+        let selfParameter = try Self.name(extensions["x-warren-self"], "x-warren-self", of: name)
+        let subjectField = try Self.name(extensions["x-warren-subject"], "x-warren-subject", of: name)
         if let selfParameter, !pathParameters.contains(where: { $0.name == selfParameter }) {
             throw RouteTableError("\(name): x-warren-self names '\(selfParameter)', which is not a path parameter")
         }
@@ -232,9 +234,13 @@ public struct RouteTable: Sendable {
             guard let owner = owner as? [String: Any], let field = owner["field"] as? String else {
                 throw RouteTableError("\(name): x-warren-owner must be {field: <owner field>, lookup: <operation>?}")
             }
-            ownership = Route.Ownership(field: field, lookup: owner["lookup"] as? String)
+            let lookup = try Self.name(owner["lookup"], "x-warren-owner's lookup", of: name)
+            if let lookup, !Self.isOperationName(lookup) {
+                throw RouteTableError("\(name): x-warren-owner's lookup '\(lookup)' must be <service>.<operation>")
+            }
+            ownership = Route.Ownership(field: field, lookup: lookup)
         }
-        let restricted = selfParameter != nil || extensions["x-warren-subject"] != nil || ownership != nil
+        let restricted = selfParameter != nil || subjectField != nil || ownership != nil
         if access == .public, restricted {
             throw RouteTableError("\(name): x-warren-self, x-warren-subject and x-warren-owner need a token; x-warren-auth is public")
         }
@@ -242,7 +248,7 @@ public struct RouteTable: Sendable {
         var timeout = Duration.seconds(5)
         if let milliseconds = extensions["x-warren-timeout-ms"] {
             guard let milliseconds = milliseconds as? Int, (1...300_000).contains(milliseconds) else {
-                throw RouteTableError("\(name): x-warren-timeout-ms must be an integer from 1 to 300000")
+                throw RouteTableError("\(name): x-warren-timeout-ms must be a plain decimal integer from 1 to 300000, not '\(milliseconds)'")
             }
             timeout = .milliseconds(milliseconds)
         }
@@ -252,12 +258,30 @@ public struct RouteTable: Sendable {
             return nil
         }
         let successStatus = documented.filter { (200..<300).contains($0) }.min() ?? 200
+        let issuesToken = extensions["x-warren-token"] ?? false
+        guard let issuesToken = issuesToken as? Bool else {
+            throw RouteTableError("\(name): x-warren-token must be true or false, not '\(issuesToken)'")
+        }
         return Route(
             method: method, path: path, operationID: operationID, target: target, access: access, selfParameter: selfParameter,
-            subjectField: extensions["x-warren-subject"] as? String, ownership: ownership,
-            issuesToken: extensions["x-warren-token"] as? Bool ?? false, timeout: timeout, successStatus: successStatus,
+            subjectField: subjectField, ownership: ownership, issuesToken: issuesToken, timeout: timeout, successStatus: successStatus,
             documentedStatuses: Set(documented), pathParameters: pathParameters, queryParameters: queryParameters,
             hasBody: operation.requestBody != nil, segments: segments)
+    }
+
+    /// `<service>.<operation>`: a dot, neither first nor last.
+    private static func isOperationName(_ text: String) -> Bool {
+        text.contains(".") && !text.hasPrefix(".") && !text.hasSuffix(".")
+    }
+
+    /// The text of a field that names something, nil when absent; refused when it is not text
+    /// (a document built in code; one read from YAML was checked by `checkWrittenForms`).
+    private static func name(_ value: Any?, _ field: String, of operation: String) throws(RouteTableError) -> String? {
+        guard let value else { return nil }
+        guard let text = value as? String, !text.isEmpty else {
+            throw RouteTableError("\(operation): \(field) must be a name, not '\(value)'")
+        }
+        return text
     }
 }
 

@@ -19,6 +19,9 @@ struct Impostor: Sendable, CustomTestStringConvertible {
         Impostor(status: .notFound, contentType: "application/json", answer: ""),
         Impostor(status: .ok, contentType: "text/html", answer: "<!doctype html><title>Grafana</title>"),
         Impostor(status: .ok, contentType: "application/json", answer: #"{"status":"ok"}"#),
+        // An empty list, which RabbitMQ also sends: its /api/overview (here `[]` too) tells them apart.
+        Impostor(status: .ok, contentType: "application/json", answer: "[]"),
+        Impostor(status: .ok, contentType: "application/json", answer: #"{"rabbitmq_version":"3.13.0"}"#),
         Impostor(status: .unauthorized, contentType: "text/html", answer: "<h1>401 Authorization Required</h1>"),
         Impostor(status: .badGateway, contentType: "text/html", answer: "<h1>502 Bad Gateway</h1>"),
     ]
@@ -126,6 +129,57 @@ struct ManagementAPITests {
         #expect(notHTTP.status == 2, "\(notHTTP)")
         #expect(notHTTP.stderr.contains("ftp://admin:***@127.0.0.1"), "\(notHTTP)")
         #expect(!notHTTP.stderr.contains("TopSecret1"), "\(notHTTP)")
+    }
+
+    @Test(
+        "a redirect is named with where it points, never followed (the credentials would go along) (exit 3)",
+        arguments: [HTTPResponse.Status.movedPermanently, .found, .seeOther, .temporaryRedirect, .permanentRedirect])
+    func redirect(_ status: HTTPResponse.Status) async throws {
+        // To the real management API: followed, the command would succeed.
+        let location = "http://localhost:15672/api/queues/%2F?columns=name"
+        try await StubHTTPServer.with(status: status, contentType: "text/html", answer: "<a>moved</a>", location: location) { base in
+            let result = try await WarrenCLI.run(["dlq", "list", "--management-url", base], url: Broker.url)
+            #expect(result.status == 3, "\(result)")
+            #expect(
+                result.stderr.contains(
+                    "the management URL \(base) answered with a redirect to \(location) (HTTP \(status.code) for /api/queues/%2F?columns=name); use http://localhost:15672 as --management-url or WARREN_MANAGEMENT_URL"),
+                "\(result)")
+            #expect(result.stdout.isEmpty, "\(result)")
+        }
+    }
+
+    @Test("a redirect's Location is shown escaped, and elsewhere than the API's path it is suggested as it is")
+    func hostileRedirect() async throws {
+        try await StubHTTPServer.with(status: .found, contentType: "text/html", answer: "", location: "/login?next=\u{1b}[2J") { base in
+            let result = try await WarrenCLI.run(["dlq", "list", "--management-url", base], url: Broker.url)
+            #expect(result.status == 3, "\(result)")
+            #expect(result.stderr.contains("answered with a redirect to /login?next="), "\(result)")
+            #expect(result.stderr.contains("; use that URL as --management-url or WARREN_MANAGEMENT_URL"), "\(result)")
+            #expect(!result.stderr.contains("\u{1b}"), "\(result)")
+        }
+    }
+
+    @Test("a refused management port fails at once, saying so, not after --management-timeout (exit 3)")
+    func refusedAtOnce() async throws {
+        let started = ContinuousClock.now
+        let result = try await WarrenCLI.run(["dlq", "list", "--management-url", "http://127.0.0.1:1", "--management-timeout", "60s"], url: Broker.url)
+        let took = ContinuousClock.now - started
+        #expect(result.status == 3, "\(result)")
+        #expect(
+            result.stderr.contains("cannot reach RabbitMQ's management API at http://127.0.0.1:1 (connection refused: nothing listens there)"),
+            "\(result)")
+        // Retrying the connection until the deadline took the whole 60 s; the margin is for
+        // starting a debug binary on a loaded machine.
+        #expect(took < .seconds(20), "took \(took): \(result)")
+    }
+
+    @Test("an empty vhost's empty lists are believed from RabbitMQ itself (its /api/overview names its version)")
+    func emptyListFromRabbitMQ() async throws {
+        try await TestVhost.with { vhost, _ in
+            let result = try await WarrenCLI.run(["dlq", "list", "--json"], url: vhost.url)
+            #expect(result.status == 0, "\(result)")
+            #expect((result.json as? [Any])?.isEmpty == true, "\(result)")
+        }
     }
 
     @Test("the scheme of a management URL is case-insensitive")

@@ -31,12 +31,16 @@ enum StubHTTPServer {
     }
 
     /// Runs `body` with the server's base URL (`http://127.0.0.1:<port>`), then stops the server.
+    /// `location`: a `Location` header on every answer (for a redirect).
     static func with<T>(
-        status: HTTPResponse.Status, contentType: String, answer: String, sending mode: Body = .whole, _ body: (String) async throws -> T
+        status: HTTPResponse.Status, contentType: String, answer: String, sending mode: Body = .whole, location: String? = nil,
+        _ body: (String) async throws -> T
     ) async throws -> T {
         let router = Router()
         router.get("**") { _, _ -> Response in
-            Response(status: status, headers: [.contentType: contentType], body: Self.body(answer, mode))
+            var headers: HTTPFields = [.contentType: contentType]
+            if let location { headers[.location] = location }
+            return Response(status: status, headers: headers, body: Self.body(answer, mode))
         }
         // Port 0: the kernel picks a free one, which the running server reports.
         let (ports, reported) = AsyncStream<Int>.makeStream()

@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 import NIOCore
 import NIOHTTP1
 import Testing
@@ -317,15 +318,64 @@ struct GatewayResponderTests {
         #expect(keyed.errorMessage?.contains("'retry-me-1'") == true)
     }
 
-    @Test("an error reply the gateway cannot read is a 500 naming the operation", arguments: [
+    /// Reply bodies no reply may have: not JSON, or JSON cut short or followed by more.
+    static let brokenReplies: [Data] = [
+        Data(), Data("not json".utf8), Data([0x7b, 0x22, 0xff, 0xfe, 0x22, 0x3a, 0x31, 0x7d]), Data(#"{"id":"a"#.utf8),
+        Data(#"{"id":1} trailing"#.utf8), Data("<h1>502 Bad Gateway</h1>".utf8), Data([0]), Data("{'id':1}".utf8), Data("NaN".utf8),
+        Data("\u{1b}[2J".utf8),
+    ]
+
+    @Test("an error reply the gateway cannot read is a 502 naming the operation, logged with the correlation id", arguments: [
         "", "not json", "{}", #"{"error":"x"}"#, #"{"error":{"code":"teapot","message":"m"}}"#, #"{"error":{"code":7}}"#, "[]",
+        #"{"error":{"code":"not_found"}"#, "\u{1b}[2J",
     ])
     func unreadableErrorReply(body: String) async throws {
-        let gateway = try await InProcessGateway(FakeServices { _ in .success(PlainReply(isError: true, body: Data(body.utf8))) })
+        let log = RecordedLog()
+        let gateway = try await InProcessGateway(
+            FakeServices { _ in .success(PlainReply(isError: true, body: Data(body.utf8))) }, logger: log.logger)
         let response = await gateway.send(.GET, "/users/\(Self.alice)", token: try await gateway.token(Self.alice))
-        #expect(response.status == 500)
-        #expect(response.errorCode == "internal")
-        #expect(response.errorMessage?.contains("users.get") == true)
+        #expect(response.status == 502)
+        #expect(response.errorCode == "bad_gateway")
+        #expect(response.errorMessage == "users.get replied with an error that is not in the error format")
+        let requestID = try #require(response.headers.first(name: "X-Request-ID"))
+        #expect(response.errorRequestID == requestID)
+        let warning = log.all.first { $0.level == .warning && $0.message == "an error reply not in the error format" }
+        #expect(warning?.metadata["correlation_id"] == "\(requestID)")
+        #expect(warning?.metadata["operation"] == "users.get")
+    }
+
+    @Test("an ok reply whose body is not JSON is a 502 in the gateway's error format, never forwarded", arguments: GatewayResponderTests.brokenReplies)
+    func replyNotJSON(body: Data) async throws {
+        let log = RecordedLog()
+        let gateway = try await InProcessGateway(FakeServices { _ in .success(PlainReply(isError: false, body: body)) }, logger: log.logger)
+        for (method, path, bodyText) in [(HTTPMethod.GET, "/users/\(Self.alice)", nil), (.POST, "/users", #"{"name":"A"}"#)] {
+            let token = try await gateway.token(Self.alice)
+            let response = await gateway.send(method, path, token: method == .GET ? token : nil, body: bodyText)
+            #expect(response.status == 502, "\(method) \(path)")
+            #expect(response.errorCode == "bad_gateway")
+            #expect(response.errorMessage?.contains("replied with a body that is not JSON") == true)
+            #expect(response.headers.first(name: "Content-Type") == "application/json")
+            let requestID = try #require(response.headers.first(name: "X-Request-ID"))
+            #expect(response.errorRequestID == requestID)
+            let warning = log.all.first { $0.level == .warning && $0.message == "a reply whose body is not JSON" && $0.metadata["correlation_id"] == "\(requestID)" }
+            #expect(warning?.metadata["bytes"] == "\(body.count)")
+        }
+    }
+
+    @Test("a reply without a valid x-status is a 502 naming the operation, on the direct path and the task paths")
+    func replyWithoutStatus() async throws {
+        let gateway = try await InProcessGateway(FakeServices { sent in .failure(RPCClient.invalidStatus(queue: RPCClient.queue(for: sent.operation))) })
+        let direct = await gateway.send(.GET, "/users/\(Self.alice)", token: try await gateway.token(Self.alice))
+        // A token seen for the first time is verified in a task: the path `serve` takes.
+        let inTask = await gateway.send(.GET, "/orders/\(Self.alice)", token: try await gateway.token(Self.bob))
+        let login = await gateway.send(.POST, "/auth/token", body: #"{"email":"a@b.c","password":"secret123"}"#)
+        for (response, operation) in [(direct, "users.get"), (inTask, "orders.get"), (login, "users.authenticate")] {
+            #expect(response.status == 502, "\(operation)")
+            #expect(response.errorCode == "bad_gateway")
+            #expect(response.errorMessage?.hasPrefix("\(operation) replied without a valid x-status header") == true, "\(response.errorMessage ?? "")")
+        }
+        // The service's own `internal` error is still a 500.
+        #expect(RPCClient.isInvalidStatus(.internal("users.rpc failed")) == false)
     }
 
     @Test("a reply is forwarded byte for byte, with the route's success status")

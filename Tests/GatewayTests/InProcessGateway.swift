@@ -52,6 +52,39 @@ final class FakeServices: ServiceCaller {
     }
 }
 
+/// Every line logged through it, with its level and metadata (the logger's own included).
+final class RecordedLog: Sendable {
+    struct Line: Sendable {
+        var level: Logger.Level
+        var message: String
+        var metadata: Logger.Metadata
+    }
+
+    private let lines = Mutex<[Line]>([])
+    var all: [Line] { lines.withLock { $0 } }
+
+    /// A logger at `trace` whose lines this records.
+    var logger: Logger {
+        Logger(label: "recorded") { _ in Handler(log: self) }
+    }
+
+    private struct Handler: LogHandler {
+        let log: RecordedLog
+        var metadata: Logger.Metadata = [:]
+        var logLevel: Logger.Level = .trace
+
+        subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+            get { metadata[key] }
+            set { metadata[key] = newValue }
+        }
+
+        func log(event: LogEvent) {
+            let line = Line(level: event.level, message: "\(event.message)", metadata: self.metadata.merging(event.metadata ?? [:]) { $1 })
+            log.lines.withLock { $0.append(line) }
+        }
+    }
+}
+
 /// The gateway's responder over `FakeServices`, with the repository's route table and a token
 /// authority of its own: every step of a request but the sockets and the broker.
 struct InProcessGateway {
@@ -63,7 +96,10 @@ struct InProcessGateway {
     let tokens: TokenAuthority
     let configuration: GatewayConfiguration
 
-    init(_ services: FakeServices = FakeServices(), environment: [String: String] = ["RATE_LIMIT_PER_SECOND": "0"]) async throws {
+    init(
+        _ services: FakeServices = FakeServices(), environment: [String: String] = ["RATE_LIMIT_PER_SECOND": "0"],
+        logger: Logger = Logger(label: "in-process-gateway")
+    ) async throws {
         var environment = environment
         environment["JWT_SECRET"] = Self.secret
         configuration = try GatewayConfiguration(environment: environment)
@@ -71,7 +107,7 @@ struct InProcessGateway {
         self.services = services
         responder = GatewayResponder(
             routes: Self.routes, services: services, tokens: tokens, configuration: configuration, openAPI: Data("openapi: 3.1.0\n".utf8),
-            health: nil, registry: PrometheusCollectorRegistry(), logger: .init(label: "in-process-gateway"))
+            health: nil, registry: PrometheusCollectorRegistry(), logger: logger)
     }
 
     /// A signed token for `subject` with `role`.

@@ -87,10 +87,12 @@ struct OpenAPIContractTests {
         if route.ownership != nil { statuses.insert(GatewayError.notFound("").status) }
         if route.hasBody { statuses.insert(415) }  // GatewayResponder.readBody
         if case .operation = route.target {
-            // A call that failed, an error reply not in the format, a reply the service rejected.
+            // A call that failed, a reply the service rejected.
             for code in [ServiceError.Code.invalid, .internal, .unavailable, .timeout] {
                 statuses.insert(GatewayError(ServiceError(code, "")).status)
             }
+            // A reply that broke the reply format (GatewayResponder.replyBody).
+            statuses.insert(GatewayError.badGateway("").status)
             // The same Idempotency-Key with another body: the service's inbox answers conflict.
             let takesKey = operation.parameters.contains { $0.parameterValue?.name == "Idempotency-Key" }
             if takesKey { statuses.insert(GatewayError(ServiceError(.conflict, "")).status) }
@@ -184,6 +186,7 @@ struct OpenAPIContractTests {
             GatewayHTTPHandler.tooLarge(1).code,
             GatewayResponder.methodNotAllowed("PUT", path: "/", allowed: ["GET"]).code,
             GatewayError.unauthorized("").code, GatewayError.forbidden("").code, GatewayError.notFound("").code,
+            GatewayError.badGateway("").code,
             // Written inline: HTTPEdgeGuard.timedOut, GatewayHTTPHandler.received, GatewayResponder.readBody and select.
             "request_timeout", "expectation_failed", "unsupported_media_type", "rate_limited",
         ])

@@ -82,11 +82,11 @@ struct RouteTableTests {
             ("paths: {/x: {get: {operationId: x, x-warren-auth: public}}}", "GET /x: needs x-warren-operation"),
             ("paths: {/x: {get: {x-warren-operation: a.b}}}", "GET /x: needs an operationId"),
             ("paths: {/x: {get: {operationId: x, x-warren-operation: nodot}}}", "must be <service>.<operation>"),
-            ("paths: {/x: {get: {operationId: x, x-warren-operation: a.b, x-warren-auth: everyone}}}", "x-warren-auth must be public, user or admin"),
+            ("paths: {/x: {get: {operationId: x, x-warren-operation: a.b, x-warren-auth: everyone}}}", "x-warren-auth must be one of public, user, admin, not 'everyone'"),
             ("paths: {/x: {get: {operationId: x, x-warren-builtin: nothing}}}", "x-warren-builtin must be one of asyncapi, docs, health, metrics, openapi"),
             ("paths: {'/x/{id}': {get: {operationId: x, x-warren-operation: a.b}}}", "path parameter '{id}' is not declared"),
             ("paths: {/x: {get: {operationId: x, x-warren-operation: a.b, x-warren-auth: public, x-warren-subject: userId}}}", "need a token"),
-            ("paths: {/x: {get: {operationId: x, x-warren-operation: a.b, x-warren-timeout-ms: soon}}}", "x-warren-timeout-ms must be an integer"),
+            ("paths: {/x: {get: {operationId: x, x-warren-operation: a.b, x-warren-timeout-ms: soon}}}", "x-warren-timeout-ms must be a plain decimal integer from 1 to 300000, not 'soon'"),
             ("paths: {/x: {get: {operationId: x, x-warren-operation: a.b}}, /y: {get: {operationId: x, x-warren-operation: a.b}}}", "not valid OpenAPI"),
             ("paths: {/x: {head: {operationId: x, x-warren-operation: a.b}}}", "GET, PUT, POST, PATCH and DELETE operations only"),
             // The bug the contract once had: an unquoted comma in a flow mapping makes a stray key.
@@ -99,6 +99,66 @@ struct RouteTableTests {
             ("paths: {'/caf\u{E9}': {get: {operationId: x, x-warren-operation: a.b}}}", "not a path the gateway can match"),
             ("paths: {'/\u{202E}x': {get: {operationId: x, x-warren-operation: a.b}}}", "not a path the gateway can match"),
             ("paths: {}", "declares no operations"),
+            // x-warren-* values as written, not as YAML 1.1 reads them (yes is true, 0x10 is 16).
+            ("paths: {/x: {get: {operationId: x, x-warren-operation: a.b, x-warren-auth: yes}}}",
+             "GET /x: x-warren-auth must be one of public, user, admin, not 'yes'"),
+            ("paths: {/x: {get: {operationId: x, x-warren-operation: a.b, x-warren-auth: 'on'}}}", "x-warren-auth must be one of public, user, admin, not 'on' (quoted)"),
+            ("paths: {/x: {get: {operationId: x, x-warren-operation: a.b, x-warren-auth: [user]}}}", "x-warren-auth must be one of public, user, admin, not a list"),
+            ("paths: {/x: {get: {operationId: x, x-warren-operation: a.b, x-warren-timeout-ms: 0x10}}}",
+             "GET /x: x-warren-timeout-ms must be a plain decimal integer from 1 to 300000, not '0x10'"),
+            ("paths: {/x: {get: {operationId: x, x-warren-operation: a.b, x-warren-timeout-ms: 0o20}}}", "not '0o20'"),
+            ("paths: {/x: {get: {operationId: x, x-warren-operation: a.b, x-warren-timeout-ms: 020}}}", "not '020'"),
+            ("paths: {/x: {get: {operationId: x, x-warren-operation: a.b, x-warren-timeout-ms: +100}}}", "not '+100'"),
+            ("paths: {/x: {get: {operationId: x, x-warren-operation: a.b, x-warren-timeout-ms: 1_000}}}", "not '1_000'"),
+            ("paths: {/x: {get: {operationId: x, x-warren-operation: a.b, x-warren-timeout-ms: 100.0}}}", "not '100.0'"),
+            ("paths: {/x: {get: {operationId: x, x-warren-operation: a.b, x-warren-timeout-ms: 1e3}}}", "not '1e3'"),
+            ("paths: {/x: {get: {operationId: x, x-warren-operation: a.b, x-warren-timeout-ms: .inf}}}", "not '.inf'"),
+            ("paths: {/x: {get: {operationId: x, x-warren-operation: a.b, x-warren-timeout-ms: 1:30}}}", "not '1:30'"),
+            ("paths: {/x: {get: {operationId: x, x-warren-operation: a.b, x-warren-timeout-ms: -5}}}", "not '-5'"),
+            ("paths: {/x: {get: {operationId: x, x-warren-operation: a.b, x-warren-timeout-ms: 0}}}", "not '0'"),
+            ("paths: {/x: {get: {operationId: x, x-warren-operation: a.b, x-warren-timeout-ms: 300001}}}", "not '300001'"),
+            ("paths: {/x: {get: {operationId: x, x-warren-operation: a.b, x-warren-timeout-ms: 99999999999999999999}}}", "not '99999999999999999999'"),
+            ("paths: {/x: {get: {operationId: x, x-warren-operation: a.b, x-warren-timeout-ms: '100'}}}", "not '100' (quoted)"),
+            ("paths: {/x: {get: {operationId: x, x-warren-operation: a.b, x-warren-timeout-ms: !!int 100}}}", "not !!int '100'"),
+            ("paths: {/x: {get: {operationId: x, x-warren-operation: a.b, x-warren-token: yes}}}", "GET /x: x-warren-token must be true or false (unquoted), not 'yes'"),
+            ("paths: {/x: {get: {operationId: x, x-warren-operation: a.b, x-warren-token: y}}}", "x-warren-token must be true or false (unquoted), not 'y'"),
+            ("paths: {/x: {get: {operationId: x, x-warren-operation: a.b, x-warren-token: 'true'}}}", "not 'true' (quoted)"),
+            ("paths: {/x: {get: {operationId: x, x-warren-operation: a.b, x-warren-token: 1}}}", "not '1'"),
+            ("paths: {/x: {get: {operationId: x, x-warren-operation: true}}}", "GET /x: x-warren-operation must be a name, not 'true', which YAML reads as a boolean"),
+            ("paths: {'/x/{id}': {get: {operationId: x, x-warren-operation: a.b, x-warren-self: 0x1f, parameters: [{name: id, in: path, required: true, schema: {type: string}}]}}}",
+             "x-warren-self must be a name, not '0x1f', which YAML reads as a number"),
+            ("paths: {/x: {get: {operationId: x, x-warren-operation: a.b, x-warren-subject: ~}}}", "x-warren-subject must be a name, not '~', which YAML reads as null"),
+            ("paths: {/x: {get: {operationId: x, x-warren-operation: a.b, x-warren-subject: .nan}}}", "which YAML reads as a number"),
+            ("paths: {/x: {get: {operationId: x, x-warren-operation: a.b, parameters: [{name: q, in: query, x-warren-field: off, schema: {type: string}}]}}}",
+             "GET /x (at parameters.0): x-warren-field must be a name, not 'off', which YAML reads as a boolean"),
+            ("paths: {/x: {get: {operationId: x, x-warren-operation: a.b, x-warren-owner: {field: userId, lookup: 12}}}}",
+             "x-warren-owner's lookup must be a name, not '12'"),
+            ("paths: {/x: {get: {operationId: x, x-warren-operation: a.b, x-warren-owner: {field: userId, lookup: nodot}}}}",
+             "GET /x: x-warren-owner's lookup 'nodot' must be <service>.<operation>"),
+            ("paths: {/x: {get: {operationId: x, x-warren-operation: a.b, x-warren-owner: {field: userId, lookups: a.get}}}}",
+             "x-warren-owner takes field and lookup only, not 'lookups'"),
+            ("paths: {/x: {get: {operationId: x, x-warren-operation: a.b, x-warren-owner: userId}}}", "x-warren-owner must be {field: <owner field>, lookup: <operation>?}, not 'userId'"),
+            ("paths: {/x: {get: {operationId: x, x-warren-operation: a.b, x-warren-timeout: 100}}}", "GET /x: x-warren-timeout is not a field the gateway reads"),
+            // A field where the gateway does not read it, which would be ignored.
+            ("paths: {/x: {x-warren-auth: admin, get: {operationId: x, x-warren-operation: a.b}}}",
+             "paths./x: x-warren-auth is read on an operation only (paths: /path: get: …); here it would be ignored"),
+            (Self.header + "x-warren-auth: admin\npaths: {/x: {get: {operationId: x, x-warren-operation: a.b}}}", "the document's root: x-warren-auth is read on an operation only"),
+            ("paths: {/x: {get: {operationId: x, x-warren-operation: a.b, x-warren-field: y}}}", "GET /x: x-warren-field is read on a parameter only"),
+            // Through a YAML merge key: the form where the anchor is, the place where it is merged.
+            (Self.header + "x-templates: {slow: &slow {x-warren-timeout-ms: 0x10}}\npaths: {/x: {get: {<<: *slow, operationId: x, x-warren-operation: a.b}}}",
+             "x-templates.slow: x-warren-timeout-ms must be a plain decimal integer from 1 to 300000, not '0x10'"),
+            (Self.header + "x-templates: {admin: &admin {x-warren-auth: admin}}\npaths: {/x: {<<: *admin, get: {operationId: x, x-warren-operation: a.b}}}",
+             "paths./x: x-warren-auth is read on an operation only"),
+            ("paths: {/x: {get: {operationId: x, x-warren-operation: a.b, parameters: [{name: q, in: query, x-warren-auth: public, schema: {type: string}}]}}}",
+             "GET /x (at parameters.0): x-warren-auth is read on an operation only"),
+            // Response keys: status codes as plain decimal strings (OpenAPIKit's Int(_:) takes +200).
+            ("paths: {/x: {get: {operationId: x, x-warren-operation: a.b, responses: {!!int 200: {description: ok}}}}}",
+             "GET /x: the responses key !!int 200 has a YAML tag; write the status code as a plain string key like \"200\""),
+            ("paths: {/x: {get: {operationId: x, x-warren-operation: a.b, responses: {+200: {description: ok}}}}}", "the responses key '+200' is not a status code"),
+            ("paths: {/x: {get: {operationId: x, x-warren-operation: a.b, responses: {0200: {description: ok}}}}}", "the responses key '0200' is not a status code"),
+            ("paths: {/x: {get: {operationId: x, x-warren-operation: a.b, responses: {'-1': {description: ok}}}}}", "the responses key '-1' is not a status code"),
+            ("paths: {/x: {get: {operationId: x, x-warren-operation: a.b, responses: {999: {description: ok}}}}}", "the responses key '999' is not a status code"),
+            ("paths: {/x: {get: {operationId: x, x-warren-operation: a.b, responses: {200/201: {description: ok}}}}}", "the responses key '200/201' is not a status code"),
             // An alias bomb: nine levels of nine aliases, 9^9 nodes from a few hundred bytes.
             (Self.aliasBomb, "expands to more than"),
             (Self.smallAliasBomb, "expands to more than 100000"),
@@ -110,6 +170,36 @@ struct RouteTableTests {
         } catch {
             #expect(error.description.contains(message), "\(error.description)")
         }
+    }
+
+    @Test("x-warren-* values and response keys at the edges of their forms are read as written")
+    func edgeForms() throws {
+        let yaml = Self.header + """
+            x-templates: {admin: &admin {x-warren-auth: admin, x-warren-timeout-ms: 250}}
+            paths:
+              /x: {get: {operationId: x, x-warren-operation: a.b, x-warren-timeout-ms: 300000, x-warren-token: false,
+                         parameters: [{$ref: '#/components/parameters/q'}],
+                         responses: {'201': {description: c}, 2XX: {description: s}, default: {description: d}}}}
+              /y: {get: {operationId: y, x-warren-operation: a.b, x-warren-timeout-ms: 1, x-warren-token: true, x-warren-auth: admin,
+                         x-warren-owner: {field: "userId", lookup: 'users.get'}}}
+              /z: {get: {<<: *admin, operationId: z, x-warren-operation: a.b}}
+            components: {parameters: {q: {name: q, in: query, x-warren-field: query, schema: {type: string}}}}
+            """
+        let table = try RouteTable(openAPI: yaml)
+        let x = try #require(table.routes.first { $0.path == "/x" })
+        #expect(x.timeout == .seconds(300))
+        #expect(!x.issuesToken)
+        #expect(x.successStatus == 201)
+        #expect(x.queryParameters.first?.field == "query")
+        let y = try #require(table.routes.first { $0.path == "/y" })
+        #expect(y.timeout == .milliseconds(1))
+        #expect(y.issuesToken)
+        #expect(y.access == .admin)
+        #expect(y.ownership == Route.Ownership(field: "userId", lookup: "users.get"))
+        // Merged from an anchor in another vendor extension, as YAMLDecoder merges it.
+        let z = try #require(table.routes.first { $0.path == "/z" })
+        #expect(z.access == .admin)
+        #expect(z.timeout == .milliseconds(250))
     }
 
     @Test("path, query and subject become typed fields that win over the client's body")
