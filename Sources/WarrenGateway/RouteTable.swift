@@ -87,12 +87,14 @@ public struct RouteTable: Sendable {
     /// segments win over parameters (`/users/me` before `/users/{id}`, were both declared).
     public func match(method: String, path: String) -> Match {
         let parts = path.utf8.split(separator: UInt8(ascii: "/"), omittingEmptySubsequences: false).dropFirst()
-        var best: (route: Route, literals: Int)?
+        // By index: a `Route` is large, and copying each one in the scan (retaining every field)
+        // cost more than the comparisons, per request.
+        var best: (index: Int, literals: Int)?
         var allowed: [String] = []
-        for route in routes where route.segments.count == parts.count {
+        for index in routes.indices where routes[index].segments.count == parts.count {
             var literals = 0
             var matches = true
-            for (segment, part) in zip(route.segments, parts) {
+            for (segment, part) in zip(routes[index].segments, parts) {
                 switch segment {
                 case .literal(let literal):
                     matches = part.elementsEqual(literal.utf8)
@@ -103,21 +105,22 @@ public struct RouteTable: Sendable {
                 if !matches { break }
             }
             guard matches else { continue }
-            if route.method != method {
-                allowed.append(route.method)
+            if routes[index].method != method {
+                allowed.append(routes[index].method)
             } else if literals > best?.literals ?? -1 {
-                best = (route, literals)
+                best = (index, literals)
             }
         }
         guard let best else { return allowed.isEmpty ? .notFound : .methodNotAllowed(allowed: Array(Set(allowed)).sorted()) }
+        let route = routes[best.index]
         var parameters: [String: String] = [:]
-        for (segment, part) in zip(best.route.segments, parts) {
+        for (segment, part) in zip(route.segments, parts) {
             guard case .parameter(let name) = segment else { continue }
             let text = String(decoding: part, as: UTF8.self)
             guard let value = part.contains(UInt8(ascii: "%")) ? text.removingPercentEncoding : text else { return .notFound }
             parameters[name] = value
         }
-        return .found(best.route, pathParameters: parameters)
+        return .found(route, pathParameters: parameters)
     }
 
     /// The services the routes call (`users` for `users.get`): what `/health` checks.
