@@ -72,7 +72,7 @@ extension IOLoop {
         guard let number = (Self.controlChannel + 1...max(limit, Self.controlChannel + 1)).first(where: { channels[$0] == nil }) else {
             throw .protocolError("all \(limit) channels are in use")
         }
-        let state = ChannelState(handle: ChannelHandle(number: number, jobs: jobs, frameMax: configuration.frameMax))
+        let state = ChannelState(handle: ChannelHandle(number: number, jobs: jobs, frameMax: frameMax))
         channels[number] = state
         do {
             try ensureOpen(state)
@@ -209,6 +209,38 @@ extension IOLoop {
         return ok?.pointee.message_count ?? 0
     }
 
+    /// `basic.publish` as librabbitmq writes it, but with the body cut into frames of the agreed
+    /// `frameMax`: the method frame, the content header, then the body frames.
+    static func publishInFrames(
+        _ connection: OpaquePointer, channel: UInt16, exchange: amqp_bytes_t, routingKey: amqp_bytes_t, mandatory: Bool,
+        properties: inout amqp_basic_properties_t, body: amqp_bytes_t, frameMax: Int
+    ) -> Int32 {
+        var method = amqp_basic_publish_t(ticket: 0, exchange: exchange, routing_key: routingKey, mandatory: mandatory ? 1 : 0, immediate: 0)
+        var status = amqp_send_method(connection, channel, amqp_method_number_t(WARREN_METHOD_BASIC_PUBLISH), &method)
+        guard status == AMQP_STATUS_OK.rawValue else { return status }
+        var frame = amqp_frame_t()
+        frame.frame_type = UInt8(AMQP_FRAME_HEADER)
+        frame.channel = channel
+        frame.payload.properties.class_id = UInt16(AMQP_BASIC_CLASS)
+        frame.payload.properties.body_size = UInt64(body.len)
+        status = withUnsafeMutablePointer(to: &properties) { pointer in
+            frame.payload.properties.decoded = UnsafeMutableRawPointer(pointer)
+            return amqp_send_frame(connection, &frame)
+        }
+        guard status == AMQP_STATUS_OK.rawValue, let bytes = body.bytes else { return status }
+        let payloadMax = frameMax - 8
+        var offset = 0
+        while offset < body.len {
+            let count = min(payloadMax, body.len - offset)
+            frame.frame_type = UInt8(AMQP_FRAME_BODY)
+            frame.payload.body_fragment = amqp_bytes_t(len: count, bytes: bytes + offset)
+            status = amqp_send_frame(connection, &frame)
+            guard status == AMQP_STATUS_OK.rawValue else { return status }
+            offset += count
+        }
+        return status
+    }
+
     func publish(
         _ handle: ChannelHandle, body: Data, exchange: String, routingKey: String, mandatory: Bool,
         properties: AMQPProperties, waiter: ConfirmWaiter?
@@ -224,9 +256,16 @@ extension IOLoop {
         }
         var rawProperties = scratch.properties(properties)
         let status = body.withUnsafeBytes { buffer in
-            amqp_basic_publish(
-                connection, handle.number, scratch.bytes(exchange), scratch.bytes(routingKey), mandatory ? 1 : 0, 0,
-                &rawProperties, amqp_bytes_t(len: buffer.count, bytes: UnsafeMutableRawPointer(mutating: buffer.baseAddress)))
+            let body = amqp_bytes_t(len: buffer.count, bytes: UnsafeMutableRawPointer(mutating: buffer.baseAddress))
+            let exchange = scratch.bytes(exchange)
+            let routingKey = scratch.bytes(routingKey)
+            // librabbitmq cuts a body by its own frame_max, raised above the agreed one (`connect`).
+            guard buffer.count > frameMax - 8 else {
+                return amqp_basic_publish(connection, handle.number, exchange, routingKey, mandatory ? 1 : 0, 0, &rawProperties, body)
+            }
+            return Self.publishInFrames(
+                connection, channel: handle.number, exchange: exchange, routingKey: routingKey, mandatory: mandatory, properties: &rawProperties,
+                body: body, frameMax: frameMax)
         }
         guard status == AMQP_STATUS_OK.rawValue else {
             let error = AMQPError.connectionLost(reason: "publishing: \(Self.statusText(status))")

@@ -18,6 +18,9 @@ final class IOLoop {
     }
 
     static let controlChannel: UInt16 = 1
+    /// How much longer than the agreed frame_max a frame from the broker may be (`connect`):
+    /// room for the headers the broker adds, many times over.
+    static let receiveSlack = 64 * 1024
 
     let configuration: AMQPConfiguration
     let logger: Logger
@@ -36,6 +39,8 @@ final class IOLoop {
     private var pollInterval: Int32 = 1000
     var lastRead = ContinuousClock.now
     private var isCorked = false
+    /// The frame_max agreed with the broker at login: what every frame this side writes keeps to.
+    var frameMax: Int
     var machine: ConnectionStateMachine
 
     init(configuration: AMQPConfiguration, logger: Logger, jobs: JobQueue, status: ConnectionStatus) {
@@ -43,6 +48,7 @@ final class IOLoop {
         self.logger = logger
         self.jobs = jobs
         self.status = status
+        self.frameMax = configuration.frameMax
         var generator = SystemRandomNumberGenerator()
         self.machine = ConnectionStateMachine(
             rotation: NodeRotation(configuration: configuration, using: &generator), recovery: configuration.recovery)
@@ -179,9 +185,20 @@ final class IOLoop {
             throw refused("login failed: \(Self.replyText(reply))")
         }
         let heartbeat = Int(amqp_get_heartbeat(connection))
+        frameMax = Int(amqp_get_frame_max(connection))
+        // A delivery's content header may be longer than the frame_max agreed: the broker adds
+        // headers of its own (`x-delivery-count` on a quorum queue's redelivery, `x-death` when it
+        // dead-letters) and lets a publisher's frame run a few bytes over. librabbitmq refuses to
+        // read any frame longer than its frame_max, and a frame it cannot read ends the
+        // connection, at every redelivery of that message: one message would keep a consumer
+        // away from its queue. So librabbitmq reads up to `receiveSlack` bytes more, and what
+        // this side writes keeps to the agreed `frameMax` (`publish` cuts long bodies itself).
+        let tuned = amqp_tune_connection(
+            connection, amqp_get_channel_max(connection), Int32(clamping: frameMax + Self.receiveSlack), Int32(clamping: heartbeat))
+        guard tuned == AMQP_STATUS_OK.rawValue else { throw refused("cannot set the frame limit: \(Self.statusText(tuned))") }
         pollInterval = ConnectionStateMachine.pollInterval(heartbeatSeconds: heartbeat)
         lastRead = .now
-        let control = ChannelState(handle: ChannelHandle(number: Self.controlChannel, jobs: jobs, frameMax: configuration.frameMax))
+        let control = ChannelState(handle: ChannelHandle(number: Self.controlChannel, jobs: jobs, frameMax: frameMax))
         channels[Self.controlChannel] = control
         try ensureOpen(control)
         status.setConnected(true, endpoint: endpoint)

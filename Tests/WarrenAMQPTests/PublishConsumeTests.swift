@@ -199,6 +199,81 @@ struct PublishConsumeTests {
         }
     }
 
+    /// Properties that fill a content header frame to the last byte this side may write.
+    static func frameFillingProperties(on channel: AMQPChannel) throws -> AMQPProperties {
+        var properties = AMQPProperties(headers: ["x-fill": .string("")])
+        let fill = channel.maxContentHeaderSize - (try properties.contentHeaderSize)
+        properties.headers = ["x-fill": .string(String(repeating: "f", count: fill))]
+        #expect(try properties.contentHeaderSize == channel.maxContentHeaderSize)
+        return properties
+    }
+
+    @Test("a message that fills a frame is still read after the broker adds x-death to it")
+    func frameFillingDeadLetter() async throws {
+        let queue = Broker.unique("fill")
+        let dead = Broker.unique("fill-dlq")
+        try await withChannel(queues: [queue, dead]) { connection, channel in
+            try await channel.declareQueue(dead, durable: false)
+            try await channel.declareQueue(queue, durable: false, arguments: [
+                "x-dead-letter-exchange": "", "x-dead-letter-routing-key": .string(dead),
+            ])
+            let properties = try Self.frameFillingProperties(on: channel)
+            try await channel.enableConfirms()
+            try await channel.publish(Data("full".utf8), routingKey: queue, properties: properties)
+            let delivery = try #require(try await channel.get(queue: queue))
+            try delivery.reject()
+            // The copy carries x-death besides: a frame longer than the agreed frame_max.
+            let deadLettered = try #require(try await pollGet(channel, queue: dead, within: .seconds(20)))
+            #expect(deadLettered.properties.headers?["x-fill"] == properties.headers?["x-fill"])
+            #expect(deadLettered.properties.headers?["x-death"] != nil)
+            try deadLettered.ack()
+            #expect(connection.isConnected)
+            #expect(try await channel.inspectQueue(dead).messageCount == 0)
+        }
+    }
+
+    @Test("a message that fills a frame is still read when a quorum queue redelivers it with x-delivery-count")
+    func frameFillingRedelivery() async throws {
+        let queue = Broker.unique("fill-quorum")
+        try await withChannel(queues: [queue]) { connection, channel in
+            try await channel.declareQueue(queue, arguments: ["x-queue-type": "quorum"])
+            let properties = try Self.frameFillingProperties(on: channel)
+            try await channel.enableConfirms()
+            try await channel.publish(Data("again".utf8), routingKey: queue, properties: properties)
+            let consumer = try await channel.consume(queue: queue)
+            var iterator = consumer.makeAsyncIterator()
+            let first = try #require(try await iterator.next())
+            try first.nack(requeue: true)
+            let second = try #require(try await iterator.next())
+            #expect(second.redelivered)
+            #expect(second.properties.headers?["x-delivery-count"] != nil)
+            #expect(second.properties.headers?["x-fill"] == properties.headers?["x-fill"])
+            try second.ack()
+            #expect(connection.isConnected)
+        }
+    }
+
+    @Test("bodies longer than a frame arrive whole, cut into frames the broker accepts", arguments: [1, 2, 3])
+    func bodiesOverFrames(frames: Int) async throws {
+        let queue = Broker.unique("long-body")
+        try await withChannel(queues: [queue]) { connection, channel in
+            try await channel.declareQueue(queue, durable: false)
+            try await channel.enableConfirms()
+            var generator = SplitMix(seed: UInt64(frames))
+            // Around each multiple of the body room of a frame (frame_max - 8): one byte under, at, over.
+            let room = channel.maxContentHeaderSize
+            let sizes = [frames * room - 1, frames * room, frames * room + 1]
+            for size in sizes {
+                let body = Data((0..<size).map { _ in UInt8(truncatingIfNeeded: generator.next()) })
+                try await channel.publish(body, routingKey: queue)
+                let delivery = try #require(try await pollGet(channel, queue: queue, within: .seconds(10)))
+                #expect(delivery.body == body, "a body of \(size) bytes")
+                try delivery.ack()
+            }
+            #expect(connection.isConnected)
+        }
+    }
+
     @Test("a consumer with prefetch N never holds more than N unacked messages")
     func prefetchBound() async throws {
         let queue = Broker.unique("prefetch")
