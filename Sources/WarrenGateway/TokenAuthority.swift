@@ -115,7 +115,23 @@ public struct TokenAuthority: Sendable {
         var text = authorization.dropFirst(7)
         while text.first == " " { text = text.dropFirst() }
         while text.last == " " { text = text.dropLast() }
+        // A JWS in compact form is base64url without padding, segments joined by dots (RFC 7515).
+        // Other spellings of the same bytes (`=` appended, `+` for `-`) are refused: otherwise one
+        // token has endless spellings, each verified anew and cached apart.
+        guard text.utf8.allSatisfy(isCompactJWSByte) else {
+            throw .unauthorized("the token must be a JWT in compact form: base64url segments (A-Z a-z 0-9 - _) joined by dots, without padding")
+        }
         return String(text)
+    }
+
+    private static func isCompactJWSByte(_ byte: UInt8) -> Bool {
+        switch byte {
+        case UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "0")...UInt8(ascii: "9"),
+            UInt8(ascii: "-"), UInt8(ascii: "_"), UInt8(ascii: "."):
+            return true
+        default:
+            return false
+        }
     }
 
     static func decodeBase64URL(_ text: Substring) -> Data? {

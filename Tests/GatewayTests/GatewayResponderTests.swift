@@ -91,6 +91,12 @@ struct GatewayResponderTests {
             ("huge", "Bearer " + String(repeating: "A", count: 60_000)),
             ("control bytes", "Bearer \(parts[0])\u{0}.\(parts[1]).\(parts[2])"),
             ("non-ASCII", "Bearer ééé.ùùù.ççç"),
+            // A valid token written another way: the same signature under many spellings.
+            ("padding appended", "Bearer \(valid)="),
+            ("padding appended twice", "Bearer \(valid)=="),
+            ("padding in the header segment", "Bearer \(parts[0])=.\(parts[1]).\(parts[2])"),
+            ("standard base64 characters", "Bearer \(valid.replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/"))"),
+            ("space inside", "Bearer \(parts[0]). \(parts[1]).\(parts[2])"),
         ]
     }
 
