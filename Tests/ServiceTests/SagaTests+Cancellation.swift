@@ -52,7 +52,12 @@ extension SagaTests {
             let refund = try #require(system.tap.events(ofType: "payment.refunded").first)
             #expect(refund.correlationID == cancelFlow)
             #expect(try await system.recordedTypes(correlationID: cancelFlow, atLeast: 2) == ["order.cancelled", "payment.refunded"])
+            // Both flows end: the order's (created, charged) is settled by the cancel request's.
             #expect(try await system.recordedTypes(correlationID: orderFlow, atLeast: 2) == ["order.created", "payment.succeeded"])
+            for flow in [orderFlow, cancelFlow] {
+                let shown = try await system.eventually("events.flow", ["correlationId": flow]) { $0.string("status") == "complete" }
+                #expect(shown.string("status") == "complete", "\(shown.json)")
+            }
         }
     }
 
