@@ -27,10 +27,31 @@ extension EventLog {
             }
             after = page.next
         } while after != nil && nodes.count < Self.maxFlowEvents
-        var flow = EventFlow.build(correlationId: correlationId, events: nodes)
+        var flow = EventFlow.build(correlationId: correlationId, events: nodes, settledElsewhere: try await settledElsewhere(nodes))
         if after != nil {
             flow.problems.append("the flow has more than \(Self.maxFlowEvents) events: only the first \(Self.maxFlowEvents) are shown")
         }
         return flow
+    }
+
+    /// The most events of one flow whose settling event is looked for in other flows.
+    static var maxSettlementLookups: Int { 100 }
+
+    /// The ids of the flow's unsettled events that an event of another flow settles: a
+    /// customer's cancellation (`order.cancelled`), and the refund it causes, are on the flow
+    /// of the `orders.cancel` request, not on the order's.
+    private func settledElsewhere(_ nodes: [EventFlow.Node]) async throws -> Set<String> {
+        var settled: Set<String> = []
+        for (event, settling) in EventFlow.unsettled(nodes).prefix(Self.maxSettlementLookups) {
+            guard let aggregateID = event.aggregateId else { continue }
+            for type in settling {
+                // Exact types (no `*`), so the pattern matches only that type.
+                if try await page(EventQuery(typePattern: type, aggregateID: aggregateID, limit: 1)).count > 0 {
+                    settled.insert(event.id)
+                    break
+                }
+            }
+        }
+        return settled
     }
 }

@@ -10,7 +10,9 @@ import WarrenSQLite
 /// The order service (queue `orders.rpc`): places orders for users it checks with the user
 /// service over RPC, stores each with its `order.created` event in one transaction (outbox),
 /// and settles it when the payment service reports: `payment.succeeded` → confirmed,
-/// `payment.failed` → cancelled with the reason.
+/// `payment.failed` → cancelled with the reason. A payment outcome for an order no longer
+/// pending changes nothing: a charge for a cancelled order is refunded by the payment service,
+/// which takes `order.cancelled` too.
 ///
 /// Environment (besides the service host's): `DATABASE_URL` (PostgreSQL, shared by instances)
 /// or else `DATABASE_PATH` / `DATA_DIR` (SQLite), `OUTBOX_RELAY`
@@ -111,8 +113,11 @@ struct OrderHandlers {
             let order = settled.order
             guard settled.changed else {
                 if order.status != target {
-                    // e.g. paid after the customer cancelled: someone must refund it.
-                    event.logger.warning("payment outcome for an order that is no longer pending", metadata: ["order_id": "\(order.id)", "status": "\(order.status.rawValue)"])
+                    // Paid after the customer cancelled: the order stays cancelled, and the payment
+                    // service refunds the charge when it takes this order's `order.cancelled`.
+                    event.logger.notice(
+                        "payment outcome for an order that is no longer pending: the order is left as it is (a cancelled order's charge is refunded by the payment service)",
+                        metadata: ["order_id": "\(order.id)", "status": "\(order.status.rawValue)", "payment": "\(event.type)"])
                 }
                 return  // settled before (or this event applied before): nothing new to relay or count
             }

@@ -8,12 +8,21 @@ import WarrenPostgres
 import WarrenSQLite
 
 /// The payment service (queue `payments.rpc`): charges every new order (simulated) and reports
-/// `payment.succeeded` or `payment.failed`.
+/// `payment.succeeded` or `payment.failed`; a cancelled order is never left charged.
 ///
 /// The charge is deterministic so that anyone can predict it: an order whose total is above
 /// `PAYMENT_LIMIT_CENTS` (default 100000, i.e. 1,000.00) is declined, every other succeeds.
 /// One payment per order, however often `order.created` arrives: the order id is unique in
 /// the payments table and the payment and its event are written in one transaction.
+///
+/// `order.cancelled` settles the payment side of a cancelled order, once per order (each is a
+/// transition of the order's one payment row, with its event in the same transaction):
+/// - no payment yet (cancelled while `order.created` waited in the queue, or arrived after it):
+///   a `cancelled` payment is stored in its place, with `payment.cancelled`, so that a later
+///   `order.created` for the order finds it and charges nothing;
+/// - a `succeeded` payment (charged before the cancellation reached this service): it becomes
+///   `refunded`, with `payment.refunded`;
+/// - a payment already `failed`, `cancelled` or `refunded`: nothing to do.
 ///
 /// Environment (besides the service host's): `DATABASE_URL` (PostgreSQL, shared by instances)
 /// or else `DATABASE_PATH` / `DATA_DIR` (SQLite),
@@ -47,7 +56,10 @@ struct PaymentService {
 }
 
 struct Payment: Codable, Sendable {
-    enum Status: String, Codable, Sendable { case succeeded, failed }
+    /// `succeeded` and `failed` are the outcomes of a charge; `cancelled`: the order was
+    /// cancelled before it was charged (nothing was, nothing will be); `refunded`: it was
+    /// charged, then cancelled, and the charge was paid back.
+    enum Status: String, Codable, Sendable { case succeeded, failed, cancelled, refunded }
 
     var id: String
     var orderId: String
@@ -58,9 +70,10 @@ struct Payment: Codable, Sendable {
     var createdAt: Date
 }
 
-/// What the payment service reads of an `order.created` event. Anyone can publish one, so it
-/// is checked like a request: a total that is negative or not a whole number of cents in 64
-/// bits (`1e300`, `1.5`, `9223372036854775808`) makes the event `invalid` and it is parked.
+/// What the payment service reads of an `order.created` or `order.cancelled` event (both carry
+/// the order). Anyone can publish one, so it is checked like a request: a total that is
+/// negative or not a whole number of cents in 64 bits (`1e300`, `1.5`, `9223372036854775808`)
+/// makes the event `invalid` and it is parked.
 struct PlacedOrder: Decodable, Sendable, Validatable {
     @CanonicalID var id: String
     @CanonicalID var userId: String
@@ -95,8 +108,12 @@ struct PaymentHandlers {
     }
 
     var orders: Subscription {
-        Subscription(["order.created"]) { event in
+        Subscription(["order.created", "order.cancelled"]) { event in
             let order = try event.decode(PlacedOrder.self)
+            if event.type == "order.cancelled" {
+                try await cancelled(order, event: event)
+                return
+            }
             let declined = order.totalCents > limitCents
             let payment = Payment(
                 id: UUID().uuidString.lowercased(), orderId: order.id, userId: order.userId, amountCents: order.totalCents,
@@ -106,10 +123,39 @@ struct PaymentHandlers {
                 relay.wake()
                 event.logger.info("payment \(payment.status.rawValue)", metadata: ["order_id": "\(order.id)", "amount_cents": "\(order.totalCents)"])
             } else {
-                event.logger.info("order already charged: nothing to do", metadata: ["order_id": "\(order.id)"])
+                // Charged before, or cancelled before it could be: either way, not charged again.
+                event.logger.info("order already has a payment: nothing to do", metadata: ["order_id": "\(order.id)"])
             }
         }
     }
+
+    /// `order.cancelled`: refunds the order's payment if it succeeded, or stores a `cancelled`
+    /// one in its place if there is none yet, so that the order is never left charged.
+    private func cancelled(_ order: PlacedOrder, event: Event) async throws {
+        let placeholder = Payment(
+            id: UUID().uuidString.lowercased(), orderId: order.id, userId: order.userId, amountCents: order.totalCents, status: .cancelled,
+            reason: "the order was cancelled before it was charged", createdAt: Date())
+        switch try await store.cancel(orderID: order.id, placeholder: placeholder, cause: event.envelope) {
+        case .cancelled:
+            relay.wake()
+            event.logger.info("order cancelled before it was charged: it will not be", metadata: ["order_id": "\(order.id)"])
+        case .refunded(let payment):
+            relay.wake()
+            event.logger.info("payment refunded", metadata: ["order_id": "\(order.id)", "amount_cents": "\(payment.amountCents)"])
+        case .unchanged(let payment):
+            event.logger.info("cancelled order's payment is settled: nothing to do", metadata: ["order_id": "\(order.id)", "status": "\(payment.status.rawValue)"])
+        }
+    }
+}
+
+/// What `PaymentStore.cancel` did with an order's payment.
+enum CancelOutcome: Sendable {
+    /// There was none: the placeholder (`cancelled`) is stored, with `payment.cancelled`.
+    case cancelled(Payment)
+    /// It had succeeded: it is `refunded` now, with `payment.refunded`.
+    case refunded(Payment)
+    /// It was `failed`, `cancelled` or `refunded` already: nothing changed.
+    case unchanged(Payment)
 }
 
 /// What the handlers need of storage; a protocol so that a PostgreSQL store can be added
@@ -117,7 +163,17 @@ struct PaymentHandlers {
 protocol PaymentStore: Sendable {
     /// Stores the payment and its event; false (and nothing stored) if the order already has one.
     func record(_ payment: Payment, cause: Envelope) async throws -> Bool
+    /// The order was cancelled: stores `placeholder` (status `cancelled`) with
+    /// `payment.cancelled` if the order has no payment, else moves a `succeeded` payment to
+    /// `refunded` with `payment.refunded`, in one transaction; any other payment is left as it
+    /// is. Each transition happens at most once per order, however often this is called.
+    func cancel(orderID: String, placeholder: Payment, cause: Envelope) async throws -> CancelOutcome
     func payment(orderID: String) async throws -> Payment?
+}
+
+extension Payment {
+    /// The reason a refunded payment carries.
+    static let refundReason = "refunded: the order was cancelled after it was charged"
 }
 
 struct SQLitePaymentStore: PaymentStore {
@@ -151,13 +207,42 @@ struct SQLitePaymentStore: PaymentStore {
         }
     }
 
-    func payment(orderID: String) async throws -> Payment? {
-        try await database.read { db in
-            try Row.fetchOne(db, sql: "SELECT * FROM payments WHERE order_id = ?", arguments: [orderID]).map { row in
-                Payment(
-                    id: row["id"], orderId: row["order_id"], userId: row["user_id"], amountCents: row["amount_cents"],
-                    status: Payment.Status(rawValue: row["status"]) ?? .failed, reason: row["reason"], createdAt: row["created_at"])
+    func cancel(orderID: String, placeholder: Payment, cause: Envelope) async throws -> CancelOutcome {
+        try await database.write { db -> CancelOutcome in
+            try db.execute(
+                sql: """
+                    INSERT OR IGNORE INTO payments (id, order_id, user_id, amount_cents, status, reason, created_at)
+                    VALUES (?, ?, ?, ?, ?, ?, ?)
+                    """,
+                arguments: [
+                    placeholder.id, orderID, placeholder.userId, placeholder.amountCents, Payment.Status.cancelled.rawValue, placeholder.reason,
+                    placeholder.createdAt,
+                ])
+            if db.changesCount > 0 {
+                try Outbox.enqueue(db, type: "payment.cancelled", payload: placeholder, aggregateID: orderID, causedBy: cause)
+                return .cancelled(placeholder)
             }
+            // Only a succeeded payment is refunded, and only once: the status is the guard.
+            try db.execute(
+                sql: "UPDATE payments SET status = ?, reason = ? WHERE order_id = ? AND status = ?",
+                arguments: [Payment.Status.refunded.rawValue, Payment.refundReason, orderID, Payment.Status.succeeded.rawValue])
+            let refunded = db.changesCount > 0
+            guard let payment = try Self.payment(orderID: orderID, in: db) else { throw ServiceError.internal("payment for order \(orderID) vanished") }
+            guard refunded else { return .unchanged(payment) }
+            try Outbox.enqueue(db, type: "payment.refunded", payload: payment, aggregateID: orderID, causedBy: cause)
+            return .refunded(payment)
+        }
+    }
+
+    func payment(orderID: String) async throws -> Payment? {
+        try await database.read { db in try Self.payment(orderID: orderID, in: db) }
+    }
+
+    private static func payment(orderID: String, in db: Database) throws -> Payment? {
+        try Row.fetchOne(db, sql: "SELECT * FROM payments WHERE order_id = ?", arguments: [orderID]).map { row in
+            Payment(
+                id: row["id"], orderId: row["order_id"], userId: row["user_id"], amountCents: row["amount_cents"],
+                status: Payment.Status(rawValue: row["status"]) ?? .failed, reason: row["reason"], createdAt: row["created_at"])
         }
     }
 }

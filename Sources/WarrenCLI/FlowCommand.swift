@@ -13,8 +13,9 @@ struct FlowCommand: AsyncParsableCommand {
             Asks the event store (events.flow) for every event with the correlation id (the
             gateway's X-Request-ID) and draws which event caused which, from which service,
             when, and how long after its cause (+ms). A flow that stopped half way is marked:
-            an order.created without order.confirmed or order.cancelled, or a message of the
-            flow in a dead-letter queue (looked up through the management API:
+            an order.created without order.confirmed or order.cancelled, a payment.succeeded
+            without order.confirmed or payment.refunded (either looked for in the flow, then
+            for the same order in the whole store), or a message of the flow in a dead-letter queue (looked up through the management API:
             WARREN_MANAGEMENT_URL or --management-url; skipped with a note if unreachable).
             Exits 1 when the flow stopped half way or has no events.
 

@@ -5,10 +5,12 @@ import Foundation
 /// store's `events.flow` reply, printed by `warren flow` and served at
 /// `GET /events/flows/{correlationId}`.
 ///
-/// A flow that stopped half way is marked: an event that starts something the flow must settle
-/// (`order.created` → `order.confirmed` or `order.cancelled`, for the same aggregate) without
-/// its settling event is a problem, and the status is `stopped`; `warren flow` also marks an
-/// event of the flow found in a dead-letter queue.
+/// A flow that stopped half way is marked: an event that starts something that must be settled
+/// (`order.created` → `order.confirmed` or `order.cancelled`; `payment.succeeded` →
+/// `order.confirmed` or `payment.refunded`; for the same aggregate) without its settling event
+/// is a problem, and the status is `stopped`; `warren flow` also marks an event of the flow
+/// found in a dead-letter queue. The settling event may belong to another flow (a customer's
+/// `orders.cancel` is a request, and a flow, of its own): the event store looks for it there.
 public struct EventFlow: Codable, Sendable, Equatable {
     /// `complete`: nothing left open. `stopped`: something is unsettled or dead-lettered.
     /// `empty`: no event has this correlation id.
@@ -60,11 +62,27 @@ public struct EventFlow: Codable, Sendable, Equatable {
     /// The roots: events whose cause is not an event of the flow (a request, usually).
     public var events: [Node]
 
-    /// The events that a flow must follow with one of the listed types, for the same aggregate.
-    public static let settledBy: [String: [String]] = ["order.created": ["order.confirmed", "order.cancelled"]]
+    /// The events that must be followed by one of the listed types, for the same aggregate: an
+    /// order is confirmed or cancelled; a charge is confirmed by the order, or refunded when the
+    /// order was cancelled.
+    public static let settledBy: [String: [String]] = [
+        "order.created": ["order.confirmed", "order.cancelled"],
+        "payment.succeeded": ["order.confirmed", "payment.refunded"],
+    ]
+
+    /// The events of `events` that no other event of `events` settles, each with the types
+    /// that would (`settledBy`): those to look for outside the flow.
+    public static func unsettled(_ events: [Node]) -> [(event: Node, settling: [String])] {
+        events.compactMap { event in
+            guard let settling = settledBy[event.type] else { return nil }
+            let settled = events.contains { other in settling.contains(other.type) && other.aggregateId == event.aggregateId }
+            return settled ? nil : (event, settling)
+        }
+    }
 
     /// Builds the tree from `events` in store order (`Node.children` left empty there).
-    public static func build(correlationId: String, events: [Node]) -> EventFlow {
+    /// `settledElsewhere`: ids of events of the flow that an event of another flow settles.
+    public static func build(correlationId: String, events: [Node], settledElsewhere: Set<String> = []) -> EventFlow {
         guard !events.isEmpty else { return EventFlow(correlationId: correlationId, status: .empty, problems: [], count: 0, events: []) }
         let times = events.map { parseTime($0.recordedAt ?? $0.timestamp) }
         let first = times.compactMap { $0 }.min()
@@ -84,13 +102,8 @@ public struct EventFlow: Codable, Sendable, Equatable {
         let tree = roots.map { attach(events[$0], position: $0, times: times, children: children, events: events, reference: first) }
 
         var problems: [String] = []
-        for event in events {
-            guard let settling = settledBy[event.type] else { continue }
-            let settled = events.contains { other in settling.contains(other.type) && other.aggregateId == event.aggregateId }
-            if !settled {
-                problems.append(
-                    "\(event.type) \(event.aggregateId ?? event.id) has no \(settling.joined(separator: " or ")): the flow stopped half way")
-            }
+        for (event, settling) in unsettled(events) where !settledElsewhere.contains(event.id) {
+            problems.append("\(event.type) \(event.aggregateId ?? event.id) has no \(settling.joined(separator: " or ")): the flow stopped half way")
         }
         return EventFlow(
             correlationId: correlationId, status: problems.isEmpty ? .complete : .stopped, problems: problems, count: events.count, events: tree)

@@ -8,7 +8,7 @@ import WarrenTestSupport
 /// (and kill it again on every redelivery) or to charge what was never ordered.
 @Suite("Hostile events to the real services", .serialized, .timeLimit(.minutes(3)))
 struct HostileEventServiceTests {
-    @Test("order.cancelled straight into payments.events is parked, not charged; payment.failed with x-attempts = Int64.max is parked, the order service lives; a real order still goes through")
+    @Test("order.confirmed (not one payments subscribes to) straight into payments.events is parked, not charged; payment.failed with x-attempts = Int64.max is parked, the order service lives; a real order still goes through")
     func hostileEvents() async throws {
         try await withSystem { system in
             let channel = try await system.connection.openChannel()
@@ -17,7 +17,7 @@ struct HostileEventServiceTests {
             let body = try JSONSerialization.data(withJSONObject: ["id": strangerOrder, "userId": UUID().uuidString.lowercased(), "totalCents": 100])
             try await channel.publish(
                 body, routingKey: "payments.events",
-                properties: AMQPProperties(contentType: "application/json", messageID: "stranger", type: "order.cancelled"))
+                properties: AMQPProperties(contentType: "application/json", messageID: "stranger", type: "order.confirmed"))
             // totalCents no 64-bit integer holds, as the right type on the exchange: invalid, parked.
             try await channel.publish(
                 Data(#"{"id":"\#(UUID().uuidString.lowercased())","userId":"u","totalCents":1e300}"#.utf8), exchange: EventPublisher.exchange,
@@ -38,7 +38,7 @@ struct HostileEventServiceTests {
                     }
                 }
             }
-            #expect(parked["stranger"]?.contains("'order.cancelled'") == true, "\(parked)")
+            #expect(parked["stranger"]?.contains("'order.confirmed'") == true, "\(parked)")
             #expect(parked["huge-total"]?.contains("'totalCents'") == true, "\(parked)")
             #expect(parked["max-attempts"]?.contains("unknown order") == true, "\(parked)")
             let payment = try await system.call("payments.get", ["orderId": strangerOrder])

@@ -165,8 +165,8 @@ enum HostileCatalog {
             ) {
                 $0.type = "order.created"
             }
-            add("order.cancelled straight into payments.events #\(copy)", "payments.events", Data(#"{"orderId":"00000000-0000-4000-8000-000000000001","userId":"u","totalCents":100}"#.utf8), .parked("payments.events.dlq")) {
-                $0.type = "order.cancelled"
+            add("order.confirmed straight into payments.events #\(copy)", "payments.events", Data(#"{"orderId":"00000000-0000-4000-8000-000000000001","userId":"u","totalCents":100}"#.utf8), .parked("payments.events.dlq")) {
+                $0.type = "order.confirmed"
             }
         }
         return messages

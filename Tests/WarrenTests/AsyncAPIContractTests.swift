@@ -91,7 +91,7 @@ struct AsyncAPIContractTests {
         let names = try Self.declaredNames()
         #expect(names.queues.isSuperset(of: ["users.rpc", "orders.events", "orders.events.retry.1000ms", "events.events", "payments.events.dlq"]))
         #expect(names.routingKeys.isSuperset(of: ["order.created", "payment.succeeded", "user.deleted", "#"]))
-        #expect(names.bindings == ["orders.events": ["payment.succeeded", "payment.failed"], "payments.events": ["order.created"], "events.events": ["#"]])
+        #expect(names.bindings == ["orders.events": ["payment.succeeded", "payment.failed"], "payments.events": ["order.created", "order.cancelled"], "events.events": ["#"]])
         #expect(names.operations.isSuperset(of: ["users.create", "orders.cancel", "events.query", "echo.echo"]))
         #expect(names.operations.count == 14)
     }

@@ -145,4 +145,23 @@ struct ObservabilityUnitTests {
         #expect(parked.problems.count == 2)
         #expect(EventFlow.build(correlationId: "c", events: []).status == .empty)
     }
+
+    @Test("a charge for an order cancelled meanwhile: stopped until refunded; settling events of another flow count when the store found them")
+    func chargeAfterCancellation() {
+        let created = EventFlow.Node(id: "e1", type: "order.created", aggregateId: "o1", causationId: "request-1", timestamp: "2026-11-29T09:00:00.000Z")
+        let paid = EventFlow.Node(id: "e2", type: "payment.succeeded", aggregateId: "o1", causationId: "e1", timestamp: "2026-11-29T09:00:01.000Z")
+        let cancelled = EventFlow.Node(id: "e3", type: "order.cancelled", aggregateId: "o1", causationId: "request-2", timestamp: "2026-11-29T09:00:00.500Z")
+        let refunded = EventFlow.Node(id: "e4", type: "payment.refunded", aggregateId: "o1", causationId: "e3", timestamp: "2026-11-29T09:00:01.100Z")
+
+        let charged = EventFlow.build(correlationId: "c", events: [created, cancelled, paid])
+        #expect(charged.status == .stopped)
+        #expect(charged.problems == ["payment.succeeded o1 has no order.confirmed or payment.refunded: the flow stopped half way"])
+        #expect(EventFlow.build(correlationId: "c", events: [created, cancelled, paid, refunded]).status == .complete)
+
+        // The order's flow; the cancellation and its refund are the cancel request's flow.
+        #expect(EventFlow.unsettled([created, paid]).map(\.event.id) == ["e1", "e2"])
+        #expect(EventFlow.build(correlationId: "a", events: [created, paid]).problems.count == 2)
+        #expect(EventFlow.build(correlationId: "a", events: [created, paid], settledElsewhere: ["e1", "e2"]).status == .complete)
+        #expect(EventFlow.build(correlationId: "b", events: [cancelled, refunded]).status == .complete)
+    }
 }
