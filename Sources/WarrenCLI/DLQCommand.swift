@@ -44,7 +44,8 @@ struct DLQCommand: AsyncParsableCommand {
                 var rows: [(queue: DeadLetterQueue, messages: Int)] = []
                 for name in names {
                     // Deleted between listing and counting: not a dead-letter queue any more.
-                    guard let info = try? await channel.inspectQueue(name) else { continue }
+                    // Any other failure fails the list: a queue left out would read as empty.
+                    guard let info = try await inspectIfPresent(name, on: channel) else { continue }
                     rows.append((DeadLetterQueue(name: name), Int(info.messageCount)))
                 }
                 await amqp.close()

@@ -35,6 +35,8 @@ struct WarrenCommand: AsyncParsableCommand {
               2  usage error: a bad option, argument or JSON body
               3  the broker (or its management API) is unreachable
               4  timeout: no reply in time
+              5  could not find out: part of a check could not be done (flow: the
+                 dead-letter queues could not be read), so the outcome is unknown
 
             Shell completion: warren --generate-completion-script bash|zsh|fish
             """,
