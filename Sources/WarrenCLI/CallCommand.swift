@@ -12,8 +12,10 @@ struct CallCommand: AsyncParsableCommand {
         discussion: """
             The operation's prefix names the service: users.get goes to the queue
             users.rpc. The reply body is printed as indented JSON, or as it came with
-            --json. An error reply prints its code and message on stderr and exits 1; no
-            reply in time exits 4.
+            --json. An error reply prints its code and message on stderr and exits 1 (with
+            --json, also {"error":{"code","message"}} on stdout); a message longer than 2,000
+            characters is cut, with a marker saying how much was left out. No reply in time
+            exits 4.
 
             Examples:
               warren call users.get '{"id":"6f1c2a9e-…"}'
@@ -103,9 +105,12 @@ struct CallCommand: AsyncParsableCommand {
             throw CLIFailure.from(error)
         }
         if reply.isError {
-            // Scripts get the error document as it came; people get its code and message.
-            if output.json { Terminal.outRaw(reply.body + Data("\n".utf8)) }
+            // Scripts get the error document, people its code and message: the same error,
+            // read as every Warren caller reads it (its message cut to
+            // `ErrorReply.maxMessageLength` with a marker; a body not in the error format is
+            // `internal`), never a service's megabytes.
             let error = reply.serviceError(operation: operation)
+            if output.json { Terminal.outRaw(ErrorReply(error: error).body + Data("\n".utf8)) }
             throw CLIFailure(.failed, "\(operation) replied \(error.code.rawValue): \(Terminal.escape(error.message))")
         }
         if output.json {
