@@ -35,6 +35,11 @@ extension IncomingEvent {
                 reason: "the event store cannot keep the event as it came: " + properties.decodingLosses.joined(separator: "; ")
                     + " (this copy carries what was decoded, not the original bytes)")
         }
+        // The publishing service, stored as the event's `source`: one with NUL would be cut
+        // (or, as before, dropped) on its way into SQLite.
+        if properties.appID?.utf8.contains(0) == true {
+            throw Unstorable(reason: "the event store cannot keep the event as it came: app_id contains NUL (\\0), which cannot be stored exactly")
+        }
         if let change = Self.alteration(in: headers) {
             throw Unstorable(reason: "the event store cannot keep the event as it came: \(change)")
         }
@@ -65,7 +70,7 @@ extension IncomingEvent {
             causationID: headers[WireHeader.causationID]?.stringValue,
             timestamp: WireTime.format(properties.timestamp ?? Date()),
             headersJSON: headersJSON,
-            source: properties.appID.flatMap { $0.utf8.contains(0) ? nil : $0 },
+            source: properties.appID,
             recordedAt: WireTime.format(Date()),
             body: delivery.body)
     }

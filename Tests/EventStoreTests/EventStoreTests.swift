@@ -269,17 +269,18 @@ struct EventStoreTests {
     }
 
     /// Headers the store cannot keep as they came, and the reason its x-error must give.
-    static let unkeepable: [(name: String, header: AMQPFieldValue, reason: String)] = {
+    static let unkeepable: [(name: String, header: AMQPFieldValue, reason: String, appID: String?)] = {
         var deepTable: AMQPFieldValue = .int(1)
         for _ in 0..<2000 { deepTable = .table(["d": deepTable]) }
         var deepArray: AMQPFieldValue = .int(1)
         for _ in 0..<40 { deepArray = .array([deepArray]) }
         return [
-            ("a table nested 2000 deep", deepTable, "nested deeper than 32 levels"),
-            ("an array nested 40 deep", deepArray, "nested deeper than 32 levels"),
-            ("a timestamp after year 9999", .timestamp(Date(timeIntervalSince1970: 1.9e19)), "a timestamp after year 9999"),
-            ("a timestamp after year 9999, nested", .table(["at": .array([.timestamp(Date(timeIntervalSince1970: 253_402_300_800))])]), "\"x-hostile.at[0]\""),
-            ("an AMQP decimal", .decimal(scale: 2, value: 110), "an AMQP decimal"),
+            ("a table nested 2000 deep", deepTable, "nested deeper than 32 levels", nil),
+            ("an array nested 40 deep", deepArray, "nested deeper than 32 levels", nil),
+            ("a timestamp after year 9999", .timestamp(Date(timeIntervalSince1970: 1.9e19)), "a timestamp after year 9999", nil),
+            ("a timestamp after year 9999, nested", .table(["at": .array([.timestamp(Date(timeIntervalSince1970: 253_402_300_800))])]), "\"x-hostile.at[0]\"", nil),
+            ("an AMQP decimal", .decimal(scale: 2, value: 110), "an AMQP decimal", nil),
+            ("an app_id with NUL (it was stored without a source)", .int(1), "app_id contains NUL", "orders\u{0}evil"),
         ]
     }()
 
@@ -292,7 +293,7 @@ struct EventStoreTests {
                 Data(#"{"n":1}"#.utf8), exchange: EventPublisher.exchange, routingKey: "weird.edge",
                 properties: AMQPProperties(
                     contentType: "application/json", headers: ["x-hostile": example.header], deliveryMode: .persistent,
-                    messageID: "unkeepable-\(index)", type: "weird.edge"))
+                    messageID: "unkeepable-\(index)", type: "weird.edge", appID: example.appID))
             let after = try await store.publisher.publish("named.event", ["n": 2])
             let parked = try #require(try await pollGet(store.channel, queue: "events.events.dlq", within: .seconds(30)), "\(example.name)")
             #expect(parked.properties.messageID == "unkeepable-\(index)")
