@@ -27,6 +27,22 @@ extension IncomingEvent {
         guard !delivery.routingKey.utf8.contains(0) else {
             throw Unstorable(reason: "the routing key contains NUL (\\0), which cannot be stored exactly")
         }
+        // Kept as it came or not at all: what decoding changed (a header cut at 32 levels, a
+        // saturated integer, repaired text), or what the stored JSON would change, would be
+        // served by events.query and republished by `warren replay` as if it had been sent.
+        if !properties.decodingLosses.isEmpty {
+            throw Unstorable(
+                reason: "the event store cannot keep the event as it came: " + properties.decodingLosses.joined(separator: "; ")
+                    + " (this copy carries what was decoded, not the original bytes)")
+        }
+        // The publishing service, stored as the event's `source`: one with NUL would be cut
+        // (or, as before, dropped) on its way into SQLite.
+        if properties.appID?.utf8.contains(0) == true {
+            throw Unstorable(reason: "the event store cannot keep the event as it came: app_id contains NUL (\\0), which cannot be stored exactly")
+        }
+        if let change = Self.alteration(in: headers) {
+            throw Unstorable(reason: "the event store cannot keep the event as it came: \(change)")
+        }
         let headersJSON: String
         do {
             headersJSON = String(decoding: try encoder.encode(headers.mapValues(JSONValue.init)), as: UTF8.self)
@@ -54,8 +70,35 @@ extension IncomingEvent {
             causationID: headers[WireHeader.causationID]?.stringValue,
             timestamp: WireTime.format(properties.timestamp ?? Date()),
             headersJSON: headersJSON,
-            source: properties.appID.flatMap { $0.utf8.contains(0) ? nil : $0 },
+            source: properties.appID,
             recordedAt: WireTime.format(Date()),
             body: delivery.body)
+    }
+
+    /// The latest header timestamp the stored JSON writes as it is (`WireTime.format` clamps
+    /// later ones to the end of year 9999): 9999-12-31T23:59:59Z.
+    static let latestHeaderTimestamp = Date(timeIntervalSince1970: 253_402_300_799)
+
+    /// The first header value the stored JSON (`JSONValue(_:)`) would change, said in a
+    /// sentence, or nil. A decimal becomes a double (`1.10` with scale 2 is not 1.1 exactly), and
+    /// a timestamp after year 9999 the end of 9999. Bytes and timestamps before that are stored
+    /// exactly, as base64 and UTC text (the schema's representation, documented in the README).
+    static func alteration(in headers: AMQPTable) -> String? {
+        var pending: [(path: String, value: AMQPFieldValue)] = headers.map { ($0.key, $0.value) }
+        while let (path, value) = pending.popLast() {
+            switch value {
+            case .decimal:
+                return "the header \(path.debugDescription) is an AMQP decimal, which would be stored (and replayed) as an inexact double"
+            case .timestamp(let date) where date > latestHeaderTimestamp:
+                return "the header \(path.debugDescription) is a timestamp after year 9999, which would be stored as the end of 9999"
+            case .table(let table):
+                for (key, inner) in table { pending.append(("\(path).\(key)", inner)) }
+            case .array(let values):
+                for (offset, inner) in values.enumerated() { pending.append(("\(path)[\(offset)]", inner)) }
+            default:
+                continue
+            }
+        }
+        return nil
     }
 }

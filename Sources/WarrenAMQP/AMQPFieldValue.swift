@@ -9,7 +9,8 @@ public typealias AMQPTable = [String: AMQPFieldValue]
 /// `.double`: RabbitMQ rejects the unsigned field types of librabbitmq, and one integer case is
 /// what a caller wants to match on. An unsigned 64-bit value above `Int64.max` decodes as
 /// `Int64.max`. A timestamp is whole seconds on the wire: any `Date` encodes, clamped to 1970
-/// and 2^64 - 1 s. Tables and arrays nested deeper than 32 levels decode as `.void`. Doubles
+/// and 2^64 - 1 s. Tables and arrays nested deeper than 32 levels decode as `.void` (noted in
+/// `AMQPProperties.decodingLosses`, as every other change decoding makes). Doubles
 /// must be finite to be sent (RabbitMQ refuses NaN and infinity).
 ///
 /// Read numbers from other clients with `integer(clampedTo:)`: it accepts every type they

@@ -23,6 +23,14 @@ public struct AMQPProperties: Sendable, Hashable {
     public var type: String?
     public var userID: String?
     public var appID: String?
+    /// What decoding these properties off the wire could not keep exactly as they came, one
+    /// sentence each, naming the property or header: a header nested deeper than 32 levels
+    /// (cut to `.void`), an unsigned integer above `Int64.max` (saturated), text that is not
+    /// UTF-8 (repaired to U+FFFD), a header name given twice (the last kept), a field type or
+    /// delivery mode AMQP does not define. Empty when the properties are exactly what was sent,
+    /// and always for properties made in code; never sent. A reader that keeps messages as they
+    /// came (the event store) refuses those with losses instead of keeping them changed.
+    public var decodingLosses: [String] = []
 
     public init(
         contentType: String? = nil,

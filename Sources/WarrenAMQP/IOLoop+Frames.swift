@@ -62,8 +62,10 @@ extension IOLoop {
     func deliverMessage(_ deliver: amqp_basic_deliver_t, channel number: UInt16) {
         let tag = String(amqpBytes: deliver.consumer_tag)
         let exchange = String(amqpBytes: deliver.exchange)
-        let routingKey = String(amqpBytes: deliver.routing_key)
-        guard let (properties, body) = readContent(channel: number) else { return }
+        let (routingKey, exactKey) = String.decoding(amqpBytes: deliver.routing_key)
+        guard let (decoded, body) = readContent(channel: number) else { return }
+        var properties = decoded
+        if !exactKey, properties.decodingLosses.count < DecodingLosses.limit { properties.decodingLosses.append("the routing key is not valid UTF-8") }
         guard let state = channels[number] else { return }
         let consumer: ConsumerState
         switch state.machine.route(deliveryFor: tag) {

@@ -13,6 +13,17 @@ extension String {
     }
 }
 
+extension String {
+    /// The text, and whether it is exactly the bytes that came: bytes that are not UTF-8 are
+    /// repaired to U+FFFD, which the caller may not keep silently.
+    static func decoding(amqpBytes bytes: amqp_bytes_t) -> (String, exact: Bool) {
+        guard let base = bytes.bytes, bytes.len > 0 else { return ("", true) }
+        let buffer = UnsafeRawBufferPointer(start: base, count: bytes.len)
+        let text = String(decoding: buffer, as: UTF8.self)
+        return (text, text.utf8.elementsEqual(buffer))
+    }
+}
+
 extension Data {
     init(amqpBytes bytes: amqp_bytes_t) {
         guard let base = bytes.bytes, bytes.len > 0 else {

@@ -12,6 +12,9 @@ struct CLIFailure: Error {
         case usage = 2
         case unreachable = 3
         case timeout = 4
+        /// Part of a check could not be done (`flow`: the dead-letter queues could not be
+        /// read), so the answer is not known: never reported as a success.
+        case unknown = 5
     }
 
     let kind: Kind

@@ -12,8 +12,10 @@ struct CallCommand: AsyncParsableCommand {
         discussion: """
             The operation's prefix names the service: users.get goes to the queue
             users.rpc. The reply body is printed as indented JSON, or as it came with
-            --json. An error reply prints its code and message on stderr and exits 1; no
-            reply in time exits 4.
+            --json. An error reply prints its code and message on stderr and exits 1 (with
+            --json, also {"error":{"code","message"}} on stdout); a message longer than 2,000
+            characters is cut, with a marker saying how much was left out. No reply in time
+            exits 4.
 
             Examples:
               warren call users.get '{"id":"6f1c2a9e-…"}'
@@ -31,7 +33,11 @@ struct CallCommand: AsyncParsableCommand {
     @Option(help: "How long to wait for the reply: 500ms, 5s, 1m (1ms…24h).")
     var timeout = DurationArgument(.seconds(5), description: "5s")
 
-    @Option(name: .customLong("header"), help: ArgumentHelp("A header to send, key=value (repeatable).", valueName: "key=value"))
+    @Option(
+        name: .customLong("header"),
+        help: ArgumentHelp(
+            "A header to send, key=value (repeatable). x-correlation-id, x-causation-id, x-aggregate-id: 1 to 255 bytes; traceparent: W3C; x-deadline: use --timeout; headers Warren writes (x-status, x-error, …) are refused.",
+            valueName: "key=value"))
     var headers: [String] = []
 
     @Option(name: .customLong("correlation-id"), help: "The flow's correlation id (header x-correlation-id), to find the call in the services' logs.")
@@ -55,23 +61,22 @@ struct CallCommand: AsyncParsableCommand {
         // The RPC client turns the timeout into a deadline in epoch milliseconds and an AMQP
         // expiration: a day keeps both far inside their range.
         try timeout.check("--timeout", atMost: .seconds(86_400), written: "24h")
-        if let messageID, messageID.isEmpty || messageID.utf8.count > 255 || messageID.utf8.contains(0) {
-            throw ValidationError("--message-id must be 1 to 255 bytes without NUL")
-        }
+        if let messageID { try HeaderOptions.checkID(messageID, "--message-id") }
+        _ = try HeaderOptions(headers, for: .call, correlationID: correlationID)
     }
 
     func run() async throws {
         try await reportingFailures {
             let body = try MessageInput.read(self.body)
             let requestID = messageID ?? UUID().uuidString.lowercased()
-            let headers = try MessageInput.headers(self.headers)
+            let headers = try HeaderOptions(self.headers, for: .call, correlationID: correlationID)
             let connection = try await connection.connect(purpose: "call \(operation)")
             let rpc = try await RPCClient.start(connection: connection)
             // Keeps the calls' deadlines for this scope (cancelled at its end).
             async let _ = rpc.run()
             let result: Result<RPCClient.Reply, ServiceError>
             do throws(ServiceError) {
-                let envelope = Envelope(messageID: requestID, correlationID: correlationID, headers: headers)
+                let envelope = Envelope(messageID: requestID, correlationID: headers.correlationID, headers: headers.headers)
                 result = .success(try await rpc.call(operation, body: body, timeout: timeout.duration, envelope: envelope))
             } catch {
                 result = .failure(error)
@@ -100,9 +105,12 @@ struct CallCommand: AsyncParsableCommand {
             throw CLIFailure.from(error)
         }
         if reply.isError {
-            // Scripts get the error document as it came; people get its code and message.
-            if output.json { Terminal.outRaw(reply.body + Data("\n".utf8)) }
+            // Scripts get the error document, people its code and message: the same error,
+            // read as every Warren caller reads it (its message cut to
+            // `ErrorReply.maxMessageLength` with a marker; a body not in the error format is
+            // `internal`), never a service's megabytes.
             let error = reply.serviceError(operation: operation)
+            if output.json { Terminal.outRaw(ErrorReply(error: error).body + Data("\n".utf8)) }
             throw CLIFailure(.failed, "\(operation) replied \(error.code.rawValue): \(Terminal.escape(error.message))")
         }
         if output.json {

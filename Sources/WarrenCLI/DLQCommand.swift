@@ -44,7 +44,8 @@ struct DLQCommand: AsyncParsableCommand {
                 var rows: [(queue: DeadLetterQueue, messages: Int)] = []
                 for name in names {
                     // Deleted between listing and counting: not a dead-letter queue any more.
-                    guard let info = try? await channel.inspectQueue(name) else { continue }
+                    // Any other failure fails the list: a queue left out would read as empty.
+                    guard let info = try await inspectIfPresent(name, on: channel) else { continue }
                     rows.append((DeadLetterQueue(name: name), Int(info.messageCount)))
                 }
                 await amqp.close()
@@ -125,7 +126,8 @@ struct DLQCommand: AsyncParsableCommand {
             let headers = properties.headers ?? [:]
             let type = Terminal.escape(headers[WireHeader.originalRoutingKey]?.stringValue ?? properties.type ?? "-")
             let attempts = headers[WireHeader.attempts]?.intValue.map { "  attempts \($0)" } ?? ""
-            let error = Terminal.escape(headers[WireHeader.error]?.stringValue ?? "-")
+            // Warren writes at most 1,024 bytes; another client may have written megabytes.
+            let error = Terminal.escape(ErrorReply.bounded(headers[WireHeader.error]?.stringValue ?? "-"))
             let body = Terminal.escape(String(decoding: delivery.body.prefix(300), as: UTF8.self))
             let id = properties.messageID.map { Terminal.escape($0) } ?? "(no message id)"
             return """

@@ -237,3 +237,14 @@ final class Shared<Value: Sendable>: Sendable {
 
     func update<Result: Sendable>(_ body: (inout Value) -> Result) -> Result { storage.withLock { body(&$0) } }
 }
+
+/// The queue's counts, or nil when it does not exist (any more): the broker answers 404 and
+/// closes the channel, which reopens on its next use. Every other failure (access refused, the
+/// connection lost) is thrown, so that a listing never leaves a queue out without saying so.
+func inspectIfPresent(_ name: String, on channel: AMQPChannel) async throws -> AMQPQueueInfo? {
+    do {
+        return try await channel.inspectQueue(name)
+    } catch AMQPError.channelClosed(404, _) {
+        return nil
+    }
+}

@@ -97,6 +97,19 @@ struct EventStorePages: AsyncSequence, Sendable {
     var routes: QueueRoutes? = nil
     /// Events left out by `routes`, by type.
     let skipped = Shared<[String: Int]>([:])
+    /// Why an event cannot be published as the event store holds it, or nil when it can; such
+    /// an event is left out, listed in `unpublishable`, and counts neither against `limit` nor
+    /// the rate. A replay goes on past it instead of stopping every replay that covers it.
+    var publishable: (@Sendable (StoredEvent) -> String?)? = nil
+    /// The events `publishable` left out, in the order met.
+    let unpublishable = Shared<[Unpublishable]>([])
+
+    /// An event a replay could not publish as the event store holds it.
+    struct Unpublishable: Sendable {
+        var position: Int64
+        var id: String
+        var reason: String
+    }
 
     func makeAsyncIterator() -> Iterator {
         Iterator(pages: self)
@@ -105,6 +118,12 @@ struct EventStorePages: AsyncSequence, Sendable {
     /// Whether `event` goes out; one that the routes leave out is counted in `skipped`.
     /// `decided` remembers the answer per type: a replay has few types and many events.
     func admits(_ event: StoredEvent, decided: inout [String: Bool]) -> Bool {
+        if let publishable, let reason = publishable(event) {
+            Terminal.note(
+                "event #\(event.position) (id \(Terminal.escape(event.id))) skipped: it cannot be published as the event store holds it: \(Terminal.escape(reason))")
+            unpublishable.update { $0.append(Unpublishable(position: event.position, id: event.id, reason: reason)) }
+            return false
+        }
         guard let routes else { return true }
         let routed: Bool
         if let known = decided[event.type] {

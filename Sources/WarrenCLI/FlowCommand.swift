@@ -15,9 +15,13 @@ struct FlowCommand: AsyncParsableCommand {
             when, and how long after its cause (+ms). A flow that stopped half way is marked:
             an order.created without order.confirmed or order.cancelled, a payment.succeeded
             without order.confirmed or payment.refunded (either looked for in the flow, then
-            for the same order in the whole store), or a message of the flow in a dead-letter queue (looked up through the management API:
-            WARREN_MANAGEMENT_URL or --management-url; skipped with a note if unreachable).
-            Exits 1 when the flow stopped half way or has no events.
+            for the same order in the whole store), or a message of the flow in a dead-letter
+            queue (looked up through the management API: WARREN_MANAGEMENT_URL or
+            --management-url).
+            Exits 1 when the flow stopped half way or has no events. When the dead-letter
+            queues cannot be checked (management API unreachable, a queue unreadable), a
+            flow that looks complete is reported as unknown, with why, and exits 5: a
+            message of it may sit in a dead-letter queue. --no-dlq skips that check on purpose.
 
             Examples:
               warren flow 4f0c6f7e-1b1e-4c55-9a57-0b6f0e8f3c1d
@@ -71,20 +75,27 @@ struct FlowCommand: AsyncParsableCommand {
                 }
                 throw CLIFailure.from(error)
             }
+            // Why the dead-letter queues could not be checked, if they could not: a flow
+            // that looks complete may then have a message in one, and is not called complete.
+            var unchecked: String?
             if !skipDeadLetters, flow.status != .empty {
                 do {
                     flow.markDeadLettered(try await deadLettered(on: amqp))
                 } catch {
-                    Terminal.note("dead-letter queues not checked: \(CLIFailure.from(error).message)")
+                    unchecked = CLIFailure.from(error).message
                 }
             }
             await amqp.close()
+            let unknown = unchecked != nil && flow.status == .complete
             if output.json {
-                let data = (try? WireJSON.encoder().encode(flow)) ?? Data()
-                Terminal.outRaw(data + Data("\n".utf8))
+                Terminal.json(Self.json(flow, deadLettersUnchecked: unchecked))
             } else {
-                for line in Self.lines(flow) { Terminal.out(line) }
+                for line in Self.lines(flow, deadLettersUnchecked: unchecked) { Terminal.out(line) }
             }
+            if let unchecked {
+                Terminal.note("dead-letter queues could not be checked: \(unchecked)")
+            }
+            if unknown { throw ExitCode(CLIFailure.Kind.unknown.rawValue) }
             if flow.status != .complete { throw ExitCode(CLIFailure.Kind.failed.rawValue) }
         }
     }
@@ -110,19 +121,37 @@ struct FlowCommand: AsyncParsableCommand {
     /// The most messages read from each dead-letter queue.
     static let maxPeek = 1000
 
+    /// The flow for scripts: the event store's document, and when the dead-letter queues could
+    /// not be checked, `deadLettersUnchecked` (why) and, for a flow that looked complete,
+    /// `status: "unknown"`.
+    static func json(_ flow: EventFlow, deadLettersUnchecked unchecked: String?) -> JSONValue {
+        let encoded = (try? WireJSON.encoder().encode(flow)).flatMap(JSONValue.parse) ?? .null
+        guard let unchecked, case .object(var fields) = encoded else { return encoded }
+        fields["deadLettersUnchecked"] = .string(unchecked)
+        if flow.status == .complete { fields["status"] = .string("unknown") }
+        return .object(fields)
+    }
+
     /// The flow for people: a header, the problems, then one line per event as a tree:
-    /// `time  type  service  +gap  id`. Every string from the store is escaped.
-    static func lines(_ flow: EventFlow) -> [String] {
+    /// `time  type  service  +gap  id`. Every string from the store is escaped. A flow whose
+    /// dead-letter queues could not be checked (`deadLettersUnchecked`, why) is never called
+    /// complete: its outcome is unknown.
+    static func lines(_ flow: EventFlow, deadLettersUnchecked unchecked: String? = nil) -> [String] {
         var lines: [String] = []
         let id = Terminal.escape(flow.correlationId)
+        let events = "\(flow.count) event\(flow.count == 1 ? "" : "s")"
         switch flow.status {
         case .empty:
             return ["flow \(id): no events with this correlation id"]
+        case .complete where unchecked != nil:
+            lines.append("flow \(id): UNKNOWN, \(events): dead-letter queues could not be checked")
         case .complete:
-            lines.append("flow \(id): complete, \(flow.count) event\(flow.count == 1 ? "" : "s")")
+            lines.append("flow \(id): complete, \(events)")
         case .stopped:
-            lines.append("flow \(id): STOPPED HALF WAY, \(flow.count) event\(flow.count == 1 ? "" : "s")")
+            lines.append("flow \(id): STOPPED HALF WAY, \(events)")
         }
+        // `unchecked` is a CLIFailure message: escaped already.
+        if let unchecked { lines.append("  ? dead-letter queues could not be checked: \(unchecked)") }
         for problem in flow.problems { lines.append("  ! \(Terminal.escape(problem))") }
         func walk(_ node: EventFlow.Node, prefix: String, connector: String) {
             let gap = node.gapMilliseconds.map { "+\($0) ms" } ?? "?"

@@ -331,7 +331,7 @@ struct ManagementAPI: Sendable {
         case .string("Login failed"):
             return CLIFailure(.unreachable, "\(who): wrong user or password; check them in \(source)")
         default:
-            return CLIFailure(.unreachable, "\(who) (\(Terminal.escape(refusal.reason.jsonText(pretty: false)))): check the user and password in \(source)")
+            return CLIFailure(.unreachable, "\(who) (\(Terminal.escape(ErrorReply.bounded(refusal.reason.jsonText(pretty: false))))): check the user and password in \(source)")
         }
     }
 

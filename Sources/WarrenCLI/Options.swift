@@ -124,16 +124,4 @@ enum MessageInput {
             throw CLIFailure(.usage, "\(source) is not valid JSON: quote it in single quotes in the shell, e.g. '{\"id\":\"42\"}'")
         }
     }
-
-    /// `--header key=value` options as AMQP headers (string values).
-    static func headers(_ options: [String]) throws -> AMQPTable {
-        var table: AMQPTable = [:]
-        for option in options {
-            guard let equals = option.firstIndex(of: "="), equals != option.startIndex else {
-                throw CLIFailure(.usage, "--header '\(option)' must be key=value, e.g. --header x-tenant=acme")
-            }
-            table[String(option[..<equals])] = .string(String(option[option.index(after: equals)...]))
-        }
-        return table
-    }
 }

@@ -31,7 +31,7 @@ struct PublishCommand: AsyncParsableCommand {
             """
     )
 
-    @Argument(help: "The routing key: the event type, e.g. order.created.")
+    @Argument(help: "The routing key: the event type, e.g. order.created (lower case, at least one dot; no * or #).")
     var routingKey: String
 
     @Argument(help: ArgumentHelp("The event body: \(MessageInput.help) Default {}.", valueName: "json|@file|-"))
@@ -43,10 +43,14 @@ struct PublishCommand: AsyncParsableCommand {
     @Option(help: "Publish straight to this queue (default exchange) instead of the exchange, e.g. orders.events.")
     var queue: String?
 
-    @Option(name: .customLong("header"), help: ArgumentHelp("A header to send, key=value (repeatable).", valueName: "key=value"))
+    @Option(
+        name: .customLong("header"),
+        help: ArgumentHelp(
+            "A header to send, key=value (repeatable). x-correlation-id, x-causation-id, x-aggregate-id: 1 to 255 bytes; traceparent: W3C; x-deadline and headers Warren writes (x-error, x-replayed, …) are refused.",
+            valueName: "key=value"))
     var headers: [String] = []
 
-    @Option(name: .customLong("message-id"), help: "The event id (default: a new UUID). Consumers apply each id once.")
+    @Option(name: .customLong("message-id"), help: "The event id, 1 to 255 bytes (default: a new UUID). Consumers apply each id once.")
     var messageID: String?
 
     @Option(name: .customLong("correlation-id"), help: "The flow's correlation id (header x-correlation-id; default: a new UUID).")
@@ -63,6 +67,13 @@ struct PublishCommand: AsyncParsableCommand {
     @OptionGroup var output: OutputOptions
 
     func validate() throws {
+        do {
+            try EventType.check(routingKey, "the event type")
+        } catch {
+            throw ValidationError("'\(Terminal.escape(routingKey))': \(error.message)")
+        }
+        if let messageID { try HeaderOptions.checkID(messageID, "--message-id") }
+        _ = try HeaderOptions(headers, for: .publish, correlationID: correlationID)
         if lines, body != nil { throw ValidationError("--lines reads the bodies from stdin: drop the body argument") }
         if lines, messageID != nil { throw ValidationError("--message-id names one event; with --lines every event gets its own id") }
     }
@@ -70,14 +81,15 @@ struct PublishCommand: AsyncParsableCommand {
     func run() async throws {
         try await reportingFailures {
             let bodies = try readBodies()
-            let headers = try MessageInput.headers(self.headers)
+            let options = try HeaderOptions(self.headers, for: .publish, correlationID: correlationID)
+            let headers = options.headers
             let connection = try await connection.connect(purpose: "publish")
             let channel = try await connection.openChannel()
             let target = try await checkTarget(channel)
             if let queue, QueueName(parsing: queue)?.kind == .events { try await checkRoutes(to: queue) }
             try await channel.enableConfirms()
 
-            let correlationID = self.correlationID ?? UUID().uuidString.lowercased()
+            let correlationID = options.correlationID ?? UUID().uuidString.lowercased()
             var ids: [String] = []
             var messages: [OutgoingMessage] = []
             for body in bodies {

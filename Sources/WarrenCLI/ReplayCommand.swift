@@ -30,6 +30,11 @@ struct ReplayCommand: AsyncParsableCommand {
             projection on purpose, clear the projection and its processed ids first, then
             replay to that service only (--to).
 
+            An event that cannot be published as the event store holds it (its properties
+            larger than a frame, a type, id or header name over 255 bytes) is skipped: the
+            replay goes on, names it (position, id, why) on stderr and in the summary
+            ("unpublishable" with --json), and exits 1 at the end.
+
             --since and --until take ISO 8601 (2026-11-01, 2026-11-01T08:00:00Z) or a time
             back from now (90s, 15m, 2h, 7d).
 
@@ -112,15 +117,24 @@ struct ReplayCommand: AsyncParsableCommand {
             let rpc = try await RPCClient.start(connection: connection)
             // Keeps the calls' deadlines for this scope (cancelled at its end).
             async let _ = rpc.run()
-            let events = EventStorePages(
+            let replayID = UUID().uuidString.lowercased()
+            var events = EventStorePages(
                 rpc: rpc, query: query, limit: limit, rate: dryRun ? nil : rate, timeout: timeout.duration, routes: routes)
+            let maxHeader = channel.maxContentHeaderSize
+            events.publishable = { event in ReplayedEvent(event, replayID: replayID, destination: destination).unpublishable(maxContentHeaderSize: maxHeader) }
             if dryRun {
                 try await preview(events)
             } else {
-                try await replay(events, rpc: rpc, channel: channel, destination: destination)
+                try await replay(events, replayID: replayID, rpc: rpc, channel: channel, destination: destination)
             }
             await rpc.close()
             await connection.close()
+            let unpublishable = events.unpublishable.value
+            if !unpublishable.isEmpty {
+                throw CLIFailure(
+                    .failed,
+                    "\(unpublishable.count) event(s) \(dryRun ? "would be" : "were") skipped: they cannot be published as the event store holds them (listed above); --since, --until or --type can leave them out")
+            }
         }
     }
 
@@ -146,6 +160,7 @@ struct ReplayCommand: AsyncParsableCommand {
                 "dryRun": .bool(true), "count": .int(Int64(count)), "target": .string(targetName),
                 "sample": .array(sample.map { .object(["position": .int($0.position), "id": .string($0.id), "type": .string($0.type), "timestamp": .string($0.timestamp)]) }),
                 "skipped": .int(Int64(skipped.values.reduce(0, +))), "skippedTypes": .object(skipped.mapValues { .int(Int64($0)) }),
+                "unpublishable": Self.json(events.unpublishable.value),
             ]))
             return
         }
@@ -156,11 +171,23 @@ struct ReplayCommand: AsyncParsableCommand {
         }
         if count > sample.count { Terminal.out("  …") }
         if let line = events.routes?.skippedLine(skipped, verb: "would skip") { Terminal.out(line) }
+        for line in Self.lines(events.unpublishable.value, verb: "would skip") { Terminal.out(line) }
     }
 
-    private func replay(_ events: EventStorePages, rpc: RPCClient, channel: AMQPChannel, destination: ReplayedEvent.Destination) async throws {
+    /// The events left out because they cannot be published as stored, for the JSON summary.
+    static func json(_ unpublishable: [EventStorePages.Unpublishable]) -> JSONValue {
+        .array(unpublishable.map { .object(["position": .int($0.position), "id": .string($0.id), "reason": .string($0.reason)]) })
+    }
+
+    /// The same for people: a line, then one per event (position, id, reason), escaped.
+    static func lines(_ unpublishable: [EventStorePages.Unpublishable], verb: String) -> [String] {
+        guard !unpublishable.isEmpty else { return [] }
+        return ["\(verb) \(unpublishable.count) event(s) that cannot be published as the event store holds them:"]
+            + unpublishable.map { "  #\($0.position)  \(Terminal.escape($0.id))  \(Terminal.escape($0.reason))" }
+    }
+
+    private func replay(_ events: EventStorePages, replayID: String, rpc: RPCClient, channel: AMQPChannel, destination: ReplayedEvent.Destination) async throws {
         try await channel.enableConfirms()
-        let replayID = UUID().uuidString.lowercased()
         let progress = ReplayProgress()
         if let limit { progress.setTotal(limit) }
         let counting: Task<Void, Never>? =
@@ -207,10 +234,12 @@ struct ReplayCommand: AsyncParsableCommand {
                 "replayed": .int(Int64(done)), "target": .string(targetName), "correlationId": .string(replayID),
                 "seconds": .double((seconds * 1000).rounded() / 1000), "eventsPerSecond": .double(rate.rounded()),
                 "skipped": .int(Int64(skipped.values.reduce(0, +))), "skippedTypes": .object(skipped.mapValues { .int(Int64($0)) }),
+                "unpublishable": Self.json(events.unpublishable.value),
             ]))
         } else {
             Terminal.out(String(format: "replayed %d event(s) to %@ in %.1f s (%.0f events/s); replay correlation id %@", done, Terminal.escape(targetName), seconds, rate, replayID))
             if let line = events.routes?.skippedLine(skipped, verb: "skipped") { Terminal.out(line) }
+            for line in Self.lines(events.unpublishable.value, verb: "skipped") { Terminal.out(line) }
         }
     }
 
@@ -253,6 +282,27 @@ struct ReplayedEvent {
         self.event = event
         self.replayID = replayID
         self.destination = destination
+    }
+
+    /// Why the event cannot be published as the event store holds it (what AMQP cannot carry: a
+    /// property or header name over 255 bytes, properties larger than a frame), or nil. Checked
+    /// before publishing, so that the replay leaves out this event alone: once the channel
+    /// refused a publish, the replay could only stop.
+    func unpublishable(maxContentHeaderSize: Int) -> String? {
+        let message = self.message
+        guard message.routingKey.utf8.count <= 255 else {
+            return "its type, the routing key, is \(message.routingKey.utf8.count) bytes; AMQP allows at most 255"
+        }
+        do {
+            let size = try message.properties.contentHeaderSize
+            guard size <= maxContentHeaderSize else {
+                return "the message properties take \(size) bytes; one frame holds \(maxContentHeaderSize)"
+            }
+            return nil
+        } catch {
+            if case .invalidArgument(let detail) = error { return detail }
+            return "\(error)"
+        }
     }
 
     var message: OutgoingMessage {

@@ -46,7 +46,9 @@ struct TopologyCommand: AsyncParsableCommand {
             var services: [String: [QueueRow]] = [:]
             var others: [QueueRow] = []
             for name in names {
-                guard let info = try? await channel.inspectQueue(name) else { continue }  // deleted meanwhile
+                // Deleted meanwhile (404; the channel reopens on its next use): gone. Any other
+                // failure fails the command: a topology with queues silently missing is wrong.
+                guard let info = try await inspectIfPresent(name, on: channel) else { continue }
                 let patterns = bindings.filter { $0.destination == name }.map(\.routing_key).sorted()
                 let (service, role) = Self.classify(name)
                 let row = QueueRow(name: name, role: role, consumers: Int(info.consumerCount), messages: Int(info.messageCount), bindings: patterns)

@@ -31,10 +31,13 @@ struct WarrenCommand: AsyncParsableCommand {
             Exit codes:
               0  success
               1  the service replied with an error (or none could answer),
-                 or the broker refused the operation
+                 or the broker refused the operation, also in part (replay skipped
+                 events it could not publish, dlq requeue left some in place)
               2  usage error: a bad option, argument or JSON body
               3  the broker (or its management API) is unreachable
               4  timeout: no reply in time
+              5  could not find out: part of a check could not be done (flow: the
+                 dead-letter queues could not be read), so the outcome is unknown
 
             Shell completion: warren --generate-completion-script bash|zsh|fish
             """,

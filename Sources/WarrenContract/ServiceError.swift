@@ -78,7 +78,10 @@ public struct ErrorReply: Codable, Sendable, Equatable {
     /// person, and a service must not be able to make the gateway answer with megabytes.
     public static let maxMessageLength = 2_000
 
-    static func bounded(_ message: String) -> String {
+    /// `message` cut to `maxMessageLength` Unicode scalars, with a marker that says how much
+    /// was left out (`… (98000 more characters)`); a shorter one unchanged. For every place
+    /// that passes on text a service or a broker wrote, in text and JSON alike.
+    public static func bounded(_ message: String) -> String {
         guard message.unicodeScalars.count > maxMessageLength else { return message }
         var scalars = String.UnicodeScalarView()
         scalars.append(contentsOf: message.unicodeScalars.prefix(maxMessageLength))

@@ -56,6 +56,21 @@ struct FlowTests {
             #expect(lines.dropFirst(2).first?.contains("  └─ payment.succeeded  from payments  +") == true, "\(text.stdout)")
             #expect(lines.dropFirst(3).first?.contains("     └─ order.confirmed  from orders  +") == true, "\(text.stdout)")
 
+            // Dead-letter queues that cannot be checked: the same flow is not complete but
+            // unknown (exit 5), with why, in text and JSON; --no-dlq skips the check on purpose.
+            let unreachable = ["--management-url", "http://127.0.0.1:1", "--management-timeout", "2s"]
+            let unknown = try await WarrenCLI.run(["flow", flow] + unreachable, url: vhost.url)
+            #expect(unknown.status == 5, "\(unknown)")
+            #expect(unknown.stdout.hasPrefix("flow \(flow): UNKNOWN, 3 events: dead-letter queues could not be checked"), "\(unknown)")
+            #expect(!unknown.stdout.contains("complete"), "\(unknown)")
+            #expect(unknown.stderr.contains("dead-letter queues could not be checked: "), "\(unknown)")
+            let unknownJSON = try await WarrenCLI.run(["flow", flow, "--json"] + unreachable, url: vhost.url)
+            #expect(unknownJSON.status == 5, "\(unknownJSON)")
+            #expect((unknownJSON.json as? [String: Any])?["status"] as? String == "unknown", "\(unknownJSON)")
+            #expect((unknownJSON.json as? [String: Any])?["deadLettersUnchecked"] is String, "\(unknownJSON)")
+            let skipped = try await WarrenCLI.run(["flow", flow, "--no-dlq"] + unreachable, url: vhost.url)
+            #expect(skipped.status == 0, "\(skipped)")
+
             // Without the payment service the order stays pending: the flow stopped half way.
             await services[2].stop()
             let pending = "flow-\(UUID().uuidString.prefix(8).lowercased())"

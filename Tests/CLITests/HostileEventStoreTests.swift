@@ -49,9 +49,19 @@ struct HostilePage: Sendable, CustomTestStringConvertible {
                 "x-nested": .table(["u": .double(0x1p64), "i": .double(-0x1p63)]),
             ]),
         HostilePage(name: "a nested header number no Swift type holds", page: page([event(headers: #"{"x-nested":{"d":[1e400]}}"#)]), status: 1, delivered: 0...0, message: "number out of range"),
-        HostilePage(name: "a type longer than an AMQP short string", page: page([event(type: "\"" + String(repeating: "t", count: 300) + "\"")]), status: 1, delivered: 0...0, message: "event #1 (id e-1) cannot be published as the event store holds it: property type is 300 bytes"),
-        HostilePage(name: "an id longer than an AMQP short string", page: page([event(), #"{"position":2,"id":"\#(String(repeating: "i", count: 256))","type":"order.created","timestamp":"2026-11-01T00:00:00Z","headers":{},"body":{}}"#]), status: 1, delivered: 0...1, message: "event #2"),
+        HostilePage(name: "a type longer than an AMQP short string", page: page([event(type: "\"" + String(repeating: "t", count: 300) + "\"")]), status: 1, delivered: 0...0, message: "event #1 (id e-1) skipped: it cannot be published as the event store holds it: property type is 300 bytes"),
+        HostilePage(name: "an id longer than an AMQP short string", page: page([event(), #"{"position":2,"id":"\#(String(repeating: "i", count: 256))","type":"order.created","timestamp":"2026-11-01T00:00:00Z","headers":{},"body":{}}"#]), status: 1, delivered: 1...1, message: "event #2"),
         HostilePage(name: "a header name longer than an AMQP short string", page: page([event(headers: "{\"" + String(repeating: "h", count: 256) + "\":1}")]), status: 1, delivered: 0...0, message: "event #1"),
+        // One event that cannot be published as stored no longer stops the replay: the events
+        // around it go out, it is named (position, id, why) and the replay exits 1 at the end.
+        HostilePage(
+            name: "properties larger than a frame between two good events",
+            page: page([event(position: "1"), event(position: "2", headers: "{\"x-padding\":\"" + String(repeating: "p", count: 140_000) + "\"}"), event(position: "3")]),
+            status: 1, delivered: 2...2, message: "event #2 (id e-2) skipped: it cannot be published as the event store holds it: the message properties take"),
+        HostilePage(
+            name: "a type over 255 bytes after a good event and before another",
+            page: page([event(position: "1"), event(position: "2", type: "\"" + String(repeating: "t", count: 256) + "\""), event(position: "3")]),
+            status: 1, delivered: 2...2, message: "1 event(s) were skipped"),
         HostilePage(name: "a cursor that leads back to itself", page: page([event()], next: #""7""#), loops: true, status: 1, delivered: 0...1, message: "a second time"),
     ]
 }

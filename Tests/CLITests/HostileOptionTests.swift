@@ -63,6 +63,61 @@ struct HostileOptionTests {
         #expect(result.stdout.isEmpty, "\(result)")
     }
 
+    /// Events and calls that must be refused before anything is sent, with what the first line
+    /// of the error must name: ids as their flag twins check them, event types as the contract
+    /// (`EventType`) allows, headers with a meaning in the contract in its form.
+    static let long = String(repeating: "c", count: 300)
+    static let hostileTypes: [String] = [
+        "", "#", "*", "order.*", "order.#", "a b", "Order.created", "order", "order.", ".created", "order..created", "order.créé",
+        "order.created." + String(repeating: "a", count: 242),
+    ]
+    static let hostileIDs: [(arguments: [String], names: String)] = [
+            (["publish", "order.created", "--message-id", ""], "--message-id"),
+            (["publish", "order.created", "--message-id", String(repeating: "i", count: 256)], "--message-id"),
+            (["call", "users.get", "--message-id", ""], "--message-id"),
+            (["publish", "order.created", "--correlation-id", long], "--correlation-id"),
+            (["publish", "order.created", "--correlation-id", ""], "--correlation-id"),
+            (["call", "users.get", "--correlation-id", long], "--correlation-id"),
+        ]
+    static func hostileHeaders(_ command: [String]) -> [(arguments: [String], names: String)] {
+            [
+                (command + ["--header", "x-correlation-id=\(long)"], "x-correlation-id"),
+                (command + ["--header", "x-correlation-id="], "x-correlation-id"),
+                (command + ["--header", "x-correlation-id=a", "--correlation-id", "b"], "x-correlation-id"),
+                (command + ["--header", "x-correlation-id=a", "--header", "x-correlation-id=b"], "x-correlation-id"),
+                (command + ["--header", "x-causation-id=\(long)"], "x-causation-id"),
+                (command + ["--header", "x-causation-id="], "x-causation-id"),
+                (command + ["--header", "x-aggregate-id=\(long)"], "x-aggregate-id"),
+                (command + ["--header", "x-deadline=1"], "x-deadline"),
+                (command + ["--header", "x-deadline=9999999999999999999999"], "x-deadline"),
+                (command + ["--header", "traceparent=garbage"], "traceparent"),
+                (command + ["--header", "traceparent=00-0AF7651916CD43DD8448EB211C80319C-B7AD6B7169203331-01"], "traceparent"),
+                (command + ["--header", "tracestate=\(String(repeating: "t", count: 513))"], "tracestate"),
+                (command + ["--header", "X-Correlation-Id=abc"], "X-Correlation-Id"),
+                (command + ["--header", "x-status=ok"], "x-status"),
+                (command + ["--header", "x-error=boom"], "x-error"),
+                (command + ["--header", "x-attempts=1"], "x-attempts"),
+                (command + ["--header", "x-original-routing-key=payment.failed"], "x-original-routing-key"),
+                (command + ["--header", "x-replayed=true"], "x-replayed"),
+                (command + ["--header", "x-tenant=a", "--header", "x-tenant=b"], "x-tenant"),
+                (command + ["--header", "\(String(repeating: "h", count: 256))=1"], "header name"),
+                (command + ["--header", "=1"], "key=value"),
+            ]
+    }
+    static let hostileMessages: [(arguments: [String], names: String)] =
+        hostileTypes.map { (["publish", $0], "event type") } + hostileIDs + hostileHeaders(["publish", "order.created"])
+        + hostileHeaders(["call", "users.get"])
+
+    @Test("an event or call the contract does not allow is a usage error naming what is wrong, exit 2, nothing sent", arguments: hostileMessages.indices)
+    func refusedMessage(_ index: Int) async throws {
+        let example = Self.hostileMessages[index]
+        let result = try await WarrenCLI.run(example.arguments, url: Self.deadBroker)
+        #expect(!result.signalled, "\(result)")
+        #expect(result.status == 2, "\(example.arguments.prefix(4)): \(result)")
+        #expect(result.stderr.split(separator: "\n").first?.contains(example.names) == true, "\(example.arguments.prefix(4)): \(result)")
+        #expect(result.stdout.isEmpty, "\(result)")
+    }
+
     /// Arguments that are not valid UTF-8, for every command: Swift would repair them to U+FFFD
     /// (`\xFF.rpc.dlq` would match `\u{FFFD}.rpc.dlq`), so each is refused, named by position.
     static let argumentsNotUTF8: [(arguments: [[UInt8]], position: Int)] = [
@@ -91,6 +146,10 @@ struct HostileOptionTests {
         ["replay", "--timeout", "1h"], ["replay", "--timeout", "1ms"], ["replay", "--since", "5200w"], ["replay", "--since", "36500d"],
         ["call", "users.get", "--timeout", "24h"], ["call", "users.get", "--timeout", "0.5ms"],
         ["dlq", "show", "payments", "--limit", "10000"],
+        ["publish", "order.created", "--header", "x-correlation-id=\(String(repeating: "c", count: 255))", "--header", "x-causation-id=c",
+         "--header", "traceparent=00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", "--header", "x-tenant=acme"],
+        ["publish", "order.item-added.v2", "--correlation-id", "s-1", "--header", "x-correlation-id=s-1", "--message-id", "m"],
+        ["call", "users.get", "--header", "x-aggregate-id=a", "--header", "tracestate=k=v"],
     ])
     func allowed(_ arguments: [String]) async throws {
         let result = try await WarrenCLI.run(arguments, url: Self.deadBroker)

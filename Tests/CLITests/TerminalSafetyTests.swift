@@ -127,6 +127,8 @@ struct TerminalSafetyTests {
             handlers.on("probe.text", Empty.self) { _, _ in ["text": hostile] }
             handlers.onRaw("probe.raw", Empty.self) { _, _ in Data(hostile.utf8) }
             handlers.on("probe.fail", Empty.self) { _, _ -> [String: String] in throw ServiceError.conflict("gone " + hostile) }
+            // A service's error message of 100 KB.
+            handlers.on("probe.huge", Empty.self) { _, _ -> [String: String] in throw ServiceError.conflict(String(repeating: "x", count: 100_000)) }
             let service = try await InProcessService("probe", handlers: handlers, connection: connection)
 
             let pretty = try await WarrenCLI.run(["call", "probe.text"], url: vhost.url)
@@ -147,6 +149,19 @@ struct TerminalSafetyTests {
             #expect(isTerminalSafe(failed.stderr), "\(failed)")
             #expect(failed.stderr.contains(#"probe.fail replied conflict: gone \u{1B}[2J"#), "\(failed)")
             #expect(!failed.stderr.contains("\nwarren: all good"), "an error message must not forge a line: \(failed)")
+
+            // --json bounds a service's error message as text mode does, with the same marker.
+            for arguments in [["call", "probe.huge", "--timeout", "60s"], ["call", "probe.huge", "--json", "--timeout", "60s"]] {
+                let huge = try await WarrenCLI.run(arguments, url: vhost.url)
+                #expect(huge.status == 1, "\(arguments)")
+                #expect(huge.stderr.contains("… (98000 more characters)"), "\(arguments)")
+                #expect(huge.stderr.utf8.count < 3_000, "\(arguments)")
+                #expect(huge.stdout.utf8.count < 3_000, "\(arguments)")
+            }
+            let hugeJSON = try await WarrenCLI.run(["call", "probe.huge", "--json", "--timeout", "60s"], url: vhost.url)
+            let error = try #require((hugeJSON.json as? [String: Any])?["error"] as? [String: Any], "\(hugeJSON)")
+            #expect(error["code"] as? String == "conflict")
+            #expect((error["message"] as? String)?.hasSuffix("… (98000 more characters)") == true)
             await service.stop()
         }
     }

@@ -175,19 +175,20 @@ struct EventStoreTests {
         }
     }
 
-    @Test("hostile numbers in an event (timestamp 2^64-1 s, Int64.max, ±1e300-ish doubles, deep nesting) are stored; recording goes on")
+    @Test("hostile numbers in an event (timestamp 2^64-1 s, Int64.max, ±1e300-ish doubles, nesting 32 deep) are stored exactly; recording goes on")
     func hostileNumbersStored() async throws {
         try await EventStoreFixture.with { store in
             try await store.channel.enableConfirms()
+            // As deep as decoding keeps: 31 arrays around an int, under the header at level 0.
             var nested: AMQPFieldValue = .int(1)
-            for _ in 0..<40 { nested = .array([nested]) }
+            for _ in 0..<31 { nested = .array([nested]) }
             try await store.channel.publish(
                 Data(#"{"n":1}"#.utf8), exchange: EventPublisher.exchange, routingKey: "hostile.event",
                 properties: AMQPProperties(
                     contentType: "application/json",
                     headers: [
                         "x-attempts": .int(Int64.max), "x-deadline": .double(1e300), "huge": .double(-Double.greatestFiniteMagnitude),
-                        "far": .timestamp(Date(timeIntervalSince1970: 1.9e19)), "nested": nested,
+                        "last": .timestamp(Date(timeIntervalSince1970: 253_402_300_799)), "nested": nested,
                     ],
                     deliveryMode: .persistent, messageID: "hostile-1", timestamp: Date(timeIntervalSince1970: 1.9e19), type: "hostile.event"))
             let after = try await store.publisher.publish("named.event", ["n": 2])
@@ -196,7 +197,14 @@ struct EventStoreTests {
             let hostile = try #require(events.first)
             #expect(hostile["timestamp"] as? String == "9999-12-31T23:59:59.999Z")
             let headers = try #require(hostile["headers"] as? [String: Any])
-            #expect(headers["far"] as? String == "9999-12-31T23:59:59.999Z")
+            #expect(headers["last"] as? String == "9999-12-31T23:59:59.000Z")
+            var depth = 0
+            var inner: Any? = headers["nested"]
+            while let array = inner as? [Any] {
+                depth += 1
+                inner = array.first
+            }
+            #expect(depth == 31 && (inner as? NSNumber)?.intValue == 1, "stored whole: \(depth) levels")
             #expect((headers["huge"] as? NSNumber)?.doubleValue == -Double.greatestFiniteMagnitude)
             #expect((headers["x-attempts"] as? NSNumber)?.int64Value == Int64.max)
         }
@@ -257,6 +265,42 @@ struct EventStoreTests {
             try await Task.sleep(for: .milliseconds(500))
             #expect(try await store.channel.inspectQueue("events.events").messageCount == 0)
             #expect(try await store.channel.inspectQueue("events.events.dlq").messageCount == 1)
+        }
+    }
+
+    /// Headers the store cannot keep as they came, and the reason its x-error must give.
+    static let unkeepable: [(name: String, header: AMQPFieldValue, reason: String, appID: String?)] = {
+        var deepTable: AMQPFieldValue = .int(1)
+        for _ in 0..<2000 { deepTable = .table(["d": deepTable]) }
+        var deepArray: AMQPFieldValue = .int(1)
+        for _ in 0..<40 { deepArray = .array([deepArray]) }
+        return [
+            ("a table nested 2000 deep", deepTable, "nested deeper than 32 levels", nil),
+            ("an array nested 40 deep", deepArray, "nested deeper than 32 levels", nil),
+            ("a timestamp after year 9999", .timestamp(Date(timeIntervalSince1970: 1.9e19)), "a timestamp after year 9999", nil),
+            ("a timestamp after year 9999, nested", .table(["at": .array([.timestamp(Date(timeIntervalSince1970: 253_402_300_800))])]), "\"x-hostile.at[0]\"", nil),
+            ("an AMQP decimal", .decimal(scale: 2, value: 110), "an AMQP decimal", nil),
+            ("an app_id with NUL (it was stored without a source)", .int(1), "app_id contains NUL", "orders\u{0}evil"),
+        ]
+    }()
+
+    @Test("an event the store cannot keep as it came is parked with the reason, never stored altered; recording goes on", arguments: unkeepable.indices)
+    func unkeepableIsParked(_ index: Int) async throws {
+        let example = Self.unkeepable[index]
+        try await EventStoreFixture.with { store in
+            try await store.channel.enableConfirms()
+            try await store.channel.publish(
+                Data(#"{"n":1}"#.utf8), exchange: EventPublisher.exchange, routingKey: "weird.edge",
+                properties: AMQPProperties(
+                    contentType: "application/json", headers: ["x-hostile": example.header], deliveryMode: .persistent,
+                    messageID: "unkeepable-\(index)", type: "weird.edge", appID: example.appID))
+            let after = try await store.publisher.publish("named.event", ["n": 2])
+            let parked = try #require(try await pollGet(store.channel, queue: "events.events.dlq", within: .seconds(30)), "\(example.name)")
+            #expect(parked.properties.messageID == "unkeepable-\(index)")
+            let error = parked.properties.headers?[WireHeader.error]?.stringValue ?? ""
+            #expect(error.contains("cannot keep the event as it came") && error.contains(example.reason), "\(example.name): \(error)")
+            // Nothing of it was stored; the events behind it were.
+            #expect(try await store.waitFor(1).map { $0["id"] as? String } == [after.messageID])
         }
     }
 

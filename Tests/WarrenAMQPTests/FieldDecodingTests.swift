@@ -83,6 +83,35 @@ struct FieldDecodingTests {
         }
     }
 
+    /// Headers decoding changes, each with what `AMQPProperties.decodingLosses` must say, and
+    /// exact ones that must note nothing: a reader that keeps messages as they came (the event
+    /// store) refuses the first kind instead of keeping them changed.
+    static let losses: [(name: String, entries: [[UInt8]], note: String?)] = [
+        ("nested 33 deep", [WireTable.entry("deep", "A", Array(WireTable.nestedArrays(33).dropFirst()))], "\"deep[0][0]"),
+        ("nested 2000 deep", [WireTable.entry("deep", "A", Array(WireTable.nestedArrays(2000).dropFirst()))], "nested deeper than 32 levels"),
+        ("nested 32 deep", [WireTable.entry("deep", "A", Array(WireTable.nestedArrays(32).dropFirst()))], nil),
+        ("u64 above Int64.max", [WireTable.entry("n", "L", WireTable.bigEndian(UInt64(Int64.max) + 1))], "\"n\" is an unsigned integer above"),
+        ("u64 at Int64.max", [WireTable.entry("n", "L", WireTable.bigEndian(UInt64(Int64.max)))], nil),
+        ("string not UTF-8", [WireTable.entry("s", "S", WireTable.bigEndian(UInt32(3)) + [0xFF, 0xC0, 0x80])], "\"s\" is not valid UTF-8"),
+        ("truncated 4-byte sequence, as long as U+FFFD", [WireTable.entry("s", "S", WireTable.bigEndian(UInt32(3)) + [0xF0, 0x90, 0x80])], "not valid UTF-8"),
+        ("string that is U+FFFD", [WireTable.entry("s", "S", WireTable.bigEndian(UInt32(3)) + [0xEF, 0xBF, 0xBD])], nil),
+        ("name not UTF-8", [[1, 0xFF, UInt8(ascii: "V")]], "header name"),
+        ("name given twice", [WireTable.entry("k", "V", []), WireTable.entry("k", "V", [])], "\"k\" appears twice"),
+        ("bytes, any", [WireTable.entry("b", "x", WireTable.bigEndian(UInt32(2)) + [0x00, 0xFF])], nil),
+    ]
+
+    @Test("what decoding changes is noted, naming the header; what it keeps exactly notes nothing", arguments: losses.map(\.name))
+    func lossesAreNoted(name: String) throws {
+        let example = try #require(Self.losses.first { $0.name == name })
+        let (_, losses) = try #require(decodeTableNotingLosses(wire: WireTable.table(example.entries)))
+        if let note = example.note {
+            #expect(losses.contains { $0.contains(note) }, "\(losses)")
+        } else {
+            #expect(losses.isEmpty, "\(losses)")
+        }
+        #expect(losses.count <= DecodingLosses.limit)
+    }
+
     @Test("an unsigned 64-bit integer above Int64.max saturates instead of wrapping negative")
     func unsignedSaturates() throws {
         let headers = try #require(decodeTable(wire: WireTable.table([WireTable.entry("n", "L", WireTable.bigEndian(UInt64.max))])))
