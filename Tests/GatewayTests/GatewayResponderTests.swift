@@ -323,7 +323,29 @@ struct GatewayResponderTests {
         Data(), Data("not json".utf8), Data([0x7b, 0x22, 0xff, 0xfe, 0x22, 0x3a, 0x31, 0x7d]), Data(#"{"id":"a"#.utf8),
         Data(#"{"id":1} trailing"#.utf8), Data("<h1>502 Bad Gateway</h1>".utf8), Data([0]), Data("{'id':1}".utf8), Data("NaN".utf8),
         Data("\u{1b}[2J".utf8),
+        Data(#"{"a":1}{"b":2}"#.utf8), Data("[1,2".utf8), Data(#""unterminated"#.utf8), Data(#"{"a":Infinity}"#.utf8),
+        Data(#"{"a":"\#u{1}"}"#.utf8), Data("{} x".utf8), Data("1 2".utf8), Data(#"{"a":tru}"#.utf8), Data("[\"\u{0}\"]".utf8),
+        Data("{}".utf16.flatMap { [UInt8($0 & 0xFF), UInt8($0 >> 8)] }), Data([0xFF, 0xFE] + "{}".utf16.flatMap { [UInt8($0 & 0xFF), UInt8($0 >> 8)] }),
+        Data(#"{"a":"é"}"#.utf8) + Data([0xC3]), Data([0x22, 0xED, 0xA0, 0x80, 0x22]), Data([0x22, 0xC0, 0xAF, 0x22]), Data(#"{"a":1}"#.utf8) + Data([0]),
+        Data([0xEF, 0xBB, 0xBF] + Array("{}".utf8)), Data("{,}".utf8), Data("[,1]".utf8), Data(#"{"a" 1}"#.utf8), Data(#"{"a":1,,"b":2}"#.utf8),
+        Data(".5".utf8), Data("+1".utf8), Data("-0x1".utf8), Data(#"{"a":"\#u{7}"}"#.utf8), Data("\u{7F}\u{1}".utf8),
     ]
+
+    /// Replies that are JSON: any top-level value, with whitespace and escapes.
+    static let goodReplies: [String] = [
+        "{}", "[]", "1", "-0.5e-3", #""s""#, "null", "true", " \n\t{} \r\n", #"{"a":[1,2.5e3,{"b":null}],"c":"ø\u00e9\ud83d\ude00"}"#,
+        #"{"id":"a","userId":"b","total":12345678901234567890}"#, "[" + String(repeating: "[1],", count: 1_000) + "0]",
+        #"{"name":"Zoë 🐇 ✓","text":"tab\tand\nline"}"#, "\"\u{10FFFF}\"",
+    ]
+
+    @Test("the JSON check refuses every broken body and takes every JSON document", arguments: [true, false])
+    func jsonCheck(good: Bool) {
+        if good {
+            for body in Self.goodReplies { #expect(GatewayResponder.isJSON(Data(body.utf8)), "\(body.prefix(40))") }
+        } else {
+            for body in Self.brokenReplies { #expect(!GatewayResponder.isJSON(body), "\(Array(body.prefix(20)))") }
+        }
+    }
 
     @Test("an error reply the gateway cannot read is a 502 naming the operation, logged with the correlation id", arguments: [
         "", "not json", "{}", #"{"error":"x"}"#, #"{"error":{"code":"teapot","message":"m"}}"#, #"{"error":{"code":7}}"#, "[]",
