@@ -341,14 +341,30 @@ final class GatewayResponder: Sendable {
     private static func answer<Reply: ServiceReply>(
         _ result: Result<Reply, ServiceError>, call: PreparedCall, route: Route, caller: Caller?, logger: Logger
     ) throws(GatewayError) -> GatewayResponse {
-        let reply = try replyBody(
-            result, operation: call.operation, method: call.method, idempotencyKey: call.idempotencyKey,
-            correlationID: call.envelope.correlationID, logger: logger)
+        let reply: Data
+        do {
+            reply = try replyBody(
+                result, operation: call.operation, method: call.method, idempotencyKey: call.idempotencyKey,
+                correlationID: call.envelope.correlationID, logger: logger)
+        } catch {
+            throw concealed(error, route: route, caller: caller)
+        }
         if let ownership = route.ownership, ownership.lookup == nil, let caller, !caller.isAdmin {
             try Self.checkOwner(reply, field: ownership.field, caller: caller)
         }
         return Self.json(route.successStatus, ByteBuffer(bytes: reply))
     }
+
+    /// On a route with `x-warren-owner`, a non-admin's 404 is always `ownedNotFound`, whether
+    /// the resource is missing (the service's "no order …") or someone else's (`checkOwner`):
+    /// one body for both, so the answer never tells whether another user's resource exists.
+    static func concealed(_ error: GatewayError, route: Route, caller: Caller?) -> GatewayError {
+        guard error.status == 404, route.ownership != nil, caller?.isAdmin != true else { return error }
+        return ownedNotFound
+    }
+
+    /// The one 404 of an owned route for a non-admin caller.
+    static let ownedNotFound = GatewayError.notFound("not found")
 
     /// The path a request takes when something on it must wait: verifying a token seen for the
     /// first time, an owner lookup, signing a token.
@@ -362,8 +378,13 @@ final class GatewayResponder: Sendable {
             var envelope = call.envelope
             envelope.messageID = ids.next()
             let looked = await rpcResult(lookup, body: call.body, route: route, envelope: envelope)
-            let resource = try Self.replyBody(
-                looked, operation: lookup, method: route.method, idempotencyKey: nil, correlationID: envelope.correlationID, logger: logger)
+            let resource: Data
+            do {
+                resource = try Self.replyBody(
+                    looked, operation: lookup, method: route.method, idempotencyKey: nil, correlationID: envelope.correlationID, logger: logger)
+            } catch {
+                throw Self.concealed(error, route: route, caller: caller)
+            }
             try Self.checkOwner(resource, field: ownership.field, caller: caller)
         }
         let result = await rpcResult(call.operation, body: call.body, route: route, envelope: call.envelope)
@@ -486,7 +507,7 @@ final class GatewayResponder: Sendable {
         guard let owner = object?[field] as? String else {
             throw GatewayError(.internal("the reply has no '\(field)' to check who owns it"))
         }
-        guard Check.canonicalID(owner) == Check.canonicalID(caller.subject) else { throw .notFound("not found") }
+        guard Check.canonicalID(owner) == Check.canonicalID(caller.subject) else { throw ownedNotFound }
     }
 
     private func tokenResponse(for reply: Data) async throws(GatewayError) -> GatewayResponse {

@@ -186,6 +186,45 @@ struct GatewayResponderTests {
         #expect(gateway.services.operations == ["orders.get", "orders.get", "orders.cancel"])
     }
 
+    /// Every route with `x-warren-owner`, with a path naming someone's resource (the table below
+    /// must list them all: `ownedRoutesListed` compares it with the route table).
+    static let ownedRoutes: [(method: HTTPMethod, path: String)] = [
+        (.GET, "/orders/\(alice)"), (.POST, "/orders/\(alice)/cancel"), (.GET, "/payments/\(alice)"),
+    ]
+
+    @Test("the owned-route table names every route with x-warren-owner")
+    func ownedRoutesListed() {
+        let owned = Set(InProcessGateway.routes.routes.filter { $0.ownership != nil }.map { "\($0.method) \($0.path)" })
+        #expect(owned == ["GET /orders/{id}", "POST /orders/{id}/cancel", "GET /payments/{orderId}"])
+        #expect(owned.count == Self.ownedRoutes.count)
+    }
+
+    @Test("on every owned route, a missing resource and someone else's give a non-admin the same 404 body", arguments: 0..<3)
+    func ownedNotFoundIsUniform(index: Int) async throws {
+        let (method, path) = Self.ownedRoutes[index]
+        let missingMessages = ["no order \(Self.alice)", "no payment for order \(Self.alice)", "not found", ""]
+        var bodies: [String: [String: String]] = [:]
+        for missingMessage in missingMessages {
+            let missing = try await InProcessGateway(FakeServices { _ in FakeServices.errorReply(.notFound, missingMessage) })
+            let others = try await InProcessGateway(FakeServices { _ in FakeServices.reply(#"{"id":"o1","userId":"\#(Self.alice)"}"#) })
+            for (label, gateway) in [("missing (\(missingMessage))", missing), ("someone else's", others)] {
+                let response = await gateway.send(method, path, token: try await gateway.token(Self.bob))
+                #expect(response.status == 404, "\(method) \(path) \(label)")
+                #expect(response.headers.first(name: "Content-Type") == "application/json")
+                var error = try #require(response.json["error"] as? [String: String], "\(label)")
+                #expect(error.removeValue(forKey: "requestId") == response.headers.first(name: "X-Request-ID"))
+                bodies[label] = error
+                #expect(!gateway.services.operations.contains("orders.cancel"), "\(label)")
+            }
+        }
+        #expect(bodies.count == missingMessages.count + 1)
+        for (label, body) in bodies { #expect(body == ["code": "not_found", "message": "not found"], "\(method) \(path) \(label)") }
+        // An admin is told what the service said; so is a non-owned route's caller.
+        let admin = try await InProcessGateway(FakeServices { _ in FakeServices.errorReply(.notFound, "no order \(Self.alice)") })
+        let adminAnswer = await admin.send(method, path, token: try await admin.token(Self.bob, role: "admin"))
+        #expect(adminAnswer.errorMessage == "no order \(Self.alice)")
+    }
+
     @Test("an owner check on a reply without the owner field is a 500, not a leak")
     func ownershipWithoutField() async throws {
         let gateway = try await InProcessGateway(FakeServices { _ in FakeServices.reply(#"{"id":"o1"}"#) })
