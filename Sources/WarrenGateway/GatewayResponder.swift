@@ -380,9 +380,15 @@ final class GatewayResponder: Sendable {
             let looked = await rpcResult(lookup, body: call.body, route: route, envelope: envelope)
             let resource: Data
             do {
+                // A read: if it fails, the route's own operation was never sent.
                 resource = try Self.replyBody(
-                    looked, operation: lookup, method: route.method, idempotencyKey: nil, correlationID: envelope.correlationID, logger: logger)
+                    looked, operation: lookup, method: "GET", idempotencyKey: nil, correlationID: envelope.correlationID, logger: logger)
             } catch {
+                if error.code == ServiceError.Code.timeout.rawValue {
+                    throw GatewayError(
+                        status: 504, code: error.code,
+                        message: "the owner check (\(lookup)) got no answer in time, so the request was not sent; it can be retried")
+                }
                 throw Self.concealed(error, route: route, caller: caller)
             }
             try Self.checkOwner(resource, field: ownership.field, caller: caller)

@@ -338,7 +338,9 @@ struct GatewayResponderTests {
             let response = await gateway.send(.GET, "/users/\(Self.alice)", token: try await gateway.token(Self.alice))
             #expect(response.status == status, "\(code) as \(asReply ? "reply" : "failure")")
             #expect(response.errorCode == code.rawValue)
-            #expect(response.errorMessage == (asReply ? "from the service" : "from the client"))
+            // A timeout of the call itself is told in the gateway's words (the client's speak of AMQP).
+            let clientsWords = code == .timeout ? "no answer came in time, so the outcome is unknown; a GET changes nothing and can be retried" : "from the client"
+            #expect(response.errorMessage == (asReply ? "from the service" : clientsWords))
             #expect(response.errorRequestID == response.headers.first(name: "X-Request-ID"))
             #expect(response.headers.first(name: "Content-Type") == "application/json")
         }
@@ -355,6 +357,45 @@ struct GatewayResponderTests {
         let keyed = await gateway.send(.POST, "/orders", token: token, headers: [("Idempotency-Key", "retry-me-1")], body: body)
         #expect(keyed.status == 504)
         #expect(keyed.errorMessage?.contains("'retry-me-1'") == true)
+        #expect(keyed.errorMessage?.contains("send an Idempotency-Key") == false)
+        for message in [bare.errorMessage, keyed.errorMessage] {
+            // One sentence of the gateway's own: the client's AMQP wording is not nested in it.
+            #expect(message?.contains("no reply within") == false, "\(message ?? "")")
+            #expect(message?.contains("message_id") == false, "\(message ?? "")")
+            #expect(message?.contains("(") == false, "\(message ?? "")")
+        }
+    }
+
+    @Test("a 504 never tells a caller to send the Idempotency-Key it sent, on any path and cause", arguments: [
+        "no reply within 10 s",
+        "the connection to the message broker was lost while waiting for orders.rpc: the request may have been executed; the outcome is unknown (retry with the same message_id)",
+        "no instance of the service is consuming orders.rpc: the request waits there until its deadline and runs if an instance starts before then, so its outcome is unknown (retry with the same message_id)",
+    ])
+    func timeoutWithKey(cause: String) async throws {
+        // The cancel times out; its owner check answers.
+        let cancelTimesOut = try await InProcessGateway(FakeServices { sent in
+            sent.operation == "orders.get" ? FakeServices.reply(#"{"id":"o1","userId":"\#(Self.bob)"}"#) : .failure(ServiceError(.timeout, cause))
+        })
+        let token = try await cancelTimesOut.token(Self.bob)
+        let cancel = await cancelTimesOut.send(.POST, "/orders/\(Self.alice)/cancel", token: token, headers: [("Idempotency-Key", "cx1")])
+        #expect(cancel.status == 504)
+        #expect(
+            cancel.errorMessage
+                == "no answer came in time, so the outcome is unknown: retry with the same Idempotency-Key 'cx1', which returns the answer if the request ran instead of running it twice")
+        // The owner check times out: the cancel was never sent.
+        let lookupTimesOut = try await InProcessGateway(FakeServices { _ in .failure(ServiceError(.timeout, cause)) })
+        let refused = await lookupTimesOut.send(
+            .POST, "/orders/\(Self.alice)/cancel", token: try await lookupTimesOut.token(Self.bob), headers: [("Idempotency-Key", "cx1")])
+        #expect(refused.status == 504)
+        #expect(refused.errorMessage == "the owner check (orders.get) got no answer in time, so the request was not sent; it can be retried")
+        #expect(lookupTimesOut.services.operations == ["orders.get"])
+        // A read.
+        let read = await lookupTimesOut.send(.GET, "/orders/\(Self.alice)", token: try await lookupTimesOut.token(Self.bob))
+        #expect(read.errorMessage == "no answer came in time, so the outcome is unknown; a GET changes nothing and can be retried")
+        for message in [cancel.errorMessage, refused.errorMessage, read.errorMessage] {
+            #expect(message?.contains("send an Idempotency-Key") == false)
+            #expect(message?.contains("message_id") == false)
+        }
     }
 
     /// Reply bodies no reply may have: not JSON, or JSON cut short or followed by more.
