@@ -9,7 +9,9 @@ import NIOHTTP1
 ///
 /// Refused before the body: a `Content-Length` over the limit (413), an `Expect` other than
 /// `100-continue` (417), and with `Expect: 100-continue` no route, a wrong method or a missing
-/// token; otherwise `100 Continue` goes out before the body is read. Every HTTP parser error
+/// token; otherwise `100 Continue` goes out before the body is read. A `CONNECT` or a request
+/// with `Upgrade` is answered (the JSON error for `CONNECT`), then the connection is closed.
+/// Every HTTP parser error
 /// gets the JSON error (414/431 for an overlong URL or head, 400 for the rest) and the
 /// connection is closed. A client that leaves loses its own answer only; nothing is logged.
 final class GatewayHTTPHandler: ChannelInboundHandler {
@@ -151,7 +153,7 @@ final class GatewayHTTPHandler: ChannelInboundHandler {
     /// The responder's answer, on the event loop. A connection that closed meanwhile drops it.
     private func send(_ response: GatewayResponse, context: ChannelHandlerContext) {
         guard case .waiting(let head) = state else { return }
-        let keepAlive = head.isKeepAlive && !inputClosed
+        let keepAlive = head.isKeepAlive && !inputClosed && !Self.endsParsing(head)
         state = keepAlive ? .idle : .closed
         write(response, head: head, close: !keepAlive, context: context)
     }
@@ -167,9 +169,26 @@ final class GatewayHTTPHandler: ChannelInboundHandler {
         write(response, head: head, close: true, context: context, closeAfterWrite: closeNow)
     }
 
+    /// Whether the decoder reads nothing after this request (llhttp takes `CONNECT`, and an
+    /// `Upgrade` header with `Connection: upgrade`, for a switch to another protocol): the
+    /// gateway switches to none, so it answers and closes rather than wait for a next request
+    /// that would never be read. Any `Upgrade` header counts, so the rule need not copy llhttp's.
+    static func endsParsing(_ head: HTTPRequestHead) -> Bool {
+        head.method == .CONNECT || head.headers.contains(name: "upgrade")
+    }
+
     private func write(
         _ response: GatewayResponse, head: HTTPRequestHead?, close: Bool, context: ChannelHandlerContext, closeAfterWrite: Bool? = nil
     ) {
+        if head?.method == .CONNECT {
+            // NIO's encoder drops the body of any response to CONNECT (a tunnel's has none), so
+            // the refusal goes out as bytes below it, with `Connection: close`, and the
+            // connection closes after it: the decoder reads nothing more on it.
+            state = .closed
+            edge.responseEnding()
+            edge.writeAndClose(HTTPEdgeGuard.encode(response, allocator: context.channel.allocator))
+            return
+        }
         var headers = response.headers
         headers.replaceOrAdd(name: "Content-Length", value: String(response.body.readableBytes))
         let version = head?.version ?? .http1_1

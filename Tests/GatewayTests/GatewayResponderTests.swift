@@ -600,6 +600,65 @@ struct GatewayResponderTests {
         #expect(gateway.services.operations == ["users.get", "users.get"])
     }
 
+    /// The responses in `text`, in order: status, headers (names in lower case) and body, each
+    /// cut at its Content-Length (a response without one ends the text).
+    static func responses(_ text: String) -> [(status: Int, headers: [String: String], body: String)] {
+        var rest = Substring(text)
+        var out: [(Int, [String: String], String)] = []
+        while let end = rest.range(of: "\r\n\r\n") {
+            let lines = rest[..<end.lowerBound].components(separatedBy: "\r\n")
+            guard let status = EmbeddedGateway.status(lines[0]) else { break }
+            var headers: [String: String] = [:]
+            for line in lines.dropFirst() {
+                guard let colon = line.firstIndex(of: ":") else { continue }
+                headers[line[..<colon].lowercased()] = line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)
+            }
+            rest = rest[end.upperBound...]
+            let length = headers["content-length"].flatMap { Int($0) } ?? rest.utf8.count
+            let body = String(decoding: rest.utf8.prefix(length), as: UTF8.self)
+            out.append((status, headers, body))
+            rest = Substring(String(decoding: rest.utf8.dropFirst(length), as: UTF8.self))
+        }
+        return out
+    }
+
+    /// Requests of every form and method that could leave a connection hanging or an answer
+    /// without its body: each is (request, statuses answered, closed after).
+    static let requestForms: [(String, [Int], Bool)] = [
+        ("CONNECT /users HTTP/1.1\r\nHost: x\r\n\r\nGET /health HTTP/1.1\r\nHost: x\r\n\r\n", [405], true),
+        ("CONNECT localhost:80 HTTP/1.1\r\nHost: localhost:80\r\n\r\nGET /health HTTP/1.1\r\nHost: x\r\n\r\n", [404], true),
+        ("CONNECT /health HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello", [405], true),
+        ("CONNECT /users HTTP/1.0\r\n\r\n", [405], true),
+        ("GET /health HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\nGET /health HTTP/1.1\r\nHost: x\r\n\r\n", [200], true),
+        ("GET /nope HTTP/1.1\r\nHost: x\r\nUpgrade: h2c\r\nConnection: Upgrade, HTTP2-Settings\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n", [404], true),
+        ("GET /nope HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\r\nGET /health HTTP/1.1\r\nHost: x\r\n\r\n", [404], true),
+        ("POST /users HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: upgrade\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}", [201], true),
+        ("BREW /health HTTP/1.1\r\nHost: x\r\n\r\nGET /health HTTP/1.1\r\nHost: x\r\n\r\n", [400], true),
+        ("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", [400], true),
+        ("GET http://x/health HTTP/1.1\r\nHost: x\r\n\r\nGET /health HTTP/1.1\r\nHost: x\r\n\r\n", [200, 200], false),
+        ("OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\nGET /health HTTP/1.1\r\nHost: x\r\n\r\n", [404, 200], false),
+        ("OPTIONS /users HTTP/1.1\r\nHost: x\r\n\r\nGET /health HTTP/1.1\r\nHost: x\r\n\r\n", [405, 200], false),
+        ("TRACE /health HTTP/1.1\r\nHost: x\r\n\r\nGET /health HTTP/1.1\r\nHost: x\r\n\r\n", [405, 200], false),
+    ]
+
+    @Test("CONNECT, Upgrade, unknown methods and every request-target form: the JSON error with its length, and no hang", arguments: 0..<14)
+    func requestForms(index: Int) async throws {
+        #expect(Self.requestForms.count == 14)
+        let (request, statuses, closes) = Self.requestForms[index]
+        let gateway = try await InProcessGateway()
+        let (answers, closed) = try EmbeddedGateway.session(gateway, [request])
+        let responses = Self.responses(answers[0])
+        #expect(responses.map(\.status) == statuses, "\(request.prefix(50))\n\(answers[0])")
+        #expect(closed == closes, "\(request.prefix(50))")
+        for (position, response) in responses.enumerated() {
+            #expect(response.headers["content-length"] == "\(response.body.utf8.count)")
+            if closes, position == responses.count - 1 { #expect(response.headers["connection"] == "close") }
+            guard response.status >= 400 else { continue }
+            let error = (try? JSONSerialization.jsonObject(with: Data(response.body.utf8))) as? [String: Any]
+            let requestID = (error?["error"] as? [String: Any])?["requestId"] as? String
+            #expect(requestID != nil && requestID == response.headers["x-request-id"], "\(request.prefix(50)): \(response.body)")
+        }
+    }
     @Test("keep-alive requests on one connection are each answered in turn")
     func embeddedKeepAlive() async throws {
         let gateway = try await InProcessGateway()
