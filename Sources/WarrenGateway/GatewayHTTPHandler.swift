@@ -9,9 +9,9 @@ import NIOHTTP1
 ///
 /// Refused before the body: a `Content-Length` over the limit (413), an `Expect` other than
 /// `100-continue` (417), and with `Expect: 100-continue` no route, a wrong method or a missing
-/// token; otherwise `100 Continue` goes out before the body is read. A `CONNECT` or a request
-/// with `Upgrade` is answered (the JSON error for `CONNECT`), then the connection is closed.
-/// Every HTTP parser error
+/// token; otherwise `100 Continue` goes out before the body is read. A `Transfer-Encoding`
+/// other than one `chunked` is 400. A `CONNECT` or a request with `Upgrade` is answered (the
+/// JSON error for `CONNECT`), then the connection is closed. Every HTTP parser error
 /// gets the JSON error (414/431 for an overlong URL or head, 400 for the rest) and the
 /// connection is closed. A client that leaves loses its own answer only; nothing is logged.
 final class GatewayHTTPHandler: ChannelInboundHandler {
@@ -130,6 +130,12 @@ final class GatewayHTTPHandler: ChannelInboundHandler {
         let chunked = head.headers.contains(name: "transfer-encoding")
         edge.headReceived(requestID: requestID, expectsBody: (length ?? 0) > 0 || chunked)
         let expect = head.version.minor >= 1 ? head.headers.first(name: "expect") : nil
+        if chunked, let refusal = Self.refusedTransferEncoding(head.headers[canonicalForm: "transfer-encoding"]) {
+            // The body's framing is not one the gateway reads: nothing after this head can be
+            // trusted to be where a request starts.
+            answerEarly(refusal, head: head, requestID: requestID, context: context, closeNow: true)
+            return
+        }
         if let length, length > maxBodyBytes {
             answerEarly(Self.tooLarge(maxBodyBytes), head: head, requestID: requestID, context: context, closeNow: expect != nil)
             return
@@ -289,6 +295,16 @@ final class GatewayHTTPHandler: ChannelInboundHandler {
         default:
             return .invalid("the request is not valid HTTP/1.1: \(error)")
         }
+    }
+
+    /// A `Transfer-Encoding` other than exactly one `chunked` (a coding before it, such as
+    /// `gzip, chunked`, which the decoder would pass on still encoded, or `chunked` twice): 400,
+    /// as the decoder's own refusals of the header are. `values`: the header's comma-separated
+    /// elements, over all its lines.
+    static func refusedTransferEncoding(_ values: [Substring]) -> GatewayError? {
+        guard values.count != 1 || values[0].lowercased() != "chunked" else { return nil }
+        return .invalid(
+            "the request is not valid HTTP/1.1: Transfer-Encoding must be exactly 'chunked', not '\(values.joined(separator: ", ").prefix(100))'")
     }
 
     static func tooLarge(_ limit: Int) -> GatewayError {

@@ -498,13 +498,32 @@ final class GatewayResponder: Sendable {
             throw GatewayError(status: 413, code: "payload_too_large", message: "the body is larger than \(configuration.maxBodyBytes) bytes")
         }
         let contentType = request.header("content-type")?.lowercased() ?? ""
-        let mediaType = contentType.split(separator: ";").first.map { $0.trimmingCharacters(in: .whitespaces) } ?? ""
+        let parts = contentType.split(separator: ";", omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces) }
+        let mediaType = parts.first ?? ""
         guard mediaType == "application/json" || (mediaType.hasPrefix("application/") && mediaType.hasSuffix("+json")) else {
             throw GatewayError(
                 status: 415, code: "unsupported_media_type",
                 message: "the body must be JSON sent as 'Content-Type: application/json'\(contentType.isEmpty ? "" : ", not '\(contentType)'")")
         }
+        if let charset = Self.charset(parts.dropFirst()), charset != "utf-8" {
+            throw GatewayError(
+                status: 415, code: "unsupported_media_type",
+                message: "the body must be JSON in UTF-8 (charset=utf-8 or no charset), not charset '\(charset)'")
+        }
         return Data(buffer.readableBytesView)
+    }
+
+    /// The `charset` of a media type's parameters (already in lower case), without quotes; nil
+    /// when none is given. Given twice, the values are joined so that they cannot be utf-8.
+    static func charset(_ parameters: ArraySlice<String>) -> String? {
+        let values = parameters.compactMap { parameter -> String? in
+            guard let equals = parameter.firstIndex(of: "=") else { return nil }
+            guard parameter[..<equals].trimmingCharacters(in: .whitespaces) == "charset" else { return nil }
+            var value = parameter[parameter.index(after: equals)...].trimmingCharacters(in: .whitespaces)
+            if value.count >= 2, value.hasPrefix("\""), value.hasSuffix("\"") { value = String(value.dropFirst().dropLast()) }
+            return value
+        }
+        return values.isEmpty ? nil : values.joined(separator: ", ")
     }
 
     /// A resource that is not the caller's is reported as missing: its existence is not theirs to know.

@@ -283,7 +283,13 @@ struct GatewayResponderTests {
         #expect(gateway.services.sent.isEmpty)
     }
 
-    @Test("a body that is not sent as JSON is 415", arguments: ["text/plain", "application/x-www-form-urlencoded", "application/jsonx", "json"])
+    @Test("a body that is not sent as JSON in UTF-8 is 415", arguments: [
+        "text/plain", "application/x-www-form-urlencoded", "application/jsonx", "json",
+        "application/json; charset=utf-16", "application/json; charset=UTF-16LE", "application/json;charset=\"utf-16\"",
+        "application/json; charset=iso-8859-1", "application/json; charset=latin1", "application/json; charset=utf8",
+        "application/json; charset=", "application/json; charset=\"\"", "application/json; charset=utf-8; charset=utf-16",
+        "application/problem+json; charset=us-ascii", "application/json; charset=utf-7",
+    ])
     func wrongContentType(contentType: String) async throws {
         let gateway = try await InProcessGateway()
         let response = await gateway.send(.POST, "/users", headers: [("Content-Type", contentType)], body: #"{"a":1}"#)
@@ -294,6 +300,8 @@ struct GatewayResponderTests {
 
     @Test("JSON media types with parameters and +json suffixes are accepted", arguments: [
         "application/json", "application/json; charset=utf-8", "Application/JSON", "application/problem+json",
+        "application/json; charset=UTF-8", "application/json;charset=\"utf-8\"", "application/json ; Charset = Utf-8 ",
+        "application/problem+json; charset=utf-8",
     ])
     func jsonContentTypes(contentType: String) async throws {
         let gateway = try await InProcessGateway()
@@ -312,13 +320,29 @@ struct GatewayResponderTests {
         #expect(gateway.services.sent.isEmpty)
     }
 
-    @Test("an unknown or mistyped query parameter is 400", arguments: ["/orders?colour=red", "/orders?limit=abc", "/users/\(GatewayResponderTests.alice)?x=1"])
+    @Test("an unknown, mistyped or repeated query parameter is 400", arguments: [
+        "/orders?colour=red", "/orders?limit=abc", "/users/\(GatewayResponderTests.alice)?x=1", "/orders?limit=1&limit=2",
+        "/orders?limit=1&limit=1", "/orders?status=pending&limit=5&status=cancelled", "/orders?cursor=&cursor=", "/orders?limit=2&limit",
+    ])
     func badQuery(uri: String) async throws {
         let gateway = try await InProcessGateway()
         let response = await gateway.send(.GET, uri, token: try await gateway.token(Self.alice, role: "admin"))
         #expect(response.status == 400)
         #expect(response.errorCode == "invalid")
         #expect(gateway.services.sent.isEmpty)
+    }
+
+    @Test("a repeated query parameter is refused naming it, not silently the last value", arguments: [
+        ("/orders?limit=1&limit=2", "limit"), ("/orders?status=pending&status=cancelled", "status"), ("/orders?cursor=a&limit=3&cursor=b", "cursor"),
+    ])
+    func repeatedQuery(uri: String, name: String) async throws {
+        let gateway = try await InProcessGateway()
+        let response = await gateway.send(.GET, uri, token: try await gateway.token(Self.alice))
+        #expect(response.status == 400)
+        #expect(response.errorMessage == "query parameter '\(name)' is given more than once; send it once")
+        #expect(gateway.services.sent.isEmpty)
+        let once = await gateway.send(.GET, "/orders?limit=1&status=pending", token: try await gateway.token(Self.alice))
+        #expect(once.status == 200)
     }
 
     // MARK: - Error mapping
@@ -659,6 +683,31 @@ struct GatewayResponderTests {
             #expect(requestID != nil && requestID == response.headers["x-request-id"], "\(request.prefix(50)): \(response.body)")
         }
     }
+
+    @Test("a Transfer-Encoding other than exactly one chunked is 400 with the JSON error, and nothing is sent", arguments: [
+        "gzip, chunked", "chunked, chunked", "deflate,chunked", "identity", "chunked;q=1", "x-custom, chunked", "gzip",
+    ])
+    func transferEncodings(encoding: String) async throws {
+        let gateway = try await InProcessGateway()
+        for headers in ["Transfer-Encoding: \(encoding)\r\n", "Transfer-Encoding: \(encoding)\r\nTransfer-Encoding: chunked\r\n"] {
+            let request = "POST /users HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\(headers)\r\n2\r\n{}\r\n0\r\n\r\n"
+            let (answers, closed) = try EmbeddedGateway.session(gateway, [request])
+            let responses = Self.responses(answers[0])
+            #expect(responses.map(\.status) == [400], "\(headers)")
+            #expect(closed)
+            let error = (EmbeddedGateway.json(answers[0])["error"] as? [String: Any]) ?? [:]
+            #expect(error["code"] as? String == "invalid")
+            #expect((error["message"] as? String)?.contains("Transfer-Encoding") == true, "\(error)")
+        }
+        let twice = "POST /users HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n"
+        #expect(EmbeddedGateway.status(try EmbeddedGateway.exchange(gateway, [twice])[0]) == 400)
+        #expect(gateway.services.sent.isEmpty)
+        for chunked in ["chunked", "Chunked", " chunked "] {
+            let good = "POST /users HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding:\(chunked)\r\n\r\n2\r\n{}\r\n0\r\n\r\n"
+            #expect(EmbeddedGateway.status(try EmbeddedGateway.exchange(gateway, [good])[0]) == 201, "\(chunked)")
+        }
+    }
+
     @Test("keep-alive requests on one connection are each answered in turn")
     func embeddedKeepAlive() async throws {
         let gateway = try await InProcessGateway()
