@@ -47,7 +47,7 @@ struct PaymentService {
 }
 
 struct Payment: Codable, Sendable {
-    enum Status: String, Codable, Sendable { case succeeded, failed }
+    enum Status: String, WireEnum { case succeeded, failed }
 
     var id: String
     var orderId: String
