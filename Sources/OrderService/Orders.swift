@@ -10,7 +10,7 @@ struct Item: Codable, Sendable, Equatable {
 
 /// An order as every caller and every `order.*` event sees it.
 struct Order: Codable, Sendable, Equatable {
-    enum Status: String, Codable, Sendable { case pending, confirmed, cancelled }
+    enum Status: String, WireEnum { case pending, confirmed, cancelled }
 
     var id: String
     var userId: String

@@ -59,7 +59,7 @@ struct Payment: Codable, Sendable {
     /// `succeeded` and `failed` are the outcomes of a charge; `cancelled`: the order was
     /// cancelled before it was charged (nothing was, nothing will be); `refunded`: it was
     /// charged, then cancelled, and the charge was paid back.
-    enum Status: String, Codable, Sendable { case succeeded, failed, cancelled, refunded }
+    enum Status: String, WireEnum { case succeeded, failed, cancelled, refunded }
 
     var id: String
     var orderId: String

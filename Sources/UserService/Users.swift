@@ -4,7 +4,7 @@ import WarrenSQLite
 
 /// A user as every caller sees it. The password hash never leaves the store.
 struct User: Codable, Sendable, Equatable {
-    enum Role: String, Codable, Sendable { case user, admin }
+    enum Role: String, WireEnum { case user, admin }
 
     var id: String
     var name: String

@@ -14,7 +14,7 @@ import Foundation
 public struct EventFlow: Codable, Sendable, Equatable {
     /// `complete`: nothing left open. `stopped`: something is unsettled or dead-lettered.
     /// `empty`: no event has this correlation id.
-    public enum Status: String, Codable, Sendable {
+    public enum Status: String, WireEnum {
         case complete, stopped, empty
     }
 

@@ -47,10 +47,9 @@ public struct EventsQuery: Codable, Sendable, Equatable, Validatable {
     public init(from decoder: any Decoder) throws {
         let known = Set(CodingKeys.allCases.map(\.stringValue))
         if let unknown = try decoder.container(keyedBy: AnyKey.self).allKeys.map(\.stringValue).sorted().first(where: { !known.contains($0) }) {
-            throw DecodingError.dataCorrupted(
-                .init(
-                    codingPath: [AnyKey(stringValue: unknown)],
-                    debugDescription: "not a filter of events.query; known: \(CodingKeys.allCases.map(\.stringValue).joined(separator: ", "))"))
+            throw WireJSON.FieldRefusal.error(
+                codingPath: [AnyKey(stringValue: unknown)],
+                "is invalid: not a filter of events.query; known: \(CodingKeys.allCases.map(\.stringValue).joined(separator: ", "))")
         }
         let container = try decoder.container(keyedBy: CodingKeys.self)
         type = try container.decodeIfPresent(String.self, forKey: .type)

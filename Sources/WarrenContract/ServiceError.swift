@@ -7,7 +7,7 @@ public import Foundation
 /// The codes are few and stable so that every caller (the gateway maps them to HTTP statuses)
 /// can act on them; the message is for people.
 public struct ServiceError: Error, Sendable, Equatable, Codable, CustomStringConvertible {
-    public enum Code: String, Sendable, Codable, CaseIterable {
+    public enum Code: String, WireEnum {
         case notFound = "not_found"
         case invalid
         case conflict

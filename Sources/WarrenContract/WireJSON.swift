@@ -19,8 +19,8 @@ public enum WireJSON {
             do throws(WireTime.Invalid) {
                 return try WireTime(parsing: text).date
             } catch {
-                throw DecodingError.dataCorrupted(
-                    .init(codingPath: decoder.codingPath, debugDescription: "not an ISO 8601 time such as 2026-11-20T14:13:42Z: \(error.reason)"))
+                throw FieldRefusal.error(
+                    codingPath: decoder.codingPath, "is invalid: not an ISO 8601 time such as 2026-11-20T14:13:42Z: \(error.reason)")
             }
         }
         return decoder
@@ -107,9 +107,26 @@ public enum WireJSON {
         case .dataCorrupted(let context):
             let field = path(context)
             if field.isEmpty { return "the body is not valid JSON" }
-            return "field '\(field)' is invalid: \(context.debugDescription)"
+            // Only Warren's own words: Foundation's and Swift's (a UUID, an enum's raw value)
+            // speak of Swift types, not of the contract.
+            guard let refusal = context.underlyingError as? FieldRefusal else { return "field '\(field)' is invalid" }
+            return "field '\(field)' \(refusal.predicate)"
         @unknown default:
             return "the body could not be decoded"
+        }
+    }
+
+    /// Why a field's value was refused, in the contract's terms, as the end of a sentence that
+    /// begins "field '<path>'" ("must be one of pending, confirmed"). `describe` passes on a
+    /// `dataCorrupted` error's text only when its underlying error is one of these.
+    public struct FieldRefusal: Error, Sendable {
+        public let predicate: String
+
+        public init(_ predicate: String) { self.predicate = predicate }
+
+        /// The `DecodingError` a decoder throws for a refused value at `codingPath`.
+        public static func error(codingPath: [any CodingKey], _ predicate: String) -> DecodingError {
+            .dataCorrupted(.init(codingPath: codingPath, debugDescription: predicate, underlyingError: FieldRefusal(predicate)))
         }
     }
 

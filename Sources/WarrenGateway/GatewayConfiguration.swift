@@ -79,7 +79,8 @@ public struct GatewayConfiguration: Sendable {
         }
     }
 
-    /// At least 32 bytes, at least 8 distinct bytes, and not the development secret in any
+    /// At least 32 bytes, at least 8 distinct bytes, no piece (nearly) repeated through it
+    /// (`nearPeriod`, `repeatedPieces`), and not the development secret in any
     /// spelling: a token signed with a guessable secret is a token anyone can forge.
     static func checkProductionSecret(_ secret: String, usesDevelopmentSecret: Bool) throws(GatewayConfigurationError) {
         let advice = "set JWT_SECRET to a random secret of at least 32 bytes (e.g. `openssl rand -base64 48`)"
@@ -94,10 +95,46 @@ public struct GatewayConfiguration: Sendable {
             throw GatewayConfigurationError(
                 "JWT_SECRET has only \(distinct) distinct bytes; production needs at least \(minimumDistinctBytes), as a random secret has: \(advice)")
         }
-        // `abcdefgh` four times has enough distinct bytes and length, and the strength of 8 bytes.
+        // `abcdefgh` four times has enough distinct bytes and length, and the strength of 8 bytes;
+        // so has it with a byte added anywhere (`abcdefgh…X`, `password…1`).
         let bytes = Array(secret.utf8)
-        if let period = (1...(bytes.count / 2)).first(where: { period in bytes.indices.allSatisfy { bytes[$0] == bytes[$0 % period] } }) {
-            throw GatewayConfigurationError("JWT_SECRET repeats a piece of \(period) bytes; production needs a random secret: \(advice)")
+        if let period = nearPeriod(bytes) {
+            throw GatewayConfigurationError(
+                "JWT_SECRET (nearly) repeats a piece of \(period) bytes; production needs a random secret: \(advice)")
+        }
+        // The same with a byte put in the middle (`passwordpassword!passwordpassword`), which
+        // shifts the period half way.
+        let (repeated, pieces) = repeatedPieces(bytes)
+        if repeated * 2 >= pieces {
+            throw GatewayConfigurationError(
+                "JWT_SECRET is mostly pieces of itself: \(repeated) of its \(pieces) runs of 4 bytes appear earlier in it; production needs a random secret: \(advice)")
+        }
+    }
+
+    /// How many of the secret's runs of 4 bytes (one starting at each byte) appear earlier in
+    /// it, and how many runs there are. A random secret of 64 hex characters repeats about none
+    /// (61 runs among 65,536 possible); a repeated word, however cut or shifted, most of them.
+    static func repeatedPieces(_ bytes: [UInt8]) -> (repeated: Int, pieces: Int) {
+        guard bytes.count >= 4 else { return (0, 0) }
+        var seen = Set<UInt32>()
+        var repeated = 0
+        for start in 0...(bytes.count - 4) {
+            let piece = bytes[start..<(start + 4)].reduce(UInt32(0)) { $0 << 8 | UInt32($1) }
+            if !seen.insert(piece).inserted { repeated += 1 }
+        }
+        return (repeated, bytes.count - 3)
+    }
+
+    /// The shortest period `p` (1 to half the length) at which at least 3 in 4 bytes equal the
+    /// byte `p` before them, or nil: a repeated piece with a few bytes added, changed or cut
+    /// anywhere. A random secret matches about 1 in 16 (hex) or 1 in 64 (base64) at any period.
+    static func nearPeriod(_ bytes: [UInt8]) -> Int? {
+        guard bytes.count >= 2 else { return nil }
+        return (1...(bytes.count / 2)).first { period in
+            let compared = bytes.count - period
+            var equal = 0
+            for index in 0..<compared where bytes[index] == bytes[index + period] { equal += 1 }
+            return equal * 4 >= compared * 3
         }
     }
 

@@ -49,15 +49,20 @@ public struct GatewayError: Error, Sendable, Equatable {
         self.init(status: status, code: error.code.rawValue, message: error.message)
     }
 
-    /// A failed call to an operation that may have effects (not a GET): a `timeout` there means
-    /// the outcome is unknown, and the message says how to retry safely. Other errors as `init(_:)`.
+    /// A failed call. A `timeout` (the client's own, not a service's error reply) gets one
+    /// sentence in the HTTP client's terms (the client's wording speaks of AMQP message ids): for
+    /// a read, that it can be retried; for an operation that may have effects, that the outcome
+    /// is unknown and how to retry safely — with the same key if one was sent. Other errors as
+    /// `init(_:)`.
     public init(_ error: ServiceError, method: String, idempotencyKey: String?) {
         self.init(error)
-        guard error.code == .timeout, method != "GET", method != "HEAD" else { return }
-        if let idempotencyKey {
-            message = "the outcome is unknown (\(error.message)): retry with the same Idempotency-Key '\(idempotencyKey)'; if it ran, the retry gets its answer instead of running it again"
+        guard error.code == .timeout else { return }
+        if method == "GET" || method == "HEAD" {
+            message = "no answer came in time, so the outcome is unknown; a \(method) changes nothing and can be retried"
+        } else if let idempotencyKey {
+            message = "no answer came in time, so the outcome is unknown: retry with the same Idempotency-Key '\(idempotencyKey)', which returns the answer if the request ran instead of running it twice"
         } else {
-            message = "the outcome is unknown (\(error.message)): the request may have run; send an Idempotency-Key header so that a retry can never run it twice"
+            message = "no answer came in time, so the outcome is unknown and the request may have run: check before retrying, and send an Idempotency-Key header next time so that a retry can never run it twice"
         }
     }
 

@@ -9,7 +9,9 @@ import NIOHTTP1
 ///
 /// Refused before the body: a `Content-Length` over the limit (413), an `Expect` other than
 /// `100-continue` (417), and with `Expect: 100-continue` no route, a wrong method or a missing
-/// token; otherwise `100 Continue` goes out before the body is read. Every HTTP parser error
+/// token; otherwise `100 Continue` goes out before the body is read. A `Transfer-Encoding`
+/// other than one `chunked` is 400. A `CONNECT` or a request with `Upgrade` is answered (the
+/// JSON error for `CONNECT`), then the connection is closed. Every HTTP parser error
 /// gets the JSON error (414/431 for an overlong URL or head, 400 for the rest) and the
 /// connection is closed. A client that leaves loses its own answer only; nothing is logged.
 final class GatewayHTTPHandler: ChannelInboundHandler {
@@ -128,6 +130,12 @@ final class GatewayHTTPHandler: ChannelInboundHandler {
         let chunked = head.headers.contains(name: "transfer-encoding")
         edge.headReceived(requestID: requestID, expectsBody: (length ?? 0) > 0 || chunked)
         let expect = head.version.minor >= 1 ? head.headers.first(name: "expect") : nil
+        if chunked, let refusal = Self.refusedTransferEncoding(head.headers[canonicalForm: "transfer-encoding"]) {
+            // The body's framing is not one the gateway reads: nothing after this head can be
+            // trusted to be where a request starts.
+            answerEarly(refusal, head: head, requestID: requestID, context: context, closeNow: true)
+            return
+        }
         if let length, length > maxBodyBytes {
             answerEarly(Self.tooLarge(maxBodyBytes), head: head, requestID: requestID, context: context, closeNow: expect != nil)
             return
@@ -151,7 +159,7 @@ final class GatewayHTTPHandler: ChannelInboundHandler {
     /// The responder's answer, on the event loop. A connection that closed meanwhile drops it.
     private func send(_ response: GatewayResponse, context: ChannelHandlerContext) {
         guard case .waiting(let head) = state else { return }
-        let keepAlive = head.isKeepAlive && !inputClosed
+        let keepAlive = head.isKeepAlive && !inputClosed && !Self.endsParsing(head)
         state = keepAlive ? .idle : .closed
         write(response, head: head, close: !keepAlive, context: context)
     }
@@ -167,9 +175,26 @@ final class GatewayHTTPHandler: ChannelInboundHandler {
         write(response, head: head, close: true, context: context, closeAfterWrite: closeNow)
     }
 
+    /// Whether the decoder reads nothing after this request (llhttp takes `CONNECT`, and an
+    /// `Upgrade` header with `Connection: upgrade`, for a switch to another protocol): the
+    /// gateway switches to none, so it answers and closes rather than wait for a next request
+    /// that would never be read. Any `Upgrade` header counts, so the rule need not copy llhttp's.
+    static func endsParsing(_ head: HTTPRequestHead) -> Bool {
+        head.method == .CONNECT || head.headers.contains(name: "upgrade")
+    }
+
     private func write(
         _ response: GatewayResponse, head: HTTPRequestHead?, close: Bool, context: ChannelHandlerContext, closeAfterWrite: Bool? = nil
     ) {
+        if head?.method == .CONNECT {
+            // NIO's encoder drops the body of any response to CONNECT (a tunnel's has none), so
+            // the refusal goes out as bytes below it, with `Connection: close`, and the
+            // connection closes after it: the decoder reads nothing more on it.
+            state = .closed
+            edge.responseEnding()
+            edge.writeAndClose(HTTPEdgeGuard.encode(response, allocator: context.channel.allocator))
+            return
+        }
         var headers = response.headers
         headers.replaceOrAdd(name: "Content-Length", value: String(response.body.readableBytes))
         let version = head?.version ?? .http1_1
@@ -270,6 +295,16 @@ final class GatewayHTTPHandler: ChannelInboundHandler {
         default:
             return .invalid("the request is not valid HTTP/1.1: \(error)")
         }
+    }
+
+    /// A `Transfer-Encoding` other than exactly one `chunked` (a coding before it, such as
+    /// `gzip, chunked`, which the decoder would pass on still encoded, or `chunked` twice): 400,
+    /// as the decoder's own refusals of the header are. `values`: the header's comma-separated
+    /// elements, over all its lines.
+    static func refusedTransferEncoding(_ values: [Substring]) -> GatewayError? {
+        guard values.count != 1 || values[0].lowercased() != "chunked" else { return nil }
+        return .invalid(
+            "the request is not valid HTTP/1.1: Transfer-Encoding must be exactly 'chunked', not '\(values.joined(separator: ", ").prefix(100))'")
     }
 
     static func tooLarge(_ limit: Int) -> GatewayError {

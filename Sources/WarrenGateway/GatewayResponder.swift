@@ -341,14 +341,30 @@ final class GatewayResponder: Sendable {
     private static func answer<Reply: ServiceReply>(
         _ result: Result<Reply, ServiceError>, call: PreparedCall, route: Route, caller: Caller?, logger: Logger
     ) throws(GatewayError) -> GatewayResponse {
-        let reply = try replyBody(
-            result, operation: call.operation, method: call.method, idempotencyKey: call.idempotencyKey,
-            correlationID: call.envelope.correlationID, logger: logger)
+        let reply: Data
+        do {
+            reply = try replyBody(
+                result, operation: call.operation, method: call.method, idempotencyKey: call.idempotencyKey,
+                correlationID: call.envelope.correlationID, logger: logger)
+        } catch {
+            throw concealed(error, route: route, caller: caller)
+        }
         if let ownership = route.ownership, ownership.lookup == nil, let caller, !caller.isAdmin {
             try Self.checkOwner(reply, field: ownership.field, caller: caller)
         }
         return Self.json(route.successStatus, ByteBuffer(bytes: reply))
     }
+
+    /// On a route with `x-warren-owner`, a non-admin's 404 is always `ownedNotFound`, whether
+    /// the resource is missing (the service's "no order …") or someone else's (`checkOwner`):
+    /// one body for both, so the answer never tells whether another user's resource exists.
+    static func concealed(_ error: GatewayError, route: Route, caller: Caller?) -> GatewayError {
+        guard error.status == 404, route.ownership != nil, caller?.isAdmin != true else { return error }
+        return ownedNotFound
+    }
+
+    /// The one 404 of an owned route for a non-admin caller.
+    static let ownedNotFound = GatewayError.notFound("not found")
 
     /// The path a request takes when something on it must wait: verifying a token seen for the
     /// first time, an owner lookup, signing a token.
@@ -362,8 +378,19 @@ final class GatewayResponder: Sendable {
             var envelope = call.envelope
             envelope.messageID = ids.next()
             let looked = await rpcResult(lookup, body: call.body, route: route, envelope: envelope)
-            let resource = try Self.replyBody(
-                looked, operation: lookup, method: route.method, idempotencyKey: nil, correlationID: envelope.correlationID, logger: logger)
+            let resource: Data
+            do {
+                // A read: if it fails, the route's own operation was never sent.
+                resource = try Self.replyBody(
+                    looked, operation: lookup, method: "GET", idempotencyKey: nil, correlationID: envelope.correlationID, logger: logger)
+            } catch {
+                if error.code == ServiceError.Code.timeout.rawValue {
+                    throw GatewayError(
+                        status: 504, code: error.code,
+                        message: "the owner check (\(lookup)) got no answer in time, so the request was not sent; it can be retried")
+                }
+                throw Self.concealed(error, route: route, caller: caller)
+            }
             try Self.checkOwner(resource, field: ownership.field, caller: caller)
         }
         let result = await rpcResult(call.operation, body: call.body, route: route, envelope: call.envelope)
@@ -410,11 +437,43 @@ final class GatewayResponder: Sendable {
             logBrokenReply(reply.body, "an error reply not in the error format", operation: operation, correlationID: correlationID, logger: logger)
             throw .badGateway("\(operation) replied with an error that is not in the error format")
         }
-        guard (try? JSONSerialization.jsonObject(with: reply.body, options: [.fragmentsAllowed])) != nil else {
+        guard Self.isJSON(reply.body) else {
             logBrokenReply(reply.body, "a reply whose body is not JSON", operation: operation, correlationID: correlationID, logger: logger)
             throw .badGateway("\(operation) replied with a body that is not JSON; the request may have run")
         }
         return reply.body
+    }
+
+    /// Whether `body` is one whole JSON document (any top-level value) in UTF-8, without
+    /// building it (`JSONSerialization` built every reply's object tree, about five times the
+    /// cost). Foundation's decoder scans the whole text before `JSONSyntax`, which reads
+    /// nothing, is asked for a value: that refuses a cut, trailing bytes, unbalanced brackets,
+    /// a missing colon or comma, NaN and bare words. The scan does not look inside strings and
+    /// numbers, so two passes over the bytes add what it skips and matters most: UTF-8 (no
+    /// stray byte, no surrogate), no control byte but tab, CR and LF (so no NUL, no UTF-16, no
+    /// raw control character in a string), no byte order mark. Still taken, as the scan skips
+    /// them: a bad escape (`"\x"`), a malformed number (`01`, `1.`, `-`), a trailing comma.
+    static func isJSON(_ body: Data) -> Bool {
+        let bytesFit = body.withUnsafeBytes { bytes -> Bool in
+            var ascii = true
+            for byte in bytes {
+                if byte < 0x20, byte != 0x09, byte != 0x0A, byte != 0x0D { return false }
+                if byte >= 0x80 { ascii = false }
+            }
+            if ascii { return true }
+            if bytes.starts(with: [0xEF, 0xBB, 0xBF]) { return false }
+            // `transcode` answers whether it met an encoding error.
+            return !transcode(bytes.makeIterator(), from: UTF8.self, to: UTF32.self, stoppingOnError: true) { _ in }
+        }
+        return bytesFit && (try? jsonScanner.decode(JSONSyntax.self, from: body)) != nil
+    }
+
+    /// One decoder for every reply: decoding keeps no state in it, and its options never change.
+    private static let jsonScanner = JSONDecoder()
+
+    /// Any JSON value, of which nothing is kept.
+    private struct JSONSyntax: Decodable {
+        init(from decoder: any Decoder) throws {}
     }
 
     /// A warning an operator can find by the request's correlation id, with the start of the
@@ -439,13 +498,32 @@ final class GatewayResponder: Sendable {
             throw GatewayError(status: 413, code: "payload_too_large", message: "the body is larger than \(configuration.maxBodyBytes) bytes")
         }
         let contentType = request.header("content-type")?.lowercased() ?? ""
-        let mediaType = contentType.split(separator: ";").first.map { $0.trimmingCharacters(in: .whitespaces) } ?? ""
+        let parts = contentType.split(separator: ";", omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces) }
+        let mediaType = parts.first ?? ""
         guard mediaType == "application/json" || (mediaType.hasPrefix("application/") && mediaType.hasSuffix("+json")) else {
             throw GatewayError(
                 status: 415, code: "unsupported_media_type",
                 message: "the body must be JSON sent as 'Content-Type: application/json'\(contentType.isEmpty ? "" : ", not '\(contentType)'")")
         }
+        if let charset = Self.charset(parts.dropFirst()), charset != "utf-8" {
+            throw GatewayError(
+                status: 415, code: "unsupported_media_type",
+                message: "the body must be JSON in UTF-8 (charset=utf-8 or no charset), not charset '\(charset)'")
+        }
         return Data(buffer.readableBytesView)
+    }
+
+    /// The `charset` of a media type's parameters (already in lower case), without quotes; nil
+    /// when none is given. Given twice, the values are joined so that they cannot be utf-8.
+    static func charset(_ parameters: ArraySlice<String>) -> String? {
+        let values = parameters.compactMap { parameter -> String? in
+            guard let equals = parameter.firstIndex(of: "=") else { return nil }
+            guard parameter[..<equals].trimmingCharacters(in: .whitespaces) == "charset" else { return nil }
+            var value = parameter[parameter.index(after: equals)...].trimmingCharacters(in: .whitespaces)
+            if value.count >= 2, value.hasPrefix("\""), value.hasSuffix("\"") { value = String(value.dropFirst().dropLast()) }
+            return value
+        }
+        return values.isEmpty ? nil : values.joined(separator: ", ")
     }
 
     /// A resource that is not the caller's is reported as missing: its existence is not theirs to know.
@@ -454,7 +532,7 @@ final class GatewayResponder: Sendable {
         guard let owner = object?[field] as? String else {
             throw GatewayError(.internal("the reply has no '\(field)' to check who owns it"))
         }
-        guard Check.canonicalID(owner) == Check.canonicalID(caller.subject) else { throw .notFound("not found") }
+        guard Check.canonicalID(owner) == Check.canonicalID(caller.subject) else { throw ownedNotFound }
     }
 
     private func tokenResponse(for reply: Data) async throws(GatewayError) -> GatewayResponse {

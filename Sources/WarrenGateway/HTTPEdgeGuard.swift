@@ -213,6 +213,14 @@ final class HTTPEdgeGuard: ChannelInboundHandler {
         }
     }
 
+    /// Writes a whole response's bytes (`encode`) past the HTTP encoder, then closes the connection.
+    func writeAndClose(_ bytes: ByteBuffer) {
+        guard let context else { return }
+        phase = .dropping
+        let channel = context.channel
+        context.writeAndFlush(wrapOutboundOut(bytes)).whenComplete { _ in channel.close(promise: nil) }
+    }
+
     /// A whole HTTP/1.1 response with `Connection: close`, as bytes.
     static func encode(_ response: GatewayResponse, allocator: ByteBufferAllocator) -> ByteBuffer {
         let status = HTTPResponseStatus(statusCode: response.status)

@@ -14,7 +14,8 @@ public enum MessageBody {
     }
 
     /// - Parameters:
-    ///   - query: the decoded query parameters, in order (a repeated name: the last wins).
+    ///   - query: the decoded query parameters, in order; a name given twice is refused (every
+    ///     parameter is one value, and which of two a client meant is not the gateway's guess).
     ///   - body: the request body, already checked to be JSON by content type; nil or empty for none.
     public static func build(
         route: Route, pathParameters: [String: String], query: [(String, String)], body: Data?, subject: String?
@@ -24,7 +25,10 @@ public enum MessageBody {
             guard let text = pathParameters[parameter.name] else { continue }
             fields.append((parameter.field, try value(text, parameter, in: "path parameter")))
         }
-        for (name, text) in query {
+        for (index, (name, text)) in query.enumerated() {
+            if query[..<index].contains(where: { $0.0 == name }) {
+                throw .invalid("query parameter '\(name)' is given more than once; send it once")
+            }
             guard let parameter = route.queryParameters.first(where: { $0.name == name }) else {
                 let known = route.queryParameters.map(\.name)
                 throw .invalid(

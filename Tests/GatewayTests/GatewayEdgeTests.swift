@@ -60,7 +60,60 @@ struct GatewayConfigurationTests {
         String(TokenAuthority.developmentSecret.reversed()),
         String(repeating: "abcdefgh", count: 4),
         String(repeating: "0123456789abcdef", count: 3),
+        // A repeated piece with a byte or two added, changed or cut: as weak as the piece.
+        String(repeating: "abcdefgh", count: 4) + "X",
+        "X" + String(repeating: "abcdefgh", count: 4),
+        String(repeating: "password", count: 4) + "1",
+        String(repeating: "password", count: 2) + "!" + String(repeating: "password", count: 2),
+        String(repeating: "Passw0rd", count: 4) + "2024!",
+        "0123456789abcdef" + "0123456Z89abcdef",
+        String(String(repeating: "abcdefghij", count: 4).dropFirst(3)),
+        "k" + String(repeating: "xY3!aB7?", count: 4) + "q",
+        "Tr0ub4dor&3" + "Tr0ub4dor&3" + "-" + "Tr0ub4dor&3",
+        "correcthorse" + "XY" + "correcthorse" + "42" + "correcthorse",
     ]
+
+    /// `count` random characters of `alphabet`, from a seeded SplitMix64: the same on every run.
+    static func randomSecrets(_ number: Int, count: Int, alphabet: String, seed: UInt64) -> [String] {
+        let characters = Array(alphabet)
+        var state = seed
+        func next() -> UInt64 {
+            state &+= 0x9E37_79B9_7F4A_7C15
+            var z = state
+            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+            return z ^ (z >> 31)
+        }
+        return (0..<number).map { _ in String((0..<count).map { _ in characters[Int(next() % UInt64(characters.count))] }) }
+    }
+
+    @Test("production accepts every one of 10,000 random hex and base64 secrets of 32 to 64 characters", arguments: [
+        (32, "0123456789abcdef"), (64, "0123456789abcdef"),
+        (32, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"),
+        (44, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"),
+    ])
+    func acceptsGeneratedSecrets(length: Int, alphabet: String) async throws {
+        let secrets = Self.randomSecrets(2_500, count: length, alphabet: alphabet, seed: UInt64(length * alphabet.count))
+        #expect(Set(secrets).count == secrets.count)
+        for (index, secret) in secrets.enumerated() {
+            // Other tests of the suite time themselves: leave them the cooperative threads.
+            if index % 50 == 0 { await Task.yield() }
+            #expect(GatewayConfiguration.nearPeriod(Array(secret.utf8)) == nil, "\(secret)")
+            let (repeated, pieces) = GatewayConfiguration.repeatedPieces(Array(secret.utf8))
+            #expect(repeated * 4 < pieces, "\(secret): \(repeated) of \(pieces)")
+            #expect(throws: Never.self, "\(secret)") {
+                try GatewayConfiguration.checkProductionSecret(secret, usesDevelopmentSecret: TokenAuthority.isDevelopmentSecret(secret))
+            }
+        }
+    }
+
+    @Test("a nearly repeated secret is refused naming the piece's length")
+    func nearPeriodMessage() {
+        let error = #expect(throws: GatewayConfigurationError.self) {
+            try GatewayConfiguration(environment: ["WARREN_ENV": "production", "JWT_SECRET": String(repeating: "abcdefgh", count: 4) + "X"])
+        }
+        #expect(error?.description.contains("repeats a piece of 8 bytes") == true)
+    }
 
     @Test("production accepts a random secret")
     func acceptsRandomSecret() throws {

@@ -173,6 +173,10 @@ struct GatewayHTTPEdgeTests {
         ("a chunk size past 64 bits", "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\nfffffffffffffffffffff\r\n{}\r\n0\r\n\r\n", 400),
         ("a negative Content-Length", "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: -1\r\n\r\n", 400),
         ("a control character in the URL", "GET /items/a\u{7}b HTTP/1.1\r\nHost: t\r\n\r\n", 400),
+        ("a coding before chunked", "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nTransfer-Encoding: gzip, chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n", 400),
+        ("CONNECT to a path, a request behind it", "CONNECT /items/a HTTP/1.1\r\nHost: t\r\n\r\nGET /items/a HTTP/1.1\r\nHost: t\r\n\r\n", 405),
+        ("CONNECT to an authority", "CONNECT localhost:80 HTTP/1.1\r\nHost: localhost:80\r\n\r\nGET /items/a HTTP/1.1\r\nHost: t\r\n\r\n", 404),
+        ("an Upgrade, a request behind it", "GET /nope HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\nGET /items/a HTTP/1.1\r\nHost: t\r\n\r\n", 404),
     ]
 
     @Test("overlong URL and headers are 414/431, every malformed request a JSON 400, each with a request id")
@@ -345,6 +349,7 @@ struct GatewayHTTPEdgeTests {
         ("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "HTTP/2"),
         ("POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: xchunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n", "Transfer-Encoding"),
         ("POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n", "Transfer-Encoding"),
+        ("POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip, chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n", "Transfer-Encoding"),
     ])
     func parserMessages(request: String, mentions: String) async throws {
         let vhost = try TestVhost.create("gateway-parser")

@@ -192,6 +192,45 @@ struct GatewayResponderTests {
         #expect(gateway.services.operations == ["orders.get", "orders.get", "orders.cancel"])
     }
 
+    /// Every route with `x-warren-owner`, with a path naming someone's resource (the table below
+    /// must list them all: `ownedRoutesListed` compares it with the route table).
+    static let ownedRoutes: [(method: HTTPMethod, path: String)] = [
+        (.GET, "/orders/\(alice)"), (.POST, "/orders/\(alice)/cancel"), (.GET, "/payments/\(alice)"),
+    ]
+
+    @Test("the owned-route table names every route with x-warren-owner")
+    func ownedRoutesListed() {
+        let owned = Set(InProcessGateway.routes.routes.filter { $0.ownership != nil }.map { "\($0.method) \($0.path)" })
+        #expect(owned == ["GET /orders/{id}", "POST /orders/{id}/cancel", "GET /payments/{orderId}"])
+        #expect(owned.count == Self.ownedRoutes.count)
+    }
+
+    @Test("on every owned route, a missing resource and someone else's give a non-admin the same 404 body", arguments: 0..<3)
+    func ownedNotFoundIsUniform(index: Int) async throws {
+        let (method, path) = Self.ownedRoutes[index]
+        let missingMessages = ["no order \(Self.alice)", "no payment for order \(Self.alice)", "not found", ""]
+        var bodies: [String: [String: String]] = [:]
+        for missingMessage in missingMessages {
+            let missing = try await InProcessGateway(FakeServices { _ in FakeServices.errorReply(.notFound, missingMessage) })
+            let others = try await InProcessGateway(FakeServices { _ in FakeServices.reply(#"{"id":"o1","userId":"\#(Self.alice)"}"#) })
+            for (label, gateway) in [("missing (\(missingMessage))", missing), ("someone else's", others)] {
+                let response = await gateway.send(method, path, token: try await gateway.token(Self.bob))
+                #expect(response.status == 404, "\(method) \(path) \(label)")
+                #expect(response.headers.first(name: "Content-Type") == "application/json")
+                var error = try #require(response.json["error"] as? [String: String], "\(label)")
+                #expect(error.removeValue(forKey: "requestId") == response.headers.first(name: "X-Request-ID"))
+                bodies[label] = error
+                #expect(!gateway.services.operations.contains("orders.cancel"), "\(label)")
+            }
+        }
+        #expect(bodies.count == missingMessages.count + 1)
+        for (label, body) in bodies { #expect(body == ["code": "not_found", "message": "not found"], "\(method) \(path) \(label)") }
+        // An admin is told what the service said; so is a non-owned route's caller.
+        let admin = try await InProcessGateway(FakeServices { _ in FakeServices.errorReply(.notFound, "no order \(Self.alice)") })
+        let adminAnswer = await admin.send(method, path, token: try await admin.token(Self.bob, role: "admin"))
+        #expect(adminAnswer.errorMessage == "no order \(Self.alice)")
+    }
+
     @Test("an owner check on a reply without the owner field is a 500, not a leak")
     func ownershipWithoutField() async throws {
         let gateway = try await InProcessGateway(FakeServices { _ in FakeServices.reply(#"{"id":"o1"}"#) })
@@ -250,7 +289,13 @@ struct GatewayResponderTests {
         #expect(gateway.services.sent.isEmpty)
     }
 
-    @Test("a body that is not sent as JSON is 415", arguments: ["text/plain", "application/x-www-form-urlencoded", "application/jsonx", "json"])
+    @Test("a body that is not sent as JSON in UTF-8 is 415", arguments: [
+        "text/plain", "application/x-www-form-urlencoded", "application/jsonx", "json",
+        "application/json; charset=utf-16", "application/json; charset=UTF-16LE", "application/json;charset=\"utf-16\"",
+        "application/json; charset=iso-8859-1", "application/json; charset=latin1", "application/json; charset=utf8",
+        "application/json; charset=", "application/json; charset=\"\"", "application/json; charset=utf-8; charset=utf-16",
+        "application/problem+json; charset=us-ascii", "application/json; charset=utf-7",
+    ])
     func wrongContentType(contentType: String) async throws {
         let gateway = try await InProcessGateway()
         let response = await gateway.send(.POST, "/users", headers: [("Content-Type", contentType)], body: #"{"a":1}"#)
@@ -261,6 +306,8 @@ struct GatewayResponderTests {
 
     @Test("JSON media types with parameters and +json suffixes are accepted", arguments: [
         "application/json", "application/json; charset=utf-8", "Application/JSON", "application/problem+json",
+        "application/json; charset=UTF-8", "application/json;charset=\"utf-8\"", "application/json ; Charset = Utf-8 ",
+        "application/problem+json; charset=utf-8",
     ])
     func jsonContentTypes(contentType: String) async throws {
         let gateway = try await InProcessGateway()
@@ -279,13 +326,29 @@ struct GatewayResponderTests {
         #expect(gateway.services.sent.isEmpty)
     }
 
-    @Test("an unknown or mistyped query parameter is 400", arguments: ["/orders?colour=red", "/orders?limit=abc", "/users/\(GatewayResponderTests.alice)?x=1"])
+    @Test("an unknown, mistyped or repeated query parameter is 400", arguments: [
+        "/orders?colour=red", "/orders?limit=abc", "/users/\(GatewayResponderTests.alice)?x=1", "/orders?limit=1&limit=2",
+        "/orders?limit=1&limit=1", "/orders?status=pending&limit=5&status=cancelled", "/orders?cursor=&cursor=", "/orders?limit=2&limit",
+    ])
     func badQuery(uri: String) async throws {
         let gateway = try await InProcessGateway()
         let response = await gateway.send(.GET, uri, token: try await gateway.token(Self.alice, role: "admin"))
         #expect(response.status == 400)
         #expect(response.errorCode == "invalid")
         #expect(gateway.services.sent.isEmpty)
+    }
+
+    @Test("a repeated query parameter is refused naming it, not silently the last value", arguments: [
+        ("/orders?limit=1&limit=2", "limit"), ("/orders?status=pending&status=cancelled", "status"), ("/orders?cursor=a&limit=3&cursor=b", "cursor"),
+    ])
+    func repeatedQuery(uri: String, name: String) async throws {
+        let gateway = try await InProcessGateway()
+        let response = await gateway.send(.GET, uri, token: try await gateway.token(Self.alice))
+        #expect(response.status == 400)
+        #expect(response.errorMessage == "query parameter '\(name)' is given more than once; send it once")
+        #expect(gateway.services.sent.isEmpty)
+        let once = await gateway.send(.GET, "/orders?limit=1&status=pending", token: try await gateway.token(Self.alice))
+        #expect(once.status == 200)
     }
 
     // MARK: - Error mapping
@@ -305,7 +368,9 @@ struct GatewayResponderTests {
             let response = await gateway.send(.GET, "/users/\(Self.alice)", token: try await gateway.token(Self.alice))
             #expect(response.status == status, "\(code) as \(asReply ? "reply" : "failure")")
             #expect(response.errorCode == code.rawValue)
-            #expect(response.errorMessage == (asReply ? "from the service" : "from the client"))
+            // A timeout of the call itself is told in the gateway's words (the client's speak of AMQP).
+            let clientsWords = code == .timeout ? "no answer came in time, so the outcome is unknown; a GET changes nothing and can be retried" : "from the client"
+            #expect(response.errorMessage == (asReply ? "from the service" : clientsWords))
             #expect(response.errorRequestID == response.headers.first(name: "X-Request-ID"))
             #expect(response.headers.first(name: "Content-Type") == "application/json")
         }
@@ -322,6 +387,45 @@ struct GatewayResponderTests {
         let keyed = await gateway.send(.POST, "/orders", token: token, headers: [("Idempotency-Key", "retry-me-1")], body: body)
         #expect(keyed.status == 504)
         #expect(keyed.errorMessage?.contains("'retry-me-1'") == true)
+        #expect(keyed.errorMessage?.contains("send an Idempotency-Key") == false)
+        for message in [bare.errorMessage, keyed.errorMessage] {
+            // One sentence of the gateway's own: the client's AMQP wording is not nested in it.
+            #expect(message?.contains("no reply within") == false, "\(message ?? "")")
+            #expect(message?.contains("message_id") == false, "\(message ?? "")")
+            #expect(message?.contains("(") == false, "\(message ?? "")")
+        }
+    }
+
+    @Test("a 504 never tells a caller to send the Idempotency-Key it sent, on any path and cause", arguments: [
+        "no reply within 10 s",
+        "the connection to the message broker was lost while waiting for orders.rpc: the request may have been executed; the outcome is unknown (retry with the same message_id)",
+        "no instance of the service is consuming orders.rpc: the request waits there until its deadline and runs if an instance starts before then, so its outcome is unknown (retry with the same message_id)",
+    ])
+    func timeoutWithKey(cause: String) async throws {
+        // The cancel times out; its owner check answers.
+        let cancelTimesOut = try await InProcessGateway(FakeServices { sent in
+            sent.operation == "orders.get" ? FakeServices.reply(#"{"id":"o1","userId":"\#(Self.bob)"}"#) : .failure(ServiceError(.timeout, cause))
+        })
+        let token = try await cancelTimesOut.token(Self.bob)
+        let cancel = await cancelTimesOut.send(.POST, "/orders/\(Self.alice)/cancel", token: token, headers: [("Idempotency-Key", "cx1")])
+        #expect(cancel.status == 504)
+        #expect(
+            cancel.errorMessage
+                == "no answer came in time, so the outcome is unknown: retry with the same Idempotency-Key 'cx1', which returns the answer if the request ran instead of running it twice")
+        // The owner check times out: the cancel was never sent.
+        let lookupTimesOut = try await InProcessGateway(FakeServices { _ in .failure(ServiceError(.timeout, cause)) })
+        let refused = await lookupTimesOut.send(
+            .POST, "/orders/\(Self.alice)/cancel", token: try await lookupTimesOut.token(Self.bob), headers: [("Idempotency-Key", "cx1")])
+        #expect(refused.status == 504)
+        #expect(refused.errorMessage == "the owner check (orders.get) got no answer in time, so the request was not sent; it can be retried")
+        #expect(lookupTimesOut.services.operations == ["orders.get"])
+        // A read.
+        let read = await lookupTimesOut.send(.GET, "/orders/\(Self.alice)", token: try await lookupTimesOut.token(Self.bob))
+        #expect(read.errorMessage == "no answer came in time, so the outcome is unknown; a GET changes nothing and can be retried")
+        for message in [cancel.errorMessage, refused.errorMessage, read.errorMessage] {
+            #expect(message?.contains("send an Idempotency-Key") == false)
+            #expect(message?.contains("message_id") == false)
+        }
     }
 
     /// Reply bodies no reply may have: not JSON, or JSON cut short or followed by more.
@@ -329,7 +433,29 @@ struct GatewayResponderTests {
         Data(), Data("not json".utf8), Data([0x7b, 0x22, 0xff, 0xfe, 0x22, 0x3a, 0x31, 0x7d]), Data(#"{"id":"a"#.utf8),
         Data(#"{"id":1} trailing"#.utf8), Data("<h1>502 Bad Gateway</h1>".utf8), Data([0]), Data("{'id':1}".utf8), Data("NaN".utf8),
         Data("\u{1b}[2J".utf8),
+        Data(#"{"a":1}{"b":2}"#.utf8), Data("[1,2".utf8), Data(#""unterminated"#.utf8), Data(#"{"a":Infinity}"#.utf8),
+        Data(#"{"a":"\#u{1}"}"#.utf8), Data("{} x".utf8), Data("1 2".utf8), Data(#"{"a":tru}"#.utf8), Data("[\"\u{0}\"]".utf8),
+        Data("{}".utf16.flatMap { [UInt8($0 & 0xFF), UInt8($0 >> 8)] }), Data([0xFF, 0xFE] + "{}".utf16.flatMap { [UInt8($0 & 0xFF), UInt8($0 >> 8)] }),
+        Data(#"{"a":"é"}"#.utf8) + Data([0xC3]), Data([0x22, 0xED, 0xA0, 0x80, 0x22]), Data([0x22, 0xC0, 0xAF, 0x22]), Data(#"{"a":1}"#.utf8) + Data([0]),
+        Data([0xEF, 0xBB, 0xBF] + Array("{}".utf8)), Data("{,}".utf8), Data("[,1]".utf8), Data(#"{"a" 1}"#.utf8), Data(#"{"a":1,,"b":2}"#.utf8),
+        Data(".5".utf8), Data("+1".utf8), Data("-0x1".utf8), Data(#"{"a":"\#u{7}"}"#.utf8), Data("\u{7F}\u{1}".utf8),
     ]
+
+    /// Replies that are JSON: any top-level value, with whitespace and escapes.
+    static let goodReplies: [String] = [
+        "{}", "[]", "1", "-0.5e-3", #""s""#, "null", "true", " \n\t{} \r\n", #"{"a":[1,2.5e3,{"b":null}],"c":"ø\u00e9\ud83d\ude00"}"#,
+        #"{"id":"a","userId":"b","total":12345678901234567890}"#, "[" + String(repeating: "[1],", count: 1_000) + "0]",
+        #"{"name":"Zoë 🐇 ✓","text":"tab\tand\nline"}"#, "\"\u{10FFFF}\"",
+    ]
+
+    @Test("the JSON check refuses every broken body and takes every JSON document", arguments: [true, false])
+    func jsonCheck(good: Bool) {
+        if good {
+            for body in Self.goodReplies { #expect(GatewayResponder.isJSON(Data(body.utf8)), "\(body.prefix(40))") }
+        } else {
+            for body in Self.brokenReplies { #expect(!GatewayResponder.isJSON(body), "\(Array(body.prefix(20)))") }
+        }
+    }
 
     @Test("an error reply the gateway cannot read is a 502 naming the operation, logged with the correlation id", arguments: [
         "", "not json", "{}", #"{"error":"x"}"#, #"{"error":{"code":"teapot","message":"m"}}"#, #"{"error":{"code":7}}"#, "[]",
@@ -502,6 +628,90 @@ struct GatewayResponderTests {
             }
         }
         #expect(gateway.services.operations == ["users.get", "users.get"])
+    }
+
+    /// The responses in `text`, in order: status, headers (names in lower case) and body, each
+    /// cut at its Content-Length (a response without one ends the text).
+    static func responses(_ text: String) -> [(status: Int, headers: [String: String], body: String)] {
+        var rest = Substring(text)
+        var out: [(Int, [String: String], String)] = []
+        while let end = rest.range(of: "\r\n\r\n") {
+            let lines = rest[..<end.lowerBound].components(separatedBy: "\r\n")
+            guard let status = EmbeddedGateway.status(lines[0]) else { break }
+            var headers: [String: String] = [:]
+            for line in lines.dropFirst() {
+                guard let colon = line.firstIndex(of: ":") else { continue }
+                headers[line[..<colon].lowercased()] = line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)
+            }
+            rest = rest[end.upperBound...]
+            let length = headers["content-length"].flatMap { Int($0) } ?? rest.utf8.count
+            let body = String(decoding: rest.utf8.prefix(length), as: UTF8.self)
+            out.append((status, headers, body))
+            rest = Substring(String(decoding: rest.utf8.dropFirst(length), as: UTF8.self))
+        }
+        return out
+    }
+
+    /// Requests of every form and method that could leave a connection hanging or an answer
+    /// without its body: each is (request, statuses answered, closed after).
+    static let requestForms: [(String, [Int], Bool)] = [
+        ("CONNECT /users HTTP/1.1\r\nHost: x\r\n\r\nGET /health HTTP/1.1\r\nHost: x\r\n\r\n", [405], true),
+        ("CONNECT localhost:80 HTTP/1.1\r\nHost: localhost:80\r\n\r\nGET /health HTTP/1.1\r\nHost: x\r\n\r\n", [404], true),
+        ("CONNECT /health HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello", [405], true),
+        ("CONNECT /users HTTP/1.0\r\n\r\n", [405], true),
+        ("GET /health HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\nGET /health HTTP/1.1\r\nHost: x\r\n\r\n", [200], true),
+        ("GET /nope HTTP/1.1\r\nHost: x\r\nUpgrade: h2c\r\nConnection: Upgrade, HTTP2-Settings\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n", [404], true),
+        ("GET /nope HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\r\nGET /health HTTP/1.1\r\nHost: x\r\n\r\n", [404], true),
+        ("POST /users HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: upgrade\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}", [201], true),
+        ("BREW /health HTTP/1.1\r\nHost: x\r\n\r\nGET /health HTTP/1.1\r\nHost: x\r\n\r\n", [400], true),
+        ("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", [400], true),
+        ("GET http://x/health HTTP/1.1\r\nHost: x\r\n\r\nGET /health HTTP/1.1\r\nHost: x\r\n\r\n", [200, 200], false),
+        ("OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\nGET /health HTTP/1.1\r\nHost: x\r\n\r\n", [404, 200], false),
+        ("OPTIONS /users HTTP/1.1\r\nHost: x\r\n\r\nGET /health HTTP/1.1\r\nHost: x\r\n\r\n", [405, 200], false),
+        ("TRACE /health HTTP/1.1\r\nHost: x\r\n\r\nGET /health HTTP/1.1\r\nHost: x\r\n\r\n", [405, 200], false),
+    ]
+
+    @Test("CONNECT, Upgrade, unknown methods and every request-target form: the JSON error with its length, and no hang", arguments: 0..<14)
+    func requestForms(index: Int) async throws {
+        #expect(Self.requestForms.count == 14)
+        let (request, statuses, closes) = Self.requestForms[index]
+        let gateway = try await InProcessGateway()
+        let (answers, closed) = try EmbeddedGateway.session(gateway, [request])
+        let responses = Self.responses(answers[0])
+        #expect(responses.map(\.status) == statuses, "\(request.prefix(50))\n\(answers[0])")
+        #expect(closed == closes, "\(request.prefix(50))")
+        for (position, response) in responses.enumerated() {
+            #expect(response.headers["content-length"] == "\(response.body.utf8.count)")
+            if closes, position == responses.count - 1 { #expect(response.headers["connection"] == "close") }
+            guard response.status >= 400 else { continue }
+            let error = (try? JSONSerialization.jsonObject(with: Data(response.body.utf8))) as? [String: Any]
+            let requestID = (error?["error"] as? [String: Any])?["requestId"] as? String
+            #expect(requestID != nil && requestID == response.headers["x-request-id"], "\(request.prefix(50)): \(response.body)")
+        }
+    }
+
+    @Test("a Transfer-Encoding other than exactly one chunked is 400 with the JSON error, and nothing is sent", arguments: [
+        "gzip, chunked", "chunked, chunked", "deflate,chunked", "identity", "chunked;q=1", "x-custom, chunked", "gzip",
+    ])
+    func transferEncodings(encoding: String) async throws {
+        let gateway = try await InProcessGateway()
+        for headers in ["Transfer-Encoding: \(encoding)\r\n", "Transfer-Encoding: \(encoding)\r\nTransfer-Encoding: chunked\r\n"] {
+            let request = "POST /users HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\(headers)\r\n2\r\n{}\r\n0\r\n\r\n"
+            let (answers, closed) = try EmbeddedGateway.session(gateway, [request])
+            let responses = Self.responses(answers[0])
+            #expect(responses.map(\.status) == [400], "\(headers)")
+            #expect(closed)
+            let error = (EmbeddedGateway.json(answers[0])["error"] as? [String: Any]) ?? [:]
+            #expect(error["code"] as? String == "invalid")
+            #expect((error["message"] as? String)?.contains("Transfer-Encoding") == true, "\(error)")
+        }
+        let twice = "POST /users HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n"
+        #expect(EmbeddedGateway.status(try EmbeddedGateway.exchange(gateway, [twice])[0]) == 400)
+        #expect(gateway.services.sent.isEmpty)
+        for chunked in ["chunked", "Chunked", " chunked "] {
+            let good = "POST /users HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding:\(chunked)\r\n\r\n2\r\n{}\r\n0\r\n\r\n"
+            #expect(EmbeddedGateway.status(try EmbeddedGateway.exchange(gateway, [good])[0]) == 201, "\(chunked)")
+        }
     }
 
     @Test("keep-alive requests on one connection are each answered in turn")

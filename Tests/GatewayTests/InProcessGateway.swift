@@ -151,6 +151,11 @@ enum EmbeddedGateway {
     /// Each request's bytes written in turn on one connection, and what the server wrote back
     /// after each.
     static func exchange(_ gateway: InProcessGateway, _ requests: [String]) throws -> [String] {
+        try session(gateway, requests).answers
+    }
+
+    /// As `exchange`, and whether the server had closed the connection at the end.
+    static func session(_ gateway: InProcessGateway, _ requests: [String]) throws -> (answers: [String], closed: Bool) {
         let channel = EmbeddedChannel()
         defer { _ = try? channel.finish() }
         try GatewayHTTPServer.configure(
@@ -166,7 +171,7 @@ enum EmbeddedGateway {
             }
             answers.append(out)
         }
-        return answers
+        return (answers, !channel.isActive)
     }
 
     /// The status code of the first response in `text`.

@@ -29,6 +29,8 @@ struct ServiceContractTests {
         ("orders.create", #"{"userId":"9b2f3c1e-8d4a-4f6b-9c2d-1e5f7a8b9c0d","items":[{"sku":"\#(String(repeating: "s", count: 65))","quantity":1,"unitPriceCents":1}]}"#, "items[0].sku"),
         ("orders.get", #"{"id":"x"}"#, "id"),
         ("orders.list", #"{"userId":"9b2f3c1e-8d4a-4f6b-9c2d-1e5f7a8b9c0d","status":"lost"}"#, "status"),
+        ("orders.list", #"{"userId":"9b2f3c1e-8d4a-4f6b-9c2d-1e5f7a8b9c0d","status":"Pending"}"#, "status"),
+        ("orders.list", #"{"userId":"9b2f3c1e-8d4a-4f6b-9c2d-1e5f7a8b9c0d","status":1}"#, "status"),
         ("orders.cancel", #"{}"#, "id"),
         ("payments.get", #"{"orderId":"x"}"#, "orderId"),
     ]
@@ -40,6 +42,10 @@ struct ServiceContractTests {
                 let reply = try await system.callRaw(bad.operation, Data(bad.body.utf8))
                 #expect(reply.errorCode == "invalid", "\(bad.operation) \(bad.body) → \(reply.json)")
                 #expect(reply.errorMessage.contains("'\(bad.field)'"), "\(bad.operation): '\(reply.errorMessage)' does not name \(bad.field)")
+                #expect(!reply.errorMessage.contains("Cannot initialize"), "\(bad.operation): Swift's text leaks: \(reply.errorMessage)")
+                if bad.field == "status", bad.body.contains(#""status":""#) {
+                    #expect(reply.errorMessage == "field 'status' must be one of pending, confirmed, cancelled")
+                }
             }
             let notJSON = try await system.callRaw("orders.get", Data("{oops".utf8))
             #expect(notJSON.errorCode == "invalid")
