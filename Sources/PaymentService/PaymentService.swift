@@ -46,7 +46,7 @@ struct PaymentService {
                 relay = OutboxRelay(database: database, publisher: resources.events, logger: resources.logger)
             }
             let payments = PaymentHandlers(
-                store: store, relay: relay,
+                store: store, relay: relay, rpc: resources.rpc,
                 limitCents: try ServiceHost.number(environment, "PAYMENT_LIMIT_CENTS", 0...Int.max) ?? 100_000)
             return ServiceDefinition(
                 handlers: payments.handlers, subscription: payments.orders,
@@ -94,6 +94,8 @@ struct PaymentQuery: Decodable, Sendable, Validatable {
 struct PaymentHandlers {
     let store: any PaymentStore
     let relay: OutboxRelay
+    /// For asking the order service about an order before paying anything back (`cancelled`).
+    let rpc: RPCClient
     let limitCents: Int
 
     var handlers: RPCHandlers {
@@ -132,6 +134,7 @@ struct PaymentHandlers {
     /// `order.cancelled`: refunds the order's payment if it succeeded, or stores a `cancelled`
     /// one in its place if there is none yet, so that the order is never left charged.
     private func cancelled(_ order: PlacedOrder, event: Event) async throws {
+        try await checkCancelled(order, event: event)
         let placeholder = Payment(
             id: UUID().uuidString.lowercased(), orderId: order.id, userId: order.userId, amountCents: order.totalCents, status: .cancelled,
             reason: "the order was cancelled before it was charged", createdAt: Date())
@@ -144,6 +147,34 @@ struct PaymentHandlers {
             event.logger.info("payment refunded", metadata: ["order_id": "\(order.id)", "amount_cents": "\(payment.amountCents)"])
         case .unchanged(let payment):
             event.logger.info("cancelled order's payment is settled: nothing to do", metadata: ["order_id": "\(order.id)", "status": "\(payment.status.rawValue)"])
+        }
+    }
+}
+
+extension PaymentHandlers {
+    /// What the payment service reads of `orders.get`.
+    private struct OrderState: Decodable {
+        var status: String
+        var userId: String
+    }
+
+    /// Acts on an `order.cancelled` only when the order service says the order is cancelled:
+    /// anyone who may publish to `warren.events` can send one, and a forged one would pay back a
+    /// confirmed order, or keep an order that was never cancelled from being charged. An event
+    /// the order service contradicts (no such order, another status or owner) is `invalid` and
+    /// parked with the reason; when the order service cannot answer, the event is retried.
+    fileprivate func checkCancelled(_ order: PlacedOrder, event: Event) async throws(ServiceError) {
+        let state: OrderState
+        do {
+            state = try await rpc.call("orders.get", ["id": order.id], as: OrderState.self, envelope: event.envelope.caused(type: "orders.get"))
+        } catch where error.code == .notFound {
+            throw .invalid("order.cancelled for order \(order.id), which the order service does not know: nothing done")
+        }
+        guard state.status == "cancelled" else {
+            throw .invalid("order.cancelled for order \(order.id), which the order service has as \(state.status): nothing done")
+        }
+        guard Check.canonicalID(state.userId) == order.userId else {
+            throw .invalid("order.cancelled for order \(order.id) names user \(order.userId); the order is user \(state.userId)'s: nothing done")
         }
     }
 }

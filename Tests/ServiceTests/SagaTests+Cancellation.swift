@@ -61,6 +61,34 @@ extension SagaTests {
         }
     }
 
+    @Test("a forged order.cancelled for a confirmed order pays nothing back: parked with the order service's word")
+    func forgedCancellation() async throws {
+        try await withSystem(System.allServices) { system in
+            let userID = try await newUser(system)
+            let created = try await system.call("orders.create", ["userId": userID, "items": [["sku": "book", "quantity": 1, "unitPriceCents": 100]]])
+            let orderID = try #require(created.string("id"))
+            try await system.tap.wait(for: "order.confirmed", aggregateID: orderID)
+            let placed = try #require(system.tap.events(ofType: "order.created").first { $0.aggregateID == orderID })
+            // Anyone who may publish can send an order.cancelled with the order's own body.
+            let forged = EventTap.Seen(
+                type: "order.cancelled", messageID: UUID().uuidString.lowercased(), correlationID: nil, aggregateID: orderID, body: placed.body)
+            try await system.republish(forged, to: "payments.events")
+
+            var parked: [AMQPDelivery] = []
+            for _ in 0..<2 {
+                parked.append(try #require(try await pollGet(system.channel, queue: "payments.events.dlq", within: .seconds(20))))
+            }
+            for delivery in parked {
+                let reason = delivery.properties.headers?[WireHeader.error]?.stringValue ?? ""
+                #expect(reason.contains("which the order service has as confirmed"), "\(reason)")
+                try delivery.ack()
+            }
+            #expect(try await system.call("payments.get", ["orderId": orderID]).string("status") == "succeeded")
+            #expect(try await system.call("orders.get", ["id": orderID]).string("status") == "confirmed")
+            #expect(system.tap.events(ofType: "payment.refunded").isEmpty)
+        }
+    }
+
     @Test("replaying the order's events after the refund charges and refunds nothing more")
     func replayAfterRefund() async throws {
         try await withSystem { system in
