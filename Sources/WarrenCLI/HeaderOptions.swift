@@ -48,6 +48,12 @@ struct HeaderOptions {
         WireHeader.originalCorrelationID: "warren replay sets it",
     ]
 
+    /// Headers RabbitMQ writes itself when it dead-letters or redelivers a message: sent by hand,
+    /// the message would be taken for a dead letter, or a redelivery, it is not.
+    static func writtenByTheBroker(_ name: String) -> Bool {
+        ["x-death", "x-delivery-count", "x-received-from"].contains(name) || name.hasPrefix("x-first-death-") || name.hasPrefix("x-last-death-")
+    }
+
     init(_ options: [String], for command: Command, correlationID flag: String?) throws {
         if let flag { try Self.checkID(flag, "--correlation-id") }
         correlationID = flag
@@ -93,6 +99,9 @@ struct HeaderOptions {
                 if let who = Self.writtenByWarren[name] {
                     throw ValidationError("--header \(name) cannot be sent by hand: \(who)")
                 }
+                if Self.writtenByTheBroker(name) {
+                    throw ValidationError("--header \(name) cannot be sent by hand: RabbitMQ writes it when it dead-letters or redelivers a message")
+                }
             }
             headers[key] = .string(value)
         }
@@ -101,6 +110,6 @@ struct HeaderOptions {
     /// Whether the contract gives the header (in lower case) a meaning.
     static func meaningful(_ name: String) -> Bool {
         [WireHeader.correlationID, WireHeader.causationID, WireHeader.aggregateID, WireHeader.deadline, WireHeader.traceparent, "tracestate"]
-            .contains(name) || writtenByWarren[name] != nil
+            .contains(name) || writtenByWarren[name] != nil || writtenByTheBroker(name)
     }
 }
