@@ -1,12 +1,13 @@
 /// What an event type may be: it is also the event's routing key on `warren.events`, so it
 /// names one event and never a pattern. The rule of schemas/warren/event-headers.schema.json
-/// (`type`), in code: a lower-case word, a dot, then lower-case words, digits, dots and hyphens
-/// (`order.created`, `order.item-added`); at most 255 bytes, what AMQP carries. `*`, `#`,
+/// (`type`), in code: a lower-case word, a dot, a lower-case word, then more words after dots
+/// (`order.created`, `order.item-added`, `payment.v2.failed`), never an empty one (`order.`,
+/// `a..b`); words are lower-case letters, digits and hyphens; at most 255 bytes, what AMQP carries. `*`, `#`,
 /// spaces, upper case and the empty string are not event types: a topic exchange would read
 /// `order.*` or `#` in a binding as a pattern, and a subscriber could never ask for `a b`.
 public enum EventType {
     /// The schema's `pattern`, held against the schema by WarrenContractTests.
-    public static let pattern = "^[a-z][a-z0-9-]*\\.[a-z][a-z0-9.-]*$"
+    public static let pattern = "^[a-z][a-z0-9-]*\\.[a-z][a-z0-9-]*(\\.[a-z0-9-]+)*$"
     /// An AMQP short string (routing key, `type` property).
     public static let maxBytes = 255
 
@@ -14,14 +15,13 @@ public enum EventType {
     /// engine in the contract target.
     public static func isValid(_ type: String) -> Bool {
         let bytes = Array(type.utf8)
-        guard bytes.count <= maxBytes, let dot = bytes.firstIndex(of: UInt8(ascii: ".")) else { return false }
+        guard bytes.count <= maxBytes else { return false }
         func isLower(_ byte: UInt8) -> Bool { (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(byte) }
         func isDigit(_ byte: UInt8) -> Bool { (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte) }
-        let first = bytes[..<dot]
-        let rest = bytes[(dot + 1)...]
-        guard let head = first.first, isLower(head), let restHead = rest.first, isLower(restHead) else { return false }
-        return first.allSatisfy { isLower($0) || isDigit($0) || $0 == UInt8(ascii: "-") }
-            && rest.allSatisfy { isLower($0) || isDigit($0) || $0 == UInt8(ascii: "-") || $0 == UInt8(ascii: ".") }
+        let words = bytes.split(separator: UInt8(ascii: "."), omittingEmptySubsequences: false)
+        // The first two words start with a letter; no word is empty.
+        guard words.count >= 2, words.allSatisfy({ !$0.isEmpty }), isLower(words[0].first ?? 0), isLower(words[1].first ?? 0) else { return false }
+        return words.allSatisfy { word in word.allSatisfy { isLower($0) || isDigit($0) || $0 == UInt8(ascii: "-") } }
     }
 
     /// `invalid`, naming `field`, unless `type` is an event type (`isValid`).

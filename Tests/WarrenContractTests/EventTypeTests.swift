@@ -9,11 +9,12 @@ struct EventTypeTests {
     static let schema = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
         .appendingPathComponent("../../schemas/warren/event-headers.schema.json").standardized
 
-    static let valid = ["order.created", "order.item-added", "a.b", "payment.v2.failed", "x1-y.z.", "order.created." + String(repeating: "a", count: 241)]
+    static let valid = ["order.created", "order.item-added", "a.b", "payment.v2.failed", "x1-y.z", "a.b.1c", "a.b.-c", "order.created." + String(repeating: "a", count: 241)]
     static let hostile = [
         "", "#", "*", "order.*", "order.#", "a b", "a.b c", "Order.created", "order.Created", "order", ".created", "order.",
         "1order.created", "-a.b", "order..created", "a.-b", "order.created\u{0}", "order.créé", "order.created\n", "order\u{202E}.x",
         "order.created." + String(repeating: "a", count: 242), "ｏrder.created",
+        "x1-y.z.", "order.cancelled.", "a.b..c", "a.b.", "a..", "a.b.c.",
     ]
 
     @Test("the code's pattern is the schema's")
