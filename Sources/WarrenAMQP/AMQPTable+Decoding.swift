@@ -13,6 +13,17 @@ struct DecodingLosses {
     }
 }
 
+extension AMQPProperties {
+    /// Notes in `decodingLosses` that the routing key that came with these properties (decoded
+    /// by `String.decoding(amqpBytes:)`) was not UTF-8.
+    mutating func noteRoutingKey(exact: Bool) {
+        guard !exact else { return }
+        var losses = DecodingLosses(notes: decodingLosses)
+        losses.note("the routing key is not valid UTF-8")
+        decodingLosses = losses.notes
+    }
+}
+
 /// Decodes a field table librabbitmq has parsed. Tables and arrays nested deeper than
 /// `WireLimits.maxNesting` become `.void`: the recursion runs on the I/O thread, whose stack a
 /// 128 KiB frame of nested arrays (5 bytes a level) would otherwise exhaust. Every change from

@@ -332,8 +332,9 @@ extension IOLoop {
         guard Int(reply.reply.id) == WARREN_METHOD_BASIC_GET_OK, let decoded = reply.reply.decoded else { return nil }
         let ok = decoded.assumingMemoryBound(to: amqp_basic_get_ok_t.self).pointee
         let exchange = String(amqpBytes: ok.exchange)
-        let routingKey = String(amqpBytes: ok.routing_key)
-        guard let (properties, body) = readContent(channel: handle.number) else { throw lostError ?? .connectionLost(reason: "basic.get") }
+        let (routingKey, exactKey) = String.decoding(amqpBytes: ok.routing_key)
+        guard var (properties, body) = readContent(channel: handle.number) else { throw lostError ?? .connectionLost(reason: "basic.get") }
+        properties.noteRoutingKey(exact: exactKey)
         if !noAck { state.acks.delivered(ok.delivery_tag) }
         return AMQPDelivery(
             body: body, properties: properties, exchange: exchange, routingKey: routingKey, deliveryTag: ok.delivery_tag,

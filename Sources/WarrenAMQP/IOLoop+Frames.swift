@@ -63,9 +63,8 @@ extension IOLoop {
         let tag = String(amqpBytes: deliver.consumer_tag)
         let exchange = String(amqpBytes: deliver.exchange)
         let (routingKey, exactKey) = String.decoding(amqpBytes: deliver.routing_key)
-        guard let (decoded, body) = readContent(channel: number) else { return }
-        var properties = decoded
-        if !exactKey, properties.decodingLosses.count < DecodingLosses.limit { properties.decodingLosses.append("the routing key is not valid UTF-8") }
+        guard var (properties, body) = readContent(channel: number) else { return }
+        properties.noteRoutingKey(exact: exactKey)
         guard let state = channels[number] else { return }
         let consumer: ConsumerState
         switch state.machine.route(deliveryFor: tag) {
