@@ -35,12 +35,15 @@ public struct ConsumerService<Strategy: ConsumerStrategy>: Service {
             let session = try await strategy.open(channels)
             try await channels.consuming.setPrefetch(strategy.prefetch)
             switch strategy.delivery {
-            case .each(let concurrency, let drainTimeout):
+            case .each(let concurrency, let drainTimeout, let executor):
                 let deliveries = try await channels.consuming.consume(queue: strategy.queue)
                 strategy.consuming(session)
                 try await withGracefulShutdownHandler {
-                    try await Self.runHandlers(for: deliveries, concurrency: concurrency, drainTimeout: drainTimeout, logger: logger) { delivery in
-                        await strategy.handle(delivery, in: session)
+                    // The loop and, inheriting it, each handler.
+                    try await withTaskExecutorPreference(executor == .ioThread ? connection.executor : nil) {
+                        try await Self.runHandlers(for: deliveries, concurrency: concurrency, drainTimeout: drainTimeout, logger: logger) { delivery in
+                            await strategy.handle(delivery, in: session)
+                        }
                     }
                 } onGracefulShutdown: {
                     // Stop the broker sending more; what was already delivered is still handled.

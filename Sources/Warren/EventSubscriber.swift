@@ -65,11 +65,15 @@ public final class EventSubscriber: Service, Sendable {
         /// The type of `<service>.events`, its retry queues and its dead-letter queue
         /// (`AMQP_QUEUE_TYPE`; the service host sets it from the environment).
         public var queueType: DurableQueueType
+        /// Where the handler runs (`HANDLER_EXECUTOR`; the service host sets it from the
+        /// environment): on the connection's I/O thread by default.
+        public var executor: HandlerExecutor
 
         public init(
             retryDelays: [Duration] = [.seconds(1), .seconds(10), .seconds(60)], prefetch: UInt16 = 32, concurrency: Int = 1,
-            drainTimeout: Duration = .seconds(10), queueType: DurableQueueType = .quorum
+            drainTimeout: Duration = .seconds(10), queueType: DurableQueueType = .quorum, executor: HandlerExecutor = .ioThread
         ) {
+            self.executor = executor
             self.retryDelays = retryDelays
             self.prefetch = prefetch
             self.concurrency = concurrency
@@ -139,7 +143,9 @@ public final class EventSubscriber: Service, Sendable {
     }
 
     var prefetch: UInt16 { configuration.prefetch }
-    var delivery: ConsumerDelivery { .each(concurrency: configuration.concurrency, drainTimeout: configuration.drainTimeout) }
+    var delivery: ConsumerDelivery {
+        .each(concurrency: configuration.concurrency, drainTimeout: configuration.drainTimeout, executor: configuration.executor)
+    }
 
     func open(_ channels: ConsumerChannels) async throws -> Session {
         let forwarding = try await channels.open()

@@ -38,11 +38,14 @@ public final class RPCResponder: Service, Sendable {
         public var maxReplyBytes: Int
         /// The type of `<service>.rpc` and its dead-letter queue (`AMQP_QUEUE_TYPE`).
         public var queueType: DurableQueueType
+        /// Where the handlers run (`HANDLER_EXECUTOR`): on the connection's I/O thread by default.
+        public var executor: HandlerExecutor
 
         public init(
             prefetch: UInt16 = 64, concurrency: Int = 64, drainTimeout: Duration = .seconds(10), maxReplyBytes: Int = 16 << 20,
-            queueType: DurableQueueType = .quorum
+            queueType: DurableQueueType = .quorum, executor: HandlerExecutor = .ioThread
         ) {
+            self.executor = executor
             self.prefetch = prefetch
             self.concurrency = concurrency
             self.drainTimeout = drainTimeout
@@ -104,7 +107,9 @@ public final class RPCResponder: Service, Sendable {
     }
 
     var prefetch: UInt16 { configuration.prefetch }
-    var delivery: ConsumerDelivery { .each(concurrency: configuration.concurrency, drainTimeout: configuration.drainTimeout) }
+    var delivery: ConsumerDelivery {
+        .each(concurrency: configuration.concurrency, drainTimeout: configuration.drainTimeout, executor: configuration.executor)
+    }
 
     func open(_ channels: ConsumerChannels) async throws -> Session {
         let parking = try await channels.open()

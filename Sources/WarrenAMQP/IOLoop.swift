@@ -34,6 +34,7 @@ final class IOLoop {
     /// Set by whatever notices the connection failing; the loop acts on it between steps.
     var lostError: AMQPError?
     private var spareJobs: [Job] = []
+    private var spareTasks: [UnownedJob] = []
     /// Channels whose `acks` hold acks asked for during the current batch of jobs.
     var channelsWithAcks: Set<UInt16> = []
     private var pollInterval: Int32 = 1000
@@ -220,10 +221,13 @@ final class IOLoop {
     private func serve() -> Exit {
         guard let connection else { return .lost(.connectionLost(reason: "no connection")) }
         var poller = Poller([amqp_get_sockfd(connection), jobs.wakeFD])
+        jobs.setRunsTasks(true)
+        defer { jobs.setRunsTasks(false) }
         while true {
             if jobs.isCloseRequested { return .closeRequested }
             runJobs()
             if let lostError { return .lost(lostError) }
+            runTasks()
             if amqp_frames_enqueued(connection) != 0 || amqp_data_in_buffer(connection) != 0 {
                 readFrames()
                 if let lostError { return .lost(lostError) }
@@ -285,6 +289,16 @@ final class IOLoop {
         }
         flushAcks()
         spareJobs.removeAll(keepingCapacity: true)
+    }
+
+    /// Runs the tasks that prefer this thread (`AMQPConnection.executor`), each until it
+    /// suspends or ends; what they ask of the connection are jobs, run on the next round.
+    private func runTasks() {
+        jobs.drainTasks(into: &spareTasks)
+        guard !spareTasks.isEmpty else { return }
+        let executor = jobs.asUnownedTaskExecutor()
+        for task in spareTasks { task.runSynchronously(on: executor) }
+        spareTasks.removeAll(keepingCapacity: true)
     }
 
     func setCorked(_ on: Bool) {

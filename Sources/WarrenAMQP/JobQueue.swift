@@ -22,6 +22,11 @@ final class JobQueue: Sendable {
         var isSleeping = false
         /// Publishers waiting for the queue to drain below the high-water mark.
         var roomWaiters: [CheckedContinuation<Void, Never>] = []
+        /// Task jobs for the I/O thread (this queue as a `TaskExecutor`).
+        var tasks: [UnownedJob] = []
+        /// The I/O thread is serving a connection, between its jobs: task jobs run there.
+        /// Otherwise (connecting, recovering, closed) they go to Swift's shared pool.
+        var runsTasks = false
     }
 
     /// Past this many queued jobs, `publish` waits for the I/O thread to catch up.
@@ -76,7 +81,7 @@ final class JobQueue: Sendable {
     /// Called by the I/O thread before it polls: false if work arrived meanwhile (do not sleep).
     func prepareToSleep() -> Bool {
         state.withLock { state in
-            guard state.jobs.isEmpty, !state.closeRequested else { return false }
+            guard state.jobs.isEmpty, state.tasks.isEmpty, !state.closeRequested else { return false }
             state.isSleeping = true
             return true
         }
@@ -117,18 +122,45 @@ final class JobQueue: Sendable {
         }
     }
 
-    /// Refuses new jobs and returns those still queued so the caller can fail them.
+    /// Refuses new jobs and returns those still queued so the caller can fail them; task jobs
+    /// go to the shared pool, now and from now on.
     func close() -> [Job] {
-        let (jobs, waiters) = state.withLock { state in
+        let (jobs, waiters, tasks) = state.withLock { state in
             state.isClosed = true
+            state.runsTasks = false
             defer {
                 state.jobs = []
                 state.roomWaiters = []
+                state.tasks = []
             }
-            return (state.jobs, state.roomWaiters)
+            return (state.jobs, state.roomWaiters, state.tasks)
         }
         for waiter in waiters { waiter.resume() }
+        Self.runOnPool(tasks)
         return jobs
+    }
+
+    // MARK: - Running tasks
+
+    /// Called by the I/O thread when it starts serving a connection (true) and when it stops
+    /// (false: the task jobs still queued go to the shared pool).
+    func setRunsTasks(_ runs: Bool) {
+        let orphaned = state.withLock { state in
+            state.runsTasks = runs && !state.isClosed
+            guard !state.runsTasks else { return [UnownedJob]() }
+            defer { state.tasks = [] }
+            return state.tasks
+        }
+        Self.runOnPool(orphaned)
+    }
+
+    /// Takes every queued task job, swapping in `spare`.
+    func drainTasks(into spare: inout [UnownedJob]) {
+        state.withLock { state in swap(&state.tasks, &spare) }
+    }
+
+    private static func runOnPool(_ tasks: [UnownedJob]) {
+        for task in tasks { globalConcurrentExecutor.enqueue(ExecutorJob(task)) }
     }
 
     func wake() {
@@ -139,5 +171,24 @@ final class JobQueue: Sendable {
     func clearWake() {
         var value: UInt64 = 0
         _ = read(wakeFD, &value, 8)
+    }
+}
+
+/// The queue as the executor of tasks that prefer the I/O thread (`AMQPConnection.executor`).
+extension JobQueue: TaskExecutor {
+    func enqueue(_ job: consuming ExecutorJob) {
+        let job = UnownedJob(job)
+        let (accepted, mustWake) = state.withLock { state in
+            guard state.runsTasks else { return (false, false) }
+            state.tasks.append(job)
+            let mustWake = state.isSleeping
+            state.isSleeping = false
+            return (true, mustWake)
+        }
+        if !accepted {
+            globalConcurrentExecutor.enqueue(ExecutorJob(job))
+        } else if mustWake {
+            wake()
+        }
     }
 }

@@ -25,7 +25,8 @@ extension ServiceHost {
     /// Environment: `AMQP_URL` (one node, or several comma-separated: `host1:5672,host2:5672`),
     /// `AMQP_QUEUE_TYPE` (`quorum`, or `classic`), `AMQP_DELIVERY_LIMIT` (20), `LOG_LEVEL` (info), `LOG_FORMAT` (`text` on a terminal, else
     /// `json`), `HTTP_PORT` (the service's default), `RPC_PREFETCH` (64), `RPC_CONCURRENCY` (64),
-    /// `DRAIN_TIMEOUT_SECONDS` (10), `HEALTH_STALL_SECONDS` (120: deliveries held this long with
+    /// `DRAIN_TIMEOUT_SECONDS` (10), `HANDLER_EXECUTOR` (`io-thread`, or `pool`: where the
+    /// responder's and the subscriber's handlers run, `HandlerExecutor`), `HEALTH_STALL_SECONDS` (120: deliveries held this long with
     /// no handler finishing make `/health` report the consumer as stalled).
     public static func run(
         name: String, defaultHTTPPort: Int,
@@ -42,8 +43,10 @@ extension ServiceHost {
         }
 
         let drain: Duration, prefetch: Int, concurrency: Int, port: Int, stallAfter: Duration, queueType: DurableQueueType
+        let executor: HandlerExecutor
         do {
             queueType = try DurableQueueType.from(environment: environment)
+            executor = try HandlerExecutor.from(environment: environment)
             // Bounded: a drain of 2^63 s would trap when added to the clock at shutdown.
             drain = .seconds(try number(environment, "DRAIN_TIMEOUT_SECONDS", 0...86_400) ?? 10)
             prefetch = try number(environment, "RPC_PREFETCH", 1...65_535) ?? 64
@@ -86,7 +89,7 @@ extension ServiceHost {
         let responder = RPCResponder(
             service: name, connection: connection, handlers: definition.handlers,
             configuration: .init(
-                prefetch: UInt16(clamping: prefetch), concurrency: concurrency, drainTimeout: drain, queueType: queueType),
+                prefetch: UInt16(clamping: prefetch), concurrency: concurrency, drainTimeout: drain, queueType: queueType, executor: executor),
             rpc: rpc, inbox: definition.inbox, logger: logger)
         // The RPC client after the connection: it keeps deadlines until the responders drained.
         var services: [any Service] = [connection, rpc]
@@ -97,6 +100,7 @@ extension ServiceHost {
         services.append(responder)
         if var subscription = definition.subscription {
             subscription.configuration.queueType = queueType
+            subscription.configuration.executor = executor
             services.append(
                 EventSubscriber(
                     service: name, connection: connection, patterns: subscription.patterns, configuration: subscription.configuration,

@@ -21,6 +21,8 @@ final class TestService: Sendable {
     let name: String
     let connection: AMQPConnection
     let executed = Mutex<[String]>([])
+    /// The threads the echo handler ran on (`/proc/thread-self/comm`).
+    let threads = Mutex<Set<String>>([])
     private let task: Mutex<Task<Void, any Error>?> = Mutex(nil)
     let group: Mutex<ServiceGroup?> = Mutex(nil)
 
@@ -33,6 +35,8 @@ final class TestService: Sendable {
         var handlers = RPCHandlers()
         handlers.on("\(name).echo", Echo.self) { request, context in
             self.executed.withLock { $0.append(request.text) }
+            let thread = (try? String(contentsOfFile: "/proc/thread-self/comm", encoding: .utf8)) ?? "unreadable"
+            self.threads.withLock { _ = $0.insert(thread.trimmingCharacters(in: .newlines)) }
             if let sleep = request.sleepMilliseconds { try await Task.sleep(for: .milliseconds(sleep)) }
             return Echo(text: request.text)
         }
@@ -104,6 +108,25 @@ struct RPCTests {
         try await withRPC { service, client, _ in
             let reply = try await client.call("\(service.name).echo", Echo(text: "hello"), as: Echo.self)
             #expect(reply.text == "hello")
+        }
+    }
+
+    @Test("handlers run on the connection's I/O thread by default, before and after awaiting; with executor .pool, never there")
+    func handlerExecutor() async throws {
+        for executor in HandlerExecutor.allCases {
+            try await withRPC(configuration: .init(executor: executor)) { service, client, _ in
+                for text in ["a", "b", "c"] {
+                    // The handler also sleeps: it resumes where it prefers to run.
+                    let reply = try await client.call("\(service.name).echo", Echo(text: text, sleepMilliseconds: 5), as: Echo.self)
+                    #expect(reply.text == text)
+                }
+                let threads = service.threads.withLock { $0 }
+                if executor == .ioThread {
+                    #expect(threads == ["warren-amqp-io"])
+                } else {
+                    #expect(!threads.isEmpty && !threads.contains("warren-amqp-io"))
+                }
+            }
         }
     }
 
