@@ -139,6 +139,7 @@ extension ServiceCommandLine {
             Variable("LOG_FORMAT", "text on a terminal, else json", "json for JSON lines"),
             Variable("RPC_PREFETCH", "64", "requests taken ahead from the RPC queue, 1 to 65535"),
             Variable("RPC_CONCURRENCY", "64", "requests handled at once, 1 to 10000"),
+            Variable("HANDLER_EXECUTOR", "io-thread", "where handlers run: io-thread (the broker connection's) or pool (Swift's shared pool)"),
             Variable("DRAIN_TIMEOUT_SECONDS", "10", "at SIGTERM, how long the requests in hand may take to finish"),
             Variable("HEALTH_STALL_SECONDS", "120", "/health reports a consumer holding deliveries this long with none finished as stalled"),
             Variable("OTEL_EXPORTER_OTLP_ENDPOINT", "none: no export", "export traces over OTLP (and the other standard OTEL_* variables)"),
