@@ -43,6 +43,13 @@ func withSubscriber(
     if let failure { throw failure }
 }
 
+/// A flag the test sets and a handler reads.
+final class Flag: Sendable {
+    private let value = Mutex(false)
+    func set() { value.withLock { $0 = true } }
+    var isSet: Bool { value.withLock { $0 } }
+}
+
 final class Seen: Sendable {
     private let storage = Mutex<[Event]>([])
     func append(_ event: Event) { storage.withLock { $0.append(event) } }
@@ -72,13 +79,20 @@ struct EventTests {
     @Test("a failing handler is retried after delays and succeeds; other events keep flowing meanwhile")
     func retried() async throws {
         let seen = Seen()
+        // Event 1's first attempt ends only once event 2 is published, so that event 2 is in
+        // the queue before event 1's retries, however slowly a loaded machine publishes.
+        let secondPublished = Flag()
         try await withSubscriber(handler: { event in
             seen.append(event)
             let payload = try event.decode(Happened.self)
+            if payload.n == 1, event.attempt == 1 {
+                for _ in 0..<500 where !secondPublished.isSet { try await Task.sleep(for: .milliseconds(10)) }
+            }
             if payload.n == 1, event.attempt < 3 { throw ServiceError.unavailable("downstream is down") }
         }) { service, publisher, _ in
             try await publisher.publish("\(service).thing.happened", Happened(n: 1))
             try await publisher.publish("\(service).thing.happened", Happened(n: 2))
+            secondPublished.set()
             try await waitUntil { seen.events.contains { $0.attempt == 3 } }
             let order = seen.events.map { "\((try? $0.decode(Happened.self).n) ?? -1)@\($0.attempt)" }
             #expect(order.filter { $0.hasPrefix("1@") } == ["1@1", "1@2", "1@3"])
