@@ -3,12 +3,6 @@ import Testing
 import WarrenAMQP
 import WarrenTestSupport
 
-/// The name of the thread running the caller (`warren-amqp-io` for a connection's I/O thread).
-private func threadName() -> String {
-    let name = (try? String(contentsOfFile: "/proc/thread-self/comm", encoding: .utf8)) ?? "unreadable"
-    return name.trimmingCharacters(in: .newlines)
-}
-
 @Suite("Tasks on a connection's I/O thread (AMQPConnection.executor)", .timeLimit(.minutes(2)))
 struct ExecutorTests {
     @Test("a task that prefers the executor runs on the I/O thread, also after awaiting the broker through that same thread")
@@ -16,7 +10,7 @@ struct ExecutorTests {
         let connection = try await Broker.connect()
         let queue = Broker.unique("executor")
         let names = try await withTaskExecutorPreference(connection.executor) {
-            let first = threadName()
+            let first = currentThreadName()
             // A confirmed publish and a get: jobs for the thread this task runs on, awaited.
             let channel = try await connection.openChannel()
             try await channel.declareQueue(queue, durable: false)
@@ -25,11 +19,11 @@ struct ExecutorTests {
             let got = try await pollGet(channel, queue: queue)
             try got?.ack()
             try await channel.deleteQueue(queue)
-            return [first, threadName(), got.map { String(decoding: $0.body, as: UTF8.self) } ?? "nothing"]
+            return [first, currentThreadName(), got.map { String(decoding: $0.body, as: UTF8.self) } ?? "nothing"]
         }
         #expect(names == ["warren-amqp-io", "warren-amqp-io", "x"])
         // Without the preference: the shared pool.
-        #expect(threadName() != "warren-amqp-io")
+        #expect(currentThreadName() != "warren-amqp-io")
         await connection.close()
     }
 
@@ -49,7 +43,7 @@ struct ExecutorTests {
         // The I/O thread is reconnecting (and failing: the proxy swallows everything).
         let down = await withTaskExecutorPreference(connection.executor) {
             try? await Task.sleep(for: .milliseconds(20))
-            return threadName()
+            return currentThreadName()
         }
         #expect(down != "warren-amqp-io")
         proxy.cut()
@@ -57,13 +51,13 @@ struct ExecutorTests {
         try await waitUntil(within: .seconds(10)) { connection.isConnected }
         let up = await withTaskExecutorPreference(connection.executor) {
             try? await Task.sleep(for: .milliseconds(20))
-            return threadName()
+            return currentThreadName()
         }
         #expect(up == "warren-amqp-io")
         await connection.close()
         let closed = await withTaskExecutorPreference(connection.executor) {
             try? await Task.sleep(for: .milliseconds(20))
-            return threadName()
+            return currentThreadName()
         }
         #expect(closed != "warren-amqp-io")
     }
@@ -80,7 +74,7 @@ struct ExecutorTests {
             for index in 0..<500 {
                 group.addTask(executorPreference: connection.executor) {
                     try await channel.publish(Data("\(index)".utf8), routingKey: queue)
-                    return threadName() == "warren-amqp-io" ? 1 : 0
+                    return currentThreadName() == "warren-amqp-io" ? 1 : 0
                 }
             }
             return try await group.reduce(0, +)

@@ -136,3 +136,10 @@ public func waitUntil(within timeout: Duration = .seconds(5), _ condition: () ->
         try await Task.sleep(for: .milliseconds(10))
     }
 }
+
+/// The name of the thread running the caller, as the kernel has it (`warren-amqp-io` for a
+/// connection's I/O thread).
+public func currentThreadName() -> String {
+    let name = (try? String(contentsOfFile: "/proc/thread-self/comm", encoding: .utf8)) ?? "unreadable"
+    return name.trimmingCharacters(in: .newlines)
+}

@@ -35,8 +35,7 @@ final class TestService: Sendable {
         var handlers = RPCHandlers()
         handlers.on("\(name).echo", Echo.self) { request, context in
             self.executed.withLock { $0.append(request.text) }
-            let thread = (try? String(contentsOfFile: "/proc/thread-self/comm", encoding: .utf8)) ?? "unreadable"
-            self.threads.withLock { _ = $0.insert(thread.trimmingCharacters(in: .newlines)) }
+            self.threads.withLock { _ = $0.insert(currentThreadName()) }
             if let sleep = request.sleepMilliseconds { try await Task.sleep(for: .milliseconds(sleep)) }
             return Echo(text: request.text)
         }
