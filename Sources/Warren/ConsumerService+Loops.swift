@@ -3,12 +3,14 @@ import ServiceLifecycle
 import WarrenAMQP
 
 extension ConsumerService {
-    /// Runs `handle` for each delivery with at most `concurrency` at once. When the sequence ends
-    /// (graceful shutdown cancelled the consumer), it waits for the handlers still running, at most
-    /// `drainTimeout`; handlers still running then are cancelled, and their messages, unacked, go
-    /// back to the queue when the channel closes.
+    /// Runs `handle` for each delivery with at most `concurrency` at once, each in a child task
+    /// that inherits the caller's executor preference; with `offloadsLargeBodies`, a delivery
+    /// whose body is over `HandlerExecutor.largeBodyBytes` is handled on Swift's shared pool
+    /// instead. When the sequence ends (graceful shutdown cancelled the consumer), it waits for
+    /// the handlers still running, at most `drainTimeout`; handlers still running then are
+    /// cancelled, and their messages, unacked, go back to the queue when the channel closes.
     static func runHandlers(
-        for deliveries: AMQPConsumer, concurrency: Int, drainTimeout: Duration, logger: Logger,
+        for deliveries: AMQPConsumer, concurrency: Int, drainTimeout: Duration, offloadsLargeBodies: Bool = false, logger: Logger,
         handle: @escaping @Sendable (AMQPDelivery) async -> Void
     ) async throws {
         // What /health reads: the loop is consuming, and how many deliveries it holds.
@@ -22,7 +24,8 @@ extension ConsumerService {
                     running -= 1
                 }
                 health?.received()
-                group.addTask {
+                let offload = offloadsLargeBodies && delivery.body.count > HandlerExecutor.largeBodyBytes
+                group.addTask(executorPreference: offload ? globalConcurrentExecutor : nil) {
                     await handle(delivery)
                     health?.finished()
                     return true

@@ -39,9 +39,12 @@ public struct ConsumerService<Strategy: ConsumerStrategy>: Service {
                 let deliveries = try await channels.consuming.consume(queue: strategy.queue)
                 strategy.consuming(session)
                 try await withGracefulShutdownHandler {
-                    // The loop and, inheriting it, each handler.
+                    // The loop and, inheriting it, each handler (but those of large deliveries).
                     try await withTaskExecutorPreference(executor == .ioThread ? connection.executor : nil) {
-                        try await Self.runHandlers(for: deliveries, concurrency: concurrency, drainTimeout: drainTimeout, logger: logger) { delivery in
+                        try await Self.runHandlers(
+                            for: deliveries, concurrency: concurrency, drainTimeout: drainTimeout, offloadsLargeBodies: executor == .ioThread,
+                            logger: logger
+                        ) { delivery in
                             await strategy.handle(delivery, in: session)
                         }
                     }

@@ -57,12 +57,19 @@ public enum HandlerExecutor: String, Sendable, CaseIterable {
     /// The connection's I/O thread (`AMQPConnection.executor`), the default: a delivery reaches
     /// its handler, and the reply and the ack reach the socket, without waking another thread,
     /// which saves about a third of a service's CPU per request. Handlers must not block: while
-    /// one runs, the connection reads and sends nothing. Awaiting (a database, another service)
-    /// is fine; the thread serves the connection meanwhile.
+    /// one runs, the connection reads and sends nothing, not even heartbeats. Awaiting (a
+    /// database, another service) is fine; the thread serves the connection meanwhile. A
+    /// delivery with a body over `largeBodyBytes` is handled on the shared pool all the same:
+    /// decoding 30 MB of JSON held the thread for 20–30 s, past the broker's heartbeat timeout.
     case ioThread = "io-thread"
     /// Swift's shared pool: for handlers that compute for milliseconds or block a thread, and
     /// for a service that should use more cores than one per connection for its handlers.
     case pool
+
+    /// Bodies larger than this (256 KiB, bytes) are handled on the shared pool even with
+    /// `ioThread`: such a body takes milliseconds or more to decode, and anyone who may publish
+    /// to a queue can send one of up to the broker's `max_message_size`.
+    public static let largeBodyBytes = 256 * 1024
 
     /// `HANDLER_EXECUTOR`: `io-thread` (the default) or `pool`.
     public static func from(environment: [String: String]) throws(ServiceError) -> HandlerExecutor {

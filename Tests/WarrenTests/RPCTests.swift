@@ -110,7 +110,7 @@ struct RPCTests {
         }
     }
 
-    @Test("handlers run on the connection's I/O thread by default, before and after awaiting; with executor .pool, never there")
+    @Test("handlers run on the connection's I/O thread by default, before and after awaiting, but for large bodies; with executor .pool, never there")
     func handlerExecutor() async throws {
         for executor in HandlerExecutor.allCases {
             try await withRPC(configuration: .init(executor: executor)) { service, client, _ in
@@ -125,6 +125,14 @@ struct RPCTests {
                 } else {
                     #expect(!threads.isEmpty && !threads.contains("warren-amqp-io"))
                 }
+                // A body over HandlerExecutor.largeBodyBytes is decoded and handled on the pool
+                // whatever the executor: decoding it would hold the connection's thread.
+                service.threads.withLock { $0 = [] }
+                let padding = String(repeating: "x", count: HandlerExecutor.largeBodyBytes)
+                let reply = try await client.call("\(service.name).echo", body: Data(#"{"text":"large","padding":"\#(padding)"}"#.utf8))
+                #expect(!reply.isError)
+                let large = service.threads.withLock { $0 }
+                #expect(!large.isEmpty && !large.contains("warren-amqp-io"))
             }
         }
     }
