@@ -90,7 +90,7 @@ struct SQLiteOrderStore: OrderStore {
     }
 
     func order(id: String) async throws -> Order? {
-        try reader.fetchOne("SELECT * FROM orders WHERE id = ?", arguments: [id]).map(Order.init(row:))
+        try await reader.fetchOne("SELECT * FROM orders WHERE id = ?", arguments: [id]).map(Order.init(row:))
     }
 
     func list(userID: String, status: Order.Status?, after position: Int64?, limit: Int) async throws -> Page<Order> {

@@ -64,7 +64,7 @@ struct SQLiteUserStore: UserStore {
     }
 
     func user(id: String) async throws -> User? {
-        try reader.fetchOne("SELECT * FROM users WHERE id = ?", arguments: [id]).map(User.init(row:))
+        try await reader.fetchOne("SELECT * FROM users WHERE id = ?", arguments: [id]).map(User.init(row:))
     }
 
     func credentials(email: String) async throws -> (user: User, passwordHash: String)? {

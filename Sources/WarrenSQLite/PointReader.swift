@@ -13,27 +13,45 @@ import Synchronization
 /// transaction in SQLite, so the row is consistent. The calling thread waits only while the
 /// statement runs (microseconds for a unique key); anything that scans belongs in `read`.
 /// The file must be in WAL mode (`ServiceDatabase.open`), so that reads never wait for writes.
+///
+/// The calling thread never waits for a lock: it may be a broker connection's I/O thread
+/// (`HANDLER_EXECUTOR`), which must not block. In the rare case that SQLite answers busy (a WAL
+/// recovery, or a connection that took the file exclusively), the same read goes through GRDB's
+/// pool, awaited, with the database's busy timeout.
 public final class PointReader: Sendable {
-    private let path: String
+    private let database: DatabasePool
     /// Idle connections; one is opened whenever all are busy, so there are at most as many as
     /// threads reading at once.
     private let idle = Mutex<[Connection]>([])
-
-    public init(path: String) {
-        self.path = path
-    }
+    private let fallbacks = Atomic<Int>(0)
 
     /// The reader of a service's database.
-    public convenience init(_ database: DatabasePool) {
-        self.init(path: database.path)
+    public init(_ database: DatabasePool) {
+        self.database = database
     }
 
     /// The first row `sql` selects with `arguments` bound in order, or nil.
-    public func fetchOne(_ sql: String, arguments: [String]) throws -> Row? {
-        let connection = try idle.withLock { $0.popLast() } ?? Connection(path: path)
-        defer { idle.withLock { $0.append(connection) } }
-        return try connection.fetchOne(sql, arguments: arguments)
+    public func fetchOne(_ sql: String, arguments: [String]) async throws -> Row? {
+        let connection = try idle.withLock { $0.popLast() } ?? Connection(path: database.path)
+        let fetched: Row?
+        do {
+            defer { idle.withLock { $0.append(connection) } }
+            fetched = try connection.fetchOne(sql, arguments: arguments)
+        } catch let error as PointReadError where error.isBusy {
+            fallbacks.add(1, ordering: .relaxed)
+            // As values: GRDB's `Row` may not cross from its reader's thread.
+            let values = try await database.read { db in
+                try Row.fetchOne(db, sql: sql, arguments: StatementArguments(arguments)).map { row in
+                    Dictionary(row.map { ($0, $1) }, uniquingKeysWith: { first, _ in first })
+                }
+            }
+            return values.map { Row($0.mapValues { $0 as (any DatabaseValueConvertible)? }) }
+        }
+        return fetched
     }
+
+    /// How many reads found the file locked and went through GRDB's pool.
+    public var busyFallbacks: Int { fallbacks.load(ordering: .relaxed) }
 }
 
 /// One read-only connection and the statements it prepared. Used by one thread at a time.
@@ -49,7 +67,7 @@ private final class Connection: @unchecked Sendable {  // handed between threads
             sqlite3_close(handle)
             throw PointReadError(message: "cannot open \(path) to read: \(message)")
         }
-        sqlite3_busy_timeout(handle, 10_000)
+        // No busy timeout: a locked file is read through GRDB's pool instead (`PointReader`).
         self.handle = handle
     }
 
@@ -80,6 +98,8 @@ private final class Connection: @unchecked Sendable {  // handed between threads
         switch sqlite3_step(statement) {
         case SQLITE_ROW: return row(statement)
         case SQLITE_DONE: return nil
+        case let status where status & 0xff == SQLITE_BUSY || status & 0xff == SQLITE_LOCKED:
+            throw PointReadError(message: "reading: the database file is locked", isBusy: true)
         default: throw error("reading")
         }
     }
@@ -123,5 +143,7 @@ private final class Connection: @unchecked Sendable {  // handed between threads
 /// A point read failed (the file is gone, the SQL is wrong): a fault of the service, not of its caller.
 public struct PointReadError: Error, CustomStringConvertible {
     public let message: String
+    /// SQLite answered busy: the file is locked (`PointReader.fetchOne` then reads through GRDB).
+    public var isBusy = false
     public var description: String { "SQLite point read: \(message)" }
 }

@@ -7,7 +7,7 @@ import WarrenSQLite
 @Suite("Point reads straight through SQLite")
 struct PointReaderTests {
     /// A service database (WAL) in a temporary folder, with one table of every column type.
-    private func withDatabase(_ body: (DatabasePool, PointReader) throws -> Void) throws {
+    private func withDatabase(_ body: (DatabasePool, PointReader) async throws -> Void) async throws {
         let folder = FileManager.default.temporaryDirectory.appendingPathComponent("warren-point-\(UUID().uuidString)")
         defer { try? FileManager.default.removeItem(at: folder) }
         let database = try ServiceDatabase.open(service: "points", environment: ["DATA_DIR": folder.path]) { migrator in
@@ -22,56 +22,56 @@ struct PointReaderTests {
                 }
             }
         }
-        try body(database, PointReader(database))
+        try await body(database, PointReader(database))
     }
 
     @Test("a row reads as GRDB wrote it: text, integer, real, blob, null and a date; no row is nil")
-    func types() throws {
-        try withDatabase { database, reader in
+    func types() async throws {
+        try await withDatabase { database, reader in
             let at = Date(timeIntervalSince1970: 1_795_000_000.25)
-            try database.write { db in
+            try await database.write { db in
                 try db.execute(
                     sql: "INSERT INTO things (id, count, ratio, bytes, note, at) VALUES (?, ?, ?, ?, ?, ?)",
                     arguments: ["a", 42, 2.5, Data([0, 1, 255]), nil, at])
             }
-            let row = try #require(try reader.fetchOne("SELECT * FROM things WHERE id = ?", arguments: ["a"]))
+            let row = try #require(try await reader.fetchOne("SELECT * FROM things WHERE id = ?", arguments: ["a"]))
             #expect(row["id"] as String == "a")
             #expect(row["count"] as Int == 42)
             #expect(row["ratio"] as Double == 2.5)
             #expect(row["bytes"] as Data == Data([0, 1, 255]))
             #expect(row["note"] as String? == nil)
             #expect(row["at"] as Date == at)
-            #expect(try reader.fetchOne("SELECT * FROM things WHERE id = ?", arguments: ["b"]) == nil)
+            #expect(try await reader.fetchOne("SELECT * FROM things WHERE id = ?", arguments: ["b"]) == nil)
         }
     }
 
     @Test("text with NUL is bound and read by its length: no prefix matches, nothing comes back cut", arguments: [
         "a\u{0}b", "\u{0}", "\u{0}lead", "trail\u{0}", "",
     ])
-    func nul(text: String) throws {
-        try withDatabase { database, reader in
+    func nul(text: String) async throws {
+        try await withDatabase { database, reader in
             // Written by SQL, not GRDB, whose text binding stops at NUL.
-            try database.write { db in
+            try await database.write { db in
                 try db.execute(sql: "INSERT INTO things (id, note) VALUES ('x' || char(0) || 'y', 'n' || char(0) || 'o')")
                 try db.execute(sql: "INSERT INTO things (id, note) VALUES ('x', 'plain')")
             }
-            let row = try #require(try reader.fetchOne("SELECT * FROM things WHERE id = ?", arguments: ["x\u{0}y"]))
+            let row = try #require(try await reader.fetchOne("SELECT * FROM things WHERE id = ?", arguments: ["x\u{0}y"]))
             #expect(row["note"] as String == "n\u{0}o")
-            #expect(try reader.fetchOne("SELECT * FROM things WHERE id = ?", arguments: ["x\u{0}"]) == nil)
-            #expect(try reader.fetchOne("SELECT note FROM things WHERE id = ?", arguments: ["x"])?["note"] as String? == "plain")
-            #expect(try reader.fetchOne("SELECT * FROM things WHERE id = ?", arguments: [text]) == nil, "\(text.debugDescription)")
+            #expect(try await reader.fetchOne("SELECT * FROM things WHERE id = ?", arguments: ["x\u{0}"]) == nil)
+            #expect(try await reader.fetchOne("SELECT note FROM things WHERE id = ?", arguments: ["x"])?["note"] as String? == "plain")
+            #expect(try await reader.fetchOne("SELECT * FROM things WHERE id = ?", arguments: [text]) == nil, "\(text.debugDescription)")
         }
     }
 
     @Test("a reused statement sees rows committed after it was prepared, and bad SQL is an error")
-    func freshness() throws {
-        try withDatabase { database, reader in
+    func freshness() async throws {
+        try await withDatabase { database, reader in
             for index in 0..<3 {
-                try database.write { db in try db.execute(sql: "INSERT INTO things (id, count) VALUES (?, ?)", arguments: ["\(index)", index]) }
-                let row = try #require(try reader.fetchOne("SELECT count FROM things WHERE id = ?", arguments: ["\(index)"]))
+                try await database.write { db in try db.execute(sql: "INSERT INTO things (id, count) VALUES (?, ?)", arguments: ["\(index)", index]) }
+                let row = try #require(try await reader.fetchOne("SELECT count FROM things WHERE id = ?", arguments: ["\(index)"]))
                 #expect(row["count"] as Int == index)
             }
-            #expect(throws: PointReadError.self) { try reader.fetchOne("SELECT nothing FROM nowhere", arguments: []) }
+            await #expect(throws: PointReadError.self) { try await reader.fetchOne("SELECT nothing FROM nowhere", arguments: []) }
         }
     }
 }
