@@ -69,8 +69,14 @@ public struct ServiceDefinition: Sendable {
 public enum ServiceHost {
     /// The `/health` body: `{"service","status":"ok|degraded","broker":"connected|disconnected",
     /// "consumers":[{"queue","state","inFlight","heldSeconds","detail"?}],"problems":[…]}`.
-    public static func healthReport(name: String, connected: Bool, consumers: [ConsumerHealth.Status], stallAfter: Duration) -> (healthy: Bool, body: String) {
+    public static func healthReport(
+        name: String, connected: Bool, consumers: [ConsumerHealth.Status], stallAfter: Duration, ioThreadHeld: Duration? = nil
+    ) -> (healthy: Bool, body: String) {
         var problems: [String] = connected ? [] : ["the broker is disconnected"]
+        if let held = ioThreadHeld, held > ioThreadHeldLimit {
+            problems.append(
+                "handlers have held the broker connection's thread for \(held.components.seconds) s (one blocks it?); the broker drops the connection when its heartbeats stop")
+        }
         var items: [String] = []
         for consumer in consumers {
             let stalled = consumer.state == .consuming && consumer.heldFor > stallAfter
@@ -87,6 +93,10 @@ public enum ServiceHost {
             + #""consumers":[\#(items.joined(separator: ","))],"problems":[\#(problems.map(jsonString).joined(separator: ","))]}"#
         return (healthy, body)
     }
+
+    /// How long handlers may hold the broker connection's thread before `/health` says so:
+    /// far above any request's own work, well under the broker's heartbeat timeout.
+    public static let ioThreadHeldLimit = Duration.seconds(2)
 
     private static func jsonString(_ text: String) -> String {
         (try? WireJSON.encode(text)).map { String(decoding: $0, as: UTF8.self) } ?? #""""#

@@ -73,6 +73,12 @@ public final class AMQPConnection: Sendable {
     /// True while the socket is up and logged in; false during recovery. For health checks.
     public var isConnected: Bool { status.isConnected }
 
+    /// How long the I/O thread has been running tasks (`executor`) without coming back to the
+    /// socket, or nil when it runs none: past a few seconds a handler is blocking it, and once
+    /// its heartbeats stop the broker drops the connection. For health checks: `isConnected`
+    /// cannot change meanwhile, since only that thread would notice.
+    public var tasksHoldingIOThread: Duration? { status.tasksHoldingThread }
+
     /// True while the broker blocks this connection (`connection.blocked`: a memory or disk
     /// alarm); a publish would wait until it ends. For health checks.
     public var isBlocked: Bool { status.isBlocked }

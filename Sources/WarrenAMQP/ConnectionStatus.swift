@@ -1,3 +1,4 @@
+import Dispatch
 import Synchronization
 
 /// What both sides of the thread boundary may read about a connection.
@@ -23,6 +24,19 @@ final class ConnectionStatus: Sendable {
     private let blocked = Atomic<Bool>(false)
     var isBlocked: Bool { blocked.load(ordering: .relaxed) }
     func setBlocked(_ value: Bool) { blocked.store(value, ordering: .relaxed) }
+
+    /// When the I/O thread started the tasks it is running (`AMQPConnection.executor`), in
+    /// `DispatchTime` nanoseconds; 0 while it runs none.
+    private let tasksStarted = Atomic<UInt64>(0)
+    func runningTasks(_ running: Bool) {
+        tasksStarted.store(running ? max(1, DispatchTime.now().uptimeNanoseconds) : 0, ordering: .relaxed)
+    }
+    var tasksHoldingThread: Duration? {
+        let started = tasksStarted.load(ordering: .relaxed)
+        guard started != 0 else { return nil }
+        let now = DispatchTime.now().uptimeNanoseconds
+        return .nanoseconds(now > started ? Int64(clamping: now - started) : 0)
+    }
 
     var recoveries: Int { recoveryCount.load(ordering: .relaxed) }
     func recovered() { recoveryCount.add(1, ordering: .relaxed) }

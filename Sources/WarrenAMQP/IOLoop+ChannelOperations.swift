@@ -333,7 +333,7 @@ extension IOLoop {
         let ok = decoded.assumingMemoryBound(to: amqp_basic_get_ok_t.self).pointee
         let exchange = String(amqpBytes: ok.exchange)
         let (routingKey, exactKey) = String.decoding(amqpBytes: ok.routing_key)
-        guard var (properties, body) = readContent(channel: handle.number) else { throw lostError ?? .connectionLost(reason: "basic.get") }
+        guard case (var properties, let body)? = readContent(channel: handle.number) else { throw lostError ?? .connectionLost(reason: "basic.get") }
         properties.noteRoutingKey(exact: exactKey)
         if !noAck { state.acks.delivered(ok.delivery_tag) }
         return AMQPDelivery(

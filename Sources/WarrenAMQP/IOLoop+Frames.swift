@@ -63,7 +63,7 @@ extension IOLoop {
         let tag = String(amqpBytes: deliver.consumer_tag)
         let exchange = String(amqpBytes: deliver.exchange)
         let (routingKey, exactKey) = String.decoding(amqpBytes: deliver.routing_key)
-        guard var (properties, body) = readContent(channel: number) else { return }
+        guard case (var properties, let body)? = readContent(channel: number) else { return }
         properties.noteRoutingKey(exact: exactKey)
         guard let state = channels[number] else { return }
         let consumer: ConsumerState

@@ -296,6 +296,8 @@ final class IOLoop {
     private func runTasks() {
         jobs.drainTasks(into: &spareTasks)
         guard !spareTasks.isEmpty else { return }
+        status.runningTasks(true)
+        defer { status.runningTasks(false) }
         let executor = jobs.asUnownedTaskExecutor()
         for task in spareTasks { task.runSynchronously(on: executor) }
         spareTasks.removeAll(keepingCapacity: true)

@@ -9,7 +9,8 @@ public import WarrenAMQP
 /// depends only on WarrenAMQP, so that a library user pulls in no HTTP server.
 extension ServiceHost {
     /// `/health`: broker connectivity and each consumer's state (ConsumerHealth); 503 while the
-    /// broker is disconnected or any consumer is not taking messages (starting, restarting,
+    /// broker is disconnected, while handlers hold the connection's thread for over
+    /// `ioThreadHeldLimit`, or while any consumer is not taking messages (starting, restarting,
     /// stopped, or stalled for `stallAfter`). `/metrics`: Prometheus text.
     public static func adminServer(
         name: String, port: Int, connection: AMQPConnection, registry: PrometheusCollectorRegistry, stallAfter: Duration,
@@ -18,7 +19,8 @@ extension ServiceHost {
         let router = Router()
         router.get("health") { _, _ -> Response in
             let (healthy, body) = healthReport(
-                name: name, connected: connection.isConnected, consumers: health.statuses(), stallAfter: stallAfter)
+                name: name, connected: connection.isConnected, consumers: health.statuses(), stallAfter: stallAfter,
+                ioThreadHeld: connection.tasksHoldingIOThread)
             return Response(
                 status: healthy ? .ok : .serviceUnavailable, headers: [.contentType: "application/json"],
                 body: .init(byteBuffer: ByteBuffer(string: body)))

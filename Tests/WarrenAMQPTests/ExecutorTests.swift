@@ -10,6 +10,8 @@ struct ExecutorTests {
         let connection = try await Broker.connect()
         let queue = Broker.unique("executor")
         let names = try await withTaskExecutorPreference(connection.executor) {
+            // The preference applies from the task's next enqueue on.
+            await Task.yield()
             let first = currentThreadName()
             // A confirmed publish and a get: jobs for the thread this task runs on, awaited.
             let channel = try await connection.openChannel()
@@ -60,6 +62,21 @@ struct ExecutorTests {
             return currentThreadName()
         }
         #expect(closed != "warren-amqp-io")
+    }
+
+    @Test("a task that blocks the I/O thread shows in tasksHoldingIOThread while it does, for /health; none is nil")
+    func holdingReported() async throws {
+        let connection = try await Broker.connect()
+        #expect(connection.tasksHoldingIOThread == nil)
+        let blocking = Task(executorPreference: connection.executor) {
+            _ = usleep(400_000)  // what a handler must never do: block the thread
+        }
+        try await Task.sleep(for: .milliseconds(200))
+        let held = connection.tasksHoldingIOThread
+        await blocking.value
+        #expect(held.map { $0 >= .milliseconds(100) && $0 < .seconds(5) } == true, "\(String(describing: held))")
+        try await waitUntil(within: .seconds(2)) { connection.tasksHoldingIOThread == nil }
+        await connection.close()
     }
 
     @Test("many tasks on the I/O thread, each publishing and awaiting its confirm, all finish")

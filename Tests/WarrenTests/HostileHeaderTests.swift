@@ -257,5 +257,9 @@ struct ConsumerHealthTests {
         tracker.remove()
         #expect(report().0 == true)
         #expect(ServiceHost.healthReport(name: "t", connected: false, consumers: [], stallAfter: stall).healthy == false)
+        // Handlers holding the broker connection's thread: degraded past the limit, not below it.
+        let held = ServiceHost.healthReport(name: "t", connected: true, consumers: [], stallAfter: stall, ioThreadHeld: .seconds(3))
+        #expect(!held.healthy && held.body.contains("held the broker connection's thread for 3 s"))
+        #expect(ServiceHost.healthReport(name: "t", connected: true, consumers: [], stallAfter: stall, ioThreadHeld: .milliseconds(50)).healthy)
     }
 }
