@@ -11,8 +11,9 @@ import Synchronization
 /// one type in a log store whatever the client sent); nested
 /// metadata is a JSON object or array; newlines in messages are escaped, so one event is always
 /// one line. The metadata provider's values (`trace_id`, `span_id` inside a span) are added.
+/// Lines are written by `LogWriter`'s thread: logging never blocks (a full buffer drops lines
+/// and says so).
 public struct JSONLogHandler: LogHandler {
-    private static let output = Mutex<Void>(())
     private static let timeFormat = Date.ISO8601FormatStyle(includingFractionalSeconds: true)
 
     public var metadata: Logger.Metadata = [:]
@@ -33,7 +34,17 @@ public struct JSONLogHandler: LogHandler {
     public func log(event: LogEvent) {
         guard var line = Self.line(event: event, label: label, metadata: metadata, provided: metadataProvider?.get(), at: Date()) else { return }
         line.append(UInt8(ascii: "\n"))
-        Self.output.withLock { _ in FileHandle.standardOutput.write(line) }
+        LogWriter.standardOutput.write(line)
+    }
+
+    /// The warning the log writer adds after dropping lines (stdout was not read).
+    static func droppedLinesNote(_ count: Int) -> Data? {
+        let event = LogEvent(
+            level: .warning, message: "\(count) log lines were dropped: standard output was not read while the buffer was full",
+            metadata: ["dropped_lines": "\(count)"], source: "Warren", file: #fileID, function: #function, line: #line)
+        guard var line = line(event: event, label: "warren.log", metadata: [:], provided: nil, at: Date()) else { return nil }
+        line.append(UInt8(ascii: "\n"))
+        return line
     }
 
     /// The JSON object of one event, without the newline; nil only if it cannot be encoded.
