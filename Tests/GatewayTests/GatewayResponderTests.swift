@@ -63,7 +63,15 @@ struct GatewayResponderTests {
         let other = await TokenAuthority(secret: "another-secret-entirely-0123456789abcdef", lifetime: .seconds(3600))
         let expired = try await TokenAuthority(secret: InProcessGateway.secret, lifetime: .seconds(60))
             .issue(subject: alice, role: "user", now: now - 3_600)
-        let valid = try await TokenAuthority(secret: InProcessGateway.secret, lifetime: .seconds(3600)).issue(subject: alice, role: "admin")
+        let authority = await TokenAuthority(secret: InProcessGateway.secret, lifetime: .seconds(3600))
+        var valid = try await authority.issue(subject: alice, role: "admin", now: now)
+        // One with `-` or `_`, so that its standard-base64 spelling below differs from it (about
+        // one token in a hundred has neither, and was then accepted as itself).
+        var second = 0.0
+        while !valid.contains(where: { $0 == "-" || $0 == "_" }) {
+            second += 1
+            valid = try await authority.issue(subject: alice, role: "admin", now: now + second)
+        }
         let parts = valid.split(separator: ".").map(String.init)
         func base64URL(_ text: String) -> String {
             Data(text.utf8).base64EncodedString().replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_")
