@@ -24,11 +24,17 @@ extension ConsumerService {
                     running -= 1
                 }
                 health?.received()
-                let offload = offloadsLargeBodies && delivery.body.count > HandlerExecutor.largeBodyBytes
-                group.addTask(executorPreference: offload ? globalConcurrentExecutor : nil) {
+                let work: @Sendable () async -> Bool = {
                     await handle(delivery)
                     health?.finished()
                     return true
+                }
+                if offloadsLargeBodies, delivery.body.count > HandlerExecutor.largeBodyBytes {
+                    group.addTask(executorPreference: globalConcurrentExecutor, operation: work)
+                } else {
+                    // Not `addTask(executorPreference: nil)`: that runs the child on the shared
+                    // pool instead of inheriting the preference (seen in release builds).
+                    group.addTask(operation: work)
                 }
                 running += 1
             }
