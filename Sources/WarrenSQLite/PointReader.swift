@@ -107,9 +107,11 @@ private final class Connection: @unchecked Sendable {  // handed between threads
     private func prepared(_ sql: String) throws -> OpaquePointer {
         if let statement = statements[sql] { return statement }
         var statement: OpaquePointer?
-        guard sqlite3_prepare_v3(handle, sql, -1, UInt32(SQLITE_PREPARE_PERSISTENT), &statement, nil) == SQLITE_OK, let statement else {
-            throw error("preparing \(sql)")
+        let status = sqlite3_prepare_v3(handle, sql, -1, UInt32(SQLITE_PREPARE_PERSISTENT), &statement, nil)
+        if status & 0xff == SQLITE_BUSY || status & 0xff == SQLITE_LOCKED {
+            throw PointReadError(message: "preparing: the database file is locked", isBusy: true)
         }
+        guard status == SQLITE_OK, let statement else { throw error("preparing \(sql)") }
         statements[sql] = statement
         return statement
     }
