@@ -11,7 +11,12 @@ import Synchronization
 /// new lines are dropped and counted, and once writing resumes a warning line says how many.
 /// At exit (`atexit`) what is buffered is written, waiting at most 2 s for a stalled reader.
 final class LogWriter: Sendable {
-    static let standardOutput = LogWriter(descriptor: FileHandle.standardOutput, capacity: 4 << 20)
+    /// The process's writer; at exit it writes what is buffered, waiting at most 2 s.
+    static let standardOutput: LogWriter = {
+        let writer = LogWriter(descriptor: FileHandle.standardOutput, capacity: 4 << 20)
+        atexit { LogWriter.standardOutput.flush(waiting: .seconds(2)) }
+        return writer
+    }()
 
     private struct State {
         var lines: [Data] = []
@@ -32,7 +37,6 @@ final class LogWriter: Sendable {
         let thread = Thread { [self] in self.run() }
         thread.name = "warren-log"
         thread.start()
-        atexit { LogWriter.standardOutput.flush(waiting: .seconds(2)) }
     }
 
     /// Queues one line (with its newline); drops it if the buffer is full.

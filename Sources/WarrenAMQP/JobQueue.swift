@@ -160,7 +160,11 @@ final class JobQueue: Sendable {
     }
 
     private static func runOnPool(_ tasks: [UnownedJob]) {
-        for task in tasks { globalConcurrentExecutor.enqueue(ExecutorJob(task)) }
+        for task in tasks { runOnPool(task) }
+    }
+
+    fileprivate static func runOnPool(_ task: UnownedJob) {
+        globalConcurrentExecutor.enqueue(ExecutorJob(task))
     }
 
     func wake() {
@@ -186,7 +190,7 @@ extension JobQueue: TaskExecutor {
             return (true, mustWake)
         }
         if !accepted {
-            globalConcurrentExecutor.enqueue(ExecutorJob(job))
+            Self.runOnPool(job)
         } else if mustWake {
             wake()
         }

@@ -23,7 +23,6 @@ public final class PointReader: Sendable {
     /// Idle connections; one is opened whenever all are busy, so there are at most as many as
     /// threads reading at once.
     private let idle = Mutex<[Connection]>([])
-    private let fallbacks = Atomic<Int>(0)
 
     /// The reader of a service's database.
     public init(_ database: DatabasePool) {
@@ -38,7 +37,6 @@ public final class PointReader: Sendable {
             defer { idle.withLock { $0.append(connection) } }
             fetched = try connection.fetchOne(sql, arguments: arguments)
         } catch let error as PointReadError where error.isBusy {
-            fallbacks.add(1, ordering: .relaxed)
             // As values: GRDB's `Row` may not cross from its reader's thread.
             let values = try await database.read { db in
                 try Row.fetchOne(db, sql: sql, arguments: StatementArguments(arguments)).map { row in
@@ -49,9 +47,6 @@ public final class PointReader: Sendable {
         }
         return fetched
     }
-
-    /// How many reads found the file locked and went through GRDB's pool.
-    public var busyFallbacks: Int { fallbacks.load(ordering: .relaxed) }
 }
 
 /// One read-only connection and the statements it prepared. Used by one thread at a time.
@@ -98,8 +93,8 @@ private final class Connection: @unchecked Sendable {  // handed between threads
         switch sqlite3_step(statement) {
         case SQLITE_ROW: return row(statement)
         case SQLITE_DONE: return nil
-        case let status where status & 0xff == SQLITE_BUSY || status & 0xff == SQLITE_LOCKED:
-            throw PointReadError(message: "reading: the database file is locked", isBusy: true)
+        case let status where Self.isLocked(status):
+            throw PointReadError.locked("reading")
         default: throw error("reading")
         }
     }
@@ -108,9 +103,7 @@ private final class Connection: @unchecked Sendable {  // handed between threads
         if let statement = statements[sql] { return statement }
         var statement: OpaquePointer?
         let status = sqlite3_prepare_v3(handle, sql, -1, UInt32(SQLITE_PREPARE_PERSISTENT), &statement, nil)
-        if status & 0xff == SQLITE_BUSY || status & 0xff == SQLITE_LOCKED {
-            throw PointReadError(message: "preparing: the database file is locked", isBusy: true)
-        }
+        if Self.isLocked(status) { throw PointReadError.locked("preparing") }
         guard status == SQLITE_OK, let statement else { throw error("preparing \(sql)") }
         statements[sql] = statement
         return statement
@@ -137,6 +130,11 @@ private final class Connection: @unchecked Sendable {  // handed between threads
         return Row(values)
     }
 
+    /// SQLite answered busy or locked (its primary result code, whatever the extended one).
+    private static func isLocked(_ status: Int32) -> Bool {
+        status & 0xff == SQLITE_BUSY || status & 0xff == SQLITE_LOCKED
+    }
+
     private func error(_ doing: String) -> PointReadError {
         PointReadError(message: "\(doing): \(String(cString: sqlite3_errmsg(handle)))")
     }
@@ -148,4 +146,8 @@ public struct PointReadError: Error, CustomStringConvertible {
     /// SQLite answered busy: the file is locked (`PointReader.fetchOne` then reads through GRDB).
     public var isBusy = false
     public var description: String { "SQLite point read: \(message)" }
+
+    static func locked(_ doing: String) -> PointReadError {
+        PointReadError(message: "\(doing): the database file is locked", isBusy: true)
+    }
 }
