@@ -1,4 +1,5 @@
 import Foundation
+import Glibc
 import Testing
 @testable import Warren
 
@@ -18,6 +19,15 @@ struct LogWriterTests {
     @Test("while nothing reads, logging does not block: lines past the buffer are dropped, and counted in a warning once writing resumes")
     func stalledReader() async throws {
         let pipe = Pipe()
+        // The pipe full before the writer starts, so that it blocks on its first line: the
+        // lines past the buffer are then all dropped while it waits, whatever the scheduler
+        // does (a writer that ran late once noted some drops early and the rest never).
+        let descriptor = pipe.fileHandleForWriting.fileDescriptor
+        let flags = fcntl(descriptor, F_GETFL)
+        _ = fcntl(descriptor, F_SETFL, flags | O_NONBLOCK)
+        let filler = [UInt8]("prefill\n".utf8)
+        while write(descriptor, filler, filler.count) == filler.count {}
+        _ = fcntl(descriptor, F_SETFL, flags)
         let writer = LogWriter(descriptor: pipe.fileHandleForWriting, capacity: 16 * 1024)
         let line = Data((String(repeating: "x", count: 99) + "\n").utf8)
         let started = ContinuousClock.now
@@ -28,9 +38,8 @@ struct LogWriterTests {
         let reading = Task.detached { pipe.fileHandleForReading.readDataToEndOfFile() }
         writer.flush(waiting: .seconds(5))
         try pipe.fileHandleForWriting.close()
-        let lines = String(decoding: await reading.value, as: UTF8.self).split(separator: "\n")
-        // Every line either came out or is counted in a note (the writer may have noted some
-        // drops before it blocked, so there can be more than one); the last line is a note.
+        let lines = String(decoding: await reading.value, as: UTF8.self).split(separator: "\n").filter { $0 != "prefill" }
+        // Every line either came out or is counted in a note; the last line is a note.
         let notes = lines.filter { $0.contains("dropped_lines") }
         let counted = try notes.map { note in
             let object = try JSONSerialization.jsonObject(with: Data(note.utf8)) as? [String: Any]
