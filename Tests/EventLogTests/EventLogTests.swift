@@ -1,6 +1,5 @@
 import Foundation
 import Logging
-import Synchronization
 import Testing
 import WarrenPostgres
 import WarrenTestSupport
@@ -123,11 +122,4 @@ func withEventLog(_ backend: StorageBackend, _ body: (any EventLog) async throws
             try await body(PostgresEventLog(database: database))
         }
     }
-}
-
-/// Set once, read from any task.
-final class Flag: Sendable {
-    private let value = Mutex(false)
-    var isSet: Bool { value.withLock { $0 } }
-    func set() { value.withLock { $0 = true } }
 }

@@ -1,5 +1,4 @@
 import Foundation
-import Synchronization
 import Testing
 import WarrenAMQP
 import WarrenTestSupport
@@ -72,20 +71,21 @@ struct ExecutorTests {
         // The task holds the thread until it is told to let go, and the reading waits until it
         // started: on a loaded machine the thread may take a while to run it (a fixed 400 ms
         // block read after 200 ms found nothing in a parallel CI run).
-        let flags = BlockingFlags()
-        defer { flags.release.store(true, ordering: .sequentiallyConsistent) }
-        let blocking = Task(executorPreference: connection.executor) {
-            flags.thread.withLock { $0 = currentThreadName() }
-            flags.started.store(true, ordering: .sequentiallyConsistent)
+        let started = Flag()
+        let release = Flag()
+        defer { release.set() }
+        let blocking = Task(executorPreference: connection.executor) { () -> String in
+            let thread = currentThreadName()
+            started.set()
             // What a handler must never do: block the thread.
-            while !flags.release.load(ordering: .sequentiallyConsistent) { _ = usleep(5_000) }
+            while !release.isSet { _ = usleep(5_000) }
+            return thread
         }
-        try await waitUntil(within: .seconds(10)) { flags.started.load(ordering: .sequentiallyConsistent) }
+        try await waitUntil(within: .seconds(10)) { started.isSet }
         try await Task.sleep(for: .milliseconds(150))
         let held = connection.tasksHoldingIOThread
-        flags.release.store(true, ordering: .sequentiallyConsistent)
-        await blocking.value
-        #expect(flags.thread.withLock { $0 } == "warren-amqp-io")
+        release.set()
+        #expect(await blocking.value == "warren-amqp-io")
         #expect(held.map { $0 >= .milliseconds(100) && $0 < .seconds(5) } == true, "\(String(describing: held))")
         try await waitUntil(within: .seconds(2)) { connection.tasksHoldingIOThread == nil }
         await connection.close()
@@ -113,11 +113,4 @@ struct ExecutorTests {
         try await setup.deleteQueue(queue)
         await connection.close()
     }
-}
-
-/// Shared between `holdingReported` and the task it blocks the I/O thread with.
-private final class BlockingFlags: Sendable {
-    let started = Atomic<Bool>(false)
-    let release = Atomic<Bool>(false)
-    let thread = Mutex<String?>(nil)
 }

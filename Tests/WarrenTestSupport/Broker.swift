@@ -1,5 +1,6 @@
 // Helpers shared by every test target: the broker under test, unique names, waiting.
 import Foundation
+import Synchronization
 import Testing
 public import WarrenAMQP
 
@@ -142,4 +143,12 @@ public func waitUntil(within timeout: Duration = .seconds(5), _ condition: () ->
 public func currentThreadName() -> String {
     let name = (try? String(contentsOfFile: "/proc/thread-self/comm", encoding: .utf8)) ?? "unreadable"
     return name.trimmingCharacters(in: .newlines)
+}
+
+/// Set once by one task, read from any other.
+public final class Flag: Sendable {
+    private let value = Mutex(false)
+    public init() {}
+    public var isSet: Bool { value.withLock { $0 } }
+    public func set() { value.withLock { $0 = true } }
 }

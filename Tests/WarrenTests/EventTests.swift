@@ -43,13 +43,6 @@ func withSubscriber(
     if let failure { throw failure }
 }
 
-/// A flag the test sets and a handler reads.
-final class Flag: Sendable {
-    private let value = Mutex(false)
-    func set() { value.withLock { $0 = true } }
-    var isSet: Bool { value.withLock { $0 } }
-}
-
 final class Seen: Sendable {
     private let storage = Mutex<[Event]>([])
     func append(_ event: Event) { storage.withLock { $0.append(event) } }
