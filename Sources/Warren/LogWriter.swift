@@ -74,7 +74,7 @@ final class LogWriter: Sendable {
 
     /// Waits until what is buffered now has been written, at most `limit`.
     func flush(waiting limit: Duration) {
-        let deadline = DispatchTime.now() + .milliseconds(Int(limit.components.seconds * 1000))
+        let deadline = DispatchTime.now() + .milliseconds(Int(limit / .milliseconds(1)))
         while state.withLock({ !$0.lines.isEmpty || $0.writing }) {
             pending.signal()
             guard written.wait(timeout: deadline) == .success else { return }
