@@ -18,9 +18,12 @@ struct GatewayBench: AsyncParsableCommand {
             1,000 keep-alive connections open, runs wrk again with user-service started anew on
             classic queues (AMQP_QUEUE_TYPE=classic, the C ceiling's queue type), then the C
             program's rpc case at 64 in flight on a classic and on a quorum queue. The targets are
-            checked for both queue types. With --stand-in it runs wrk once more with user-service
-            replaced by two instances of that C program (bench/users_responder.c), which answer
-            at almost no cost: what the gateway and the broker alone reach on this machine.
+            checked for both queue types. With --stand-in it runs wrk again on each queue type
+            with user-service replaced by two instances of that C program
+            (bench/users_responder.c), which answer at almost no cost: what the gateway and the
+            broker alone reach on this machine. Last it prints the CPU per request (wrk's
+            included) that each run needed against what the machine's cores give each request
+            at the Node design's rate: a run that needs more cannot reach that rate.
             Needs wrk and rabbitmqctl on this machine.
             Example: make bench, or
               warren-bench gateway --json --c-program .build/amqp-bench-c --stand-in .build/users-responder
@@ -114,11 +117,19 @@ struct GatewayBench: AsyncParsableCommand {
         let rssOpen = try holdConnections(port: port, path: "/users/\(userID)", token: token, count: openConnections) {
             gateway.rssMegabytes()
         }
+        // The C stand-in in place of user-service, on each queue type: what the gateway and the
+        // broker alone can do, so what is left of the Node design's rate for the service.
+        var quorumStandInRun: [String: Double]?
+        if let standIn {
+            quorumStandInRun = try await measureWithStandIn(
+                standIn, base: base, userID: userID, token: token, url: vhostURL, replacing: users, gateway: gateway, broker: broker, logs: data)
+        }
         let classic = try await measureWithClassicQueues(
             base: base, userID: userID, token: token, vhost: vhost, environment: usersEnvironment, replacing: users, gateway: gateway, broker: broker, logs: data)
         var standInRun: [String: Double]?
         if let standIn {
-            standInRun = try await measureWithStandIn(standIn, base: base, userID: userID, token: token, url: vhostURL, replacing: classic.users, logs: data)
+            standInRun = try await measureWithStandIn(
+                standIn, base: base, userID: userID, token: token, url: vhostURL, replacing: classic.users, gateway: gateway, broker: broker, logs: data)
         }
         classic.users.stop()
         gateway.stop()
@@ -168,11 +179,11 @@ struct GatewayBench: AsyncParsableCommand {
         }
         let worstRSS = max(rssOpen, rssBursts.max() ?? 0)
         targets.append(("gateway RSS ≤ 64 MB with \(openConnections) connections, after 3 bursts", String(format: "%.1f MB", worstRSS), worstRSS <= 64))
-        if var standInRun {
-            if let rate = standInRun["requests_per_sec"], let cRate = ceiling?["requests_per_sec"], cRate > 0 {
-                standInRun["ratio"] = (rate / cRate * 1000).rounded() / 1000
-            }
-            result["gateway_with_c_stand_in"] = standInRun
+        for (key, run) in [("gateway_with_c_stand_in", standInRun), ("gateway_with_c_stand_in_quorum_queue", quorumStandInRun)] {
+            guard var run, let rate = run["requests_per_sec"] else { continue }
+            if let cRate = ceiling?["requests_per_sec"], cRate > 0 { run["ratio"] = (rate / cRate * 1000).rounded() / 1000 }
+            if let nodeRate = node["requests_per_sec"], nodeRate > 0 { run["ratio_to_node"] = (rate / nodeRate * 1000).rounded() / 1000 }
+            result[key] = run
         }
         result["targets"] = Dictionary(uniqueKeysWithValues: targets.map { ($0.0, ["value": $0.1, "pass": $0.2] as [String: Any]) })
         if json {
@@ -197,9 +208,29 @@ struct GatewayBench: AsyncParsableCommand {
             node["requests_per_sec"] ?? 0, node["p50_ms"] ?? 0, node["p99_ms"] ?? 0, cpuText(node, ["node_gateway", "node_users"])))
         print(String(format: "  C request/reply ceiling (64 in flight): %.0f req/s on a classic queue, %.0f req/s on a quorum queue",
             ceiling?["requests_per_sec"] ?? 0, quorumCeiling?["requests_per_sec"] ?? 0))
-        if let standIn = result["gateway_with_c_stand_in"] as? [String: Double] {
-            print(String(format: "  Warren with the C stand-in for user-service (classic queue): %.0f req/s, p50 %.2f ms, p99 %.2f ms",
-                standIn["requests_per_sec"] ?? 0, standIn["p50_ms"] ?? 0, standIn["p99_ms"] ?? 0))
+        for (key, label) in [("gateway_with_c_stand_in_quorum_queue", "quorum queue"), ("gateway_with_c_stand_in", "classic queue")] {
+            guard let standIn = result[key] as? [String: Double] else { continue }
+            print(String(format: "  Warren with the C stand-in for user-service (%@): %.0f req/s (%.2f× the Node design), p50 %.2f ms, p99 %.2f ms; CPU per request: %@",
+                label, standIn["requests_per_sec"] ?? 0, standIn["ratio_to_node"] ?? 0, standIn["p50_ms"] ?? 0, standIn["p99_ms"] ?? 0,
+                cpuText(standIn, ["gateway", "stand_in", "broker", "wrk"])))
+        }
+        // The arithmetic behind the ratio: at the Node design's rate, this machine's cores give
+        // each request so much CPU, and a run that needs more cannot reach that rate.
+        if let nodeRate = node["requests_per_sec"], nodeRate > 0 {
+            let cores = ProcessInfo.processInfo.activeProcessorCount
+            print(String(format: "  CPU at the Node design's rate: %d cores give %.0f µs per request (wrk's included); needed:", cores, Double(cores) * 1e6 / nodeRate))
+            let runs: [(String, [String: Double]?, [String])] = [
+                ("Warren, quorum queues", http, ["gateway", "user_service", "broker", "wrk"]),
+                ("Warren, classic queues", classic.run, ["gateway", "user_service", "broker", "wrk"]),
+                ("C stand-in, quorum queue", result["gateway_with_c_stand_in_quorum_queue"] as? [String: Double], ["gateway", "stand_in", "broker", "wrk"]),
+                ("C stand-in, classic queue", result["gateway_with_c_stand_in"] as? [String: Double], ["gateway", "stand_in", "broker", "wrk"]),
+                ("Node design", node, ["node_gateway", "node_users", "wrk"]),
+            ]
+            for (label, run, names) in runs {
+                guard let run else { continue }
+                let total = names.compactMap { run["cpu_us_per_request_\($0)"] }.reduce(0, +)
+                print(String(format: "    %@: %.0f µs (%@)", label, total, cpuText(run, names)))
+            }
         }
         print(String(format: "  gateway RSS: idle %.1f MB, after load %.1f MB, bursts %@ MB, with %d open %.1f MB",
             rssIdle, rssAfterLoad, rssBursts.map { String(format: "%.1f", $0) }.joined(separator: "/"), openConnections, rssOpen))
@@ -269,8 +300,11 @@ struct GatewayBench: AsyncParsableCommand {
 
     /// Stops `users` and answers `users.get` with two instances of the C stand-in (one alone
     /// answers one request at a time, so its round trips would set the pace), then runs wrk again.
+    /// The CPU of the gateway, the stand-ins (summed as `stand_in`) and the broker is measured
+    /// as in `measure`.
     func measureWithStandIn(
-        _ program: String, base: String, userID: String, token: String, url: String, replacing users: Child, logs: URL
+        _ program: String, base: String, userID: String, token: String, url: String, replacing users: Child, gateway: Child, broker: Int32?,
+        logs: URL
     ) async throws -> [String: Double] {
         let user = try await Self.get("\(base)/users/\(userID)", token: token)
         users.stop()
@@ -283,7 +317,16 @@ struct GatewayBench: AsyncParsableCommand {
         for standIn in standIns where !standIn.process.isRunning {
             throw ValidationError("\(program) exited: \((try? String(contentsOf: standIn.log, encoding: .utf8)) ?? "")")
         }
-        return try runWrk(base: base, path: "/users/\(userID)", token: token, seconds: seconds)
+        var processes: [String: Int32?] = ["gateway": gateway.process.processIdentifier, "broker": broker]
+        for (index, standIn) in standIns.enumerated() { processes["stand_in_\(index)"] = standIn.process.processIdentifier }
+        let cpu = CPUSample(processes)
+        var run = try runWrk(base: base, path: "/users/\(userID)", token: token, seconds: seconds)
+        var standInTotal = 0.0
+        for (name, microseconds) in cpu.microsecondsPerRequest(run["requests"] ?? 0) {
+            if name.hasPrefix("stand_in_") { standInTotal += microseconds } else { run["cpu_us_per_request_\(name)"] = microseconds }
+        }
+        run["cpu_us_per_request_stand_in"] = (standInTotal * 10).rounded() / 10
+        return run
     }
 
     static func registerUser(_ base: String) async throws -> (String, String) {
@@ -334,13 +377,27 @@ struct GatewayBench: AsyncParsableCommand {
         let script = FileManager.default.temporaryDirectory.appendingPathComponent("warren-wrk-\(getpid()).lua")
         try Self.wrkScript.write(to: script, atomically: true, encoding: .utf8)
         defer { try? FileManager.default.removeItem(at: script) }
+        // wrk's own CPU is part of what the machine spends per request: from the children's usage
+        // (wrk is the only child that ends meanwhile).
+        let before = Self.childrenCPUSeconds()
         let output = try runProgram(
             "/usr/bin/wrk",
             ["-t2", "-c\(connections)", "-d\(seconds)s", "-s", script.path, "-H", "Authorization: Bearer \(token)", "\(base)\(path)"])
+        let wrkSeconds = Self.childrenCPUSeconds() - before
         guard let line = output.split(separator: "\n").last(where: { $0.hasPrefix("{") }),
             let object = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any]
         else { throw ValidationError("wrk printed no result:\n\(output)") }
-        return object.compactMapValues { ($0 as? NSNumber)?.doubleValue }
+        var run = object.compactMapValues { ($0 as? NSNumber)?.doubleValue }
+        if let requests = run["requests"], requests > 0 { run["cpu_us_per_request_wrk"] = (wrkSeconds * 1e6 / requests * 10).rounded() / 10 }
+        return run
+    }
+
+    /// User and system CPU of the ended children, in seconds.
+    static func childrenCPUSeconds() -> Double {
+        var usage = rusage()
+        getrusage(RUSAGE_CHILDREN.rawValue, &usage)
+        func seconds(_ time: timeval) -> Double { Double(time.tv_sec) + Double(time.tv_usec) / 1e6 }
+        return seconds(usage.ru_utime) + seconds(usage.ru_stime)
     }
 
     static let wrkScript = """
