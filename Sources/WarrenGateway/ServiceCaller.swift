@@ -8,7 +8,7 @@ public import Warren
 ///
 /// The reply is an associated type, so that `RPCClient` conforms as it is: wrapping its
 /// completion in a converting closure would cost an allocation per request on the hot path
-/// (`warren-bench gateway`, before and after: README, Benchmark).
+/// (measured with `warren-bench gateway`, before and after).
 public protocol ServiceCaller: Sendable {
     associatedtype Reply: ServiceReply
 
