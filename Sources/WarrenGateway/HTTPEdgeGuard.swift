@@ -12,6 +12,12 @@ import NIOHTTP1
 /// - It tells a head that overflowed on its first line (414, the URL) from one that overflowed
 ///   in its headers (431), which the decoder's error does not say.
 ///
+/// - Closing after an answer that the client may still be sending into (a parser error, a
+///   refusal before the body, a timeout): `closeLingering` sends the answer's FIN and reads on,
+///   dropping what comes, until the client closes or `HTTPEdgeSettings.lingerTimeout` passes. A
+///   socket closed with bytes still unread sends a TCP reset, and a client still writing its
+///   request would lose the answer to it.
+///
 /// One timer per connection at most, re-armed only when it fires: a keep-alive request moves
 /// the deadline (a store) instead of scheduling and cancelling a task.
 final class HTTPEdgeGuard: ChannelInboundHandler {
@@ -30,6 +36,9 @@ final class HTTPEdgeGuard: ChannelInboundHandler {
         case busy
         /// Answered early while the body was still coming: closed silently at the body timeout.
         case dropping
+        /// Answered and half-closed: reading and dropping until the client closes or the linger
+        /// timeout.
+        case lingering
     }
 
     private let settings: HTTPEdgeSettings
@@ -41,6 +50,8 @@ final class HTTPEdgeGuard: ChannelInboundHandler {
     private var timer: Scheduled<Void>?
     private var requestID: String?
     private var bytesWhileBusy = false
+    /// The client half-closed (its FIN came): nothing more will be read, so nothing to linger for.
+    private var clientClosed = false
     /// Bytes of the current line so far, and whether it is a request line (the connection's
     /// first, or one after an empty line) rather than a header line.
     private var lineLength = 0
@@ -86,11 +97,24 @@ final class HTTPEdgeGuard: ChannelInboundHandler {
             arm(settings.headerTimeout)
         case .busy:
             bytesWhileBusy = true
+        case .lingering:
+            return  // the rest of what was answered: read only so that the close is clean
         case .head, .body, .dropping:
             break
         }
         scan(buffer)
         context.fireChannelRead(data)
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if case ChannelEvent.inputClosed = event {
+            clientClosed = true
+            if phase == .lingering {
+                context.close(promise: nil)  // the client has read the answer and closed
+                return
+            }
+        }
+        context.fireUserInboundEventTriggered(event)
     }
 
     // MARK: - What the request handler tells
@@ -184,7 +208,7 @@ final class HTTPEdgeGuard: ChannelInboundHandler {
         deadline = nil
         guard let context else { return }
         switch phase {
-        case .idle, .dropping:
+        case .idle, .dropping, .lingering:
             context.close(promise: nil)
         case .head:
             answerAndClose(
@@ -205,20 +229,35 @@ final class HTTPEdgeGuard: ChannelInboundHandler {
 
     /// Writes an error response as bytes, below the HTTP pipeline, and closes the connection.
     private func answerAndClose(_ error: GatewayError, requestID: String?, context: ChannelHandlerContext) {
-        phase = .dropping
         let response = responder.reject(error, head: nil, requestID: requestID ?? responder.ids.next())
-        let channel = context.channel
-        context.writeAndFlush(wrapOutboundOut(Self.encode(response, allocator: context.channel.allocator))).whenComplete { _ in
-            channel.close(promise: nil)
-        }
+        writeAndClose(Self.encode(response, allocator: context.channel.allocator))
     }
 
-    /// Writes a whole response's bytes (`encode`) past the HTTP encoder, then closes the connection.
+    /// Writes a whole response's bytes (`encode`) past the HTTP encoder, then closes the
+    /// connection (`closeLingering`).
     func writeAndClose(_ bytes: ByteBuffer) {
         guard let context else { return }
         phase = .dropping
+        let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        context.writeAndFlush(wrapOutboundOut(bytes)).whenComplete { _ in bound.value.closeLingering() }
+    }
+
+    /// Closes the connection after its last answer was written, without a reset: sends the FIN
+    /// (`close(mode: .output)`), then reads and drops what the client still sends until it
+    /// closes too or `HTTPEdgeSettings.lingerTimeout` passes. Where a half-close is not possible
+    /// (an `EmbeddedChannel`) it closes at once.
+    func closeLingering() {
+        guard let context, context.channel.isActive, phase != .lingering else { return }
+        guard !clientClosed else {
+            context.close(promise: nil)
+            return
+        }
+        phase = .lingering
+        arm(HTTPEdgeSettings.lingerTimeout)
         let channel = context.channel
-        context.writeAndFlush(wrapOutboundOut(bytes)).whenComplete { _ in channel.close(promise: nil) }
+        let halfClosed = context.eventLoop.makePromise(of: Void.self)
+        halfClosed.futureResult.whenFailure { _ in channel.close(promise: nil) }
+        context.close(mode: .output, promise: halfClosed)
     }
 
     /// A whole HTTP/1.1 response with `Connection: close`, as bytes.
@@ -273,6 +312,10 @@ struct HTTPEdgeSettings: Sendable {
     static let maxHeadBytes = 64 * 1024
     /// At most 200 header lines.
     static let maxHeaderCount = 200
+    /// How long a connection closed after an error answer goes on reading (and dropping) what
+    /// the client still sends, so that the close reaches it as a FIN after the answer, not a
+    /// reset before it (`HTTPEdgeGuard.closeLingering`).
+    static let lingerTimeout = TimeAmount.seconds(2)
 
     init(_ configuration: GatewayConfiguration) {
         headerTimeout = .nanoseconds(Int64(configuration.headerTimeout / .nanoseconds(1)))

@@ -722,6 +722,50 @@ struct GatewayResponderTests {
         }
     }
 
+    /// `Host` lines (RFC 9112 §3.2: exactly one on HTTP/1.1, never two, a host with an optional
+    /// port or empty) and `Expect` lines (one value other than 100-continue, on any line, is
+    /// 417): each request with the status it gets.
+    static let hostAndExpect: [(String, Int)] = [
+        ("GET /health HTTP/1.1\r\n\r\n", 400),
+        ("GET /health HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400),
+        ("GET /health HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n", 400),
+        ("GET /health HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n", 400),
+        ("GET /health HTTP/1.1\r\nHost: a b\r\n\r\n", 400),
+        ("GET /health HTTP/1.1\r\nHost: user@a\r\n\r\n", 400),
+        ("GET /health HTTP/1.1\r\nHost: a/b\r\n\r\n", 400),
+        ("GET /health HTTP/1.1\r\nHost: a:http\r\n\r\n", 400),
+        ("GET /health HTTP/1.1\r\nHost: [::1\r\n\r\n", 400),
+        ("GET /health HTTP/1.1\r\nHost: [zz]:80\r\n\r\n", 400),
+        ("POST /users HTTP/1.1\r\nHost: a b\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}", 400),
+        ("GET /health HTTP/1.1\r\nHost: \r\n\r\n", 200),
+        ("GET /health HTTP/1.1\r\nHost: api.example.com:8080\r\n\r\n", 200),
+        ("GET /health HTTP/1.1\r\nHost: [::1]:8080\r\n\r\n", 200),
+        ("GET /health HTTP/1.1\r\nHost: 192.0.2.1\r\n\r\n", 200),
+        ("GET /health HTTP/1.1\r\nHost: xn--bcher-kva.example\r\n\r\n", 200),
+        ("GET /health HTTP/1.0\r\n\r\n", 200),
+        ("POST /users HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nExpect: 100-continue\r\nExpect: foo\r\n\r\n", 417),
+        ("POST /users HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nExpect: foo\r\nExpect: 100-continue\r\n\r\n", 417),
+        ("POST /users HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nExpect: 100-continue, foo\r\n\r\n", 417),
+    ]
+
+    @Test("Host: exactly one on HTTP/1.1, none twice, a host and port or empty; Expect: any value but 100-continue on any line is 417")
+    func hostAndExpectLines() async throws {
+        let gateway = try await InProcessGateway()
+        for (request, status) in Self.hostAndExpect {
+            let (answers, closed) = try EmbeddedGateway.session(gateway, [request])
+            let answer = answers[0]
+            // The answer's version is the request's (HTTP/1.0 or 1.1).
+            let answered = answer.hasPrefix("HTTP/1.") ? Int(answer.dropFirst(9).prefix(3)) : nil
+            #expect(answered == status, "\(request.debugDescription)\n\(answer)")
+            guard status >= 400 else { continue }
+            let error = (EmbeddedGateway.json(answer)["error"] as? [String: Any]) ?? [:]
+            #expect(error["code"] as? String == (status == 417 ? "expectation_failed" : "invalid"), "\(request.debugDescription)")
+            if status == 400 { #expect((error["message"] as? String)?.contains("Host") == true, "\(request.debugDescription): \(error)") }
+            #expect(closed, "\(request.debugDescription): closed after the refusal")
+        }
+        #expect(gateway.services.sent.isEmpty)
+    }
+
     @Test("keep-alive requests on one connection are each answered in turn")
     func embeddedKeepAlive() async throws {
         let gateway = try await InProcessGateway()

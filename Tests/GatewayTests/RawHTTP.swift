@@ -8,6 +8,8 @@ final class RawHTTPConnection: @unchecked Sendable {
     private let fd: Int32
     private var received: [UInt8] = []
     private(set) var closedByPeer = false
+    /// The peer's close was a reset (ECONNRESET), which can throw away an answer not yet read.
+    private(set) var resetByPeer = false
 
     /// One parsed response.
     struct Response: Sendable {
@@ -43,15 +45,19 @@ final class RawHTTPConnection: @unchecked Sendable {
 
     deinit { Glibc.close(fd) }
 
-    func send(_ text: String) { send(Array(text.utf8)) }
+    /// Sends all of `text`; false if the connection failed first (the peer closed or reset it).
+    @discardableResult
+    func send(_ text: String) -> Bool { send(Array(text.utf8)) }
 
-    func send(_ bytes: [UInt8]) {
+    @discardableResult
+    func send(_ bytes: [UInt8]) -> Bool {
         var offset = 0
         while offset < bytes.count {
             let sent = bytes[offset...].withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
-            guard sent > 0 else { return }
+            guard sent > 0 else { return false }
             offset += sent
         }
+        return true
     }
 
     func close() {
@@ -98,6 +104,7 @@ final class RawHTTPConnection: @unchecked Sendable {
             let read = recv(fd, &buffer, buffer.count, 0)
             if read <= 0 {
                 closedByPeer = true
+                if read < 0, errno == ECONNRESET { resetByPeer = true }
             } else {
                 received += buffer[0..<read]
             }
