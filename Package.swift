@@ -274,7 +274,7 @@ let package = Package(
         // The wire contract's rules, no broker: names, wire times, error replies, limits vs schemas/.
         .testTarget(
             name: "WarrenContractTests",
-            dependencies: ["WarrenContract", "WarrenAMQP"],
+            dependencies: ["WarrenContract", "WarrenAMQP", "WarrenTestSupport"],
             swiftSettings: swiftSettings
         ),
         .testTarget(

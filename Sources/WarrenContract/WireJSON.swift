@@ -35,6 +35,13 @@ public enum WireJSON {
         try sharedEncoder.encode(value)
     }
 
+    /// Whether `data` can be JSON text in UTF-8: valid UTF-8 with no NUL byte. JSON has no raw
+    /// NUL (a string escapes it), and UTF-16 or UTF-32 text of any JSON value has one in its
+    /// first character, so this refuses those encodings before a decoder guesses them.
+    public static func isUTF8Text(_ data: Data) -> Bool {
+        !data.contains(0) && String(validating: data, as: UTF8.self) != nil
+    }
+
     /// Decodes JSON this side trusts to follow the contract (a reply, a stored column) with the
     /// shared decoder, as it is: a failure is the `DecodingError`, and nothing is validated.
     public static func decodeTrusted<T: Decodable>(_ type: T.Type, from data: Data) throws -> T {
@@ -44,6 +51,8 @@ public enum WireJSON {
     /// Decodes a request or reply, turning every decoding failure into `invalid` with the
     /// path of the failing field, so that a caller knows what to fix.
     public static func decode<T: Decodable>(_ type: T.Type, from data: Data) throws(ServiceError) -> T {
+        // Foundation's decoder also reads UTF-16 and UTF-32; the contract's JSON is UTF-8.
+        guard isUTF8Text(data) else { throw .invalid("the body must be JSON in UTF-8") }
         let value: T
         do {
             value = try sharedDecoder.decode(type, from: data)

@@ -1,4 +1,5 @@
 public import Foundation
+import WarrenContract
 
 /// Turns an HTTP request's parameters and JSON body into the body of the request message:
 /// path and query parameters become fields, typed as the route declares; the token's subject
@@ -45,6 +46,9 @@ public enum MessageBody {
         }
 
         guard let body, !body.isEmpty else { return object(fields) }
+        // `JSONSerialization` also reads UTF-16 and UTF-32 (and forwarding the body as sent
+        // would pass them on): the contract's JSON is UTF-8 (RFC 8259 §8.1).
+        guard WireJSON.isUTF8Text(body) else { throw .invalid("the body must be JSON in UTF-8") }
         guard let parsed = try? JSONSerialization.jsonObject(with: body), var object = parsed as? [String: Any] else {
             throw .invalid("the body must be a JSON object")
         }

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import WarrenTestSupport
 @testable import WarrenGateway
 
 /// The route table, the request-to-message translation and the rate limiter, without a server.
@@ -236,6 +237,15 @@ struct RouteTableTests {
         }
         #expect(throws: GatewayError.invalid("the body must be a JSON object")) {
             try MessageBody.build(route: route, pathParameters: ["id": "1"], query: [], body: Data("[1,2".utf8), subject: "me")
+        }
+        // JSON in another encoding than UTF-8 is refused, also where the body would go out as sent.
+        for (name, body) in HostileValues.otherEncodings(of: #"{"note":"hi"}"#) {
+            for subject in ["me", nil] {
+                let parameters = subject == nil ? [:] : ["id": "1"]
+                #expect(throws: GatewayError.invalid("the body must be JSON in UTF-8"), "\(name)") {
+                    try MessageBody.build(route: route, pathParameters: parameters, query: [], body: body, subject: subject)
+                }
+            }
         }
         // No field to add: the body goes out byte for byte.
         let plain = try #require(Self.table.routes.first { $0.method == "POST" && $0.path == "/users" })

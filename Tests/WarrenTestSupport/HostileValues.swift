@@ -68,6 +68,22 @@ public enum HostileValues {
         ("impossible dates", Data(#"{"since":"2026-02-30T00:00:00Z","until":"2026-13-01T25:61:61Z"}"#.utf8)),
     ]
 
+    /// `json` in the encodings JSON may not come in (RFC 8259 §8.1: UTF-8 only) but Foundation's
+    /// decoders read anyway: UTF-16 and UTF-32, in each byte order and with a byte order mark;
+    /// and in UTF-8 with a raw NUL inside (JSON escapes it) or a byte that is not UTF-8.
+    public static func otherEncodings(of json: String) -> [(name: String, value: Data)] {
+        let encodings: [(String, String.Encoding)] = [
+            ("UTF-16LE", .utf16LittleEndian), ("UTF-16BE", .utf16BigEndian), ("UTF-16 with a BOM", .utf16),
+            ("UTF-32LE", .utf32LittleEndian), ("UTF-32BE", .utf32BigEndian), ("UTF-32 with a BOM", .utf32),
+        ]
+        let utf8 = Array(json.utf8)
+        let middle = utf8.count / 2
+        return encodings.compactMap { name, encoding in json.data(using: encoding).map { (name, $0) } } + [
+            ("UTF-8 with a raw NUL", Data(utf8[..<middle] + [0] + utf8[middle...])),
+            ("UTF-8 with a byte that is not UTF-8", Data(utf8[..<middle] + [0xC0, 0x80] + utf8[middle...])),
+        ]
+    }
+
     /// A header table whose encoding is about `bytes` long: near a 128 KiB frame, a copy with a
     /// few more headers no longer fits.
     public static func nearFrameHeaders(bytes: Int = 126_000) -> AMQPTable {
