@@ -69,8 +69,14 @@ extension IOLoop {
 
     func openChannel() throws(AMQPError) -> ChannelHandle {
         let limit = UInt16(clamping: connection.map { Int(amqp_get_channel_max($0)) }.flatMap { $0 > 0 ? $0 : nil } ?? configuration.channelMax)
-        guard let number = (Self.controlChannel + 1...max(limit, Self.controlChannel + 1)).first(where: { channels[$0] == nil }) else {
-            throw .protocolError("all \(limit) channels are in use")
+        // A channel past the negotiated maximum is a connection error for the broker: say why
+        // here rather than lose the connection over it.
+        guard limit > Self.controlChannel else {
+            throw .invalidArgument(
+                "channel_max is \(limit) (the URL's or the broker's), which leaves no channel to open: channel \(Self.controlChannel) is the connection's own, so at least \(Self.controlChannel + 1) is needed")
+        }
+        guard let number = (Self.controlChannel + 1...limit).first(where: { channels[$0] == nil }) else {
+            throw .protocolError("all \(limit) channels are in use (channel_max, the URL's or the broker's)")
         }
         let state = ChannelState(handle: ChannelHandle(number: number, jobs: jobs, frameMax: frameMax))
         channels[number] = state

@@ -30,6 +30,30 @@ struct ConnectionTests {
         }
     }
 
+    @Test("channel_max leaves the channels it allows: 1 is an invalid argument saying why, 2 opens one and refuses the next; the connection stays")
+    func channelMax() async throws {
+        for (channelMax, opened) in [(1, 0), (2, 1)] {
+            var configuration = try Broker.configuration()
+            configuration.channelMax = channelMax
+            configuration.recovery.isEnabled = false
+            let connection = try await AMQPConnection.connect(configuration)
+            var channels: [AMQPChannel] = []
+            for _ in 0..<opened { channels.append(try await connection.openChannel()) }
+            await #expect {
+                _ = try await connection.openChannel()
+            } throws: { error in
+                switch error as? AMQPError {
+                case .invalidArgument(let detail): channelMax == 1 && detail.contains("channel_max is 1")
+                case .protocolError(let detail): channelMax == 2 && detail.contains("all 2 channels are in use")
+                default: false
+                }
+            }
+            #expect(connection.isConnected, "channel_max=\(channelMax): the connection is still open")
+            for channel in channels { await channel.close() }
+            await connection.close()
+        }
+    }
+
     @Test("nothing listening on the port is reported as connection refused, promptly")
     func refused() async throws {
         var configuration = try Broker.configuration()
