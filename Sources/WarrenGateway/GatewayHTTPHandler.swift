@@ -71,13 +71,14 @@ final class GatewayHTTPHandler: ChannelInboundHandler {
         close(context: context)
     }
 
-    /// Closes the connection, after the response being written if there is one.
+    /// Closes the connection, after the response being written if there is one; lingering
+    /// (`HTTPEdgeGuard.closeLingering`), as the client may still be sending.
     private func close(context: ChannelHandlerContext) {
         state = .closed
         if writing {
             closeWhenWritten = true
         } else {
-            context.close(promise: nil)
+            edge.closeLingering()
         }
     }
 
@@ -130,7 +131,7 @@ final class GatewayHTTPHandler: ChannelInboundHandler {
         let chunked = head.headers.contains(name: "transfer-encoding")
         edge.headReceived(requestID: requestID, expectsBody: (length ?? 0) > 0 || chunked)
         // Every `Expect` value, from every line: one other than 100-continue anywhere is refused.
-        let expectations = head.version.minor >= 1 ? head.headers[canonicalForm: "expect"] : []
+        let expectations = head.version.minor >= 1 ? head.headers[canonicalForm: "expect"].filter { !$0.isEmpty } : []
         let expect: Substring? = expectations.first { $0.lowercased() != "100-continue" } ?? expectations.first
         if chunked, let refusal = Self.refusedTransferEncoding(head.headers[canonicalForm: "transfer-encoding"]) {
             // The body's framing is not one the gateway reads: nothing after this head can be
@@ -142,7 +143,7 @@ final class GatewayHTTPHandler: ChannelInboundHandler {
             answerEarly(Self.tooLarge(maxBodyBytes), head: head, requestID: requestID, context: context, closeNow: expect != nil)
             return
         }
-        if let refusal = Self.refusedHost(head) {
+        if let refusal = HostHeader.refusal(head) {
             answerEarly(refusal, head: head, requestID: requestID, context: context, closeNow: expect != nil)
             return
         }
@@ -160,55 +161,6 @@ final class GatewayHTTPHandler: ChannelInboundHandler {
             context.writeAndFlush(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: .continue))), promise: nil)
         }
         state = .reading(GatewayRequest(head: head, body: nil, remoteAddress: remoteAddress, requestID: requestID))
-    }
-
-    /// The `Host` rule of RFC 9112 (§3.2): an HTTP/1.1 request has exactly one `Host` line, and
-    /// no request has two; its value is a host (a name, IPv4 address or bracketed IPv6 literal)
-    /// with an optional port, or empty (a target without an authority). Nothing routes on it,
-    /// but a request that breaks it is malformed, and proxies in front may read it otherwise.
-    static func refusedHost(_ head: HTTPRequestHead) -> GatewayError? {
-        let hosts = head.headers["host"]
-        if hosts.count > 1 { return .invalid("the request has \(hosts.count) Host headers; send exactly one") }
-        guard let host = hosts.first else {
-            return head.version.minor >= 1 ? .invalid("an HTTP/1.1 request must have a Host header") : nil
-        }
-        return isValidHost(host) ? nil : .invalid("the Host header is not a host with an optional port")
-    }
-
-    /// `uri-host [":" port]` (RFC 3986): a registered name of unreserved characters, percent
-    /// escapes and sub-delimiters, or an IP literal in brackets; the port is digits.
-    static func isValidHost(_ value: String) -> Bool {
-        var rest = Substring(value)
-        if rest.first == "[" {
-            guard let close = rest.firstIndex(of: "]") else { return false }
-            let literal = rest[rest.index(after: rest.startIndex)..<close]
-            guard !literal.isEmpty, literal.utf8.allSatisfy({ isHexDigit($0) || $0 == UInt8(ascii: ":") || $0 == UInt8(ascii: ".") }) else {
-                return false
-            }
-            rest = rest[rest.index(after: close)...]
-        } else {
-            let end = rest.firstIndex(of: ":") ?? rest.endIndex
-            guard rest[..<end].utf8.allSatisfy(isRegisteredNameByte) else { return false }
-            rest = rest[end...]
-        }
-        guard let colon = rest.first else { return true }
-        return colon == ":" && rest.dropFirst().utf8.allSatisfy { $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }
-    }
-
-    private static func isHexDigit(_ byte: UInt8) -> Bool {
-        (byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9")) || (byte | 0x20 >= UInt8(ascii: "a") && byte | 0x20 <= UInt8(ascii: "f"))
-    }
-
-    /// unreserved / pct-encoded / sub-delims (the escapes' digits are letters and digits too).
-    private static func isRegisteredNameByte(_ byte: UInt8) -> Bool {
-        switch byte {
-        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"): true
-        case UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "_"), UInt8(ascii: "~"), UInt8(ascii: "%"): true
-        case UInt8(ascii: "!"), UInt8(ascii: "$"), UInt8(ascii: "&"), UInt8(ascii: "'"), UInt8(ascii: "("), UInt8(ascii: ")"),
-            UInt8(ascii: "*"), UInt8(ascii: "+"), UInt8(ascii: ","), UInt8(ascii: ";"), UInt8(ascii: "="):
-            true
-        default: false
-        }
     }
 
     /// The responder's answer, on the event loop. A connection that closed meanwhile drops it.

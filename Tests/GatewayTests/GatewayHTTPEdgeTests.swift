@@ -176,6 +176,10 @@ struct GatewayHTTPEdgeTests {
         ("a coding before chunked", "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nTransfer-Encoding: gzip, chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n", 400),
         ("CONNECT to a path, a request behind it", "CONNECT /items/a HTTP/1.1\r\nHost: t\r\n\r\nGET /items/a HTTP/1.1\r\nHost: t\r\n\r\n", 405),
         ("CONNECT to an authority", "CONNECT localhost:80 HTTP/1.1\r\nHost: localhost:80\r\n\r\nGET /items/a HTTP/1.1\r\nHost: t\r\n\r\n", 404),
+        ("no Host", "GET /items/a HTTP/1.1\r\n\r\n", 400),
+        ("two Host lines", "GET /items/a HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400),
+        ("a Host with a space", "GET /items/a HTTP/1.1\r\nHost: a b\r\n\r\n", 400),
+        ("a Host with a path, and a body", "POST /echo HTTP/1.1\r\nHost: a/b\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}", 400),
         ("an Upgrade, a request behind it", "GET /nope HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\nGET /items/a HTTP/1.1\r\nHost: t\r\n\r\n", 404),
     ]
 
