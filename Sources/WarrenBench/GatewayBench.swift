@@ -222,8 +222,8 @@ struct GatewayBench: AsyncParsableCommand {
             let runs: [(String, [String: Double]?, [String])] = [
                 ("Warren, quorum queues", http, ["gateway", "user_service", "broker", "wrk"]),
                 ("Warren, classic queues", classic.run, ["gateway", "user_service", "broker", "wrk"]),
-                ("C stand-in, quorum queue", result["gateway_with_c_stand_in_quorum_queue"] as? [String: Double], ["gateway", "stand_in", "broker", "wrk"]),
-                ("C stand-in, classic queue", result["gateway_with_c_stand_in"] as? [String: Double], ["gateway", "stand_in", "broker", "wrk"]),
+                ("C stand-in, quorum queue", quorumStandInRun, ["gateway", "stand_in", "broker", "wrk"]),
+                ("C stand-in, classic queue", standInRun, ["gateway", "stand_in", "broker", "wrk"]),
                 ("Node design", node, ["node_gateway", "node_users", "wrk"]),
             ]
             for (label, run, names) in runs {

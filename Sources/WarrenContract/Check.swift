@@ -61,13 +61,15 @@ public enum Check {
         guard isUUID(value) else { throw .invalid("field '\(field)' must be a UUID") }
     }
 
+    /// Whether `byte` is an ASCII hex digit, of either case.
+    public static func isHexDigit(_ byte: UInt8) -> Bool {
+        (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte) || (UInt8(ascii: "a")...UInt8(ascii: "f")).contains(byte | 0x20)
+    }
+
     /// `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx` in hex digits of either case.
     public static func isUUID(_ value: String) -> Bool {
         // By hand: Foundation's parser costs more than the lookup the id is for.
-        func isHexDigit(_ byte: UInt8) -> Bool {
-            (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte) || (UInt8(ascii: "a")...UInt8(ascii: "f")).contains(byte | 0x20)
-        }
-        return value.utf8.count == 36
+        value.utf8.count == 36
             && value.utf8.enumerated().allSatisfy { index, byte in
                 index == 8 || index == 13 || index == 18 || index == 23 ? byte == UInt8(ascii: "-") : isHexDigit(byte)
             }

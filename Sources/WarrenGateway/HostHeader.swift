@@ -1,5 +1,6 @@
 import Glibc
 import NIOHTTP1
+import WarrenContract
 
 /// The `Host` rule of RFC 9112 (§3.2): an HTTP/1.1 request has exactly one `Host` line and no
 /// request has two; its value is `uri-host [":" port]` (RFC 3986 §3.2.2, with RFC 6874's zone
@@ -46,7 +47,7 @@ enum HostHeader {
             guard let dot = literal.firstIndex(of: UInt8(ascii: ".")), dot > literal.startIndex + 1, dot < literal.endIndex - 1 else {
                 return false
             }
-            return literal[(literal.startIndex + 1)..<dot].allSatisfy(isHexDigit)
+            return literal[(literal.startIndex + 1)..<dot].allSatisfy(Check.isHexDigit)
                 && literal[(dot + 1)...].allSatisfy { isUnreserved($0) || isSubDelimiter($0) || $0 == UInt8(ascii: ":") }
         }
         var address = literal
@@ -70,7 +71,7 @@ enum HostHeader {
         var index = bytes.startIndex
         while index < bytes.endIndex {
             if bytes[index] == UInt8(ascii: "%") {
-                guard index + 2 < bytes.endIndex, isHexDigit(bytes[index + 1]), isHexDigit(bytes[index + 2]) else { return false }
+                guard index + 2 < bytes.endIndex, Check.isHexDigit(bytes[index + 1]), Check.isHexDigit(bytes[index + 2]) else { return false }
                 index += 3
             } else {
                 guard allowed(bytes[index]) else { return false }
@@ -81,10 +82,6 @@ enum HostHeader {
     }
 
     private static func isDigit(_ byte: UInt8) -> Bool { byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9") }
-
-    private static func isHexDigit(_ byte: UInt8) -> Bool {
-        isDigit(byte) || (byte | 0x20 >= UInt8(ascii: "a") && byte | 0x20 <= UInt8(ascii: "f"))
-    }
 
     private static func isUnreserved(_ byte: UInt8) -> Bool {
         switch byte {
